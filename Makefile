@@ -1,0 +1,33 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when the package metadata or the pins change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "uv==0.13.8"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/valorl demo
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+lint: setup
+	$(BIN)/ruff check valorl tests benchmarks
+	$(BIN)/ruff format --check valorl tests benchmarks
+
+bench: setup
+	$(BIN)/valorl bench throughput --agent iql --seeds 1 --json
+	$(BIN)/valorl bench throughput --agent iql --seeds 5 --json
+
+clean:
+	rm -rf $(VENV) valorl-demo .pytest_cache

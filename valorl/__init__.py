@@ -1,0 +1,35 @@
+"""valorl: value functions and the policies they imply, learned from logged data.
+
+Python API (the CLI calls the same functions):
+
+    import valorl
+    ds = valorl.load_dataset("valorl/pendulum-mixed-v0")       # Minari id, dir, .hdf5 or .npz
+    result = valorl.train("iql", ds, steps=20_000, seeds=3, out="runs/iql")
+    policy = valorl.load_policy("runs/iql")                     # obs -> environment action
+"""
+
+__version__ = "0.1.0"
+
+from valorl.agents import AGENTS, BC, IQL, TD3BC, make_agent
+from valorl.data import Dataset, DatasetInfo, load_dataset, save_minari, save_npz
+from valorl.errors import ValorlError
+from valorl.eval.policy import Policy, load_policy
+from valorl.train.offline import RunResult, train
+
+__all__ = [
+    "AGENTS",
+    "BC",
+    "IQL",
+    "TD3BC",
+    "Dataset",
+    "DatasetInfo",
+    "Policy",
+    "RunResult",
+    "ValorlError",
+    "load_dataset",
+    "load_policy",
+    "make_agent",
+    "save_minari",
+    "save_npz",
+    "train",
+]

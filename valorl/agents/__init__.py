@@ -1,0 +1,29 @@
+"""Agents: one file per algorithm, registered here by the name the CLI uses."""
+
+from __future__ import annotations
+
+from valorl.agents.base import Agent, Spec
+from valorl.agents.bc import BC
+from valorl.agents.iql import IQL
+from valorl.agents.td3_bc import TD3BC
+from valorl.config import from_dict
+from valorl.errors import ValorlError
+
+AGENTS: dict[str, type] = {cls.name: cls for cls in (BC, TD3BC, IQL)}
+
+
+def agent_class(name: str) -> type:
+    """The agent class registered as `name` (e.g. "iql")."""
+    try:
+        return AGENTS[name.replace("-", "_").lower()]
+    except KeyError:
+        raise ValorlError(f"unknown agent {name!r}; choose from {', '.join(AGENTS)}") from None
+
+
+def make_agent(name: str, **hyperparameters) -> Agent:
+    """An agent by registry name with hyperparameters overridden, e.g. `make_agent("iql",
+    expectile=0.9)`; values are checked against the field types."""
+    return from_dict(agent_class(name), hyperparameters)
+
+
+__all__ = ["AGENTS", "BC", "IQL", "TD3BC", "Agent", "Spec", "agent_class", "make_agent"]

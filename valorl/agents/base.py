@@ -1,0 +1,104 @@
+"""The agent contract and the pieces every agent shares.
+
+An agent is a frozen dataclass of hyperparameters (hashable, so it is a static `jit` argument)
+with three pure methods:
+
+    init(key, spec)                    -> state         a pytree of TrainStates and target params
+    update(state, batch, key)          -> state, metrics (flat dict "<part>/<name>" -> scalar)
+    act(state, obs, key, deterministic) -> actions in [-1, 1]
+
+The library owns everything else: sampling, fusing updates with `lax.scan`, training seeds
+together with `vmap`, normalising data, checkpoints and evaluation. An agent sees actions in
+[-1, 1], and observations and rewards after the transforms it asks for with
+`normalize_observations` and `reward_normalization`.
+
+An update may consume several batches (TD3's delayed actor: `policy_freq` critic steps, then
+one actor step). Such an agent sets `batches_per_update > 1` and receives a batch with a
+leading axis of that size; training steps are counted in batches, as papers count them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol
+
+import flax.linen as nn
+import jax
+import optax
+from flax.training.train_state import TrainState
+
+from valorl.data.dataset import Batch
+from valorl.data.transforms import RewardNormalization
+
+Metrics = dict[str, jax.Array]
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What an agent needs to know when it initialises."""
+
+    obs_shape: tuple[int, ...]
+    action_dim: int
+    total_updates: int = 1_000_000
+    """How many times `update` will be called in training, for learning-rate schedules."""
+
+
+class Agent(Protocol):
+    name: ClassVar[str]
+    batch_size: int
+    normalize_observations: bool
+    reward_normalization: RewardNormalization
+
+    @property
+    def batches_per_update(self) -> int: ...
+
+    def init(self, key: jax.Array, spec: Spec) -> Any: ...
+
+    def update(self, state: Any, batch: Batch, key: jax.Array) -> tuple[Any, Metrics]: ...
+
+    def act(
+        self, state: Any, obs: jax.Array, key: jax.Array, deterministic: bool = True
+    ) -> jax.Array: ...
+
+
+def create_train_state(
+    module: nn.Module,
+    key: jax.Array,
+    inputs: tuple[jax.Array, ...],
+    tx: optax.GradientTransformation,
+) -> TrainState:
+    """Initialise `module` on example `inputs` and pair it with its optimiser."""
+    params = module.init(key, *inputs)["params"]
+    return TrainState.create(apply_fn=module.apply, params=params, tx=tx)
+
+
+def apply(train_state: TrainState, params: Params, *inputs: jax.Array) -> Any:
+    """Run a TrainState's network with the given parameters (its own, a target's, or traced)."""
+    return train_state.apply_fn({"params": params}, *inputs)
+
+
+def grad_step(
+    train_state: TrainState, loss_fn: Callable[[Params], tuple[jax.Array, Metrics]]
+) -> tuple[TrainState, Metrics]:
+    """One optimiser step on `loss_fn(params) -> (loss, metrics)`; adds loss and grad norm."""
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_state.params)
+    train_state = train_state.apply_gradients(grads=grads)
+    return train_state, {"loss": loss, **metrics, "grad_norm": optax.global_norm(grads)}
+
+
+def polyak(params: Params, target: Params, tau: float) -> Params:
+    """target <- tau * params + (1 - tau) * target."""
+    return optax.incremental_update(params, target, tau)
+
+
+def adam(learning_rate: float, cosine_steps: int | None = None) -> optax.GradientTransformation:
+    """Adam, optionally with the learning rate decayed to zero over `cosine_steps` (IQL's actor)."""
+    if cosine_steps is None:
+        return optax.adam(learning_rate)
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, cosine_steps))
+
+
+def prefix(part: str, metrics: Metrics) -> Metrics:
+    return {f"{part}/{name}": value for name, value in metrics.items()}

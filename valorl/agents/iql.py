@@ -1,0 +1,163 @@
+"""Implicit Q-Learning (Kostrikov, Nair & Levine, ICLR 2022, arXiv:2110.06169).
+
+IQL never evaluates the critic at actions outside the dataset. It fits
+
+    V(s)    by expectile regression onto the target critic          (Eq. 5)
+            L_V = E[ L2^τ( min_i Q̂_i(s, a) − V(s) ) ]
+    Q(s, a) by TD learning onto the value of the next state         (Eq. 6)
+            L_Q = Σ_i E[ (r + γ·m·V(s') − Q_i(s, a))² ]
+    π(a|s)  by advantage-weighted regression on dataset actions     (Eq. 7)
+            L_π = −E[ min(exp(β·(min_i Q̂_i(s, a) − V(s))), w_max) · log π(a|s) ]
+
+in that order each step (as the reference code does), then moves the target critic Q̂
+towards Q by Polyak averaging. Defaults are the paper's MuJoCo settings (App. B).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Literal
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax.training.train_state import TrainState
+
+from valorl.agents.base import (
+    Metrics,
+    Params,
+    Spec,
+    adam,
+    apply,
+    create_train_state,
+    grad_step,
+    polyak,
+    prefix,
+)
+from valorl.data.dataset import Batch
+from valorl.data.transforms import RewardNormalization
+from valorl.losses import awr_weights, expectile_loss
+from valorl.nets import Ensemble, GaussianPolicy, StateActionValue, StateValue
+from valorl.nets.policies import gaussian_log_prob, gaussian_sample
+
+
+class IQLState(flax.struct.PyTreeNode):
+    actor: TrainState
+    critic: TrainState
+    target_critic: Params
+    value: TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class IQL:
+    """Implicit Q-Learning: expectile value, TD critic, advantage-weighted actor."""
+
+    name: ClassVar[str] = "iql"
+    batches_per_update: ClassVar[int] = 1
+
+    expectile: float = 0.7
+    """τ of the value loss (Eq. 5): 0.7 for locomotion, 0.9 for AntMaze."""
+    beta: float = 3.0
+    """Inverse temperature of the advantage weights (Eq. 7): 3 for locomotion, 10 for AntMaze."""
+    max_weight: float = 100.0
+    """Clip on the exponentiated advantages."""
+    discount: float = 0.99
+    """Discount factor γ."""
+    tau: float = 0.005
+    """Polyak rate of the target critic."""
+    actor_lr: float = 3e-4
+    """Actor learning rate."""
+    critic_lr: float = 3e-4
+    """Q-network learning rate."""
+    value_lr: float = 3e-4
+    """V-network learning rate."""
+    actor_lr_schedule: Literal["cosine", "constant"] = "cosine"
+    """Cosine decay of the actor learning rate over training, as in the reference code."""
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """Hidden layer sizes of every network."""
+    num_qs: int = 2
+    """Critic ensemble size; targets use the minimum over members."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    normalize_observations: bool = False
+    """Standardise observations with dataset statistics."""
+    reward_normalization: RewardNormalization = "return_range"
+    """Scale rewards by 1000 / (max − min episode return), the paper's locomotion setting."""
+
+    def init(self, key: jax.Array, spec: Spec) -> IQLState:
+        key_actor, key_critic, key_value = jax.random.split(key, 3)
+        obs = jnp.zeros((1, *spec.obs_shape))
+        actions = jnp.zeros((1, spec.action_dim))
+        cosine = spec.total_updates if self.actor_lr_schedule == "cosine" else None
+        actor = create_train_state(
+            GaussianPolicy(self.hidden_dims, spec.action_dim),
+            key_actor,
+            (obs,),
+            adam(self.actor_lr, cosine),
+        )
+        critic = create_train_state(
+            Ensemble(StateActionValue(self.hidden_dims), self.num_qs),
+            key_critic,
+            (obs, actions),
+            adam(self.critic_lr),
+        )
+        value = create_train_state(
+            StateValue(self.hidden_dims), key_value, (obs,), adam(self.value_lr)
+        )
+        return IQLState(actor=actor, critic=critic, target_critic=critic.params, value=value)
+
+    def value_loss(
+        self, params: Params, state: IQLState, batch: Batch
+    ) -> tuple[jax.Array, Metrics]:
+        q = apply(state.critic, state.target_critic, batch.observations, batch.actions).min(0)
+        v = apply(state.value, params, batch.observations)
+        return expectile_loss(q - v, self.expectile).mean(), {"v_mean": v.mean()}
+
+    def critic_loss(
+        self, params: Params, state: IQLState, batch: Batch
+    ) -> tuple[jax.Array, Metrics]:
+        next_v = apply(state.value, state.value.params, batch.next_observations)
+        target = batch.rewards + self.discount * batch.masks * next_v
+        q = apply(state.critic, params, batch.observations, batch.actions)
+        return ((q - target) ** 2).mean(axis=1).sum(), {"q_mean": q.mean()}
+
+    def actor_loss(
+        self, params: Params, state: IQLState, batch: Batch
+    ) -> tuple[jax.Array, Metrics]:
+        q = apply(state.critic, state.target_critic, batch.observations, batch.actions).min(0)
+        v = apply(state.value, state.value.params, batch.observations)
+        weights = awr_weights(q - v, self.beta, self.max_weight)
+        mean, log_std = apply(state.actor, params, batch.observations)
+        log_prob = gaussian_log_prob(mean, log_std, batch.actions)
+        return -(weights * log_prob).mean(), {
+            "advantage_mean": (q - v).mean(),
+            "weight_mean": weights.mean(),
+            "bc_mse": ((mean - batch.actions) ** 2).mean(),
+        }
+
+    def update(self, state: IQLState, batch: Batch, key: jax.Array) -> tuple[IQLState, Metrics]:
+        del key  # every IQL loss is deterministic given the batch
+        value, value_metrics = grad_step(state.value, lambda p: self.value_loss(p, state, batch))
+        state = state.replace(value=value)
+        actor, actor_metrics = grad_step(state.actor, lambda p: self.actor_loss(p, state, batch))
+        critic, critic_metrics = grad_step(
+            state.critic, lambda p: self.critic_loss(p, state, batch)
+        )
+        state = state.replace(
+            actor=actor,
+            critic=critic,
+            target_critic=polyak(critic.params, state.target_critic, self.tau),
+        )
+        return state, {
+            **prefix("value", value_metrics),
+            **prefix("critic", critic_metrics),
+            **prefix("actor", actor_metrics),
+        }
+
+    def act(
+        self, state: IQLState, obs: jax.Array, key: jax.Array, deterministic: bool = True
+    ) -> jax.Array:
+        mean, log_std = apply(state.actor, state.actor.params, obs)
+        if deterministic:
+            return mean
+        return jnp.clip(gaussian_sample(key, mean, log_std), -1.0, 1.0)

@@ -1,0 +1,163 @@
+"""TD3+BC (Fujimoto & Gu, "A Minimalist Approach to Offline RL", NeurIPS 2021, arXiv:2106.06860).
+
+TD3 (Fujimoto et al. 2018) with one added term: the actor maximises λ·Q(s, π(s)) while staying
+close to the dataset action, with λ normalised by the critic's scale (Eq. 3–4):
+
+    π = argmax_π E[ λ·Q(s, π(s)) − (π(s) − a)² ],   λ = α / mean|Q(s, π(s))|
+
+and observations are standardised with dataset statistics (Sec. 5). The critic is TD3's:
+clipped double-Q targets with target-policy smoothing noise. The actor and both targets move
+once every `policy_freq` critic steps, so one `update` consumes `policy_freq` batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax.training.train_state import TrainState
+
+from valorl.agents.base import (
+    Metrics,
+    Params,
+    Spec,
+    adam,
+    apply,
+    create_train_state,
+    grad_step,
+    polyak,
+    prefix,
+)
+from valorl.data.dataset import Batch
+from valorl.data.transforms import RewardNormalization
+from valorl.losses import td3_bc_actor_loss
+from valorl.nets import DeterministicPolicy, Ensemble, StateActionValue
+
+
+class TD3BCState(flax.struct.PyTreeNode):
+    actor: TrainState
+    critic: TrainState
+    target_actor: Params
+    target_critic: Params
+
+
+@dataclasses.dataclass(frozen=True)
+class TD3BC:
+    """TD3 with a behaviour-cloning term in the actor loss and normalised observations."""
+
+    name: ClassVar[str] = "td3_bc"
+
+    alpha: float = 2.5
+    """α in λ = α / mean|Q|: larger trusts the critic more, smaller imitates more."""
+    discount: float = 0.99
+    """Discount factor γ."""
+    tau: float = 0.005
+    """Polyak rate of the target networks."""
+    policy_noise: float = 0.2
+    """Std of the smoothing noise on target actions (actions in [-1, 1])."""
+    noise_clip: float = 0.5
+    """Clip on that noise."""
+    policy_freq: int = 2
+    """Critic steps per actor and target step."""
+    exploration_noise: float = 0.1
+    """Std of the Gaussian noise `act` adds when not deterministic."""
+    actor_lr: float = 3e-4
+    """Actor learning rate."""
+    critic_lr: float = 3e-4
+    """Critic learning rate."""
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """Hidden layer sizes of actor and critics."""
+    num_qs: int = 2
+    """Critic ensemble size; targets use the minimum over members."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    normalize_observations: bool = True
+    """Standardise observations with dataset statistics (the paper does)."""
+    reward_normalization: RewardNormalization = "none"
+    """Reward scaling: none in the paper."""
+
+    @property
+    def batches_per_update(self) -> int:
+        return self.policy_freq
+
+    def init(self, key: jax.Array, spec: Spec) -> TD3BCState:
+        key_actor, key_critic = jax.random.split(key)
+        obs = jnp.zeros((1, *spec.obs_shape))
+        actions = jnp.zeros((1, spec.action_dim))
+        actor = create_train_state(
+            DeterministicPolicy(self.hidden_dims, spec.action_dim),
+            key_actor,
+            (obs,),
+            adam(self.actor_lr),
+        )
+        critic = create_train_state(
+            Ensemble(StateActionValue(self.hidden_dims), self.num_qs),
+            key_critic,
+            (obs, actions),
+            adam(self.critic_lr),
+        )
+        return TD3BCState(
+            actor=actor, critic=critic, target_actor=actor.params, target_critic=critic.params
+        )
+
+    def critic_loss(
+        self, params: Params, state: TD3BCState, batch: Batch, key: jax.Array
+    ) -> tuple[jax.Array, Metrics]:
+        noise = jnp.clip(
+            self.policy_noise * jax.random.normal(key, batch.actions.shape),
+            -self.noise_clip,
+            self.noise_clip,
+        )
+        next_actions = apply(state.actor, state.target_actor, batch.next_observations)
+        next_actions = jnp.clip(next_actions + noise, -1.0, 1.0)
+        next_q = apply(
+            state.critic, state.target_critic, batch.next_observations, next_actions
+        ).min(0)
+        target = batch.rewards + self.discount * batch.masks * next_q
+        q = apply(state.critic, params, batch.observations, batch.actions)
+        return ((q - target) ** 2).mean(axis=1).sum(), {"q_mean": q.mean()}
+
+    def actor_loss(
+        self, params: Params, state: TD3BCState, batch: Batch
+    ) -> tuple[jax.Array, Metrics]:
+        actions = apply(state.actor, params, batch.observations)
+        q = apply(state.critic, state.critic.params, batch.observations, actions)[0]
+        loss, lmbda = td3_bc_actor_loss(q, actions, batch.actions, self.alpha)
+        return loss, {"lambda": lmbda, "bc_mse": ((actions - batch.actions) ** 2).mean()}
+
+    def update(self, state: TD3BCState, batch: Batch, key: jax.Array) -> tuple[TD3BCState, Metrics]:
+        if self.policy_freq == 1:
+            batch = jax.tree.map(lambda x: x[None], batch)
+
+        def critic_step(state: TD3BCState, inputs: tuple[Batch, jax.Array]):
+            sub_batch, sub_key = inputs
+            critic, metrics = grad_step(
+                state.critic, lambda p: self.critic_loss(p, state, sub_batch, sub_key)
+            )
+            return state.replace(critic=critic), metrics
+
+        keys = jax.random.split(key, self.policy_freq)
+        state, critic_metrics = jax.lax.scan(critic_step, state, (batch, keys))
+        last_batch = jax.tree.map(lambda x: x[-1], batch)
+        actor, actor_metrics = grad_step(
+            state.actor, lambda p: self.actor_loss(p, state, last_batch)
+        )
+        state = state.replace(
+            actor=actor,
+            target_actor=polyak(actor.params, state.target_actor, self.tau),
+            target_critic=polyak(state.critic.params, state.target_critic, self.tau),
+        )
+        critic_metrics = jax.tree.map(jnp.mean, critic_metrics)
+        return state, {**prefix("critic", critic_metrics), **prefix("actor", actor_metrics)}
+
+    def act(
+        self, state: TD3BCState, obs: jax.Array, key: jax.Array, deterministic: bool = True
+    ) -> jax.Array:
+        actions = apply(state.actor, state.actor.params, obs)
+        if deterministic:
+            return actions
+        noise = self.exploration_noise * jax.random.normal(key, actions.shape)
+        return jnp.clip(actions + noise, -1.0, 1.0)

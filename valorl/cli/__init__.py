@@ -1,0 +1,1 @@
+"""The `valorl` command-line interface."""

@@ -1,0 +1,110 @@
+"""Frozen dataclasses as configuration: JSON round trip and attribute docstrings.
+
+Agents and run settings are frozen dataclasses (hashable, so they can be static `jit`
+arguments). This module turns them into plain JSON and back, and reads the docstring written
+under each field, which the CLI shows as help text.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import itertools
+import textwrap
+import types
+import typing
+from typing import Any, Literal
+
+from valorl.errors import ValorlError
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a dataclass instance (tuples become lists)."""
+    return {f.name: _to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return to_dict(value)
+    if isinstance(value, tuple | list):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild `cls` from `to_dict` output, converting and checking each field against its type."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValorlError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return cls(**{k: coerce(hints[k], v, f"{cls.__name__}.{k}") for k, v in data.items()})
+
+
+def coerce(tp: Any, value: Any, where: str) -> Any:
+    """Convert a JSON or command-line value to type `tp`; raise ValorlError naming `where`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(inner[0], value, where)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(map(str, args))
+            raise ValorlError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        item_type = args[0]
+        return tuple(
+            coerce(item_type, v.strip() if isinstance(v, str) else v, where)
+            for v in items
+            if v != ""
+        )
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return from_dict(tp, value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValorlError(f"{where}: expected true or false, got {value!r}")
+    if tp in (int, float, str):
+        try:
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return tp(value)
+        except (TypeError, ValueError):
+            raise ValorlError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+    return value
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (PEP 257 attribute docstrings)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in itertools.pairwise(body):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs

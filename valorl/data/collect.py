@@ -1,0 +1,252 @@
+"""Collecting datasets: roll behaviour policies out in a Gymnasium environment.
+
+A behaviour is named by a short spec, `KIND[:key=value,...]`:
+
+    random                       uniform actions
+    pendulum-swingup:noise=0.3   a scripted controller (see `controllers.py`) with Gaussian noise
+    runs/iql-x:noise=0.1,seed=2  a valorl run's policy (seed index 2) with Gaussian noise
+    random:share=2               any of the above, given twice the default share of steps
+
+`noise` is the standard deviation of Gaussian action noise as a fraction of half the action
+range; `share` weighs how many of the steps a behaviour collects. Several behaviours make a
+mixed-quality dataset. Collection is deterministic for a given seed: episode reset seeds and
+noise come from `numpy.random.SeedSequence(seed)`.
+
+The dataset records its reference returns for normalised scores: `ref_min_score` is the mean
+return of uniform random actions and `ref_max_score` that of the best noise-free behaviour
+(or a value the user gives), each over `reference_episodes` seeded episodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import valorl
+from valorl.data.controllers import CONTROLLERS
+from valorl.data.dataset import Dataset, DatasetInfo
+from valorl.data.sources import save_minari
+from valorl.errors import ValorlError
+from valorl.ui import progress_bar
+
+Act = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Behaviour:
+    """One behaviour policy of a collection, parsed from its spec string."""
+
+    kind: str
+    noise: float = 0.0
+    share: float = 1.0
+    seed_index: int = 0
+
+    @classmethod
+    def parse(cls, spec: str) -> Behaviour:
+        kind, _, options = spec.partition(":")
+        fields: dict[str, Any] = {"kind": kind}
+        for item in filter(None, options.split(",")):
+            key, sep, value = item.partition("=")
+            names = {"noise": "noise", "share": "share", "seed": "seed_index"}
+            if not sep or key not in names:
+                raise ValorlError(
+                    f"behaviour {spec!r}: unknown option {item!r}; use noise=, share= or seed="
+                )
+            try:
+                fields[names[key]] = int(value) if key == "seed" else float(value)
+            except ValueError:
+                raise ValorlError(f"behaviour {spec!r}: {key} must be a number") from None
+        behaviour = cls(**fields)
+        if behaviour.noise < 0 or behaviour.share <= 0:
+            raise ValorlError(f"behaviour {spec!r}: noise must be >= 0 and share > 0")
+        return behaviour
+
+    def build(self, env: gym.Env) -> Act:
+        """The behaviour's action function (environment units), validated against `env`."""
+        space = env.action_space
+        if not isinstance(space, gym.spaces.Box):
+            raise ValorlError(
+                f"collect supports continuous (Box) actions; {env.spec.id} has {space}"
+            )
+        low, high = space.low.astype(np.float32), space.high.astype(np.float32)
+        if self.kind == "random":
+            return lambda obs, rng: rng.uniform(low, high).astype(np.float32)
+        if self.kind in CONTROLLERS:
+            controller = CONTROLLERS[self.kind]
+            if env.spec.id not in controller.env_ids:
+                raise ValorlError(
+                    f"controller {self.kind!r} drives {', '.join(controller.env_ids)},"
+                    f" not {env.spec.id}"
+                )
+            base = controller.act
+        elif Path(self.kind).is_dir():
+            base = _run_policy(Path(self.kind), self.seed_index, env)
+        else:
+            raise ValorlError(
+                f"unknown behaviour {self.kind!r}: use random, a run directory, or "
+                f"one of: {', '.join(CONTROLLERS)}"
+            )
+        half_range = 0.5 * (high - low)
+        if self.noise == 0:
+            return lambda obs, rng: np.clip(base(obs), low, high).astype(np.float32)
+        return lambda obs, rng: np.clip(
+            base(obs) + self.noise * half_range * rng.standard_normal(low.shape), low, high
+        ).astype(np.float32)
+
+
+def _run_policy(path: Path, seed_index: int, env: gym.Env) -> Callable[[np.ndarray], np.ndarray]:
+    policy = valorl.load_policy(path)
+    if not 0 <= seed_index < len(policy.seeds):
+        raise ValorlError(
+            f"{path} has {len(policy.seeds)} seeds; seed={seed_index} is out of range"
+        )
+    if policy.obs_shape != tuple(env.observation_space.shape):
+        raise ValorlError(
+            f"{path} was trained on observations of shape {policy.obs_shape}, but "
+            f"{env.spec.id} has {tuple(env.observation_space.shape)}"
+        )
+    return lambda obs: policy(obs, seed_index=seed_index)
+
+
+def run_episode(
+    env: gym.Env, act: Act, rng: np.random.Generator, reset_seed: int, max_steps: int | None = None
+) -> dict[str, np.ndarray]:
+    """One episode in Minari's layout; cut (as a truncation) after `max_steps` if given."""
+    obs, _ = env.reset(seed=reset_seed)
+    observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
+    while True:
+        action = act(obs, rng)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        terminations.append(terminated)
+        truncations.append(truncated or (max_steps is not None and len(rewards) >= max_steps))
+        if terminations[-1] or truncations[-1]:
+            break
+    return dict(
+        observations=np.asarray(observations, np.float32),
+        actions=np.asarray(actions, np.float32),
+        rewards=np.asarray(rewards, np.float32),
+        terminations=np.asarray(terminations),
+        truncations=np.asarray(truncations),
+    )
+
+
+def mean_return(env: gym.Env, act: Act, episodes: int, seed: int) -> float:
+    """Average undiscounted return over `episodes` seeded episodes."""
+    seq = np.random.SeedSequence([seed, 7919])  # a stream apart from collection's
+    rng = np.random.default_rng(seq)
+    seeds = seq.generate_state(episodes).tolist()
+    return float(np.mean([run_episode(env, act, rng, s)["rewards"].sum() for s in seeds]))
+
+
+def collect(
+    env_id: str,
+    behaviours: list[str],
+    steps: int,
+    *,
+    seed: int = 0,
+    dataset_id: str | None = None,
+    out: str | os.PathLike | None = None,
+    ref_max_score: float | None = None,
+    reference_episodes: int = 10,
+    progress: bool = True,
+) -> Dataset:
+    """Collect `steps` transitions from the behaviours (split by share) into a Dataset.
+
+    With `dataset_id` the result is also written as a Minari dataset (under `out` if given,
+    else in the local Minari root); nothing is written if anything fails.
+    """
+    if steps < 1:
+        raise ValorlError(f"--steps must be at least 1, got {steps}")
+    if not behaviours:
+        raise ValorlError("name at least one --policy (e.g. random)")
+    parsed = [Behaviour.parse(b) for b in behaviours]
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as exc:
+        raise ValorlError(f"cannot make environment {env_id!r}: {exc}") from None
+    acts = [b.build(env) for b in parsed]
+    if dataset_id is not None and out is None:
+        from valorl.data.sources import minari_root
+
+        if (minari_root() / dataset_id).exists():
+            raise ValorlError(f"Minari dataset {dataset_id!r} already exists in {minari_root()}")
+    if out is not None and Path(out).exists():
+        raise ValorlError(f"{out} already exists; choose another --out or delete it")
+
+    shares = np.array([b.share for b in parsed])
+    budgets = np.floor(steps * shares / shares.sum()).astype(int)
+    budgets[-1] = steps - budgets[:-1].sum()
+    seq = np.random.SeedSequence(seed)
+    episodes, per_behaviour = [], []
+    with progress_bar(progress) as bar:
+        task = bar.add_task(f"collect {env_id}", total=steps, rate="", note="")
+        for index, (act, budget) in enumerate(zip(acts, budgets, strict=True)):
+            noise_stream, reset_stream = seq.spawn(2)
+            rng, resets = np.random.default_rng(noise_stream), np.random.default_rng(reset_stream)
+            returns, done = [], 0
+            while done < budget:
+                reset_seed = int(resets.integers(2**31))
+                ep = run_episode(env, act, rng, reset_seed, max_steps=budget - done)
+                episodes.append(ep)
+                done += len(ep["rewards"])
+                returns.append(float(ep["rewards"].sum()))
+                bar.update(
+                    task,
+                    advance=len(ep["rewards"]),
+                    note=f"{parsed[index].kind} return {returns[-1]:.1f}",
+                )
+            per_behaviour.append(
+                {
+                    "behaviour": behaviours[index],
+                    "steps": int(budget),
+                    "episodes": len(returns),
+                    "mean_return": float(np.mean(returns)),
+                }
+            )
+
+    random_act = Behaviour("random").build(env)
+    ref_min = mean_return(env, random_act, reference_episodes, seed)
+    if ref_max_score is None:
+        candidates = [dataclasses.replace(b, noise=0.0) for b in parsed if b.kind != "random"]
+        if candidates:
+            ref_max_score = max(
+                mean_return(env, b.build(env), reference_episodes, seed) for b in candidates
+            )
+    spec_json = env.spec.to_json() if env.spec is not None else None
+    env.close()
+    info = DatasetInfo(
+        name=dataset_id or env_id,
+        source=str(out or ""),
+        env_id=env_id,
+        env_spec_json=spec_json,
+        ref_min_score=ref_min,
+        ref_max_score=ref_max_score,
+    )
+    dataset = Dataset.from_episodes(episodes, info)
+    if dataset_id is not None:
+        provenance = {
+            "valorl_version": valorl.__version__,
+            "seed": seed,
+            "steps": steps,
+            "behaviours": per_behaviour,
+            "reference_episodes": reference_episodes,
+        }
+        path = save_minari(
+            dataset,
+            dataset_id,
+            out,
+            algorithm_name="valorl collect",
+            description=f"{env_id}: " + ", ".join(behaviours),
+            extra_metadata={"valorl_collect": provenance},
+        )
+        dataset = dataclasses.replace(dataset, info=dataclasses.replace(info, source=str(path)))
+    return dataset

@@ -1,0 +1,1 @@
+"""Evaluation: rollouts, loaded policies, re-evaluation of runs, summary statistics."""

@@ -1,0 +1,96 @@
+"""Trained policies as functions from raw observations to environment actions."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from valorl.agents import Agent
+from valorl.data.dataset import DatasetInfo
+from valorl.data.transforms import Normalizer
+from valorl.errors import ValorlError
+from valorl.train import checkpoint
+from valorl.train.run_config import agent_from_config, dataset_info, spec_from_config, templates
+from valorl.train.run_dir import RunDir
+
+
+@functools.cache
+def seed_policies(agent: Agent, deterministic: bool = True) -> Callable[..., jax.Array]:
+    """jit(vmap over seeds) of `(states, normalizer, obs, keys) -> env actions`.
+
+    `obs` has shape (seeds, batch, *obs_shape) in environment units; actions come back in
+    environment units, shape (seeds, batch, action_dim).
+    """
+
+    def one_seed(state: Any, normalizer: Normalizer, obs: jax.Array, key: jax.Array):
+        unit = agent.act(state, normalizer.observations(obs), key, deterministic)
+        return normalizer.actions_to_env(unit)
+
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, None, 0, 0)))
+
+
+@dataclasses.dataclass
+class Policy:
+    """Every seed's policy from a run: `policy(obs)` returns actions for environment units.
+
+    `obs` may be one observation or a batch; `seed_index` picks the seed (default: the first).
+    """
+
+    agent: Agent
+    states: Any
+    normalizer: Normalizer
+    seeds: list[int]
+    info: DatasetInfo
+    step: int
+
+    def __call__(
+        self,
+        obs: Any,
+        seed_index: int = 0,
+        key: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> np.ndarray:
+        obs = np.asarray(obs, np.float32)
+        single = obs.ndim == len(self.obs_shape)
+        batch = obs[None] if single else obs
+        if key is None and not deterministic:
+            raise ValorlError("a stochastic action needs a key")
+        key = key if key is not None else jax.random.key(0)  # unused when deterministic
+        state = jax.tree.map(lambda x: x[seed_index : seed_index + 1], self.states)
+        actions = seed_policies(self.agent, deterministic)(
+            state, self.normalizer, batch[None], key[None]
+        )[0]
+        return np.asarray(actions[0] if single else actions)
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return tuple(self.normalizer.obs_mean.shape)
+
+
+def load_policy(run_dir: str | os.PathLike) -> Policy:
+    """The policies of a run's latest checkpoint (finished or not)."""
+    run = RunDir(run_dir)
+    config = run.config()
+    data = run.checkpoint_bytes()
+    if data is None:
+        raise ValorlError(f"{run.path} has no checkpoint yet")
+    agent = agent_from_config(config)
+    seeds = list(config["seeds"])
+    states_template, normalizer_template = templates(agent, spec_from_config(config, agent), seeds)
+    ckpt = checkpoint.decode(
+        data, states_template, normalizer_template, where=str(run.path / "checkpoint.msgpack")
+    )
+    return Policy(
+        agent=agent,
+        states=ckpt.states,
+        normalizer=ckpt.normalizer,
+        seeds=seeds,
+        info=dataset_info(config),
+        step=ckpt.step,
+    )

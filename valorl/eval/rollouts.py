@@ -1,0 +1,50 @@
+"""Rolling policies out in a Gymnasium environment to measure their returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+ActFn = Callable[[np.ndarray], np.ndarray]
+
+
+def episode_seeds(seed: int, round_index: int, episodes: int) -> list[int]:
+    """Environment reset seeds for one evaluation round of one training seed: reproducible, and
+    different across rounds, seeds and episodes."""
+    return np.random.SeedSequence([seed, round_index]).generate_state(episodes).tolist()
+
+
+class Evaluator:
+    """Runs `episodes` episodes for each of several policies in lockstep.
+
+    The policies act together: `act(obs)` receives observations of shape
+    `(policies, episodes, *obs_shape)` and returns actions `(policies, episodes, action_dim)`,
+    so one jitted call serves every seed of a run. Environments are made once and reused.
+    """
+
+    def __init__(self, make_env: Callable[[], gym.Env], num_policies: int, episodes: int):
+        self.num_policies, self.episodes = num_policies, episodes
+        self.envs = [make_env() for _ in range(num_policies * episodes)]
+
+    def returns(self, act: ActFn, reset_seeds: list[list[int]]) -> np.ndarray:
+        """Undiscounted returns, shape (policies, episodes)."""
+        seeds = [s for per_policy in reset_seeds for s in per_policy]
+        obs = np.stack([env.reset(seed=s)[0] for env, s in zip(self.envs, seeds, strict=True)])
+        obs = obs.astype(np.float32)
+        returns = np.zeros(len(self.envs))
+        active = np.ones(len(self.envs), bool)
+        while active.any():
+            actions = np.asarray(act(obs.reshape(self.num_policies, self.episodes, *obs.shape[1:])))
+            actions = actions.reshape(len(self.envs), -1)
+            for i in np.flatnonzero(active):
+                next_obs, reward, terminated, truncated, _ = self.envs[i].step(actions[i])
+                obs[i] = next_obs
+                returns[i] += reward
+                active[i] = not (terminated or truncated)
+        return returns.reshape(self.num_policies, self.episodes)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()

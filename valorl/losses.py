@@ -1,0 +1,33 @@
+"""Loss terms shared by agents: pure functions of arrays, each tested on hand-computed values."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:
+    """Asymmetric squared loss L2^τ(u) = |τ − 1(u < 0)| · u² (IQL, Kostrikov et al. 2021, Eq. 5).
+
+    With `diff = target − prediction`, minimising it makes the prediction the τ-expectile of
+    the target: τ = 0.5 is the mean, τ → 1 approaches the maximum.
+    """
+    weight = jnp.where(diff > 0, expectile, 1.0 - expectile)
+    return weight * diff**2
+
+
+def awr_weights(advantages: jax.Array, beta: float, max_weight: float) -> jax.Array:
+    """exp(β · A) clipped at `max_weight`: advantage-weighted regression (Peng et al. 2019;
+    IQL Eq. 7). Larger β imitates only the best actions; the clip keeps one outlier advantage
+    from dominating a batch."""
+    return jnp.minimum(jnp.exp(beta * advantages), max_weight)
+
+
+def td3_bc_actor_loss(
+    q: jax.Array, policy_actions: jax.Array, data_actions: jax.Array, alpha: float
+) -> tuple[jax.Array, jax.Array]:
+    """TD3+BC's actor loss −λ·mean Q(s, π(s)) + mean (π(s) − a)², with λ = α / mean|Q|
+    treated as a constant (Fujimoto & Gu 2021, Eq. 3–4). Returns (loss, λ)."""
+    lmbda = jax.lax.stop_gradient(alpha / jnp.abs(q).mean())
+    bc = jnp.mean((policy_actions - data_actions) ** 2)
+    return -lmbda * q.mean() + bc, lmbda

@@ -1,0 +1,21 @@
+"""Networks: MLPs, value functions and their ensembles, policies."""
+
+from valorl.nets.critics import Ensemble, StateActionValue, StateValue
+from valorl.nets.mlp import MLP
+from valorl.nets.policies import (
+    DeterministicPolicy,
+    GaussianPolicy,
+    gaussian_log_prob,
+    gaussian_sample,
+)
+
+__all__ = [
+    "MLP",
+    "DeterministicPolicy",
+    "Ensemble",
+    "GaussianPolicy",
+    "StateActionValue",
+    "StateValue",
+    "gaussian_log_prob",
+    "gaussian_sample",
+]

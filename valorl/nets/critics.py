@@ -1,0 +1,57 @@
+"""Value networks: V(s), Q(s, a), and ensembles of them with the member axis first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from valorl.nets.mlp import MLP
+
+
+class StateValue(nn.Module):
+    """V(s) -> shape (batch,)."""
+
+    hidden_dims: Sequence[int]
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> jax.Array:
+        return MLP(self.hidden_dims, 1, layer_norm=self.layer_norm)(observations)[..., 0]
+
+
+class StateActionValue(nn.Module):
+    """Q(s, a) -> shape (batch,)."""
+
+    hidden_dims: Sequence[int]
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
+        inputs = jnp.concatenate([observations, actions], axis=-1)
+        return MLP(self.hidden_dims, 1, layer_norm=self.layer_norm)(inputs)[..., 0]
+
+
+class Ensemble(nn.Module):
+    """`num` independently initialised copies of `net`, evaluated on the same inputs.
+
+    Parameters carry a leading member axis and outputs have shape (num, batch): one batched
+    computation instead of `num` separate networks.
+    """
+
+    net: nn.Module
+    num: int = 2
+
+    @nn.compact
+    def __call__(self, *args: jax.Array) -> jax.Array:
+        ensemble = nn.vmap(
+            lambda module, *a: module(*a),
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=self.num,
+        )
+        return ensemble(self.net, *args)

@@ -1,0 +1,41 @@
+"""The multilayer perceptron every network in valorl is built from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+
+
+def default_init(scale: float = 1.0):
+    """Glorot-uniform scaled by `scale`, as in the FQL/OGBench reference code.
+
+    Not orthogonal (the IQL/RLPD reference code's choice): orthogonal initialisation calls
+    LAPACK's QR, and with jaxlib 0.10.2 a jitted, seed-vmapped init of several networks that
+    each do a QR deadlocks the XLA CPU runtime (3+ seeds at width 256). `test_fused.py`
+    guards against this.
+    """
+    return nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
+
+
+class MLP(nn.Module):
+    """Dense layers with an activation after each hidden layer (and after the last if asked)."""
+
+    hidden_dims: Sequence[int]
+    output_dim: int | None = None
+    activation: Callable[[jax.Array], jax.Array] = nn.relu
+    layer_norm: bool = False
+    output_scale: float = 1.0
+    """Orthogonal scale of the output layer (small values start a policy near zero)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden_dims:
+            x = nn.Dense(width, kernel_init=default_init())(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = self.activation(x)
+        if self.output_dim is not None:
+            x = nn.Dense(self.output_dim, kernel_init=default_init(self.output_scale))(x)
+        return x

@@ -1,0 +1,154 @@
+"""The run directory: one training run's configuration, metrics, evaluations and checkpoint.
+
+    RUN/
+      config.json        what was run (agent, hyperparameters, data, schedule); written once
+      metrics.jsonl      one line per chunk of updates: step, throughput, per-seed metrics
+      evaluations.npz    steps (E,), returns and normalized scores (seeds, E, episodes)
+      checkpoint.msgpack latest state of every seed (see checkpoint.py)
+      result.json        written last: its presence means the run finished
+
+Every file is replaced atomically, and the directory itself appears only once its config is
+complete, so an interrupted run is always resumable and never half-written. A process holds
+an exclusive lock on the run while it trains.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from valorl.errors import ValorlError
+from valorl.train.checkpoint import atomic_write
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+EVALUATIONS = "evaluations.npz"
+CHECKPOINT = "checkpoint.msgpack"
+RESULT = "result.json"
+LOCK = ".lock"
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock_file = None
+
+    # ---- creation and identity -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, config: dict[str, Any]) -> RunDir:
+        """Create the run with `config`, or reopen an existing run started with the same
+        config (to resume it). A different config in an existing run is an error."""
+        run = cls(path)
+        if run.path.exists():
+            existing = run.config()
+            diffs = _config_diffs(existing, config)
+            if diffs:
+                raise ValorlError(
+                    f"{run.path} holds a run with a different configuration "
+                    f"({'; '.join(diffs[:3])}); choose another --out"
+                )
+        else:
+            tmp = run.path.with_name(f".{run.path.name}.tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+            os.rename(tmp, run.path)
+        return run
+
+    def config(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / CONFIG).read_text())
+        except FileNotFoundError:
+            raise ValorlError(f"{self.path} is not a valorl run (no {CONFIG})") from None
+        except json.JSONDecodeError as exc:
+            raise ValorlError(f"{self.path / CONFIG} is not valid JSON: {exc}") from None
+
+    # ---- locking ------------------------------------------------------------------------------
+
+    def __enter__(self) -> RunDir:
+        self._lock_file = open(self.path / LOCK, "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise ValorlError(f"{self.path} is being trained by another process") from None
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    # ---- files -------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / RESULT).is_file()
+
+    def checkpoint_bytes(self) -> bytes | None:
+        path = self.path / CHECKPOINT
+        return path.read_bytes() if path.is_file() else None
+
+    def write_checkpoint(self, data: bytes) -> None:
+        atomic_write(self.path / CHECKPOINT, data)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.path / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / METRICS
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def drop_metrics_after(self, step: int) -> None:
+        """Forget metrics of chunks that a resumed run will redo."""
+        kept = [r for r in self.metrics() if r["step"] <= step]
+        atomic_write(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+    def write_evaluations(
+        self, steps: np.ndarray, returns: np.ndarray, scores: np.ndarray | None
+    ) -> None:
+        arrays = dict(steps=np.asarray(steps), returns=np.asarray(returns))
+        if scores is not None:
+            arrays["normalized_scores"] = np.asarray(scores)
+        tmp = self.path / f".{EVALUATIONS}.tmp-{os.getpid()}.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, self.path / EVALUATIONS)
+
+    def evaluations(self) -> dict[str, np.ndarray]:
+        path = self.path / EVALUATIONS
+        if not path.is_file():
+            return {}
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        atomic_write(self.path / RESULT, (json.dumps(result, indent=2) + "\n").encode())
+
+    def result(self) -> dict[str, Any]:
+        return json.loads((self.path / RESULT).read_text())
+
+
+def _config_diffs(old: dict[str, Any], new: dict[str, Any], where: str = "") -> list[str]:
+    """Human-readable differences between two configs, ignoring the valorl version."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        if key == "valorl_version":
+            continue
+        name = f"{where}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _config_diffs(a, b, name + ".")
+        elif a != b:
+            diffs.append(f"{name}: {a!r} -> {b!r}")
+    return diffs
