@@ -58,7 +58,12 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
             raise ValorlError(f"{where}: {value!r} is not one of {choices}")
         return value
     if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else list(value)
+        if isinstance(value, str):
+            items = value.split(",")
+        elif isinstance(value, tuple | list):
+            items = list(value)
+        else:
+            raise ValorlError(f"{where}: expected a comma-separated list, got {value!r}")
         item_type = args[0]
         return tuple(
             coerce(item_type, v.strip() if isinstance(v, str) else v, where)

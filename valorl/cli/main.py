@@ -222,17 +222,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         **overrides,
     )
-    _print_scores(
-        f"{args.agent} on {args.dataset}",
-        [
-            (
-                args.agent,
-                result.path,
-                result.final_returns if result.returns.size else None,
-                result.final_scores,
-            )
-        ],
-    )
+    rows = [(args.agent, result.path, result.final_returns, result.final_scores)]
+    _print_scores(f"{args.agent} on {args.dataset}", rows)
     return 0
 
 

@@ -125,10 +125,8 @@ class Dataset:
         """
         for sl in self.episode_slices():
             obs, next_obs = self.observations[sl], self.next_observations[sl]
-            gaps = (
-                np.flatnonzero(np.any((next_obs[:-1] != obs[1:]).reshape(len(obs) - 1, -1), axis=1))
-                + 1
-            )
+            changed = next_obs[:-1] != obs[1:]
+            gaps = np.flatnonzero(changed.any(axis=tuple(range(1, changed.ndim)))) + 1
             bounds = [0, *gaps.tolist(), len(obs)]
             for a, b in itertools.pairwise(bounds):
                 rows = slice(sl.start + a, sl.start + b)
@@ -246,6 +244,8 @@ def _validated(ds: Dataset) -> dict[str, np.ndarray]:
         if array.dtype.kind not in "biuf":
             raise ValorlError(f"{name} has dtype {array.dtype}; expected numbers")
         out[name] = array
+    if out["rewards"].ndim != 1:
+        raise ValorlError(f"rewards has shape {out['rewards'].shape}; expected (N,)")
     n = len(out["rewards"])
     if n == 0:
         raise ValorlError("the dataset is empty: it needs at least one transition")
@@ -270,7 +270,8 @@ def _validated(ds: Dataset) -> dict[str, np.ndarray]:
             f"observations has shape {out['observations'].shape}; expected (N, *observation_shape)"
         )
     for name in FLOAT_FIELDS:
-        array = out[name].astype(np.float32)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+            array = out[name].astype(np.float32)
         bad = ~np.isfinite(array)
         if bad.any():
             index = np.unravel_index(np.argmax(bad), bad.shape)

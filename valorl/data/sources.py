@@ -123,8 +123,13 @@ def _load_hdf5(path: Path) -> Dataset:
 
 def _load_npz(path: Path) -> Dataset:
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValorlError(f"{path} holds a single array, not an .npz archive of named arrays")
+        with loaded as f:
             arrays = {k: f[k] for k in f.files}
+    except ValorlError:
+        raise
     except Exception as exc:
         raise ValorlError(f"could not read {path} as .npz: {_reason(exc)}") from None
     attrs = json.loads(str(arrays.pop("valorl_info"))) if "valorl_info" in arrays else {}
@@ -202,7 +207,7 @@ def save_minari(
 
     try:
         namespace = parse_dataset_id(dataset_id)[0]
-    except ValueError:
+    except (ValueError, TypeError):  # minari raises TypeError when -v<version> is missing
         raise ValorlError(
             f"invalid Minari dataset id {dataset_id!r}: use "
             "[namespace/]name-v<version>, e.g. valorl/pendulum-mixed-v0"

@@ -87,8 +87,9 @@ class RunResult:
         return None if self.scores is None else self.scores[:, -1].mean(axis=-1)
 
     @property
-    def final_returns(self) -> np.ndarray:
-        return self.returns[:, -1].mean(axis=-1)
+    def final_returns(self) -> np.ndarray | None:
+        """Per-seed mean return at the last evaluation; None if the run never evaluated."""
+        return self.returns[:, -1].mean(axis=-1) if self.returns.shape[1] else None
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> RunResult:
@@ -144,7 +145,7 @@ def train(
         raise ValorlError(f"--seeds must be at least 1, got {seeds}")
     if eval_episodes < 0:
         raise ValorlError(f"--eval-episodes must be 0 or more, got {eval_episodes}")
-    action_space, env_id = None, None
+    action_space, env_id = None, env or data.info.env_id
     if eval_episodes > 0:
         probe = make_env(data.info, env)
         env_id = probe.spec.id if probe.spec else env

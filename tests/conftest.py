@@ -1,0 +1,67 @@
+"""Shared fixtures: every test runs in its own temporary directory with its own Minari root,
+on the CPU, with tiny networks."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from valorl.data.dataset import Dataset, DatasetInfo
+
+TINY = {
+    "bc": dict(hidden_dims=(8, 8), batch_size=16),
+    "td3_bc": dict(hidden_dims=(8, 8), batch_size=16),
+    "iql": dict(hidden_dims=(8, 8), batch_size=16),
+}
+"""Hyperparameters that make every agent fast enough for unit tests."""
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Run in a fresh directory (MuJoCo writes MUJOCO_LOG.TXT into the working directory) with
+    a private Minari root."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    return tmp_path
+
+
+def synthetic_dataset(n: int = 200, obs_dim: int = 3, action_dim: int = 1, episode_len: int = 50,
+                      seed: int = 0, info: DatasetInfo | None = None) -> Dataset:
+    """Random but well-formed transitions: consecutive rows chain (next_obs[t] == obs[t+1])
+    within episodes of `episode_len`; odd episodes end in a termination, even ones in a
+    timeout."""
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for start in range(0, n, episode_len):
+        steps = min(episode_len, n - start)
+        terminated = (start // episode_len) % 2 == 1
+        episodes.append(dict(
+            observations=rng.normal(size=(steps + 1, obs_dim)).astype(np.float32),
+            actions=rng.uniform(-1, 1, size=(steps, action_dim)).astype(np.float32),
+            rewards=rng.normal(size=steps).astype(np.float32),
+            terminations=np.eye(steps, dtype=bool)[-1] & terminated,
+            truncations=np.eye(steps, dtype=bool)[-1] & (not terminated),
+        ))
+    return Dataset.from_episodes(episodes, info or DatasetInfo(name="synthetic"))
+
+
+@pytest.fixture(scope="session")
+def pendulum_dataset() -> Dataset:
+    """2,000 real Pendulum-v1 transitions (random + scripted controller), with reference
+    returns, so evaluation and normalised scores work."""
+    from valorl.data.collect import collect
+
+    return collect("Pendulum-v1", ["random", "pendulum-swingup:noise=0.3"], 2000, seed=0,
+                   reference_episodes=2, progress=False)
+
+
+@pytest.fixture
+def pendulum_env() -> gym.Env:
+    env = gym.make("Pendulum-v1")
+    yield env
+    env.close()
