@@ -85,7 +85,7 @@ def grad_step(
     """One optimiser step on `loss_fn(params) -> (loss, metrics)`; adds loss and grad norm."""
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_state.params)
     train_state = train_state.apply_gradients(grads=grads)
-    return train_state, {"loss": loss, **metrics, "grad_norm": optax.global_norm(grads)}
+    return train_state, {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
 
 
 def polyak(params: Params, target: Params, tau: float) -> Params:

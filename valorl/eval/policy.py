@@ -57,6 +57,16 @@ class Policy:
         deterministic: bool = True,
     ) -> np.ndarray:
         obs = np.asarray(obs, np.float32)
+        if obs.shape[max(obs.ndim - len(self.obs_shape), 0) :] != self.obs_shape:
+            raise ValorlError(
+                f"observations have shape {obs.shape}; this policy expects {self.obs_shape} "
+                "or a batch of them"
+            )
+        if not -len(self.seeds) <= seed_index < len(self.seeds):
+            raise ValorlError(
+                f"seed_index {seed_index} is out of range: the run has {len(self.seeds)} seeds"
+            )
+        seed_index %= len(self.seeds)
         single = obs.ndim == len(self.obs_shape)
         batch = obs[None] if single else obs
         if key is None and not deterministic:

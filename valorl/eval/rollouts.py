@@ -48,3 +48,9 @@ class Evaluator:
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

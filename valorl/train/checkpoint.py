@@ -22,6 +22,7 @@ from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
 
 FORMAT = "valorl-checkpoint/1"
+FIELDS = ("step", "states", "keys", "normalizer", "eval_steps", "eval_returns")
 
 
 @dataclasses.dataclass
@@ -60,6 +61,9 @@ def decode(
         raise ValorlError(f"{where} is damaged (not a valorl checkpoint)") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ValorlError(f"{where} is not a {FORMAT} file")
+    missing = [k for k in FIELDS if k not in raw]
+    if missing:
+        raise ValorlError(f"{where} is incomplete: missing {', '.join(missing)}")
     states = _restore(states_template, raw["states"], where)
     normalizer = _restore(normalizer_template, raw["normalizer"], where)
     return Checkpoint(

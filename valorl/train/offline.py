@@ -9,6 +9,7 @@ most one chunk; a finished run is returned as it is, never retrained or overwrit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -19,6 +20,7 @@ import jax
 import numpy as np
 
 from valorl.agents import Agent, make_agent
+from valorl.config import to_dict
 from valorl.data.dataset import Dataset
 from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import fit_normalizer
@@ -136,8 +138,8 @@ def train(
     """
     if isinstance(agent, str):
         agent = make_agent(agent, **hyperparameters)
-    elif hyperparameters:
-        agent = dataclasses.replace(agent, **hyperparameters)
+    elif hyperparameters:  # through make_agent, so overrides are type-checked too
+        agent = make_agent(agent.name, **(to_dict(agent) | hyperparameters))
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     schedule = Schedule(steps, min(log_every, steps), min(eval_every, steps))
     schedule.check(agent.batches_per_update, agent.name)
@@ -200,17 +202,17 @@ def _train_loop(
         )
         step, states, keys, normalizer = ckpt.step, ckpt.states, ckpt.keys, ckpt.normalizer
         eval_steps, eval_returns = list(ckpt.eval_steps), ckpt.eval_returns
-        run.drop_metrics_after(step)
         console.print(f"resuming {run.path} from step {step}")
+    run.drop_metrics_after(step)  # forget chunks logged after the last checkpoint, if any
     info = dataset_info(config)
-    evaluator = (
-        Evaluator(lambda: make_env(data.info, env), len(seed_list), eval_episodes)
-        if eval_episodes
-        else None
-    )
     device_data = normalizer.batch(data.to_batch())
-    act = seed_policies(agent)
-    with progress_bar(progress) as bar:
+    with contextlib.ExitStack() as stack:
+        evaluator = None
+        if eval_episodes:
+            evaluator = stack.enter_context(
+                Evaluator(lambda: make_env(data.info, env), len(seed_list), eval_episodes)
+            )
+        bar = stack.enter_context(progress_bar(progress))
         task = bar.add_task(
             f"{agent.name} × {len(seed_list)} seeds",
             total=schedule.steps,
@@ -236,20 +238,17 @@ def _train_loop(
                     **{k: np.asarray(v).tolist() for k, v in metrics.items()},
                 }
             )
-            note = ""
+            note = {}
             if evaluator is not None and schedule.evaluates_at(step):
-                round_index = len(eval_steps)
-                round_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, round_index)
-                returns = evaluator.returns(
-                    lambda obs, states=states, keys=round_keys: act(states, normalizer, obs, keys),
-                    [episode_seeds(s, round_index, eval_episodes) for s in seed_list],
+                returns = _evaluation_round(
+                    evaluator, agent, states, normalizer, eval_keys, seed_list, len(eval_steps)
                 )
                 eval_steps.append(step)
                 eval_returns = np.concatenate([eval_returns, returns[:, None]], axis=1)
                 scores = info.normalized_score(eval_returns)
                 run.write_evaluations(np.array(eval_steps), eval_returns, scores)
-                shown = scores if scores is not None else eval_returns
-                note = f"{'score' if scores is not None else 'return'} {shown[:, -1].mean():.1f}"
+                shown, label = (eval_returns, "return") if scores is None else (scores, "score")
+                note = {"note": f"{label} {shown[:, -1].mean():.1f}"}
             run.write_checkpoint(
                 checkpoint.encode(
                     checkpoint.Checkpoint(
@@ -262,12 +261,26 @@ def _train_loop(
                     )
                 )
             )
-            bar.update(
-                task, completed=step, rate=f"{rate:,.0f} upd/s", **({"note": note} if note else {})
-            )
-    if evaluator is not None:
-        evaluator.close()
+            bar.update(task, completed=step, rate=f"{rate:,.0f} upd/s", **note)
     _write_result(run, info, eval_steps, eval_returns, step)
+
+
+def _evaluation_round(
+    evaluator: Evaluator,
+    agent: Agent,
+    states: Any,
+    normalizer,
+    eval_keys: jax.Array,
+    seeds: list[int],
+    round_index: int,
+) -> np.ndarray:
+    """Every seed's deterministic policy on this round's episode starts: (seeds, episodes)."""
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, round_index)
+    act = seed_policies(agent)
+    return evaluator.returns(
+        lambda obs: act(states, normalizer, obs, keys),
+        [episode_seeds(s, round_index, evaluator.episodes) for s in seeds],
+    )
 
 
 def _write_result(

@@ -73,12 +73,13 @@ class RunDir:
     # ---- locking ------------------------------------------------------------------------------
 
     def __enter__(self) -> RunDir:
-        self._lock_file = open(self.path / LOCK, "w")
+        lock_file = open(self.path / LOCK, "w")
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock_file.close()
+            lock_file.close()
             raise ValorlError(f"{self.path} is being trained by another process") from None
+        self._lock_file = lock_file
         return self
 
     def __exit__(self, *exc_info) -> None:
