@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from valorl.data.collect import collect
+from valorl.errors import ValorlError
 from valorl.train.offline import train
 
 DATASET_ID = "valorl/pendulum-mixed-v0"
@@ -52,7 +53,11 @@ def run_demo(
     seeds: int = 3,
     progress: bool = True,
 ) -> list[DemoRow]:
-    steps = steps or DEFAULT_STEPS
+    steps = DEFAULT_STEPS if steps is None else steps
+    if steps < 1:
+        raise ValorlError(f"--steps must be at least 1, got {steps}")
+    if seeds < 1:
+        raise ValorlError(f"--seeds must be at least 1, got {seeds}")
     out = Path(out)
     data = out / "data" / DATASET_ID.split("/")[-1]
     if not data.exists():

@@ -14,10 +14,11 @@ from rich.progress import (
 
 
 def make_console(stderr: bool = False) -> Console:
-    """A rich console; when output is not a terminal (logs, CI), 120 columns instead of 80."""
+    """A rich console. When output is not a terminal (logs, pipes, CI), tables get 120 columns
+    instead of 80 and plain text is never wrapped, so each message stays one greppable line."""
     console = Console(stderr=stderr)
     if not console.is_terminal:
-        console.width = 120
+        console = Console(stderr=stderr, width=120, soft_wrap=True)
     return console
 
 

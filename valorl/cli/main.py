@@ -229,7 +229,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from valorl.eval.evaluate import evaluate_run
-    from valorl.eval.stats import mean_interval
 
     ev = evaluate_run(args.run_dir, episodes=args.episodes, env=args.env, seed=args.seed)
     per_seed_returns = ev.returns.mean(axis=1)
@@ -240,15 +239,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "step": ev.step,
             "seeds": ev.seeds,
             "return_per_seed": per_seed_returns.tolist(),
-            "return": dict(
-                zip(("mean", "low", "high"), mean_interval(per_seed_returns), strict=True)
-            ),
+            "return": _interval_json(per_seed_returns),
         }
         if per_seed_scores is not None:
             summary["score_per_seed"] = per_seed_scores.tolist()
-            summary["score"] = dict(
-                zip(("mean", "low", "high"), mean_interval(per_seed_scores), strict=True)
-            )
+            summary["score"] = _interval_json(per_seed_scores)
         print(json.dumps(summary))
         return 0
     table = Table(title=f"{ev.run} at step {ev.step}: {args.episodes} episodes per seed")
@@ -261,6 +256,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out.print(table)
     _print_scores("summary over seeds", [("policy", ev.run, per_seed_returns, per_seed_scores)])
     return 0
+
+
+def _interval_json(values) -> dict:
+    """Mean and 95% interval as strict JSON: null where undefined (a single seed)."""
+    from valorl.eval.stats import mean_interval
+
+    mean, low, high = mean_interval(values)
+    return {
+        "mean": mean,
+        "low": None if low != low else low,
+        "high": None if high != high else high,
+    }
 
 
 def cmd_collect(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ return of uniform random actions and `ref_max_score` that of the best noise-free
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +64,7 @@ class Behaviour:
             except ValueError:
                 raise ValorlError(f"behaviour {spec!r}: {key} must be a number") from None
         behaviour = cls(**fields)
-        if behaviour.noise < 0 or behaviour.share <= 0:
+        if not (0 <= behaviour.noise < math.inf and 0 < behaviour.share < math.inf):
             raise ValorlError(f"behaviour {spec!r}: noise must be >= 0 and share > 0")
         return behaviour
 
@@ -76,6 +77,8 @@ class Behaviour:
             )
         low, high = space.low.astype(np.float32), space.high.astype(np.float32)
         if self.kind == "random":
+            if self.noise:
+                raise ValorlError("behaviour 'random' takes no noise= (its actions are uniform)")
             return lambda obs, rng: rng.uniform(low, high).astype(np.float32)
         if self.kind in CONTROLLERS:
             controller = CONTROLLERS[self.kind]

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from valorl.data.sources import make_env
+from valorl.errors import ValorlError
 from valorl.eval.policy import load_policy, seed_policies
 from valorl.eval.rollouts import Evaluator, episode_seeds
 
@@ -31,6 +32,8 @@ def evaluate_run(
     run_dir: str | os.PathLike, *, episodes: int = 10, env: str | None = None, seed: int = 0
 ) -> Evaluation:
     """Roll out each seed's policy for `episodes` episodes on fresh, seeded starts."""
+    if episodes < 1:
+        raise ValorlError(f"--episodes must be at least 1, got {episodes}")
     policy = load_policy(run_dir)
     evaluator = Evaluator(lambda: make_env(policy.info, env), len(policy.seeds), episodes)
     act = seed_policies(policy.agent)

@@ -140,6 +140,8 @@ def train(
         agent = make_agent(agent, **hyperparameters)
     elif hyperparameters:  # through make_agent, so overrides are type-checked too
         agent = make_agent(agent.name, **(to_dict(agent) | hyperparameters))
+    if agent.batch_size < 1:
+        raise ValorlError(f"--batch-size must be at least 1, got {agent.batch_size}")
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     schedule = Schedule(steps, min(log_every, steps), min(eval_every, steps))
     schedule.check(agent.batches_per_update, agent.name)

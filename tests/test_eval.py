@@ -1,0 +1,234 @@
+"""Evaluation: confidence intervals, lockstep rollouts, episode seeds, re-evaluating runs and
+loading trained policies."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import gymnasium as gym
+import jax
+import numpy as np
+import pytest
+from conftest import TINY
+
+import valorl
+from valorl.errors import ValorlError
+from valorl.eval.evaluate import FRESH_ROUNDS, evaluate_run
+from valorl.eval.rollouts import Evaluator, episode_seeds
+from valorl.eval.stats import mean_interval
+
+T_975_DF2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
+"""Student-t quantile t_{0.975} with 2 degrees of freedom, from its closed form for df = 2,
+t_p = (2p − 1) / √(2p(1 − p)): 4.3026527297…"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, pendulum_dataset):
+    """A tiny BC run with two seeds on real Pendulum data, trained once for this module."""
+    out = tmp_path_factory.mktemp("eval-run") / "r"
+    valorl.train(
+        "bc",
+        pendulum_dataset,
+        steps=20,
+        log_every=10,
+        eval_every=20,
+        eval_episodes=1,
+        seeds=2,
+        progress=False,
+        out=out,
+        **TINY["bc"],
+    )
+    return out
+
+
+def manual_returns(env_id: str, actions: list[np.ndarray], seeds: list[list[int]]) -> np.ndarray:
+    """Returns of constant-action episodes, one plain gymnasium loop each."""
+    out = np.zeros((len(actions), len(seeds[0])))
+    env = gym.make(env_id)
+    for p, action in enumerate(actions):
+        for e, s in enumerate(seeds[p]):
+            env.reset(seed=s)
+            total, done = 0.0, False
+            while not done:
+                _, reward, terminated, truncated, _ = env.step(action)
+                total += reward
+                done = terminated or truncated
+            out[p, e] = total
+    env.close()
+    return out
+
+
+# ---- mean_interval ------------------------------------------------------------------------------
+
+
+def test_mean_interval_hand_computed():
+    """[1, 2, 3] has mean 2 and sample std 1, so the 95% interval is 2 ± t_{.975,2}/√3."""
+    mean, low, high = mean_interval([1, 2, 3])
+    half = T_975_DF2 * 1.0 / math.sqrt(3)
+    assert mean == 2.0
+    assert abs(T_975_DF2 - 4.302652729911275) < 1e-9  # the value printed in t tables
+    assert low == pytest.approx(2 - half, rel=1e-12)
+    assert high == pytest.approx(2 + half, rel=1e-12)
+
+
+def test_mean_interval_one_value_is_nan():
+    """A single seed has no spread: the mean comes back and both bounds are NaN."""
+    mean, low, high = mean_interval([5.5])
+    assert mean == 5.5
+    assert math.isnan(low) and math.isnan(high)
+
+
+def test_mean_interval_lower_confidence_is_narrower():
+    """A 90% interval lies strictly inside the 95% one around the same mean."""
+    values = [0.3, 1.7, 2.2, 4.0]
+    m95, lo95, hi95 = mean_interval(values)
+    m90, lo90, hi90 = mean_interval(values, confidence=0.9)
+    assert m90 == m95 == pytest.approx(np.mean(values))
+    assert lo95 < lo90 < m90 < hi90 < hi95
+
+
+# ---- Evaluator ----------------------------------------------------------------------------------
+
+
+def test_evaluator_matches_plain_gymnasium_loop():
+    """Lockstep returns of two constant policies equal per-episode gymnasium loops with the same
+    reset seeds, with shape (policies, episodes) and observations batched per policy."""
+    constants = [np.array([0.5], np.float32), np.array([-1.5], np.float32)]
+    seeds = [[11, 12], [13, 14]]
+    shapes = []
+
+    def act(obs):
+        shapes.append(obs.shape)
+        return np.broadcast_to(np.stack(constants)[:, None, :], (2, 2, 1))
+
+    evaluator = Evaluator(lambda: gym.make("Pendulum-v1"), 2, 2)
+    try:
+        returns = evaluator.returns(act, seeds)
+    finally:
+        evaluator.close()
+    assert returns.shape == (2, 2)
+    assert set(shapes) == {(2, 2, 3)}
+    assert len(shapes) == 200  # Pendulum-v1 episodes last 200 steps
+    np.testing.assert_allclose(returns, manual_returns("Pendulum-v1", constants, seeds), rtol=1e-12)
+    assert len(np.unique(returns)) == 4  # different seeds and actions, different returns
+
+
+def test_evaluator_counts_each_episode_once_when_lengths_differ():
+    """Episodes that terminate at different steps stop accumulating reward at their own end
+    (InvertedPendulum pays 1 per step, so a return is an episode length)."""
+    zero = np.zeros(1, np.float32)
+    seeds = [[0, 1, 2], [3, 4, 5]]
+    evaluator = Evaluator(lambda: gym.make("InvertedPendulum-v5"), 2, 3)
+    try:
+        returns = evaluator.returns(lambda obs: np.zeros((*obs.shape[:2], 1), np.float32), seeds)
+    finally:
+        evaluator.close()
+    expected = manual_returns("InvertedPendulum-v5", [zero, zero], seeds)
+    assert len(np.unique(expected)) > 1, "test needs episodes of different lengths"
+    np.testing.assert_array_equal(returns, expected)
+
+
+# ---- episode_seeds ------------------------------------------------------------------------------
+
+
+def test_episode_seeds_reproducible_and_distinct():
+    """Reset seeds are the same for the same (seed, round) and differ across seeds, rounds and
+    the episodes of one round."""
+    a = episode_seeds(0, 0, 5)
+    assert a == episode_seeds(0, 0, 5)
+    assert len(a) == 5 and all(isinstance(s, int) for s in a)
+    assert len(set(a)) == 5
+    others = [episode_seeds(1, 0, 5), episode_seeds(0, 1, 5), episode_seeds(0, FRESH_ROUNDS, 5)]
+    for other in others:
+        assert not set(a) & set(other)
+
+
+# ---- evaluate_run -------------------------------------------------------------------------------
+
+
+def test_evaluate_run_shapes_and_scores(run_dir, pendulum_dataset):
+    """Returns are (seeds, episodes) and scores are 100·(R − min)/(max − min) with the dataset's
+    reference returns; the step and seeds come from the run."""
+    ev = evaluate_run(run_dir, episodes=3)
+    assert ev.returns.shape == (2, 3)
+    assert ev.step == 20
+    assert ev.seeds == [0, 1]
+    info = pendulum_dataset.info
+    lo, hi = info.ref_min_score, info.ref_max_score
+    np.testing.assert_allclose(ev.scores, 100.0 * (ev.returns - lo) / (hi - lo), rtol=1e-12)
+
+
+def test_evaluate_run_matches_manual_rollout(run_dir):
+    """Each seed's returns equal rolling `load_policy` out by hand on the documented fresh
+    episode seeds (round FRESH_ROUNDS + seed of each training seed)."""
+    ev = evaluate_run(run_dir, episodes=2, seed=3)
+    policy = valorl.load_policy(run_dir)
+    env = gym.make("Pendulum-v1")
+    for i, s in enumerate(policy.seeds):
+        for j, reset_seed in enumerate(episode_seeds(s, FRESH_ROUNDS + 3, 2)):
+            obs, _ = env.reset(seed=reset_seed)
+            total, done = 0.0, False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(policy(obs, seed_index=i))
+                total += reward
+                done = terminated or truncated
+            assert ev.returns[i, j] == pytest.approx(total, rel=1e-4)
+    env.close()
+
+
+def test_evaluate_run_deterministic_per_seed(run_dir):
+    """The same seed reproduces returns exactly; another seed starts other episodes."""
+    a = evaluate_run(run_dir, episodes=2, seed=0)
+    b = evaluate_run(run_dir, episodes=2, seed=0)
+    c = evaluate_run(run_dir, episodes=2, seed=1)
+    np.testing.assert_array_equal(a.returns, b.returns)
+    assert not np.any(a.returns == c.returns)
+
+
+def test_evaluate_run_rejects_no_episodes(run_dir):
+    """Zero episodes is a user error (ValorlError), not a numpy crash inside the rollout."""
+    with pytest.raises(ValorlError, match="episodes"):
+        evaluate_run(run_dir, episodes=0)
+
+
+# ---- load_policy --------------------------------------------------------------------------------
+
+
+def test_load_policy_shapes(run_dir, pendulum_dataset):
+    """One observation gives (action_dim,), a batch gives (B, action_dim), both in the action
+    bounds, and a batch row equals the single-observation action."""
+    policy = valorl.load_policy(run_dir)
+    obs = pendulum_dataset.observations[:5]
+    single = policy(obs[0])
+    batch = policy(obs)
+    assert single.shape == (1,)
+    assert batch.shape == (5, 1)
+    np.testing.assert_allclose(batch[0], single, rtol=1e-5, atol=1e-6)
+    assert np.all(np.abs(batch) <= 2.0)
+    assert policy.obs_shape == (3,)
+    assert policy.step == 20
+    assert not np.allclose(policy(obs, seed_index=1), batch)  # each seed has its own network
+
+
+def test_load_policy_stochastic_needs_key(run_dir, pendulum_dataset):
+    """Asking for a stochastic action without a key is a ValorlError; with a key it works."""
+    policy = valorl.load_policy(run_dir)
+    obs = pendulum_dataset.observations[0]
+    with pytest.raises(ValorlError, match="stochastic action needs a key"):
+        policy(obs, deterministic=False)
+    assert policy(obs, key=jax.random.key(1), deterministic=False).shape == (1,)
+
+
+def test_load_policy_without_checkpoint(run_dir, tmp_path):
+    """A run directory holding only its config (a run that never finished a chunk) has no
+    policy to load; a directory without a config is not a run at all."""
+    empty = tmp_path / "started"
+    empty.mkdir()
+    shutil.copy(run_dir / "config.json", empty / "config.json")
+    assert json.loads((empty / "config.json").read_text())["agent"]["name"] == "bc"
+    with pytest.raises(ValorlError, match="no checkpoint"):
+        valorl.load_policy(empty)
+    with pytest.raises(ValorlError, match="not a valorl run"):
+        valorl.load_policy(tmp_path / "nothing")
