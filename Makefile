@@ -19,6 +19,7 @@ demo: setup
 	$(BIN)/valorl demo
 
 test: setup
+	$(BIN)/ruff check valorl tests benchmarks
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: setup

@@ -38,19 +38,35 @@ def main() -> None:
     hidden = [int(h) for h in args.hidden.split(",")]
     encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=hidden)
     iql = d3rlpy.algos.IQLConfig(
-        batch_size=args.batch, actor_encoder_factory=encoder, critic_encoder_factory=encoder,
+        batch_size=args.batch,
+        actor_encoder_factory=encoder,
+        critic_encoder_factory=encoder,
         value_encoder_factory=encoder,
     ).create(device="cpu:0")
-    fit = dict(n_steps_per_epoch=args.steps, show_progress=False,
-               logger_adapter=d3rlpy.logging.NoopAdapterFactory(), save_interval=10**9)
+    fit = dict(
+        n_steps_per_epoch=args.steps,
+        show_progress=False,
+        logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
+        save_interval=10**9,
+    )
     iql.fit(dataset, n_steps=200, **{**fit, "n_steps_per_epoch": 200})  # warm-up
     start = time.perf_counter()
     iql.fit(dataset, n_steps=args.steps, **fit)
     elapsed = time.perf_counter() - start
-    print(json.dumps({"library": f"d3rlpy {d3rlpy.__version__}", "torch": torch.__version__,
-                      "threads": torch.get_num_threads(), "agent": "iql", "hidden": hidden,
-                      "batch": args.batch, "seeds": 1,
-                      "updates_per_s": round(args.steps / elapsed, 1)}))
+    print(
+        json.dumps(
+            {
+                "library": f"d3rlpy {d3rlpy.__version__}",
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "agent": "iql",
+                "hidden": hidden,
+                "batch": args.batch,
+                "seeds": 1,
+                "updates_per_s": round(args.steps / elapsed, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,14 @@ def isolated(tmp_path, monkeypatch):
     return tmp_path
 
 
-def synthetic_dataset(n: int = 200, obs_dim: int = 3, action_dim: int = 1, episode_len: int = 50,
-                      seed: int = 0, info: DatasetInfo | None = None) -> Dataset:
+def synthetic_dataset(
+    n: int = 200,
+    obs_dim: int = 3,
+    action_dim: int = 1,
+    episode_len: int = 50,
+    seed: int = 0,
+    info: DatasetInfo | None = None,
+) -> Dataset:
     """Random but well-formed transitions: consecutive rows chain (next_obs[t] == obs[t+1])
     within episodes of `episode_len`; odd episodes end in a termination, even ones in a
     timeout."""
@@ -40,13 +46,15 @@ def synthetic_dataset(n: int = 200, obs_dim: int = 3, action_dim: int = 1, episo
     for start in range(0, n, episode_len):
         steps = min(episode_len, n - start)
         terminated = (start // episode_len) % 2 == 1
-        episodes.append(dict(
-            observations=rng.normal(size=(steps + 1, obs_dim)).astype(np.float32),
-            actions=rng.uniform(-1, 1, size=(steps, action_dim)).astype(np.float32),
-            rewards=rng.normal(size=steps).astype(np.float32),
-            terminations=np.eye(steps, dtype=bool)[-1] & terminated,
-            truncations=np.eye(steps, dtype=bool)[-1] & (not terminated),
-        ))
+        episodes.append(
+            dict(
+                observations=rng.normal(size=(steps + 1, obs_dim)).astype(np.float32),
+                actions=rng.uniform(-1, 1, size=(steps, action_dim)).astype(np.float32),
+                rewards=rng.normal(size=steps).astype(np.float32),
+                terminations=np.eye(steps, dtype=bool)[-1] & terminated,
+                truncations=np.eye(steps, dtype=bool)[-1] & (not terminated),
+            )
+        )
     return Dataset.from_episodes(episodes, info or DatasetInfo(name="synthetic"))
 
 
@@ -56,8 +64,14 @@ def pendulum_dataset() -> Dataset:
     returns, so evaluation and normalised scores work."""
     from valorl.data.collect import collect
 
-    return collect("Pendulum-v1", ["random", "pendulum-swingup:noise=0.3"], 2000, seed=0,
-                   reference_episodes=2, progress=False)
+    return collect(
+        "Pendulum-v1",
+        ["random", "pendulum-swingup:noise=0.3"],
+        2000,
+        seed=0,
+        reference_episodes=2,
+        progress=False,
+    )
 
 
 @pytest.fixture
