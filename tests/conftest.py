@@ -58,6 +58,24 @@ def synthetic_dataset(
     return Dataset.from_episodes(episodes, info or DatasetInfo(name="synthetic"))
 
 
+def train_tiny_run(dataset: Dataset, out, agent: str = "bc", seeds: int = 2):
+    """A 20-step run of a tiny agent with one evaluation episode per seed, in `out`."""
+    import valorl
+
+    return valorl.train(
+        agent,
+        dataset,
+        steps=20,
+        log_every=10,
+        eval_every=20,
+        eval_episodes=1,
+        seeds=seeds,
+        progress=False,
+        out=out,
+        **TINY[agent],
+    )
+
+
 @pytest.fixture(scope="session")
 def pendulum_dataset() -> Dataset:
     """2,000 real Pendulum-v1 transitions (random + scripted controller), with reference

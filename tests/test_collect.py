@@ -8,7 +8,7 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import TINY, synthetic_dataset
+from conftest import TINY, synthetic_dataset, train_tiny_run
 
 import valorl
 from valorl.data.catalog import read_entry
@@ -31,18 +31,7 @@ def files_under(path):
 @pytest.fixture
 def bc_run(pendulum_dataset):
     """A tiny two-seed BC run on Pendulum-v1 data, in `r` of the test's directory."""
-    valorl.train(
-        "bc",
-        pendulum_dataset,
-        steps=20,
-        log_every=10,
-        eval_every=20,
-        eval_episodes=1,
-        seeds=2,
-        progress=False,
-        out="r",
-        **TINY["bc"],
-    )
+    train_tiny_run(pendulum_dataset, "r")
     return "r"
 
 

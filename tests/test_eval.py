@@ -11,7 +11,7 @@ import gymnasium as gym
 import jax
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import train_tiny_run
 
 import valorl
 from valorl.errors import ValorlError
@@ -28,18 +28,7 @@ t_p = (2p − 1) / √(2p(1 − p)): 4.3026527297…"""
 def run_dir(tmp_path_factory, pendulum_dataset):
     """A tiny BC run with two seeds on real Pendulum data, trained once for this module."""
     out = tmp_path_factory.mktemp("eval-run") / "r"
-    valorl.train(
-        "bc",
-        pendulum_dataset,
-        steps=20,
-        log_every=10,
-        eval_every=20,
-        eval_episodes=1,
-        seeds=2,
-        progress=False,
-        out=out,
-        **TINY["bc"],
-    )
+    train_tiny_run(pendulum_dataset, out)
     return out
 
 
