@@ -404,8 +404,8 @@ def test_td3_bc_policy_freq_one_takes_a_plain_batch(td3):
 
 
 def test_iql_value_loss_by_hand():
-    """IQL's value loss is the τ-expectile loss of (min over the *target* ensemble of Q − V),
-    recomputed here in numpy from the networks' outputs."""
+    """IQL's value loss (as `update` reports it) is the τ-expectile loss of (min over the
+    *target* ensemble of Q − V), recomputed here in numpy from the networks' outputs."""
     base = IQL(**TINY["iql"])
     states = init_seeds(base, SPEC)(seed_keys(GROUP)[0])  # compiled by the harness already
     agent = dataclasses.replace(base, expectile=0.8)
@@ -414,20 +414,20 @@ def test_iql_value_loss_by_hand():
     state = seed(states, 0).replace(target_critic=target)
     data = synthetic_dataset(obs_dim=OBS_DIM, action_dim=ACTION_DIM).to_batch()
     batch = sample_batch(data, jax.random.key(5), 64)
-    loss, metrics = agent.value_loss(state.value.params, state, batch)
+    _, metrics = agent.update(state, batch, jax.random.key(6))
 
     q = np.asarray(apply(state.critic, target, batch.observations, batch.actions), np.float64)
-    assert q.shape == (agent.num_qs, 64)
+    assert q.shape == (agent.ensemble.num_qs, 64, 1)  # (members, batch, head outputs)
     v = np.asarray(apply(state.value, state.value.params, batch.observations), np.float64)
     assert v.shape == (64,)
-    diff = q.min(axis=0) - v
+    diff = q[..., 0].min(axis=0) - v
     assert (diff > 0).any() and (diff < 0).any()  # both sides of the asymmetric loss are used
     expected = np.mean(np.where(diff > 0, 0.8, 0.2) * diff**2)
-    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["v_mean"]), v.mean(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(float(metrics["value/loss"]), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["value/v_mean"]), v.mean(), rtol=1e-5, atol=1e-7)
 
     online = np.asarray(
         apply(state.critic, state.critic.params, batch.observations, batch.actions)
-    ).min(axis=0)
+    )[..., 0].min(axis=0)
     wrong = np.mean(np.where(online - v > 0, 0.8, 0.2) * (online - v) ** 2)
     assert not np.isclose(wrong, expected, rtol=1e-3)

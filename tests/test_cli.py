@@ -78,13 +78,21 @@ def test_train_iql_help_lists_every_hyperparameter():
     text = " ".join(result.stdout.split())
     assert "(default: 0.7)" in text and "--expectile" in text
     hyper = text.index("iql hyperparameters:")
+    fields = []  # (name, default) of every flag: nested settings contribute their own fields
     for field in dataclasses.fields(valorl.IQL):
-        flag = "--" + field.name.replace("_", "-")
+        if field.name == "critic":
+            fields.append(("critic", field.default.name))
+        elif dataclasses.is_dataclass(field.default):
+            fields += [(f.name, f.default) for f in dataclasses.fields(field.default)]
+        else:
+            fields.append((field.name, field.default))
+    for name, default in fields:
+        flag = "--" + name.replace("_", "-")
         at = text.index(flag + " ", hyper)
-        default = field.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
         following = text[at : text.index(")", text.index("(default:", at)) + 1]
         assert following.endswith(f"(default: {shown})"), (flag, following)
+    assert "--critic {mse,huber,hl-gauss,two-hot,c51,quantile,gaussian}" in text
     assert "--actor-lr-schedule {cosine,constant}" in text
     for run_flag in ("--dataset", "--steps", "--seeds", "--log-every", "--eval-episodes"):
         assert run_flag in text

@@ -11,12 +11,24 @@ import pytest
 
 from valorl.agents import AGENTS, IQL
 from valorl.config import coerce, field_docs, from_dict, to_dict
+from valorl.critics import Categorical, CriticHead, QEnsemble
 from valorl.errors import ValorlError
 
 
 def _other_value(tp, default):
     """A valid value of type `tp` that differs from `default`, so a round trip that silently
     fell back to defaults would be caught."""
+    if tp == CriticHead:
+        return Categorical(bins=11, vmin=-1.0, vmax=2.0)
+    if tp is QEnsemble:  # subset-min keeps TD3+BC's distributional backup valid
+        return QEnsemble(
+            num_qs=5,
+            q_reduce="subset-min",
+            q_subset=3,
+            q_pessimism=0.5,
+            layer_norm=True,
+            spectral_norm=True,
+        )
     if typing.get_origin(tp) is Literal:
         return next(choice for choice in typing.get_args(tp) if choice != default)
     if tp is bool:

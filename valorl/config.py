@@ -27,7 +27,9 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 def _to_json(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
-        return to_dict(value)
+        # a nested dataclass with a `name` (a critic head) is one of several: tag which
+        tag = {"type": value.name} if isinstance(getattr(value, "name", None), str) else {}
+        return tag | to_dict(value)
     if isinstance(value, tuple | list):
         return [_to_json(v) for v in value]
     return value
@@ -51,6 +53,8 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if len(inner) > 1 and all(dataclasses.is_dataclass(a) for a in inner):
+            return _tagged(inner, value, where)
         return coerce(inner[0], value, where)
     if origin is Literal:
         if value not in args:
@@ -70,8 +74,12 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
             for v in items
             if v != ""
         )
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        return from_dict(tp, value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, dict):
+            return from_dict(tp, value)
+        raise ValorlError(f"{where}: expected {tp.__name__} settings, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -89,6 +97,19 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
         except (TypeError, ValueError):
             raise ValorlError(f"{where}: expected {tp.__name__}, got {value!r}") from None
     return value
+
+
+def _tagged(choices: list[type], value: Any, where: str) -> Any:
+    """One of several dataclasses: an instance as is, or a dict naming its class in "type"."""
+    if isinstance(value, tuple(choices)):
+        return value
+    by_name = {c.name: c for c in choices}
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in by_name:
+        raise ValorlError(
+            f'{where}: expected one of {", ".join(by_name)} (a dict with "type"), got {value!r}'
+        )
+    return from_dict(by_name[kind], {k: v for k, v in value.items() if k != "type"})
 
 
 @functools.cache

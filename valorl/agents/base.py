@@ -24,7 +24,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 import flax.linen as nn
+import flax.struct
 import jax
+import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
@@ -63,29 +65,54 @@ class Agent(Protocol):
     ) -> jax.Array: ...
 
 
+class NetState(TrainState):
+    """A network's parameters and optimiser, plus its non-parameter variables (`extra`: the
+    power-iteration vectors of spectral normalisation, when used)."""
+
+    extra: Any = flax.struct.field(default_factory=dict)
+    input_shapes: tuple[tuple[int, ...], ...] = flax.struct.field(pytree_node=False, default=())
+
+
 def create_train_state(
     module: nn.Module,
     key: jax.Array,
     inputs: tuple[jax.Array, ...],
     tx: optax.GradientTransformation,
-) -> TrainState:
+) -> NetState:
     """Initialise `module` on example `inputs` and pair it with its optimiser."""
-    params = module.init(key, *inputs)["params"]
-    return TrainState.create(apply_fn=module.apply, params=params, tx=tx)
+    variables = dict(module.init(key, *inputs))
+    params = variables.pop("params")
+    return NetState.create(
+        apply_fn=module.apply,
+        params=params,
+        tx=tx,
+        extra=variables,
+        input_shapes=tuple(x.shape for x in inputs),
+    )
 
 
-def apply(train_state: TrainState, params: Params, *inputs: jax.Array) -> Any:
-    """Run a TrainState's network with the given parameters (its own, a target's, or traced)."""
-    return train_state.apply_fn({"params": params}, *inputs)
+def apply(state: NetState, params: Params, *inputs: jax.Array) -> Any:
+    """Run a network with the given parameters (its own, a target's, or traced ones)."""
+    return state.apply_fn({"params": params, **state.extra}, *inputs)
 
 
 def grad_step(
-    train_state: TrainState, loss_fn: Callable[[Params], tuple[jax.Array, Metrics]]
-) -> tuple[TrainState, Metrics]:
-    """One optimiser step on `loss_fn(params) -> (loss, metrics)`; adds loss and grad norm."""
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_state.params)
-    train_state = train_state.apply_gradients(grads=grads)
-    return train_state, {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
+    state: NetState, loss_fn: Callable[[Params], tuple[jax.Array, Metrics]]
+) -> tuple[NetState, Metrics]:
+    """One optimiser step on `loss_fn(params) -> (loss, metrics)`; adds loss and grad norm.
+
+    Afterwards the network's non-parameter variables advance one step with the new parameters
+    (one power iteration of spectral normalisation per update, as Miyato et al. do).
+    """
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads)
+    if state.extra:
+        zeros = [jnp.zeros(shape) for shape in state.input_shapes]
+        _, extra = state.apply_fn(
+            {"params": state.params, **state.extra}, *zeros, mutable=list(state.extra)
+        )
+        state = state.replace(extra=extra)
+    return state, {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
 
 
 def polyak(params: Params, target: Params, tau: float) -> Params:

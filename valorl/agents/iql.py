@@ -3,14 +3,16 @@
 IQL never evaluates the critic at actions outside the dataset. It fits
 
     V(s)    by expectile regression onto the target critic          (Eq. 5)
-            L_V = E[ L2^τ( min_i Q̂_i(s, a) − V(s) ) ]
+            L_V = E[ L2^τ( Q̂(s, a) − V(s) ) ]
     Q(s, a) by TD learning onto the value of the next state         (Eq. 6)
-            L_Q = Σ_i E[ (r + γ·m·V(s') − Q_i(s, a))² ]
+            L_Q = Σ_i E[ ℓ(Q_i(s, a), r + γ·m·V(s')) ]
     π(a|s)  by advantage-weighted regression on dataset actions     (Eq. 7)
-            L_π = −E[ min(exp(β·(min_i Q̂_i(s, a) − V(s))), w_max) · log π(a|s) ]
+            L_π = −E[ min(exp(β·(Q̂(s, a) − V(s))), w_max) · log π(a|s) ]
 
-in that order each step (as the reference code does), then moves the target critic Q̂
-towards Q by Polyak averaging. Defaults are the paper's MuJoCo settings (App. B).
+in that order each step (as the reference code does), then moves the target critic towards Q
+by Polyak averaging. Q̂ is the target ensemble's reduction (the paper: min of two) and ℓ the
+critic head's loss (the paper: squared error). Defaults are the paper's MuJoCo settings
+(App. B).
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from typing import ClassVar, Literal
 import flax.struct
 import jax
 import jax.numpy as jnp
-from flax.training.train_state import TrainState
 
 from valorl.agents.base import (
     Metrics,
+    NetState,
     Params,
     Spec,
     adam,
@@ -34,18 +36,19 @@ from valorl.agents.base import (
     polyak,
     prefix,
 )
+from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
 from valorl.losses import awr_weights, expectile_loss
-from valorl.nets import Ensemble, GaussianPolicy, StateActionValue, StateValue
+from valorl.nets import GaussianPolicy, StateValue
 from valorl.nets.policies import gaussian_log_prob, gaussian_sample
 
 
 class IQLState(flax.struct.PyTreeNode):
-    actor: TrainState
-    critic: TrainState
+    actor: NetState
+    critic: NetState
     target_critic: Params
-    value: TrainState
+    value: NetState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +78,10 @@ class IQL:
     """Cosine decay of the actor learning rate over training, as in the reference code."""
     hidden_dims: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of every network."""
-    num_qs: int = 2
-    """Critic ensemble size; targets use the minimum over members."""
+    critic: CriticHead = Scalar()
+    """How Q is represented and trained: mse, huber, hl-gauss, two-hot, c51, quantile, gaussian."""
+    ensemble: QEnsemble = QEnsemble()
+    """Q-ensemble: size, how members combine in targets (the paper: min of two), layers."""
     batch_size: int = 256
     """Transitions per gradient step."""
     normalize_observations: bool = False
@@ -96,7 +101,7 @@ class IQL:
             adam(self.actor_lr, cosine),
         )
         critic = create_train_state(
-            Ensemble(StateActionValue(self.hidden_dims), self.num_qs),
+            self.ensemble.network(self.hidden_dims, self.critic.out_dim),
             key_critic,
             (obs, actions),
             adam(self.critic_lr),
@@ -107,9 +112,8 @@ class IQL:
         return IQLState(actor=actor, critic=critic, target_critic=critic.params, value=value)
 
     def value_loss(
-        self, params: Params, state: IQLState, batch: Batch
+        self, params: Params, state: IQLState, batch: Batch, q: jax.Array
     ) -> tuple[jax.Array, Metrics]:
-        q = apply(state.critic, state.target_critic, batch.observations, batch.actions).min(0)
         v = apply(state.value, params, batch.observations)
         return expectile_loss(q - v, self.expectile).mean(), {"v_mean": v.mean()}
 
@@ -118,13 +122,13 @@ class IQL:
     ) -> tuple[jax.Array, Metrics]:
         next_v = apply(state.value, state.value.params, batch.next_observations)
         target = batch.rewards + self.discount * batch.masks * next_v
-        q = apply(state.critic, params, batch.observations, batch.actions)
-        return ((q - target) ** 2).mean(axis=1).sum(), {"q_mean": q.mean()}
+        outputs = apply(state.critic, params, batch.observations, batch.actions)
+        loss = self.critic.loss(outputs, target).mean(axis=-1).sum()
+        return loss, {"q_mean": self.critic.value(outputs).mean()}
 
     def actor_loss(
-        self, params: Params, state: IQLState, batch: Batch
+        self, params: Params, state: IQLState, batch: Batch, q: jax.Array
     ) -> tuple[jax.Array, Metrics]:
-        q = apply(state.critic, state.target_critic, batch.observations, batch.actions).min(0)
         v = apply(state.value, state.value.params, batch.observations)
         weights = awr_weights(q - v, self.beta, self.max_weight)
         mean, log_std = apply(state.actor, params, batch.observations)
@@ -136,10 +140,12 @@ class IQL:
         }
 
     def update(self, state: IQLState, batch: Batch, key: jax.Array) -> tuple[IQLState, Metrics]:
-        del key  # every IQL loss is deterministic given the batch
-        value, value_metrics = grad_step(state.value, lambda p: self.value_loss(p, state, batch))
+        # Q̂(s, a) from the target critic, reduced over the ensemble; shared by Eq. 5 and 7.
+        outputs = apply(state.critic, state.target_critic, batch.observations, batch.actions)
+        q = self.ensemble.reduce(self.critic.value(outputs), key)
+        value, value_metrics = grad_step(state.value, lambda p: self.value_loss(p, state, batch, q))
         state = state.replace(value=value)
-        actor, actor_metrics = grad_step(state.actor, lambda p: self.actor_loss(p, state, batch))
+        actor, actor_metrics = grad_step(state.actor, lambda p: self.actor_loss(p, state, batch, q))
         critic, critic_metrics = grad_step(
             state.critic, lambda p: self.critic_loss(p, state, batch)
         )

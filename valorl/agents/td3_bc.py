@@ -18,10 +18,10 @@ from typing import ClassVar
 import flax.struct
 import jax
 import jax.numpy as jnp
-from flax.training.train_state import TrainState
 
 from valorl.agents.base import (
     Metrics,
+    NetState,
     Params,
     Spec,
     adam,
@@ -31,15 +31,17 @@ from valorl.agents.base import (
     polyak,
     prefix,
 )
+from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
+from valorl.errors import ValorlError
 from valorl.losses import td3_bc_actor_loss
-from valorl.nets import DeterministicPolicy, Ensemble, StateActionValue
+from valorl.nets import DeterministicPolicy
 
 
 class TD3BCState(flax.struct.PyTreeNode):
-    actor: TrainState
-    critic: TrainState
+    actor: NetState
+    critic: NetState
     target_actor: Params
     target_critic: Params
 
@@ -70,14 +72,31 @@ class TD3BC:
     """Critic learning rate."""
     hidden_dims: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of actor and critics."""
-    num_qs: int = 2
-    """Critic ensemble size; targets use the minimum over members."""
+    critic: CriticHead = Scalar()
+    """How Q is represented and trained: mse, huber, hl-gauss, two-hot, c51, quantile, gaussian."""
+    ensemble: QEnsemble = QEnsemble()
+    """Q-ensemble: size, how members combine in targets (TD3: min of two), layers."""
+    distributional_backup: bool = False
+    """Train a c51/quantile/gaussian critic towards the backed-up next-state distribution of the
+    member the reduction picks, instead of towards a scalar target."""
     batch_size: int = 256
     """Transitions per gradient step."""
     normalize_observations: bool = True
     """Standardise observations with dataset statistics (the paper does)."""
     reward_normalization: RewardNormalization = "none"
     """Reward scaling: none in the paper."""
+
+    def __post_init__(self) -> None:
+        if self.distributional_backup and not self.critic.distributional:
+            raise ValorlError(
+                f"--distributional-backup needs a distributional critic (c51, "
+                f"quantile, gaussian), not {self.critic.name}"
+            )
+        if self.distributional_backup and not self.ensemble.picks_a_member:
+            raise ValorlError(
+                f"--distributional-backup needs --q-reduce min or subset-min, not "
+                f"{self.ensemble.q_reduce}"
+            )
 
     @property
     def batches_per_update(self) -> int:
@@ -94,7 +113,7 @@ class TD3BC:
             adam(self.actor_lr),
         )
         critic = create_train_state(
-            Ensemble(StateActionValue(self.hidden_dims), self.num_qs),
+            self.ensemble.network(self.hidden_dims, self.critic.out_dim),
             key_critic,
             (obs, actions),
             adam(self.critic_lr),
@@ -106,25 +125,36 @@ class TD3BC:
     def critic_loss(
         self, params: Params, state: TD3BCState, batch: Batch, key: jax.Array
     ) -> tuple[jax.Array, Metrics]:
+        key_noise, key_reduce = jax.random.split(key)
         noise = jnp.clip(
-            self.policy_noise * jax.random.normal(key, batch.actions.shape),
+            self.policy_noise * jax.random.normal(key_noise, batch.actions.shape),
             -self.noise_clip,
             self.noise_clip,
         )
         next_actions = apply(state.actor, state.target_actor, batch.next_observations)
         next_actions = jnp.clip(next_actions + noise, -1.0, 1.0)
-        next_q = apply(
+        next_outputs = apply(
             state.critic, state.target_critic, batch.next_observations, next_actions
-        ).min(0)
-        target = batch.rewards + self.discount * batch.masks * next_q
-        q = apply(state.critic, params, batch.observations, batch.actions)
-        return ((q - target) ** 2).mean(axis=1).sum(), {"q_mean": q.mean()}
+        )
+        next_values = self.critic.value(next_outputs)
+        discounts = self.discount * batch.masks
+        outputs = apply(state.critic, params, batch.observations, batch.actions)
+        if self.distributional_backup:
+            member = self.ensemble.select(next_values, key_reduce)
+            chosen = next_outputs[member, jnp.arange(member.shape[0])]
+            target = self.critic.backup(chosen, batch.rewards, discounts)
+            loss = self.critic.backup_loss(outputs, target)
+        else:
+            target = batch.rewards + discounts * self.ensemble.reduce(next_values, key_reduce)
+            loss = self.critic.loss(outputs, target)
+        return loss.mean(axis=-1).sum(), {"q_mean": self.critic.value(outputs).mean()}
 
     def actor_loss(
         self, params: Params, state: TD3BCState, batch: Batch
     ) -> tuple[jax.Array, Metrics]:
         actions = apply(state.actor, params, batch.observations)
-        q = apply(state.critic, state.critic.params, batch.observations, actions)[0]
+        outputs = apply(state.critic, state.critic.params, batch.observations, actions)
+        q = self.critic.value(outputs)[0]  # TD3 follows the first critic
         loss, lmbda = td3_bc_actor_loss(q, actions, batch.actions, self.alpha)
         return loss, {"lambda": lmbda, "bc_mse": ((actions - batch.actions) ** 2).mean()}
 

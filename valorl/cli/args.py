@@ -2,7 +2,12 @@
 
 Every field of an agent dataclass becomes a flag (`hidden_dims` -> `--hidden-dims 64,64`),
 with the field's docstring and default as help text, so `valorl train iql --help` documents
-every hyperparameter without a second source of truth.
+every hyperparameter without a second source of truth. Two kinds of field are spelled out:
+
+- a nested settings dataclass (the Q-ensemble) contributes its own fields as flags
+  (`--num-qs 10 --q-reduce subset-min --layer-norm true`);
+- the critic head is chosen by name (`--critic hl-gauss`) and its parameters are flags
+  (`--bins 51 --vmin -100 --vmax 0 --sigma-ratio 0.75`), checked against the chosen head.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import typing
 from typing import Any, Literal, NoReturn
 
 from valorl.config import coerce, field_docs
+from valorl.critics import HEADS, CriticHead
+from valorl.errors import ValorlError
 
 
 class Parser(argparse.ArgumentParser):
@@ -32,37 +39,133 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, group_title: str) -> None:
-    """One flag per field of `cls`; parsed values are left as strings for `parse_overrides`."""
+    """Flags for every field of `cls` (see the module docstring); values stay strings until
+    `parse_overrides` converts them."""
     group = parser.add_argument_group(group_title)
-    docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
     for field in dataclasses.fields(cls):
         tp = hints[field.name]
-        default = field.default
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        kwargs: dict[str, Any] = dict(
-            dest=f"hp_{field.name}",
-            default=None,
-            metavar=_metavar(tp),
-            help=f"{docs.get(field.name, '')} (default: {shown})",
-        )
-        if typing.get_origin(tp) is Literal:
-            kwargs["choices"] = typing.get_args(tp)
-            kwargs.pop("metavar")
-        group.add_argument(f"--{field.name.replace('_', '-')}", **kwargs)
+        if tp == CriticHead:
+            _add_head_flags(parser, field, docs.get(field.name, ""))
+        elif dataclasses.is_dataclass(tp):
+            sub = parser.add_argument_group(field.name, docs.get(field.name, ""))
+            for inner in dataclasses.fields(tp):
+                _add_flag(
+                    sub,
+                    inner.name,
+                    typing.get_type_hints(tp)[inner.name],
+                    inner.default,
+                    field_docs(tp).get(inner.name, ""),
+                    dest=f"hp_{field.name}.{inner.name}",
+                )
+        else:
+            _add_flag(
+                group,
+                field.name,
+                tp,
+                field.default,
+                docs.get(field.name, ""),
+                dest=f"hp_{field.name}",
+            )
 
 
 def parse_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The hyperparameters given on the command line, converted to their field types."""
     hints = typing.get_type_hints(cls)
-    overrides = {}
+    overrides: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
-        value = getattr(args, f"hp_{field.name}", None)
-        if value is not None:
-            flag = f"--{field.name.replace('_', '-')}"
-            overrides[field.name] = coerce(hints[field.name], value, flag)
+        tp = hints[field.name]
+        if tp == CriticHead:
+            head = _parse_head(args, field.default)
+            if head is not None:
+                overrides[field.name] = head
+        elif dataclasses.is_dataclass(tp):
+            inner = _given(args, f"hp_{field.name}.", tp)
+            if inner:
+                overrides[field.name] = dataclasses.replace(field.default, **inner)
+        else:
+            value = getattr(args, f"hp_{field.name}", None)
+            if value is not None:
+                overrides[field.name] = coerce(tp, value, flag(field.name))
     return overrides
+
+
+def _add_flag(group, name: str, tp: Any, default: Any, doc: str, dest: str) -> None:
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    kwargs: dict[str, Any] = dict(dest=dest, default=None, help=f"{doc} (default: {shown})")
+    if typing.get_origin(tp) is Literal:
+        kwargs["choices"] = typing.get_args(tp)
+    else:
+        kwargs["metavar"] = _metavar(tp)
+    group.add_argument(flag(name), **kwargs)
+
+
+def _head_parameters() -> dict[str, tuple[Any, list[str]]]:
+    """Every head parameter: its type and the heads (by CLI name) that have it."""
+    params: dict[str, tuple[Any, list[str]]] = {}
+    for name, head in HEADS.items():
+        hints = typing.get_type_hints(type(head))
+        for field in dataclasses.fields(head):
+            params.setdefault(field.name, (hints[field.name], []))[1].append(name)
+    return params
+
+
+def _add_head_flags(parser: argparse.ArgumentParser, field: dataclasses.Field, doc: str) -> None:
+    group = parser.add_argument_group("critic head", doc)
+    group.add_argument(
+        "--critic",
+        dest="hp_critic_name",
+        choices=list(HEADS),
+        default=None,
+        help=f"the critic head (default: {field.default.name})",
+    )
+    for name, (tp, users) in _head_parameters().items():
+        defaults = {h: getattr(HEADS[h], name) for h in users}
+        if len(set(defaults.values())) == 1:
+            shown = f"{next(iter(defaults.values()))}; used by {', '.join(users)}"
+        else:
+            shown = ", ".join(f"{h} {v}" for h, v in defaults.items())
+        doc = field_docs(type(HEADS[users[0]])).get(name, "")
+        group.add_argument(
+            flag(name),
+            dest=f"head_{name}",
+            default=None,
+            metavar=_metavar(tp),
+            help=f"{doc} (default: {shown})",
+        )
+
+
+def _parse_head(args: argparse.Namespace, default: Any) -> Any:
+    name = getattr(args, "hp_critic_name", None)
+    params = {
+        p: getattr(args, f"head_{p}")
+        for p in _head_parameters()
+        if getattr(args, f"head_{p}", None) is not None
+    }
+    if name is None and not params:
+        return None
+    head = HEADS[name] if name is not None else default
+    hints = typing.get_type_hints(type(head))
+    fields = {f.name for f in dataclasses.fields(head)}
+    for param in params:
+        if param not in fields:
+            raise ValorlError(f"{flag(param)} does not apply to --critic {head.name}")
+    return dataclasses.replace(head, **{p: coerce(hints[p], v, flag(p)) for p, v in params.items()})
+
+
+def _given(args: argparse.Namespace, prefix: str, cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: coerce(hints[f.name], getattr(args, prefix + f.name), flag(f.name))
+        for f in dataclasses.fields(cls)
+        if getattr(args, prefix + f.name, None) is not None
+    }
 
 
 def _metavar(tp: Any) -> str:
@@ -70,4 +173,5 @@ def _metavar(tp: Any) -> str:
         return "N,N,..."
     if tp is bool:
         return "true|false"
-    return getattr(tp, "__name__", "VALUE").upper()
+    inner = [a for a in typing.get_args(tp) if a is not type(None)]
+    return getattr(inner[0] if inner else tp, "__name__", "VALUE").upper()

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from valorl.nets.mlp import MLP
+from valorl.nets.spectral import COLLECTION
 
 
 class StateValue(nn.Module):
@@ -23,22 +24,29 @@ class StateValue(nn.Module):
 
 
 class StateActionValue(nn.Module):
-    """Q(s, a) -> shape (batch,)."""
+    """Q(s, a) as raw outputs of shape (batch, out_dim), read by a critic head."""
 
     hidden_dims: Sequence[int]
+    out_dim: int = 1
     layer_norm: bool = False
+    spectral_norm: bool = False
 
     @nn.compact
     def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
         inputs = jnp.concatenate([observations, actions], axis=-1)
-        return MLP(self.hidden_dims, 1, layer_norm=self.layer_norm)(inputs)[..., 0]
+        return MLP(
+            self.hidden_dims,
+            self.out_dim,
+            layer_norm=self.layer_norm,
+            spectral_norm=self.spectral_norm,
+        )(inputs)
 
 
 class Ensemble(nn.Module):
     """`num` independently initialised copies of `net`, evaluated on the same inputs.
 
-    Parameters carry a leading member axis and outputs have shape (num, batch): one batched
-    computation instead of `num` separate networks.
+    Parameters carry a leading member axis and outputs gain a leading axis of size `num`: one
+    batched computation instead of `num` separate networks.
     """
 
     net: nn.Module
@@ -48,7 +56,7 @@ class Ensemble(nn.Module):
     def __call__(self, *args: jax.Array) -> jax.Array:
         ensemble = nn.vmap(
             lambda module, *a: module(*a),
-            variable_axes={"params": 0},
+            variable_axes={"params": 0, COLLECTION: 0},
             split_rngs={"params": True},
             in_axes=None,
             out_axes=0,

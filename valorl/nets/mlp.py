@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 
+from valorl.nets.spectral import SpectralDense
+
 
 def default_init(scale: float = 1.0):
     """Glorot-uniform scaled by `scale`, as in the FQL/OGBench reference code.
@@ -26,13 +28,16 @@ class MLP(nn.Module):
     output_dim: int | None = None
     activation: Callable[[jax.Array], jax.Array] = nn.relu
     layer_norm: bool = False
+    spectral_norm: bool = False
+    """Spectrally normalise the hidden layers (not the output layer)."""
     output_scale: float = 1.0
     """Orthogonal scale of the output layer (small values start a policy near zero)."""
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        hidden_layer = SpectralDense if self.spectral_norm else nn.Dense
         for width in self.hidden_dims:
-            x = nn.Dense(width, kernel_init=default_init())(x)
+            x = hidden_layer(width, kernel_init=default_init())(x)
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
             x = self.activation(x)

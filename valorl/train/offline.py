@@ -21,6 +21,7 @@ import numpy as np
 
 from valorl.agents import Agent, make_agent
 from valorl.config import to_dict
+from valorl.critics import resolve_agent_support
 from valorl.data.dataset import Dataset
 from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import fit_normalizer
@@ -156,6 +157,13 @@ def train(
         data.check_env(probe.observation_space, probe.action_space, env_id or "the environment")
         action_space = probe.action_space
         probe.close()
+    normalizer = fit_normalizer(
+        data,
+        normalize_observations=agent.normalize_observations,
+        reward_normalization=agent.reward_normalization,
+        action_space=action_space,
+    )
+    agent = resolve_agent_support(agent, data.rewards * float(normalizer.reward_scale))
     seed_list = list(range(seed, seed + seeds))
     config = make_run_config(
         agent,
@@ -169,12 +177,6 @@ def train(
         if run.finished:
             console.print(f"{run.path} already finished; nothing to do")
             return RunResult.load(run.path)
-        normalizer = fit_normalizer(
-            data,
-            normalize_observations=agent.normalize_observations,
-            reward_normalization=agent.reward_normalization,
-            action_space=action_space,
-        )
         _train_loop(run, agent, config, data, normalizer, schedule, eval_episodes, env, progress)
     return RunResult.load(run.path)
 

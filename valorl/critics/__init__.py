@@ -1,0 +1,31 @@
+"""Critics: heads (how a Q-network represents and learns a value) and ensembles."""
+
+from valorl.critics.ensemble import QEnsemble
+from valorl.critics.heads import (
+    HEADS,
+    Categorical,
+    CriticHead,
+    Gaussian,
+    HLGauss,
+    Huber,
+    Quantile,
+    Scalar,
+    TwoHot,
+    resolve_agent_support,
+    resolve_support,
+)
+
+__all__ = [
+    "HEADS",
+    "Categorical",
+    "CriticHead",
+    "Gaussian",
+    "HLGauss",
+    "Huber",
+    "QEnsemble",
+    "Quantile",
+    "Scalar",
+    "TwoHot",
+    "resolve_agent_support",
+    "resolve_support",
+]

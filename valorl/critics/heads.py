@@ -1,0 +1,310 @@
+"""Critic heads: how a Q-network's outputs represent a value and how they are trained.
+
+A head is a frozen dataclass that knows
+
+- `out_dim`: how many outputs the network needs;
+- `value(outputs)`: the expected value, shape `outputs.shape[:-1]`;
+- `loss(outputs, target)`: per-sample loss against a scalar, stop-gradient TD target;
+
+and, for the distributional heads (C51, quantile, Gaussian), the proper distributional
+backup: `backup(next_outputs, rewards, discounts)` builds a target distribution and
+`backup_loss(outputs, target)` trains towards it. With a zero-width target distribution the
+backup loss equals `loss`, so both paths train the same thing.
+
+Every agent calls only these methods, so `IQL(critic=HLGauss())` changes how Q is learned
+without touching IQL's code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.scipy.special import erf
+
+from valorl.errors import ValorlError
+
+
+def _support_check(head, vmin: float | None, vmax: float | None) -> None:
+    if vmin is not None and vmax is not None and not vmin < vmax:
+        raise ValorlError(f"{head.name}: vmin ({vmin}) must be below vmax ({vmax})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scalar:
+    """One output regressed onto the target by squared error (q − y)², as the papers do."""
+
+    name: ClassVar[str] = "mse"
+    distributional: ClassVar[bool] = False
+
+    @property
+    def out_dim(self) -> int:
+        return 1
+
+    def value(self, outputs: jax.Array) -> jax.Array:
+        return outputs[..., 0]
+
+    def loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
+        return (outputs[..., 0] - target) ** 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Huber(Scalar):
+    """One output regressed with the Huber loss: quadratic near the target, linear beyond
+    `huber_delta`, so heavy-tailed targets (corrupted data, as in RIQL) pull less."""
+
+    name: ClassVar[str] = "huber"
+    huber_delta: float = 1.0
+    """Where the Huber loss turns from quadratic to linear."""
+
+    def loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
+        return optax.huber_loss(outputs[..., 0], target, self.huber_delta)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Histogram:
+    """Shared by classification heads: logits over fixed atoms or bins in [vmin, vmax]."""
+
+    bins: int = 101
+    """Number of bins (hl-gauss, two-hot), atoms (c51) or quantiles (quantile)."""
+    vmin: float | None = None
+    """Lower end of the value support; unset: from the rewards and γ (see resolve_support)."""
+    vmax: float | None = None
+    """Upper end of the value support; unset: from the rewards and γ."""
+
+    @property
+    def out_dim(self) -> int:
+        return self.bins
+
+    def _bounds(self) -> tuple[float, float]:
+        if self.vmin is None or self.vmax is None:
+            raise ValorlError(f"{self.name} needs vmin and vmax (resolve_support sets them)")
+        return self.vmin, self.vmax
+
+    def atoms(self) -> jax.Array:
+        """The value each output stands for."""
+        vmin, vmax = self._bounds()
+        return jnp.linspace(vmin, vmax, self.bins)
+
+    def value(self, outputs: jax.Array) -> jax.Array:
+        return jnp.sum(jax.nn.softmax(outputs, axis=-1) * self.atoms(), axis=-1)
+
+    def loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
+        return optax.softmax_cross_entropy(outputs, self.target_probs(target))
+
+    def target_probs(self, target: jax.Array) -> jax.Array:
+        """Two-hot: the mass of a scalar split between its two nearest atoms (clipped to the
+        support), so that the expectation over atoms equals the clipped target exactly."""
+        return _project(target[..., None], jnp.ones((*target.shape, 1)), self.atoms())
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoHot(_Histogram):
+    """Classification onto `bins` evenly spaced atoms with two-hot targets (as in MuZero and
+    DreamerV3; compared in Farebrother et al. 2024, "Stop Regressing", Sec. 3)."""
+
+    name: ClassVar[str] = "two-hot"
+    distributional: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _support_check(self, self.vmin, self.vmax)
+
+
+@dataclasses.dataclass(frozen=True)
+class HLGauss(_Histogram):
+    """Histogram loss with Gaussian smoothing (Imani & White 2018; Farebrother et al. 2024,
+    "Stop Regressing", Sec. 3.1 and App. A).
+
+    The target is the mass a Normal(y, σ²) puts in each of `bins` equal bins over [vmin, vmax],
+    renormalised to the support, with σ = `sigma_ratio` × bin width (the paper recommends 0.75).
+    Values are read at bin centres.
+    """
+
+    name: ClassVar[str] = "hl-gauss"
+    distributional: ClassVar[bool] = False
+    sigma_ratio: float = 0.75
+    """σ of the Gaussian as a multiple of the bin width."""
+
+    def __post_init__(self) -> None:
+        _support_check(self, self.vmin, self.vmax)
+        if self.sigma_ratio <= 0:
+            raise ValorlError(f"hl-gauss: sigma_ratio must be positive, got {self.sigma_ratio}")
+
+    def atoms(self) -> jax.Array:
+        vmin, vmax = self._bounds()
+        width = (vmax - vmin) / self.bins
+        return jnp.linspace(vmin + width / 2, vmax - width / 2, self.bins)
+
+    def target_probs(self, target: jax.Array) -> jax.Array:
+        vmin, vmax = self._bounds()
+        edges = jnp.linspace(vmin, vmax, self.bins + 1)
+        sigma = self.sigma_ratio * (vmax - vmin) / self.bins
+        y = jnp.clip(target, vmin, vmax)[..., None]
+        cdf = 0.5 * (1.0 + erf((edges - y) / (jnp.sqrt(2.0) * sigma)))
+        return (cdf[..., 1:] - cdf[..., :-1]) / (cdf[..., -1:] - cdf[..., :1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Categorical(_Histogram):
+    """C51: a categorical return distribution on `bins` atoms (Bellemare, Dabney & Munos 2017).
+
+    `backup` applies the distributional Bellman operator to the next-state distribution and
+    projects it back onto the atoms (Eq. 7, vectorised as in Dopamine; Rowland et al. 2018):
+    m_i = Σ_j p_j · [1 − |clip(r + γz_j) − z_i| / Δz]₊.
+    """
+
+    name: ClassVar[str] = "c51"
+    distributional: ClassVar[bool] = True
+    bins: int = 51
+
+    def __post_init__(self) -> None:
+        _support_check(self, self.vmin, self.vmax)
+
+    def backup(
+        self, next_outputs: jax.Array, rewards: jax.Array, discounts: jax.Array
+    ) -> jax.Array:
+        atoms = self.atoms()
+        shifted = rewards[..., None] + discounts[..., None] * atoms
+        return _project(shifted, jax.nn.softmax(next_outputs, axis=-1), atoms)
+
+    def backup_loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
+        return optax.softmax_cross_entropy(outputs, jax.lax.stop_gradient(target))
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantile:
+    """Quantile regression of the return distribution (QR-DQN, Dabney et al. 2018).
+
+    Output i estimates the τ̂_i = (2i + 1) / 2N quantile and is trained with the quantile Huber
+    loss ρ^κ_τ(u) = |τ − 1(u < 0)| · L_κ(u) / κ, u = target − estimate (Eq. 10); the value is
+    the mean of the quantiles. `backup` gives the N target samples r + γ·θ'_j.
+    """
+
+    name: ClassVar[str] = "quantile"
+    distributional: ClassVar[bool] = True
+    bins: int = 32
+    """Number of bins (hl-gauss, two-hot), atoms (c51) or quantiles (quantile)."""
+    huber_delta: float = 1.0
+    """κ of the quantile Huber loss."""
+
+    @property
+    def out_dim(self) -> int:
+        return self.bins
+
+    def taus(self) -> jax.Array:
+        return (jnp.arange(self.bins) + 0.5) / self.bins
+
+    def value(self, outputs: jax.Array) -> jax.Array:
+        return outputs.mean(axis=-1)
+
+    def loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
+        return self.backup_loss(outputs, target[..., None])
+
+    def backup(
+        self, next_outputs: jax.Array, rewards: jax.Array, discounts: jax.Array
+    ) -> jax.Array:
+        return rewards[..., None] + discounts[..., None] * next_outputs
+
+    def backup_loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
+        """Σ_i mean_j ρ^κ_{τ_i}(y_j − θ_i): every estimate against every target sample."""
+        u = jax.lax.stop_gradient(target)[..., None, :] - outputs[..., :, None]  # (..., N, M)
+        return quantile_huber(u, self.taus()[:, None], self.huber_delta).mean(-1).sum(-1)
+
+
+def quantile_huber(u: jax.Array, tau: jax.Array, kappa: float) -> jax.Array:
+    """ρ^κ_τ(u) = |τ − 1(u < 0)| · L_κ(u) / κ with L_κ the Huber loss (QR-DQN, Eq. 10)."""
+    huber = optax.huber_loss(u, delta=kappa)
+    return jnp.abs(tau - (u < 0)) * huber / kappa
+
+
+@dataclasses.dataclass(frozen=True)
+class Gaussian:
+    """A Gaussian return distribution N(μ, σ²): outputs (μ, log σ), trained by negative
+    log-likelihood (the return model of DSAC, Duan et al. 2021).
+
+    `backup` gives the target N(r + γμ', (γσ')²), and `backup_loss` is the cross-entropy of the
+    prediction under it, which for σ' = 0 is the NLL of the scalar target.
+    """
+
+    name: ClassVar[str] = "gaussian"
+    distributional: ClassVar[bool] = True
+    log_std_min: float = -5.0
+    """Lower clip of the predicted log standard deviation."""
+    log_std_max: float = 10.0
+    """Upper clip of the predicted log standard deviation."""
+
+    @property
+    def out_dim(self) -> int:
+        return 2
+
+    def mean_log_std(self, outputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return outputs[..., 0], jnp.clip(outputs[..., 1], self.log_std_min, self.log_std_max)
+
+    def value(self, outputs: jax.Array) -> jax.Array:
+        return outputs[..., 0]
+
+    def loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
+        return self.backup_loss(outputs, jnp.stack([target, jnp.zeros_like(target)], -1))
+
+    def backup(
+        self, next_outputs: jax.Array, rewards: jax.Array, discounts: jax.Array
+    ) -> jax.Array:
+        mean, log_std = self.mean_log_std(next_outputs)
+        return jnp.stack([rewards + discounts * mean, discounts * jnp.exp(log_std)], -1)
+
+    def backup_loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
+        """E_{y ~ N(μ_t, σ_t²)}[−log N(y; μ, σ²)] = log σ + (σ_t² + (μ_t − μ)²) / 2σ² + ½ log 2π."""
+        mean, log_std = self.mean_log_std(outputs)
+        target = jax.lax.stop_gradient(target)
+        sq = target[..., 1] ** 2 + (target[..., 0] - mean) ** 2
+        return log_std + 0.5 * sq * jnp.exp(-2.0 * log_std) + 0.5 * jnp.log(2.0 * jnp.pi)
+
+
+def _project(values: jax.Array, probs: jax.Array, atoms: jax.Array) -> jax.Array:
+    """Project the distribution Σ_j probs_j·δ(values_j) onto `atoms` (evenly spaced), splitting
+    each point's mass between its two neighbours: shapes (..., M), (..., M) -> (..., N)."""
+    delta = atoms[1] - atoms[0]
+    clipped = jnp.clip(values, atoms[0], atoms[-1])
+    weights = jnp.clip(1.0 - jnp.abs(clipped[..., None, :] - atoms[:, None]) / delta, 0.0, 1.0)
+    return jnp.sum(weights * probs[..., None, :], axis=-1)
+
+
+CriticHead = Scalar | Huber | TwoHot | HLGauss | Categorical | Quantile | Gaussian
+"""Any head an agent's `critic` field accepts."""
+
+HEADS: dict[str, CriticHead] = {
+    cls.name: cls() for cls in (Scalar, Huber, HLGauss, TwoHot, Categorical, Quantile, Gaussian)
+}
+"""Every head with its defaults, by the name the command line and run configs use."""
+
+
+def needs_support(head: CriticHead) -> bool:
+    return isinstance(head, _Histogram) and (head.vmin is None or head.vmax is None)
+
+
+def resolve_support(
+    head: CriticHead, reward_min: float, reward_max: float, discount: float
+) -> CriticHead:
+    """Fill an unset support with the range of discounted returns the rewards allow:
+    [min(r_min, 0), max(r_max, 0)] / (1 − γ). Heads without a support are returned as is."""
+    if not needs_support(head):
+        return head
+    horizon = 1.0 / (1.0 - discount)
+    vmin = head.vmin if head.vmin is not None else min(reward_min, 0.0) * horizon
+    vmax = head.vmax if head.vmax is not None else max(reward_max, 0.0) * horizon
+    if vmax <= vmin:
+        vmax = vmin + 1.0
+    return dataclasses.replace(head, vmin=float(vmin), vmax=float(vmax))
+
+
+def resolve_agent_support(agent, rewards) -> object:
+    """The agent with its critic head's unset support filled from (normalised) `rewards` and the
+    agent's discount; agents without a `critic` head are returned unchanged."""
+    head = getattr(agent, "critic", None)
+    if head is None or not needs_support(head):
+        return agent
+    resolved = resolve_support(head, float(rewards.min()), float(rewards.max()), agent.discount)
+    return dataclasses.replace(agent, critic=resolved)
