@@ -27,6 +27,7 @@ EPILOG = """examples:
 
 def build_parser() -> Parser:
     from valorl.agents import AGENTS
+    from valorl.data.controllers import CONTROLLERS
 
     parser = Parser(
         prog="valorl",
@@ -91,11 +92,11 @@ def build_parser() -> Parser:
     col = commands.add_parser(
         "collect",
         help="roll out behaviour policies into a dataset",
-        description="Roll behaviour policies out in a Gymnasium "
-        "environment and write a Minari dataset. Behaviours: 'random', a "
-        "scripted controller (pendulum-swingup), or a valorl run directory;"
-        " options after a colon: noise=STD (fraction of half the action "
-        "range), share=WEIGHT (of the steps), seed=INDEX (of a run).",
+        description="Roll behaviour policies out in a Gymnasium environment and write a Minari "
+        "dataset. Behaviours: 'random', a scripted controller "
+        f"({', '.join(CONTROLLERS)}), or a valorl run directory; options after a colon: "
+        "noise=STD (fraction of half the action range), share=WEIGHT (of the steps), "
+        "seed=INDEX (of a run).",
     )
     col.add_argument("--env", required=True, help="Gymnasium environment id, e.g. Pendulum-v1")
     col.add_argument(

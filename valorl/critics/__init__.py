@@ -13,6 +13,7 @@ from valorl.critics.heads import (
     TwoHot,
     resolve_agent_support,
     resolve_support,
+    support_from_data,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "TwoHot",
     "resolve_agent_support",
     "resolve_support",
+    "support_from_data",
 ]

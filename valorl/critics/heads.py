@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.scipy.special import erf
 
@@ -61,7 +62,7 @@ class Huber(Scalar):
     """Where the Huber loss turns from quadratic to linear."""
 
     def loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
-        return optax.huber_loss(outputs[..., 0], target, self.huber_delta)
+        return optax.huber_loss(outputs[..., 0], target, delta=self.huber_delta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +72,9 @@ class _Histogram:
     bins: int = 101
     """Number of bins (hl-gauss, two-hot), atoms (c51) or quantiles (quantile)."""
     vmin: float | None = None
-    """Lower end of the value support; unset: from the rewards and γ (see resolve_support)."""
+    """Lower end of the value support; unset: fitted to the data's discounted returns."""
     vmax: float | None = None
-    """Upper end of the value support; unset: from the rewards and γ."""
+    """Upper end of the value support; unset: fitted to the data's discounted returns."""
 
     @property
     def out_dim(self) -> int:
@@ -285,26 +286,42 @@ def needs_support(head: CriticHead) -> bool:
     return isinstance(head, _Histogram) and (head.vmin is None or head.vmax is None)
 
 
-def resolve_support(
-    head: CriticHead, reward_min: float, reward_max: float, discount: float
-) -> CriticHead:
-    """Fill an unset support with the range of discounted returns the rewards allow:
-    [min(r_min, 0), max(r_max, 0)] / (1 − γ). Heads without a support are returned as is."""
+def resolve_support(head: CriticHead, vmin: float, vmax: float) -> CriticHead:
+    """Fill whichever ends of a head's support are unset; heads without one are returned as is."""
     if not needs_support(head):
         return head
-    horizon = 1.0 / (1.0 - discount)
-    vmin = head.vmin if head.vmin is not None else min(reward_min, 0.0) * horizon
-    vmax = head.vmax if head.vmax is not None else max(reward_max, 0.0) * horizon
+    vmin = head.vmin if head.vmin is not None else vmin
+    vmax = head.vmax if head.vmax is not None else vmax
     if vmax <= vmin:
         vmax = vmin + 1.0
     return dataclasses.replace(head, vmin=float(vmin), vmax=float(vmax))
 
 
-def resolve_agent_support(agent, rewards) -> object:
-    """The agent with its critic head's unset support filled from (normalised) `rewards` and the
-    agent's discount; agents without a `critic` head are returned unchanged."""
+def support_from_data(
+    returns: np.ndarray, rewards: np.ndarray, discount: float, margin: float = 0.1
+) -> tuple[float, float]:
+    """A value support that fits the data: the range of the dataset's discounted returns-to-go
+    widened by `margin` of its span on each side, and never beyond what the rewards allow,
+    [min(r, 0), max(r, 0)] / (1 − γ).
+
+    The reward bounds alone are far too loose when a large reward comes once (a goal bonus
+    divided by 1 − γ), which would waste almost every bin; the data's returns are tight.
+    """
+    low, high = float(returns.min()), float(returns.max())
+    pad = margin * max(high - low, 1e-6)
+    horizon = 1.0 / (1.0 - discount)
+    lowest = min(float(rewards.min()), 0.0) * horizon
+    highest = max(float(rewards.max()), 0.0) * horizon
+    return max(low - pad, lowest), min(high + pad, highest)
+
+
+def resolve_agent_support(agent, dataset, reward_scale: float = 1.0) -> object:
+    """The agent with its critic head's unset support fitted to `dataset` (rewards multiplied by
+    `reward_scale`, as the agent will see them) and the agent's discount. Agents without a
+    `critic` head are returned unchanged."""
     head = getattr(agent, "critic", None)
     if head is None or not needs_support(head):
         return agent
-    resolved = resolve_support(head, float(rewards.min()), float(rewards.max()), agent.discount)
-    return dataclasses.replace(agent, critic=resolved)
+    returns = dataset.returns_to_go(agent.discount) * reward_scale
+    vmin, vmax = support_from_data(returns, dataset.rewards * reward_scale, agent.discount)
+    return dataclasses.replace(agent, critic=resolve_support(head, vmin, vmax))

@@ -38,8 +38,18 @@ def pendulum_swingup(obs: np.ndarray) -> np.ndarray:
     return np.clip(np.array([u], np.float32), -2.0, 2.0)
 
 
+def mountaincar_pump(obs: np.ndarray) -> np.ndarray:
+    """Full force in the direction the car is moving, which adds energy on every swing until
+    it crests the hill. MountainCarContinuous-v0: return about 89 in about 106 steps (uniform
+    random actions never reach the goal: about −33 over the full 999 steps)."""
+    return np.array([1.0 if obs[1] >= 0 else -1.0], np.float32)
+
+
 CONTROLLERS: dict[str, Controller] = {
     "pendulum-swingup": Controller(
         ("Pendulum-v1",), pendulum_swingup, "energy-based swing-up with PD balance"
+    ),
+    "mountaincar-pump": Controller(
+        ("MountainCarContinuous-v0",), mountaincar_pump, "push in the direction of motion"
     ),
 }

@@ -116,6 +116,23 @@ class Dataset:
         """Undiscounted return of each episode, in dataset order."""
         return np.array([self.rewards[s].sum(dtype=np.float64) for s in self.episode_slices()])
 
+    def returns_to_go(self, discount: float) -> np.ndarray:
+        """Discounted Monte-Carlo return from each transition to the end of its episode.
+
+        G_t = r_t + γ·G_{t+1}. An episode that ends in a termination stops there; one that was
+        truncated (or runs off the end of the data) continues with a geometric tail at its mean
+        reward, γ·r̄ / (1 − γ), as an estimate of the return it would have gone on to collect.
+        """
+        out = np.empty(len(self), np.float64)
+        for sl in self.episode_slices():
+            rewards = self.rewards[sl].astype(np.float64)
+            tail = 0.0 if self.terminals[sl.stop - 1] else rewards.mean() / (1.0 - discount)
+            g = tail
+            for t in range(len(rewards) - 1, -1, -1):
+                g = rewards[t] + discount * g
+                out[sl.start + t] = g
+        return out
+
     def episodes(self) -> Iterator[dict[str, np.ndarray]]:
         """Episodes in Minari's layout: `observations` has one more row than `actions`.
 

@@ -163,7 +163,7 @@ def train(
         reward_normalization=agent.reward_normalization,
         action_space=action_space,
     )
-    agent = resolve_agent_support(agent, data.rewards * float(normalizer.reward_scale))
+    agent = resolve_agent_support(agent, data, float(normalizer.reward_scale))
     seed_list = list(range(seed, seed + seeds))
     config = make_run_config(
         agent,
