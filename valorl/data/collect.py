@@ -93,7 +93,7 @@ class Behaviour:
         else:
             raise ValorlError(
                 f"unknown behaviour {self.kind!r}: use random, a run directory, or "
-                f"one of: {', '.join(CONTROLLERS)}"
+                f"one of: {', '.join(sorted(CONTROLLERS))}"
             )
         half_range = 0.5 * (high - low)
         if self.noise == 0:
