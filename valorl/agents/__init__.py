@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from valorl.agents.base import Agent, Spec
+from valorl.agents.base import Agent, CriticAgent, Spec
 from valorl.agents.bc import BC
 from valorl.agents.iql import IQL
 from valorl.agents.td3_bc import TD3BC
@@ -26,4 +26,4 @@ def make_agent(name: str, **hyperparameters) -> Agent:
     return from_dict(agent_class(name), hyperparameters)
 
 
-__all__ = ["AGENTS", "BC", "IQL", "TD3BC", "Agent", "Spec", "agent_class", "make_agent"]
+__all__ = ["AGENTS", "BC", "IQL", "TD3BC", "Agent", "CriticAgent", "Spec", "agent_class", "make_agent"]

@@ -160,6 +160,10 @@ class IQL:
             **prefix("actor", actor_metrics),
         }
 
+    def q_values(self, state: IQLState, obs: jax.Array, actions: jax.Array) -> jax.Array:
+        """Q(s, a) of every ensemble member, shape (members, batch), in the agent's units."""
+        return self.critic.value(apply(state.critic, state.critic.params, obs, actions))
+
     def act(
         self, state: IQLState, obs: jax.Array, key: jax.Array, deterministic: bool = True
     ) -> jax.Array:

@@ -183,6 +183,10 @@ class TD3BC:
         critic_metrics = jax.tree.map(jnp.mean, critic_metrics)
         return state, {**prefix("critic", critic_metrics), **prefix("actor", actor_metrics)}
 
+    def q_values(self, state: TD3BCState, obs: jax.Array, actions: jax.Array) -> jax.Array:
+        """Q(s, a) of every ensemble member, shape (members, batch), in the agent's units."""
+        return self.critic.value(apply(state.critic, state.critic.params, obs, actions))
+
     def act(
         self, state: TD3BCState, obs: jax.Array, key: jax.Array, deterministic: bool = True
     ) -> jax.Array:
