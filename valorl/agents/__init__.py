@@ -26,4 +26,14 @@ def make_agent(name: str, **hyperparameters) -> Agent:
     return from_dict(agent_class(name), hyperparameters)
 
 
-__all__ = ["AGENTS", "BC", "IQL", "TD3BC", "Agent", "CriticAgent", "Spec", "agent_class", "make_agent"]
+__all__ = [
+    "AGENTS",
+    "BC",
+    "IQL",
+    "TD3BC",
+    "Agent",
+    "CriticAgent",
+    "Spec",
+    "agent_class",
+    "make_agent",
+]
