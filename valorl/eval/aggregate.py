@@ -51,13 +51,11 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def stratified_bootstrap(scores: np.ndarray, reps: int, seed: int = 0) -> np.ndarray:
+def stratified_bootstrap(scores: np.ndarray, reps: int, seed=0) -> np.ndarray:
     """`reps` resampled copies of a (runs, tasks) matrix, shape (reps, runs, tasks): runs are
     drawn with replacement separately for each task."""
-    runs, tasks = scores.shape
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, runs, size=(reps, runs, tasks))
-    return scores[idx, np.arange(tasks)]
+    idx = _bootstrap_indices(scores.shape, reps, seed)
+    return scores[idx, np.arange(scores.shape[1])]
 
 
 def interval_estimate(
@@ -67,10 +65,27 @@ def interval_estimate(
     `reps` stratified-bootstrap replicates."""
     scores = _matrix(scores)
     point = float(metric(scores))
-    replicates = metric(stratified_bootstrap(scores, reps, seed))
-    alpha = (1.0 - confidence) / 2
-    low, high = np.percentile(replicates, [100 * alpha, 100 * (1 - alpha)])
+    low, high = _percentiles(metric(stratified_bootstrap(scores, reps, seed)), confidence)
     return point, float(low), float(high)
+
+
+def curve_interval(
+    scores: np.ndarray, metric: Metric, reps: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A metric over training (a sample-efficiency curve) with a pointwise interval.
+
+    `scores` has shape (runs, tasks, steps); returns (point, low, high), each of shape
+    (steps,). A bootstrap replicate resamples whole runs (their full curves), as rliable does
+    for three-dimensional score arrays.
+    """
+    scores = np.asarray(scores, np.float64)
+    if scores.ndim != 3:
+        raise ValueError(f"scores must have shape (runs, tasks, steps), got {scores.shape}")
+    by_step = np.moveaxis(scores, -1, 0)  # (steps, runs, tasks)
+    idx = _bootstrap_indices(scores.shape[:2], reps, seed)
+    replicates = metric(by_step[:, idx, np.arange(scores.shape[1])])  # (steps, reps)
+    low, high = _percentiles(replicates.T, confidence)
+    return metric(by_step), low, high
 
 
 def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
@@ -79,16 +94,71 @@ def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> fl
     x, y = _matrix(scores_x), _matrix(scores_y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"both need the same tasks: {x.shape[1]} vs {y.shape[1]}")
-    diff = x[:, None, :] - y[None, :, :]  # (runs_x, runs_y, tasks)
-    per_task = ((diff > 0) + 0.5 * (diff == 0)).mean(axis=(0, 1))
-    return float(per_task.mean())
+    return float(_improvement(x, y))
+
+
+def probability_of_improvement_interval(
+    scores_x: np.ndarray,
+    scores_y: np.ndarray,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """P(X > Y) with a percentile interval: X's and Y's runs are resampled independently, each
+    stratified by task (rliable's StratifiedIndependentBootstrap)."""
+    point = probability_of_improvement(scores_x, scores_y)
+    x, y = _matrix(scores_x), _matrix(scores_y)
+    seed_x, seed_y = np.random.SeedSequence(seed).spawn(2)
+    replicates = _improvement(
+        stratified_bootstrap(x, reps, seed_x), stratified_bootstrap(y, reps, seed_y)
+    )
+    low, high = _percentiles(replicates, confidence)
+    return point, float(low), float(high)
 
 
 def performance_profile(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Fraction of runs scoring above each threshold τ, averaged over tasks (the run-score
     distribution of Agarwal et al., Sec. 4.1)."""
-    x = _matrix(scores)
-    return np.array([(x > tau).mean(axis=0).mean() for tau in np.asarray(thresholds)])
+    return _profile(_matrix(scores), thresholds)
+
+
+def profile_interval(
+    scores: np.ndarray,
+    thresholds: np.ndarray,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The performance profile with a pointwise stratified-bootstrap band: (point, low, high),
+    each of shape (thresholds,)."""
+    scores = _matrix(scores)
+    replicates = _profile(stratified_bootstrap(scores, reps, seed), thresholds)
+    low, high = _percentiles(replicates, confidence)
+    return _profile(scores, thresholds), low, high
+
+
+def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) for score arrays of shape (..., runs_x, tasks) and (..., runs_y, tasks)."""
+    diff = x[..., :, None, :] - y[..., None, :, :]  # (..., runs_x, runs_y, tasks)
+    return ((diff > 0) + 0.5 * (diff == 0)).mean(axis=(-3, -2, -1))
+
+
+def _profile(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Fraction above each threshold for scores of shape (..., runs, tasks): (..., T)."""
+    tau = np.asarray(thresholds, np.float64)
+    return (scores[..., None] > tau).mean(axis=(-3, -2))
+
+
+def _bootstrap_indices(shape: tuple[int, int], reps: int, seed) -> np.ndarray:
+    """Run indices of `reps` stratified resamples: shape (reps, runs, tasks)."""
+    runs, tasks = shape
+    return np.random.default_rng(seed).integers(0, runs, size=(reps, runs, tasks))
+
+
+def _percentiles(replicates: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over the first axis of `replicates`."""
+    alpha = (1.0 - confidence) / 2
+    return tuple(np.percentile(replicates, [100 * alpha, 100 * (1 - alpha)], axis=0))
 
 
 def _matrix(scores: np.ndarray) -> np.ndarray:
