@@ -23,6 +23,9 @@ def make_console(stderr: bool = False) -> Console:
 
 
 console = make_console(stderr=True)
+"""Progress and notices (stderr)."""
+out = make_console()
+"""Results: tables and summaries (stdout)."""
 
 
 def progress_bar(enabled: bool = True) -> Progress:

@@ -69,6 +69,8 @@ class CriticAgent(Agent, Protocol):
     """An agent with a learned Q-function, which value diagnostics, off-policy evaluation and
     adversarial data attacks read."""
 
+    discount: float
+
     def q_values(self, state: Any, obs: jax.Array, actions: jax.Array) -> jax.Array:
         """Q(s, a) of every ensemble member, shape (members, batch): observations and actions
         in agent units (normalised, actions in [-1, 1]), values in scaled-reward units."""

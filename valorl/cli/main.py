@@ -10,10 +10,9 @@ from collections.abc import Callable, Sequence
 from rich.table import Table
 
 from valorl.cli.args import Parser, add_dataclass_flags, parse_overrides
+from valorl.cli.diagnose import add_diagnose_parser
 from valorl.errors import ValorlError
-from valorl.ui import make_console
-
-out = make_console()
+from valorl.ui import out
 
 EPILOG = """examples:
   valorl demo                                   build data, train BC and IQL, compare
@@ -128,6 +127,8 @@ def build_parser() -> Parser:
     col.add_argument("--quiet", action="store_true", help="no progress bar")
     col.set_defaults(run=cmd_collect)
 
+    add_diagnose_parser(commands)
+
     ds = commands.add_parser("datasets", help="list or inspect local datasets")
     ds_commands = ds.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
     ds_list = ds_commands.add_parser("list", help="local Minari datasets")
@@ -195,6 +196,14 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--env", default=None, help="Gymnasium id to evaluate in, if the dataset names none"
     )
+    run.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="fraction of episodes kept out of training, to measure the critic's TD error on "
+        "unseen data in diagnostics.json (default: 0, train on everything)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -219,6 +228,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
         env=args.env,
+        holdout=args.holdout,
         out=args.out,
         progress=not args.quiet,
         **overrides,

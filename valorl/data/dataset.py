@@ -183,6 +183,28 @@ class Dataset:
             parts["timeouts"].append(np.asarray(ep["truncations"]))
         return cls(**{k: np.concatenate(v) for k, v in parts.items()}, info=info or DatasetInfo())
 
+    def split_episodes(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+        """(kept, held out): a random `fraction` of whole episodes held out (at least one when
+        the fraction is positive, and never all), for measuring generalisation such as the TD
+        error on unseen transitions. The split depends only on the data and `seed`."""
+        if not 0.0 <= fraction < 1.0:
+            raise ValorlError(f"the held-out fraction must be in [0, 1), got {fraction}")
+        if fraction == 0.0:
+            return self, None
+        slices = self.episode_slices()
+        if len(slices) < 2:
+            raise ValorlError("holding out episodes needs at least two episodes in the dataset")
+        count = min(max(1, round(fraction * len(slices))), len(slices) - 1)
+        chosen = np.random.default_rng(seed).choice(len(slices), count, replace=False)
+        held = np.zeros(len(self), bool)
+        for i in chosen:
+            held[slices[i]] = True
+        return self._rows(~held), self._rows(held)
+
+    def _rows(self, rows: np.ndarray) -> Dataset:
+        fields = {f: getattr(self, f)[rows] for f in FLOAT_FIELDS + FLAG_FIELDS}
+        return Dataset(**fields, info=self.info)
+
     def fingerprint(self) -> str:
         """A short content hash: two datasets with equal fingerprints hold the same data."""
         digest = hashlib.blake2b(digest_size=12)

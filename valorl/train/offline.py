@@ -26,6 +26,7 @@ from valorl.data.dataset import Dataset
 from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import fit_normalizer
 from valorl.errors import ValorlError
+from valorl.eval.diagnostics import diagnose_run
 from valorl.eval.policy import seed_policies
 from valorl.eval.rollouts import Evaluator, episode_seeds
 from valorl.eval.stats import mean_interval
@@ -118,6 +119,7 @@ def train(
     eval_every: int = 10_000,
     eval_episodes: int = 10,
     env: str | None = None,
+    holdout: float = 0.0,
     out: str | os.PathLike | None = None,
     progress: bool = True,
     **hyperparameters: Any,
@@ -134,6 +136,8 @@ def train(
         eval_every: steps between evaluation rounds (there is always one at the end).
         eval_episodes: episodes per seed and round; 0 trains without an environment.
         env: Gymnasium id to evaluate in, if the dataset names none (or to override it).
+        holdout: fraction of episodes kept out of training, for the held-out TD error of the
+            value diagnostics written when a critic agent finishes (`diagnostics.json`).
         out: run directory; default `runs/<agent>-<data>-<hash of the config>`.
         **hyperparameters: agent fields to override when `agent` is a name.
     """
@@ -143,7 +147,8 @@ def train(
         agent = make_agent(agent.name, **(to_dict(agent) | hyperparameters))
     if agent.batch_size < 1:
         raise ValorlError(f"--batch-size must be at least 1, got {agent.batch_size}")
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    full_data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    data, _ = full_data.split_episodes(holdout)
     schedule = Schedule(steps, min(log_every, steps), min(eval_every, steps))
     schedule.check(agent.batches_per_update, agent.name)
     if seeds < 1:
@@ -167,10 +172,11 @@ def train(
     seed_list = list(range(seed, seed + seeds))
     config = make_run_config(
         agent,
-        data,
+        full_data,
         dataclasses.asdict(schedule) | {"eval_episodes": eval_episodes},
         seed_list,
         env_id,
+        holdout,
     )
     run = RunDir.open(out if out is not None else default_run_path(config), config)
     with run:
@@ -178,6 +184,8 @@ def train(
             console.print(f"{run.path} already finished; nothing to do")
             return RunResult.load(run.path)
         _train_loop(run, agent, config, data, normalizer, schedule, eval_episodes, env, progress)
+        if hasattr(agent, "q_values"):  # a critic agent: check its values (diagnostics.py)
+            diagnose_run(run.path, full_data)
     return RunResult.load(run.path)
 
 

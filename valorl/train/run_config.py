@@ -24,10 +24,16 @@ from valorl.train.fused import init_seeds, seed_keys
 
 
 def make_run_config(
-    agent: Agent, dataset: Dataset, schedule: dict[str, Any], seeds: list[int], env_id: str | None
+    agent: Agent,
+    dataset: Dataset,
+    schedule: dict[str, Any],
+    seeds: list[int],
+    env_id: str | None,
+    holdout: float = 0.0,
 ) -> dict[str, Any]:
+    """The config of a run on `dataset` (all of it, before `holdout` episodes are set aside)."""
     info = dataset.info
-    return {
+    config = {
         "valorl_version": valorl.__version__,
         "agent": {"name": agent.name, "hyperparameters": to_dict(agent)},
         "data": {
@@ -44,6 +50,9 @@ def make_run_config(
         "schedule": schedule,
         "seeds": seeds,
     }
+    if holdout:  # only when used, so configs of runs without a split stay as they were
+        config["data"]["holdout"] = holdout
+    return config
 
 
 def default_run_path(config: dict[str, Any], root: str | Path = "runs") -> Path:

@@ -1,0 +1,143 @@
+"""Value diagnostics (bias against Monte-Carlo returns, TD errors) and held-out episode splits."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY, synthetic_dataset, train_tiny_run
+
+import valorl
+from valorl.cli.main import main
+from valorl.data.sources import save_npz
+from valorl.data.transforms import Normalizer
+from valorl.errors import ValorlError
+from valorl.eval.diagnostics import diagnose_run, value_diagnostics
+
+
+def test_split_holds_out_whole_episodes_reproducibly():
+    """Kept and held-out parts partition the rows into whole episodes; the same seed gives the
+    same split, another seed another; no split at fraction 0."""
+    data = synthetic_dataset(n=400, episode_len=40)  # 10 episodes
+    kept, held = data.split_episodes(0.2, seed=3)
+    assert len(kept) + len(held) == len(data)
+    assert len(held.episode_slices()) == 2 and len(kept.episode_slices()) == 8
+    rows = {tuple(r) for r in np.concatenate([kept.observations, held.observations])}
+    assert rows == {tuple(r) for r in data.observations}
+    assert held.dones.sum() == 2 and bool(held.dones[-1])
+    again, _ = data.split_episodes(0.2, seed=3)
+    np.testing.assert_array_equal(again.observations, kept.observations)
+    other, _ = data.split_episodes(0.2, seed=4)
+    assert not np.array_equal(other.observations, kept.observations)
+    assert data.split_episodes(0.0) == (data, None)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "episodes", "message"),
+    [
+        (1.0, 400, "the held-out fraction must be in [0, 1), got 1.0"),
+        (-0.1, 400, "the held-out fraction must be in [0, 1), got -0.1"),
+        (0.5, 40, "holding out episodes needs at least two episodes in the dataset"),
+    ],
+)
+def test_split_refuses_impossible_fractions(fraction, episodes, message):
+    with pytest.raises(ValorlError, match=re.escape(message)):
+        synthetic_dataset(n=40, episode_len=episodes).split_episodes(fraction)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstantCritic:
+    """A stand-in critic agent: every member's Q is the seed's state value c (+ member index),
+    so the ensemble mean is c + 0.5; the policy always acts 0."""
+
+    name = "constant"
+    discount: float = 0.9
+
+    def q_values(self, state, obs, actions):
+        return state + jnp.stack([jnp.zeros(obs.shape[0]), jnp.ones(obs.shape[0])])
+
+    def act(self, state, obs, key, deterministic=True):
+        return jnp.zeros((obs.shape[0], 1))
+
+
+def test_bias_and_td_errors_by_hand():
+    """Two seeds with Q ≡ 2.5 and Q ≡ −0.5 (in scaled units, reward scale 2): in reward units
+    Q = 1.25 and −0.25. Bias = Q − mean G; TD error = r + γ·m·Q − Q row by row."""
+    data = synthetic_dataset(n=60, episode_len=20)
+    normalizer = Normalizer.identity(data.obs_shape, data.action_dim).replace(
+        reward_scale=jnp.asarray(2.0)
+    )
+    states = jnp.array([2.0, -1.0])
+    result = value_diagnostics(ConstantCritic(), states, normalizer, data, None)
+    q = np.array([1.25, -0.25])
+    returns = data.returns_to_go(0.9)
+    assert result["mc_return_mean"] == pytest.approx(returns.mean())
+    np.testing.assert_allclose(result["q_mean"], q, rtol=1e-6)
+    np.testing.assert_allclose(result["bias"], q - returns.mean(), rtol=1e-5)
+    td = data.rewards[None] + 0.9 * data.masks[None] * q[:, None] - q[:, None]
+    np.testing.assert_allclose(result["td_error_train"], np.sqrt((td**2).mean(1)), rtol=1e-5)
+    assert result["td_error_heldout"] is None and result["heldout_episodes"] == 0
+    assert result["train_episodes"] == 3
+
+
+def test_chunking_covers_every_transition(monkeypatch):
+    """A dataset longer than one device chunk (padded at the end) gives the same numbers."""
+    import valorl.eval.diagnostics as diagnostics
+
+    data = synthetic_dataset(n=50, episode_len=10)
+    normalizer = Normalizer.identity(data.obs_shape, data.action_dim)
+    whole = value_diagnostics(ConstantCritic(), jnp.array([1.0]), normalizer, data, None)
+    monkeypatch.setattr(diagnostics, "CHUNK", 16)
+    diagnostics._evaluate.cache_clear()
+    chunked = value_diagnostics(ConstantCritic(), jnp.array([1.0]), normalizer, data, None)
+    assert_same(chunked, whole)
+
+
+def test_training_with_holdout_writes_diagnostics(pendulum_dataset):
+    """A critic agent trained with --holdout records the fraction, trains on the rest and
+    writes diagnostics.json with a held-out TD error per seed; `valorl diagnose` recomputes the
+    same numbers from the checkpoint."""
+    result = valorl.train(
+        "iql", pendulum_dataset, steps=20, log_every=10, eval_episodes=0, seeds=2,
+        holdout=0.2, progress=False, out="run", **TINY["iql"],
+    )  # fmt: skip
+    config = json.loads((result.path / "config.json").read_text())
+    assert config["data"]["holdout"] == 0.2
+    assert config["data"]["fingerprint"] == pendulum_dataset.fingerprint()
+    written = json.loads((result.path / "diagnostics.json").read_text())
+    assert written["seeds"] == [0, 1] and written["step"] == 20
+    assert written["heldout_episodes"] == 2 and written["train_episodes"] == 8
+    assert len(written["td_error_heldout"]) == 2
+    assert_same(diagnose_run(result.path, pendulum_dataset), written)
+
+
+def assert_same(a: dict, b: dict) -> None:
+    """Equal diagnostics up to float32 rounding."""
+    assert a.keys() == b.keys()
+    for key in a:
+        if a[key] is None or isinstance(a[key], int):
+            assert a[key] == b[key], key
+        else:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
+
+
+def test_diagnose_cli_and_its_errors(capsys, pendulum_dataset):
+    """`valorl diagnose --json` prints the diagnostics; BC has no critic, and data that is not
+    the run's own is refused, each with one line and exit code 2."""
+    data = pendulum_dataset
+    train_tiny_run(data, "iql-run", agent="iql")
+    train_tiny_run(data, "bc-run", agent="bc")
+    path = "data.npz"
+    save_npz(data, path)
+    assert main(["diagnose", "iql-run", "--dataset", path, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["seeds"] == [0, 1] and printed["td_error_heldout"] is None
+    assert main(["diagnose", "bc-run", "--dataset", path]) == 2
+    assert "bc has no critic: value diagnostics need a Q-function" in capsys.readouterr().err
+    save_npz(synthetic_dataset(n=100, episode_len=20), "other.npz")
+    assert main(["diagnose", "iql-run", "--dataset", "other.npz"]) == 2
+    assert "is not the data iql-run trained on" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+"""`valorl diagnose`: value diagnostics of a trained run (see valorl/eval/diagnostics.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.table import Table
+
+from valorl.ui import out
+
+
+def add_diagnose_parser(commands) -> None:
+    parser = commands.add_parser(
+        "diagnose",
+        help="check a run's critic: over-estimation and TD error on held-out data",
+        description="For every seed of a run: mean Q at the dataset's state-actions against "
+        "the discounted Monte-Carlo return (bias > 0 is over-estimation), and the RMS TD error "
+        "of Q for the agent's own policy on the training data and on held-out episodes "
+        "(train with --holdout to have some). Values are in the environment's reward units. "
+        "Writes RUN_DIR/diagnostics.json (training a critic agent writes it too).",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory made by `valorl train`")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        metavar="ID_OR_PATH",
+        help="where to read the run's data (default: where training read it)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=cmd_diagnose)
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from valorl.eval.diagnostics import diagnose_run
+
+    result = diagnose_run(args.run_dir, args.dataset)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    table = Table(
+        title=f"{args.run_dir} at step {result['step']}: Monte-Carlo return "
+        f"{result['mc_return_mean']:.2f} (γ = {result['discount']})"
+    )
+    for column in ("seed", "mean Q", "bias Q − G", "TD error (train)", "TD error (held out)"):
+        table.add_column(column, justify="right")
+    heldout = result["td_error_heldout"] or [None] * len(result["seeds"])
+    for i, seed in enumerate(result["seeds"]):
+        table.add_row(
+            str(seed),
+            f"{result['q_mean'][i]:.2f}",
+            f"{result['bias'][i]:+.2f}",
+            f"{result['td_error_train'][i]:.3f}",
+            "-" if heldout[i] is None else f"{heldout[i]:.3f}",
+        )
+    out.print(table)
+    if result["heldout_episodes"] == 0:
+        out.print("no held-out episodes: train with --holdout 0.05 to measure generalisation")
+    return 0
