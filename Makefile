@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench browser clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,14 @@ lint: setup
 bench: setup
 	$(BIN)/valorl bench throughput --agent iql --seeds 1 --json
 	$(BIN)/valorl bench throughput --agent iql --seeds 5 --json
+
+# Headless Chromium and its driver for the report's browser test (Debian/Ubuntu, apt-get).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium chromium-driver; }
 
 clean:
 	rm -rf $(VENV) valorl-demo .pytest_cache

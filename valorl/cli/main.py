@@ -11,6 +11,7 @@ from rich.table import Table
 
 from valorl.cli.args import Parser, add_dataclass_flags, parse_overrides
 from valorl.cli.diagnose import add_diagnose_parser
+from valorl.cli.report import add_report_parser
 from valorl.errors import ValorlError
 from valorl.ui import out
 
@@ -156,6 +157,7 @@ def build_parser() -> Parser:
     tp.add_argument("--calls", type=int, default=5, help="timed calls (default: 5)")
     tp.add_argument("--json", action="store_true", help="print one JSON object")
     tp.set_defaults(run=cmd_bench_throughput)
+    add_report_parser(commands)
     return parser
 
 
