@@ -256,6 +256,8 @@ def test_returns_to_go_by_hand():
         timeouts=np.array([0, 0, 0, 0, 1]),
     )
     np.testing.assert_allclose(data.returns_to_go(0.5), [3.0, 4.0, 4.0, 4.0, 4.0])
+    # γ = 1: no (unbounded) tail, just the rewards still to come
+    np.testing.assert_allclose(data.returns_to_go(1.0), [7.0, 6.0, 4.0, 4.0, 2.0])
 
 
 def test_unresolved_support_is_an_error():

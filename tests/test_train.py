@@ -25,7 +25,14 @@ from valorl.train import offline
 from valorl.train.run_dir import RunDir
 
 SETTINGS = dict(steps=40, log_every=10, eval_every=20, eval_episodes=2, seeds=2, progress=False)
-FILES = {"config.json", "metrics.jsonl", "evaluations.npz", "checkpoint.msgpack", "result.json"}
+FILES = {
+    "config.json",
+    "metrics.jsonl",
+    "evaluations.npz",
+    "checkpoint.msgpack",
+    "result.json",
+    "diagnostics.json",
+}
 TIMING = {"step", "wall_s", "updates_per_s"}
 
 
@@ -58,7 +65,7 @@ def finished(pendulum_dataset, tmp_path_factory):
 
 
 def test_run_directory_holds_every_file_and_no_leftovers(finished):
-    """A finished run has its five files and no temporary files from atomic writes."""
+    """A finished run has its six files and no temporary files from atomic writes."""
     path, _ = finished
     names = {p.name for p in path.iterdir()}
     assert names - {".lock"} == FILES

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from valorl.cli.args import Parser, add_dataclass_flags, parse_overrides
 from valorl.cli.diagnose import add_diagnose_parser
+from valorl.cli.ope import add_ope_parser
 from valorl.cli.report import add_report_parser
 from valorl.errors import ValorlError
 from valorl.ui import out
@@ -129,6 +130,7 @@ def build_parser() -> Parser:
     col.set_defaults(run=cmd_collect)
 
     add_diagnose_parser(commands)
+    add_ope_parser(commands)
 
     ds = commands.add_parser("datasets", help="list or inspect local datasets")
     ds_commands = ds.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")

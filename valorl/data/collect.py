@@ -15,6 +15,12 @@ noise come from `numpy.random.SeedSequence(seed)`.
 The dataset records its reference returns for normalised scores: `ref_min_score` is the mean
 return of uniform random actions and `ref_max_score` that of the best noise-free behaviour
 (or a value the user gives), each over `reference_episodes` seeded episodes.
+
+Every transition also records the log-probability of its action under the behaviour that took
+it (`behaviour_log_prob` in each Minari episode's `infos`), which off-policy evaluation needs for
+importance weights. Actions are clipped to the action bounds, so a noisy behaviour's action
+has a density inside the bounds and a probability mass on each bound; `clipped_gaussian_log_prob`
+defines both, and off-policy evaluation scores its target policies with the same function.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import scipy.special
 
 import valorl
 from valorl.data.controllers import CONTROLLERS
@@ -36,7 +43,46 @@ from valorl.data.sources import save_minari
 from valorl.errors import ValorlError
 from valorl.ui import progress_bar
 
-Act = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+Act = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, float]]
+"""A behaviour: (observation, rng) -> (action in environment units, its log-probability)."""
+
+LOG_PROB_KEY = "behaviour_log_prob"
+"""Name of the per-step behaviour log-probabilities in episodes and in Minari `infos`."""
+
+
+def clipped_gaussian_log_prob(
+    actions: np.ndarray, means: np.ndarray, std: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> np.ndarray:
+    """log-probability of `actions` under `clip(means + std·ε, low, high)`, ε ~ N(0, I), summed
+    over the last axis (everything broadcasts; environment units).
+
+    Clipping puts probability mass on the bounds, so the measure is Lebesgue measure inside the
+    bounds plus a point mass at each bound: a coordinate strictly inside contributes the Gaussian
+    log-density, one at the lower bound log Φ((low − mean) / std), one at the upper bound
+    log Φ((mean − high) / std). Behaviour and target policies are scored against this same
+    measure, so the ratio of two such probabilities is a proper importance weight. A zero `std`
+    (a noise-free behaviour) is the limit: +inf at the mean inside the bounds, −inf elsewhere,
+    and log 1 = 0 at a bound the mean lies on or beyond.
+    """
+    actions, means = np.asarray(actions, np.float64), np.asarray(means, np.float64)
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    std = np.broadcast_to(np.asarray(std, np.float64), np.broadcast(actions, means).shape)
+    noisy = std > 0
+    safe = np.where(noisy, std, 1.0)
+    z = (actions - means) / safe
+    inside = np.where(
+        noisy,
+        -0.5 * z**2 - np.log(safe) - 0.5 * np.log(2 * np.pi),
+        np.where(actions == means, np.inf, -np.inf),
+    )
+    at_low = np.where(
+        noisy, scipy.special.log_ndtr((low - means) / safe), np.where(means <= low, 0.0, -np.inf)
+    )
+    at_high = np.where(
+        noisy, scipy.special.log_ndtr((means - high) / safe), np.where(means >= high, 0.0, -np.inf)
+    )
+    per_coordinate = np.where(actions <= low, at_low, np.where(actions >= high, at_high, inside))
+    return per_coordinate.sum(axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +115,8 @@ class Behaviour:
         return behaviour
 
     def build(self, env: gym.Env) -> Act:
-        """The behaviour's action function (environment units), validated against `env`."""
+        """The behaviour's action function (environment units, with each action's
+        log-probability), validated against `env`."""
         space = env.action_space
         if not isinstance(space, gym.spaces.Box):
             raise ValorlError(
@@ -79,7 +126,8 @@ class Behaviour:
         if self.kind == "random":
             if self.noise:
                 raise ValorlError("behaviour 'random' takes no noise= (its actions are uniform)")
-            return lambda obs, rng: rng.uniform(low, high).astype(np.float32)
+            log_prob = -float(np.log(high - low).sum())  # uniform density on the box
+            return lambda obs, rng: (rng.uniform(low, high).astype(np.float32), log_prob)
         if self.kind in CONTROLLERS:
             controller = CONTROLLERS[self.kind]
             if env.spec.id not in controller.env_ids:
@@ -95,12 +143,15 @@ class Behaviour:
                 f"unknown behaviour {self.kind!r}: use random, a run directory, or "
                 f"one of: {', '.join(sorted(CONTROLLERS))}"
             )
-        half_range = 0.5 * (high - low)
-        if self.noise == 0:
-            return lambda obs, rng: np.clip(base(obs), low, high).astype(np.float32)
-        return lambda obs, rng: np.clip(
-            base(obs) + self.noise * half_range * rng.standard_normal(low.shape), low, high
-        ).astype(np.float32)
+        std = self.noise * (0.5 * (high - low))
+
+        def act(obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+            mean = base(obs)
+            noise = std * rng.standard_normal(low.shape) if self.noise else 0.0
+            action = np.clip(mean + noise, low, high).astype(np.float32)
+            return action, float(clipped_gaussian_log_prob(action, mean, std, low, high))
+
+        return act
 
 
 def _run_policy(path: Path, seed_index: int, env: gym.Env) -> Callable[[np.ndarray], np.ndarray]:
@@ -120,14 +171,17 @@ def _run_policy(path: Path, seed_index: int, env: gym.Env) -> Callable[[np.ndarr
 def run_episode(
     env: gym.Env, act: Act, rng: np.random.Generator, reset_seed: int, max_steps: int | None = None
 ) -> dict[str, np.ndarray]:
-    """One episode in Minari's layout; cut (as a truncation) after `max_steps` if given."""
+    """One episode in Minari's layout, plus each action's behaviour log-probability under
+    `LOG_PROB_KEY`; cut (as a truncation) after `max_steps` if given."""
     obs, _ = env.reset(seed=reset_seed)
     observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
+    log_probs = []
     while True:
-        action = act(obs, rng)
+        action, log_prob = act(obs, rng)
         obs, reward, terminated, truncated, _ = env.step(action)
         observations.append(obs)
         actions.append(action)
+        log_probs.append(log_prob)
         rewards.append(reward)
         terminations.append(terminated)
         truncations.append(truncated or (max_steps is not None and len(rewards) >= max_steps))
@@ -139,6 +193,7 @@ def run_episode(
         rewards=np.asarray(rewards, np.float32),
         terminations=np.asarray(terminations),
         truncations=np.asarray(truncations),
+        **{LOG_PROB_KEY: np.asarray(log_probs, np.float64)},
     )
 
 
@@ -250,6 +305,7 @@ def collect(
             algorithm_name="valorl collect",
             description=f"{env_id}: " + ", ".join(behaviours),
             extra_metadata={"valorl_collect": provenance},
+            step_infos={LOG_PROB_KEY: np.concatenate([ep[LOG_PROB_KEY] for ep in episodes])},
         )
         dataset = dataclasses.replace(dataset, info=dataclasses.replace(info, source=str(path)))
     return dataset

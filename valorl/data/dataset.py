@@ -121,12 +121,14 @@ class Dataset:
 
         G_t = r_t + γ·G_{t+1}. An episode that ends in a termination stops there; one that was
         truncated (or runs off the end of the data) continues with a geometric tail at its mean
-        reward, γ·r̄ / (1 − γ), as an estimate of the return it would have gone on to collect.
+        reward, γ·r̄ / (1 − γ), as an estimate of the return it would have gone on to collect
+        (with γ = 1 that tail is unbounded, so only the observed rewards count).
         """
         out = np.empty(len(self), np.float64)
         for sl in self.episode_slices():
             rewards = self.rewards[sl].astype(np.float64)
-            tail = 0.0 if self.terminals[sl.stop - 1] else rewards.mean() / (1.0 - discount)
+            cut = not self.terminals[sl.stop - 1] and discount < 1.0
+            tail = rewards.mean() / (1.0 - discount) if cut else 0.0
             g = tail
             for t in range(len(rewards) - 1, -1, -1):
                 g = rewards[t] + discount * g

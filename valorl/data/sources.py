@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,15 +194,19 @@ def save_minari(
     algorithm_name: str = "valorl",
     description: str | None = None,
     extra_metadata: dict[str, Any] | None = None,
+    step_infos: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write `dataset` as a Minari dataset and return its directory.
 
     With `path`, the dataset is written there (a directory holding `data/`); otherwise under
     the local Minari root as `dataset_id`, where `minari.load_dataset(dataset_id)` finds it.
     An existing dataset is never overwritten.
+
+    `step_infos` maps names to per-transition float arrays (one row per dataset row), written
+    into each episode's `infos` in Minari's layout: one entry more than steps, the first (the
+    reset, which has no transition) NaN, entry t + 1 belonging to the transition at step t.
     """
     import minari
-    from minari.data_collector.episode_buffer import EpisodeBuffer
     from minari.dataset.minari_dataset import parse_dataset_id
     from minari.dataset.minari_storage import MinariStorage
 
@@ -215,6 +220,13 @@ def save_minari(
     target = (Path(path) if path is not None else minari_root() / dataset_id).absolute()
     if target.exists():
         raise ValorlError(f"{target} already exists; choose another id or path, or delete it")
+    step_infos = {k: np.asarray(v, np.float64) for k, v in (step_infos or {}).items()}
+    for key, values in step_infos.items():
+        if values.shape[:1] != (len(dataset),):
+            raise ValorlError(
+                f"step info {key!r} has shape {values.shape}; expected one row per "
+                f"transition ({len(dataset)})"
+            )
     env_spec, obs_space, act_space = _spaces(dataset)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -238,7 +250,7 @@ def save_minari(
         if description:
             metadata["description"] = description
         storage.update_metadata(metadata | (extra_metadata or {}))
-        storage.update_episodes(EpisodeBuffer(**ep) for ep in dataset.episodes())
+        storage.update_episodes(_episode_buffers(dataset, step_infos))
         if path is None and namespace is not None:
             from minari.namespace import create_namespace, list_local_namespaces
 
@@ -249,6 +261,21 @@ def save_minari(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _episode_buffers(dataset: Dataset, step_infos: dict[str, np.ndarray]) -> Iterator[Any]:
+    """Minari episode buffers, with each episode's rows of `step_infos` behind a NaN reset entry."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    start = 0
+    for ep in dataset.episodes():
+        stop = start + len(ep["rewards"])
+        infos = {
+            k: np.concatenate([np.full((1, *v.shape[1:]), np.nan), v[start:stop]])
+            for k, v in step_infos.items()
+        }
+        yield EpisodeBuffer(**ep, infos=infos or None)
+        start = stop
 
 
 def save_npz(dataset: Dataset, path: str | os.PathLike) -> Path:
