@@ -13,37 +13,15 @@ reused, so an interrupted ablation resumes.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from common import DATASETS, ensure_dataset, iqm_cell, mean_cell, valorl
 
-from valorl.eval.aggregate import interval_estimate, iqm
-from valorl.eval.stats import mean_interval
 from valorl.train.offline import RunResult
 
-DATASETS = {
-    # id: (collect flags, IQL flags fixed for every head on this dataset)
-    "valorl/pendulum-mixed-v0": (
-        "--env Pendulum-v1 --policy random:share=3 --policy pendulum-swingup:noise=0.3 "
-        "--steps 60000",
-        "--discount 0.95",
-    ),
-    "valorl/mountaincar-sparse-v0": (
-        "--env MountainCarContinuous-v0 --policy random:share=9 "
-        "--policy mountaincar-pump:noise=0.5 --steps 100000",
-        "--normalize-observations true",
-    ),
-}
 HEADS = ("mse", "hl-gauss", "c51")
 COMMON = "--steps 30000 --log-every 2000 --eval-every 10000 --eval-episodes 10 --hidden-dims 64,64"
-
-
-def valorl(*args: str) -> None:
-    command = [str(Path(sys.executable).with_name("valorl")), *args]
-    print("$", " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True)
 
 
 def main() -> None:
@@ -53,18 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     scores: dict[str, dict[str, np.ndarray]] = {head: {} for head in HEADS}
-    for dataset, (collect_flags, iql_flags) in DATASETS.items():
-        data_dir = out / "data" / dataset.split("/")[-1]
-        if not data_dir.exists():
-            valorl(
-                "collect",
-                *collect_flags.split(),
-                "--id",
-                dataset,
-                "--out",
-                str(data_dir),
-                "--quiet",
-            )
+    for dataset, (_, iql_flags) in DATASETS.items():
+        data_dir = ensure_dataset(out, dataset)
         for head in HEADS:
             run = out / f"{dataset.split('/')[-1]}-iql-{head}"
             valorl(
@@ -92,12 +60,8 @@ def main() -> None:
     print("|---|---|" + "---|" * len(DATASETS))
     for head in HEADS:
         matrix = np.stack([scores[head][d] for d in DATASETS], axis=1)  # (seeds, datasets)
-        point, low, high = interval_estimate(matrix, iqm, reps=5000)
-        cells = []
-        for d in DATASETS:
-            m, lo, hi = mean_interval(scores[head][d])
-            cells.append(f"{m:.1f} [{lo:.1f}, {hi:.1f}]")
-        print(f"| {head} | {point:.1f} [{low:.1f}, {high:.1f}] | " + " | ".join(cells) + " |")
+        cells = [mean_cell(scores[head][d]) for d in DATASETS]
+        print(f"| {head} | {iqm_cell(matrix)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,12 @@ OBS_DIM, ACTION_DIM = 3, 2
 SPEC = Spec((OBS_DIM,), ACTION_DIM, total_updates=100)
 K = 3  # updates per scanned chunk
 GROUP = [0, 1, 2]
-PARTS = {"bc": {"actor"}, "td3_bc": {"critic", "actor"}, "iql": {"value", "critic", "actor"}}
+PARTS = {
+    "bc": {"actor"},
+    "td3_bc": {"critic", "actor"},
+    "iql": {"value", "critic", "actor"},
+    "riql": {"value", "critic", "actor"},
+}
 TIGHT = dict(rtol=1e-5, atol=1e-6)
 
 
@@ -103,7 +108,7 @@ def h(request):
 
 def test_registry_names_match_classes():
     """AGENTS maps each agent's own `name` to its class, so configs can rebuild agents."""
-    assert set(AGENTS) == {"bc", "td3_bc", "iql"}
+    assert set(AGENTS) == {"bc", "td3_bc", "iql", "riql"}
     for name, cls in AGENTS.items():
         assert cls.name == name
 
@@ -217,14 +222,14 @@ def test_deterministic_act_is_reproducible(h):
 
 def test_stochastic_act(h):
     """Stochastic acting is reproducible per key and differs across keys (IQL, TD3+BC); BC's
-    policy is deterministic, so it ignores the flag and the key."""
+    policy (and RIQL's default deterministic actor) ignores the flag and the key."""
     state, obs = seed(h.states, 0), observations()
     mean = np.asarray(h.agent.act(state, obs, jax.random.key(1), True))
     a1 = np.asarray(h.agent.act(state, obs, jax.random.key(1), False))
     a1_again = np.asarray(h.agent.act(state, obs, jax.random.key(1), False))
     a2 = np.asarray(h.agent.act(state, obs, jax.random.key(2), False))
     np.testing.assert_array_equal(a1, a1_again)
-    if h.name == "bc":
+    if h.name == "bc" or getattr(h.agent, "deterministic_actor", False):
         np.testing.assert_array_equal(a1, mean)
         np.testing.assert_array_equal(a2, mean)
     else:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from valorl.agents.base import Agent, CriticAgent, Spec
 from valorl.agents.bc import BC
 from valorl.agents.iql import IQL
+from valorl.agents.riql import RIQL
 from valorl.agents.td3_bc import TD3BC
 from valorl.config import from_dict
 from valorl.errors import ValorlError
 
-AGENTS: dict[str, type] = {cls.name: cls for cls in (BC, TD3BC, IQL)}
+AGENTS: dict[str, type] = {cls.name: cls for cls in (BC, TD3BC, IQL, RIQL)}
 
 
 def agent_class(name: str) -> type:
@@ -30,6 +31,7 @@ __all__ = [
     "AGENTS",
     "BC",
     "IQL",
+    "RIQL",
     "TD3BC",
     "Agent",
     "CriticAgent",

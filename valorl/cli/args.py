@@ -60,7 +60,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, group_title:
                     sub,
                     inner.name,
                     typing.get_type_hints(tp)[inner.name],
-                    inner.default,
+                    getattr(field.default, inner.name),  # this agent's default
                     field_docs(tp).get(inner.name, ""),
                     dest=f"hp_{field.name}.{inner.name}",
                 )

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from rich.table import Table
 
 from valorl.cli.args import Parser, add_dataclass_flags, parse_overrides
+from valorl.cli.corrupt import add_corrupt_parser
 from valorl.cli.diagnose import add_diagnose_parser
 from valorl.cli.ope import add_ope_parser
 from valorl.cli.report import add_report_parser
@@ -129,6 +130,7 @@ def build_parser() -> Parser:
     col.add_argument("--quiet", action="store_true", help="no progress bar")
     col.set_defaults(run=cmd_collect)
 
+    add_corrupt_parser(commands)
     add_diagnose_parser(commands)
     add_ope_parser(commands)
 

@@ -8,6 +8,11 @@ The reduction turns member values of shape (members, batch) into one estimate pe
                  2021; RLPD, Ball et al. 2023): one subset for the whole batch
     pessimistic  mean − `q_pessimism` · std over members (lower confidence bound, as in
                  EDAC/SAC-N-style uncertainty penalties)
+    quantile     the `q_quantile` (α) quantile over members, linearly interpolated between
+                 sorted members: with K members sorted v_(0) ≤ … ≤ v_(K−1), the value at
+                 position α·(K − 1) (numpy's and torch.quantile's default "linear" rule): the
+                 quantile Q estimator of RIQL (Yang et al. 2023, ICLR 2024; the reference code
+                 calls torch.quantile). α = 0 is the min, 0.5 the median, 1 the max
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import jax.numpy as jnp
 from valorl.errors import ValorlError
 from valorl.nets import Ensemble, StateActionValue
 
-Reduction = Literal["min", "mean", "subset-min", "pessimistic"]
+Reduction = Literal["min", "mean", "subset-min", "pessimistic", "quantile"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,11 +37,13 @@ class QEnsemble:
     num_qs: int = 2
     """Number of Q-networks."""
     q_reduce: Reduction = "min"
-    """How member estimates combine in targets: min, mean, subset-min, pessimistic."""
+    """How member estimates combine in targets: min, mean, subset-min, pessimistic, quantile."""
     q_subset: int = 2
     """Members drawn for subset-min (REDQ/RLPD use 2)."""
     q_pessimism: float = 1.0
     """k in mean − k·std for the pessimistic reduction."""
+    q_quantile: float = 0.25
+    """α of the quantile reduction, in [0, 1] (RIQL uses 0.25)."""
     layer_norm: bool = False
     """LayerNorm after each hidden layer of the Q-networks (as in RLPD)."""
     spectral_norm: bool = False
@@ -51,6 +58,8 @@ class QEnsemble:
             )
         if self.q_reduce == "pessimistic" and self.num_qs < 2:
             raise ValorlError("the pessimistic reduction needs --num-qs of at least 2")
+        if self.q_reduce == "quantile" and not 0.0 <= self.q_quantile <= 1.0:
+            raise ValorlError(f"--q-quantile must be between 0 and 1, got {self.q_quantile}")
 
     def network(self, hidden_dims: tuple[int, ...], out_dim: int) -> nn.Module:
         """The Q-networks: outputs of shape (num_qs, batch, out_dim)."""
@@ -69,6 +78,8 @@ class QEnsemble:
             return values.mean(0)
         if self.q_reduce == "pessimistic":
             return values.mean(0) - self.q_pessimism * values.std(0)
+        if self.q_reduce == "quantile":
+            return jnp.quantile(values, self.q_quantile, axis=0, method="linear")
         return values[self.members(key)].min(0)
 
     @property

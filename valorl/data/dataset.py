@@ -135,6 +135,15 @@ class Dataset:
                 out[sl.start + t] = g
         return out
 
+    def split_rows(self) -> np.ndarray:
+        """Rows inside an episode whose next observation is not the following row's observation
+        (data that skipped steps, or corrupted observations): `episodes` ends a piece there."""
+        if len(self) < 2:
+            return np.zeros(0, np.int64)
+        changed = self.next_observations[:-1] != self.observations[1:]
+        changed = changed.reshape(len(self) - 1, -1).any(axis=1)
+        return np.flatnonzero(changed & ~self.dones[:-1]).astype(np.int64)
+
     def episodes(self) -> Iterator[dict[str, np.ndarray]]:
         """Episodes in Minari's layout: `observations` has one more row than `actions`.
 

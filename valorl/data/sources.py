@@ -7,6 +7,7 @@ so an interrupted write never leaves a half-written dataset behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -102,7 +103,15 @@ def _load_minari_dir(path: Path) -> Dataset:
         ref_min_score=_float_or_none(metadata.get("ref_min_score")),
         ref_max_score=_float_or_none(metadata.get("ref_max_score")),
     )
-    return Dataset.from_episodes(episodes, info=info)
+    dataset = Dataset.from_episodes(episodes, info=info)
+    # Rows where the writer had to split an episode (its next observation is not the following
+    # row's observation, as in corrupted data) were stored as truncations: undo that.
+    splits = np.asarray(metadata.get("valorl_split_rows", []), np.int64)
+    if len(splits) and splits.max() < len(dataset):
+        timeouts = dataset.timeouts.copy()
+        timeouts[splits] = False
+        dataset = dataclasses.replace(dataset, timeouts=timeouts)
+    return dataset
 
 
 def _load_hdf5(path: Path) -> Dataset:
@@ -249,6 +258,9 @@ def save_minari(
                 metadata[key] = float(getattr(dataset.info, key))
         if description:
             metadata["description"] = description
+        splits = dataset.split_rows()
+        if len(splits):  # the loader restores these rows' timeout flags
+            metadata["valorl_split_rows"] = splits.tolist()
         storage.update_metadata(metadata | (extra_metadata or {}))
         storage.update_episodes(_episode_buffers(dataset, step_infos))
         if path is None and namespace is not None:

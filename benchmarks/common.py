@@ -1,0 +1,59 @@
+"""Pieces the benchmark scripts share: the `valorl` command, the datasets valorl builds itself,
+and the interval cells of their Markdown tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from valorl.eval.aggregate import interval_estimate, iqm
+from valorl.eval.stats import mean_interval
+
+DATASETS = {
+    # id: (collect flags, IQL flags fixed for every variant on this dataset)
+    "valorl/pendulum-mixed-v0": (
+        "--env Pendulum-v1 --policy random:share=3 --policy pendulum-swingup:noise=0.3 "
+        "--steps 60000",
+        "--discount 0.95",
+    ),
+    "valorl/mountaincar-sparse-v0": (
+        "--env MountainCarContinuous-v0 --policy random:share=9 "
+        "--policy mountaincar-pump:noise=0.5 --steps 100000",
+        "--normalize-observations true",
+    ),
+}
+
+
+def valorl(*args: str) -> None:
+    """Run the `valorl` command installed next to this Python, echoing it first."""
+    command = [str(Path(sys.executable).with_name("valorl")), *args]
+    print("$", " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True)
+
+
+def short_name(dataset_id: str) -> str:
+    return dataset_id.split("/")[-1]
+
+
+def ensure_dataset(out: Path, dataset_id: str, collect_flags: str | None = None) -> Path:
+    """The dataset's directory under `out/data`, collected with `valorl collect` if missing."""
+    data_dir = out / "data" / short_name(dataset_id)
+    if not data_dir.exists():
+        flags = collect_flags if collect_flags is not None else DATASETS[dataset_id][0]
+        valorl("collect", *flags.split(), "--id", dataset_id, "--out", str(data_dir), "--quiet")
+    return data_dir
+
+
+def iqm_cell(matrix: np.ndarray, reps: int = 5000) -> str:
+    """IQM of a (runs, tasks) score matrix with its 95% stratified-bootstrap interval."""
+    point, low, high = interval_estimate(matrix, iqm, reps=reps)
+    return f"{point:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def mean_cell(values: np.ndarray) -> str:
+    """Mean over seeds with its 95% Student-t interval (nan for one seed)."""
+    m, lo, hi = mean_interval(values)
+    return f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
