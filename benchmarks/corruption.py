@@ -56,9 +56,13 @@ def main() -> None:
         "--collect-steps", type=int, default=None, help="override the datasets' sizes (smoke runs)"
     )
     parser.add_argument("--agents", default=",".join(AGENT_NAMES))
+    parser.add_argument(
+        "--datasets", default=",".join(DATASETS), help="comma-separated subset of the datasets"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     agents = args.agents.split(",")
+    datasets = {d: DATASETS[d] for d in args.datasets.split(",")}
     conditions = ("clean", *KINDS)
     common = [
         *NETWORKS.split(),
@@ -76,7 +80,7 @@ def main() -> None:
     ]
     # scores[agent][condition][dataset]: final normalised score per seed
     scores = {a: {c: {} for c in conditions} for a in agents}
-    for dataset, (collect_flags, dataset_flags) in DATASETS.items():
+    for dataset, (collect_flags, dataset_flags) in datasets.items():
         if args.collect_steps is not None:
             collect_flags = re.sub(r"--steps \d+", f"--steps {args.collect_steps}", collect_flags)
         clean_dir = ensure_dataset(out, dataset, collect_flags)
@@ -122,9 +126,9 @@ def main() -> None:
         cells = []
         for condition in conditions:
             by_dataset = scores[agent][condition]
-            cells.append(iqm_cell(np.stack([by_dataset[d] for d in DATASETS], axis=1)))
+            cells.append(iqm_cell(np.stack([by_dataset[d] for d in datasets], axis=1)))
         pooled = np.stack(
-            [scores[agent][k][d] for k in KINDS for d in DATASETS], axis=1
+            [scores[agent][k][d] for k in KINDS for d in datasets], axis=1
         )  # (seeds, kinds x datasets)
         print(f"| {agent} | " + " | ".join(cells) + f" | {iqm_cell(pooled)} |")
 

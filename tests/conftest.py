@@ -18,6 +18,7 @@ TINY = {
     "td3_bc": dict(hidden_dims=(8, 8), batch_size=16),
     "iql": dict(hidden_dims=(8, 8), batch_size=16),
     "riql": dict(hidden_dims=(8, 8), batch_size=16),
+    "sac": dict(hidden_dims=(8, 8), batch_size=16),
 }
 """Hyperparameters that make every agent fast enough for unit tests."""
 

@@ -36,6 +36,7 @@ PARTS = {
     "td3_bc": {"critic", "actor"},
     "iql": {"value", "critic", "actor"},
     "riql": {"value", "critic", "actor"},
+    "sac": {"critic", "actor", "temperature"},
 }
 TIGHT = dict(rtol=1e-5, atol=1e-6)
 
@@ -108,7 +109,7 @@ def h(request):
 
 def test_registry_names_match_classes():
     """AGENTS maps each agent's own `name` to its class, so configs can rebuild agents."""
-    assert set(AGENTS) == {"bc", "td3_bc", "iql", "riql"}
+    assert set(AGENTS) == {"bc", "td3_bc", "iql", "riql", "sac"}
     for name, cls in AGENTS.items():
         assert cls.name == name
 

@@ -6,11 +6,12 @@ from valorl.agents.base import Agent, CriticAgent, Spec
 from valorl.agents.bc import BC
 from valorl.agents.iql import IQL
 from valorl.agents.riql import RIQL
+from valorl.agents.sac import SAC
 from valorl.agents.td3_bc import TD3BC
 from valorl.config import from_dict
 from valorl.errors import ValorlError
 
-AGENTS: dict[str, type] = {cls.name: cls for cls in (BC, TD3BC, IQL, RIQL)}
+AGENTS: dict[str, type] = {cls.name: cls for cls in (BC, TD3BC, IQL, RIQL, SAC)}
 
 
 def agent_class(name: str) -> type:
@@ -32,6 +33,7 @@ __all__ = [
     "BC",
     "IQL",
     "RIQL",
+    "SAC",
     "TD3BC",
     "Agent",
     "CriticAgent",

@@ -5,8 +5,11 @@ from valorl.nets.mlp import MLP
 from valorl.nets.policies import (
     DeterministicPolicy,
     GaussianPolicy,
+    TanhGaussianPolicy,
     gaussian_log_prob,
     gaussian_sample,
+    tanh_gaussian_log_prob,
+    tanh_gaussian_sample,
 )
 
 __all__ = [
@@ -16,6 +19,9 @@ __all__ = [
     "GaussianPolicy",
     "StateActionValue",
     "StateValue",
+    "TanhGaussianPolicy",
     "gaussian_log_prob",
     "gaussian_sample",
+    "tanh_gaussian_log_prob",
+    "tanh_gaussian_sample",
 ]

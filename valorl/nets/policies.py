@@ -51,3 +51,52 @@ def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, x: jax.Array) -> jax.
 
 def gaussian_sample(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
     return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+
+
+class TanhGaussianPolicy(nn.Module):
+    """a = tanh(u), u ~ N(μ(s), σ(s)²): SAC's squashed Gaussian (Haarnoja et al. 2018,
+    arXiv:1812.05905, App. C), with a state-dependent log σ clipped to
+    [log_std_min, log_std_max] as in the RLPD reference code.
+
+    Returns (mean, log_std) of the Gaussian *before* the tanh, both (..., action_dim); sample
+    with `tanh_gaussian_sample`, score actions with `tanh_gaussian_log_prob`.
+    """
+
+    hidden_dims: Sequence[int]
+    action_dim: int
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
+        outputs = MLP(self.hidden_dims, 2 * self.action_dim)(observations)
+        mean, log_std = jnp.split(outputs, 2, axis=-1)
+        return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
+
+
+def tanh_log_det(u: jax.Array) -> jax.Array:
+    """Σ_i log(1 − tanh(u_i)²), the log-Jacobian of a = tanh(u), summed over the last axis.
+
+    Written as 2·(log 2 − u − softplus(−2u)), which equals it exactly and stays finite where
+    tanh(u) rounds to ±1 (|u| beyond about 9 in float32).
+    """
+    return jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)), axis=-1)
+
+
+def tanh_gaussian_sample(
+    key: jax.Array, mean: jax.Array, log_std: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """A reparameterised sample a = tanh(μ + σ·ε) and its log-density
+    log π(a|s) = log N(u; μ, σ²) − Σ_i log(1 − tanh(u_i)²) (SAC, App. C), computed from the
+    pre-squash u so that it stays exact near the bounds."""
+    u = gaussian_sample(key, mean, log_std)
+    return jnp.tanh(u), gaussian_log_prob(mean, log_std, u) - tanh_log_det(u)
+
+
+def tanh_gaussian_log_prob(
+    mean: jax.Array, log_std: jax.Array, actions: jax.Array, eps: float = 1e-6
+) -> jax.Array:
+    """log π(a|s) of given actions in (−1, 1) under the squashed Gaussian; actions are clipped
+    to ±(1 − eps) first, so actions on the bounds get a finite (very low) density."""
+    u = jnp.arctanh(jnp.clip(actions, -1.0 + eps, 1.0 - eps))
+    return gaussian_log_prob(mean, log_std, u) - tanh_log_det(u)
