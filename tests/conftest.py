@@ -78,6 +78,22 @@ def train_tiny_run(dataset: Dataset, out, agent: str = "bc", seeds: int = 2):
     )
 
 
+def train_two_widths(dataset: Dataset, root) -> list:
+    """Two tiny IQL runs (2 seeds, two evaluations each) that differ only in their hidden
+    layers (8 and 16 units), as `root/iql-8` and `root/iql-16`: material for reports."""
+    import valorl
+
+    paths = []
+    for width in (8, 16):
+        path = root / f"iql-{width}"
+        valorl.train(
+            "iql", dataset, steps=20, log_every=10, eval_every=10, eval_episodes=1, seeds=2,
+            progress=False, out=path, **(TINY["iql"] | {"hidden_dims": (width, width)}),
+        )  # fmt: skip
+        paths.append(path)
+    return paths
+
+
 @pytest.fixture(scope="session")
 def pendulum_dataset() -> Dataset:
     """2,000 real Pendulum-v1 transitions (random + scripted controller), with reference

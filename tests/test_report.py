@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import train_two_widths
 
 import valorl
 from valorl.cli.main import main
@@ -224,24 +224,7 @@ def test_unfinished_runs_uneven_seeds_and_raw_returns_are_warned(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory, pendulum_dataset) -> list[Path]:
     """Two real tiny IQL runs (2 seeds, two evaluations each) differing in their hidden layers."""
-    root = tmp_path_factory.mktemp("report-runs")
-    paths = []
-    for width in (8, 16):
-        path = root / f"iql-{width}"
-        valorl.train(
-            "iql",
-            pendulum_dataset,
-            steps=20,
-            log_every=10,
-            eval_every=10,
-            eval_episodes=1,
-            seeds=2,
-            progress=False,
-            out=path,
-            **(TINY["iql"] | {"hidden_dims": (width, width)}),
-        )
-        paths.append(path)
-    return paths
+    return train_two_widths(pendulum_dataset, tmp_path_factory.mktemp("report-runs"))
 
 
 def test_report_from_tiny_runs_has_every_section_and_figure(tiny_runs, tmp_path):

@@ -13,9 +13,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from conftest import train_two_widths
 
-import valorl
 from valorl.report import build_report, figures
 from valorl.report.html import SECTIONS
 
@@ -78,22 +77,7 @@ def report(tmp_path, pendulum_dataset) -> Path:
     """A report on two real tiny IQL runs (2 seeds, two evaluations) differing in one
     hyperparameter."""
     _require_browser()  # before spending time on training
-    runs = []
-    for width in (8, 16):
-        path = tmp_path / "runs" / f"iql-{width}"
-        valorl.train(
-            "iql",
-            pendulum_dataset,
-            steps=20,
-            log_every=10,
-            eval_every=10,
-            eval_episodes=1,
-            seeds=2,
-            progress=False,
-            out=path,
-            **(TINY["iql"] | {"hidden_dims": (width, width)}),
-        )
-        runs.append(path)
+    runs = train_two_widths(pendulum_dataset, tmp_path / "runs")
     build_report(runs, tmp_path / "report", reps=500)
     return tmp_path / "report" / "report.html"
 

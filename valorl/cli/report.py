@@ -71,7 +71,7 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from valorl.report import build_report
     from valorl.report.build import HTML, SUMMARY
-    from valorl.ui import console, make_console
+    from valorl.ui import console, out
 
     summary = build_report(
         args.run_dirs,
@@ -85,7 +85,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for warning in summary["warnings"]:
         console.print(f"warning: {warning}", markup=False, highlight=False)
     runs = sum(len(r["seeds"]) for r in summary["runs"])
-    make_console().print(
+    out.print(
         f"wrote {Path(args.out) / HTML}: {len(summary['algorithms'])} algorithm(s) on "
         f"{len(summary['tasks'])} task(s), {runs} runs from {len(summary['runs'])} run "
         f"directories; numbers in {Path(args.out) / SUMMARY}",
