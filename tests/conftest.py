@@ -19,6 +19,9 @@ TINY = {
     "iql": dict(hidden_dims=(8, 8), batch_size=16),
     "riql": dict(hidden_dims=(8, 8), batch_size=16),
     "sac": dict(hidden_dims=(8, 8), batch_size=16),
+    "cql": dict(hidden_dims=(8, 8), batch_size=16, cql_n_actions=2),
+    "calql": dict(hidden_dims=(8, 8), batch_size=16, cql_n_actions=2),
+    "dsac_t": dict(hidden_dims=(8, 8), batch_size=16),
 }
 """Hyperparameters that make every agent fast enough for unit tests."""
 

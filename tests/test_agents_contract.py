@@ -37,6 +37,9 @@ PARTS = {
     "iql": {"value", "critic", "actor"},
     "riql": {"value", "critic", "actor"},
     "sac": {"critic", "actor", "temperature"},
+    "cql": {"critic", "actor", "temperature"},
+    "calql": {"critic", "actor", "temperature"},
+    "dsac_t": {"critic", "actor", "temperature"},
 }
 TIGHT = dict(rtol=1e-5, atol=1e-6)
 
@@ -81,7 +84,8 @@ def h(request):
     seed 1 initialised and trained K updates alone."""
     name = request.param
     agent = make_agent(name, **TINY[name])
-    data = synthetic_dataset(obs_dim=OBS_DIM, action_dim=ACTION_DIM).to_batch()
+    # with Monte-Carlo returns-to-go, which Cal-QL reads (the others ignore them)
+    data = synthetic_dataset(obs_dim=OBS_DIM, action_dim=ACTION_DIM).to_batch(discount=0.99)
     init_keys, train_keys, _ = seed_keys(GROUP)
     states0 = init_seeds(agent, SPEC)(init_keys)
     states, keys, metrics = run_chunk(agent, K, states0, train_keys, data)
@@ -109,7 +113,7 @@ def h(request):
 
 def test_registry_names_match_classes():
     """AGENTS maps each agent's own `name` to its class, so configs can rebuild agents."""
-    assert set(AGENTS) == {"bc", "td3_bc", "iql", "riql", "sac"}
+    assert set(AGENTS) == {"bc", "td3_bc", "iql", "riql", "sac", "cql", "calql", "dsac_t"}
     for name, cls in AGENTS.items():
         assert cls.name == name
 

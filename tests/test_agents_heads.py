@@ -18,7 +18,7 @@ from valorl.train.fused import init_seeds, seed_keys, update_chunk
 
 CRITIC_AGENTS = [name for name, cls in AGENTS.items() if "critic" in cls.__dataclass_fields__]
 SPEC = Spec(obs_shape=(3,), action_dim=2, total_updates=10)
-DATA = synthetic_dataset(obs_dim=3, action_dim=2).to_batch()
+DATA = synthetic_dataset(obs_dim=3, action_dim=2).to_batch(discount=0.99)  # returns for Cal-QL
 
 
 def check_contract(agent) -> None:

@@ -31,3 +31,24 @@ def td3_bc_actor_loss(
     lmbda = jax.lax.stop_gradient(alpha / jnp.abs(q).mean())
     bc = jnp.mean((policy_actions - data_actions) ** 2)
     return -lmbda * q.mean() + bc, lmbda
+
+
+def cql_logsumexp(
+    q_random: jax.Array,
+    q_policy: jax.Array,
+    log_probs: jax.Array,
+    action_dim: int,
+    temperature: float = 1.0,
+) -> jax.Array:
+    """CQL(H)'s soft maximum of Q over actions, T·log Σ_j exp((Q(s, a_j) − log p(a_j)) / T),
+    estimated by importance sampling (Kumar et al. 2020, Eq. 4 and App. F; as in the reference
+    code): `q_random` (..., N) at actions drawn uniformly on [−1, 1]^d (density 2^−d), and
+    `q_policy` (..., M) at actions drawn from the policies whose log-densities are `log_probs`.
+
+    With T = 1 and every group of proposals equally large, this minus log(N + M) is an unbiased
+    importance-sampling estimate (inside the log) of log ∫ exp Q(s, a) da over the action box;
+    the constant is left out, as the reference code does, since it has no gradient.
+    """
+    log_uniform = -action_dim * jnp.log(2.0)
+    weighted = jnp.concatenate([q_random - log_uniform, q_policy - log_probs], axis=-1)
+    return temperature * jax.scipy.special.logsumexp(weighted / temperature, axis=-1)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from valorl.agents.base import Agent, CriticAgent, Spec
 from valorl.agents.bc import BC
+from valorl.agents.calql import CalQL
+from valorl.agents.cql import CQL
+from valorl.agents.dsac_t import DSACT
 from valorl.agents.iql import IQL
 from valorl.agents.riql import RIQL
 from valorl.agents.sac import SAC
@@ -11,7 +14,7 @@ from valorl.agents.td3_bc import TD3BC
 from valorl.config import from_dict
 from valorl.errors import ValorlError
 
-AGENTS: dict[str, type] = {cls.name: cls for cls in (BC, TD3BC, IQL, RIQL, SAC)}
+AGENTS: dict[str, type] = {cls.name: cls for cls in (BC, TD3BC, IQL, RIQL, SAC, CQL, CalQL, DSACT)}
 
 
 def agent_class(name: str) -> type:
@@ -31,11 +34,14 @@ def make_agent(name: str, **hyperparameters) -> Agent:
 __all__ = [
     "AGENTS",
     "BC",
+    "CQL",
+    "DSACT",
     "IQL",
     "RIQL",
     "SAC",
     "TD3BC",
     "Agent",
+    "CalQL",
     "CriticAgent",
     "Spec",
     "agent_class",

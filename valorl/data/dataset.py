@@ -225,8 +225,11 @@ class Dataset:
             digest.update(array.tobytes())
         return digest.hexdigest()
 
-    def to_batch(self) -> Batch:
-        """All transitions as a device-resident `Batch`, ready to be sampled inside a scan."""
+    def to_batch(self, discount: float | None = None) -> Batch:
+        """All transitions as a device-resident `Batch`, ready to be sampled inside a scan;
+        with a `discount`, each row also carries its Monte-Carlo `returns_to_go(discount)`
+        (for agents that need them, such as Cal-QL)."""
+        returns = None if discount is None else self.returns_to_go(discount)
         return Batch(
             observations=jnp.asarray(self.observations),
             actions=jnp.asarray(self.actions),
@@ -234,6 +237,7 @@ class Dataset:
             next_observations=jnp.asarray(self.next_observations),
             masks=jnp.asarray(self.masks),
             dones=jnp.asarray(self.dones, jnp.float32),
+            returns_to_go=None if returns is None else jnp.asarray(returns, jnp.float32),
         )
 
     def check_env(self, observation_space: Any, action_space: Any, env_name: str) -> None:
@@ -273,6 +277,9 @@ class Batch:
     """1 - terminal: multiply the bootstrapped next value by this."""
     dones: jax.Array
     """1 at episode ends (terminal or truncated)."""
+    returns_to_go: jax.Array | None = None
+    """Discounted Monte-Carlo return from each row to the end of its episode, for agents that
+    set `needs_returns_to_go` (Cal-QL); None (an empty subtree) otherwise."""
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])

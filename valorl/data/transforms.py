@@ -59,6 +59,9 @@ class Normalizer:
             next_observations=self.observations(batch.next_observations),
             actions=self.actions_to_unit(batch.actions),
             rewards=batch.rewards * self.reward_scale,
+            returns_to_go=(
+                None if batch.returns_to_go is None else batch.returns_to_go * self.reward_scale
+            ),
         )
 
 

@@ -4,6 +4,10 @@ A checkpoint holds everything a run needs to continue exactly where it stopped: 
 seed-stacked agent states (optimiser state included), the per-seed RNG keys, the data
 normaliser and the evaluation history. Restoring needs a template of the state's structure,
 which the run's config rebuilds, and every restored array is checked against it.
+
+Online runs add an `online` section (`OnlineProgress`): the environment steps taken, the
+episodes each seed's environment has started, and every seed's replay buffer, stored up to
+its filled rows only. Checkpoints without it (offline runs) read as before.
 """
 
 from __future__ import annotations
@@ -35,26 +39,64 @@ class Checkpoint:
     """(num_evals,) training step of each evaluation."""
     eval_returns: np.ndarray
     """(seeds, num_evals, episodes) undiscounted returns."""
+    online: OnlineProgress | None = None
+    """Where an online phase stands (online and hybrid runs only)."""
+
+
+@dataclasses.dataclass
+class OnlineProgress:
+    """What an online run needs beyond the agents to continue: its environment steps, episode
+    counters and replay buffers."""
+
+    env_step: int
+    """Environment steps taken by each seed in the online phase."""
+    episodes: np.ndarray
+    """(seeds,) episodes each seed's environment has started (their reset seeds follow it)."""
+    buffers: Any
+    """The seed-stacked `ReplayBuffer`."""
 
 
 def encode(ckpt: Checkpoint) -> bytes:
-    return flax.serialization.msgpack_serialize(
-        {
-            "format": FORMAT,
-            "step": int(ckpt.step),
-            "states": jax.device_get(flax.serialization.to_state_dict(ckpt.states)),
-            "keys": np.asarray(jax.random.key_data(ckpt.keys)),
-            "normalizer": jax.device_get(flax.serialization.to_state_dict(ckpt.normalizer)),
-            "eval_steps": np.asarray(ckpt.eval_steps, np.int64),
-            "eval_returns": np.asarray(ckpt.eval_returns, np.float64),
+    raw = {
+        "format": FORMAT,
+        "step": int(ckpt.step),
+        "states": jax.device_get(flax.serialization.to_state_dict(ckpt.states)),
+        "keys": np.asarray(jax.random.key_data(ckpt.keys)),
+        "normalizer": jax.device_get(flax.serialization.to_state_dict(ckpt.normalizer)),
+        "eval_steps": np.asarray(ckpt.eval_steps, np.int64),
+        "eval_returns": np.asarray(ckpt.eval_returns, np.float64),
+    }
+    if ckpt.online is not None:
+        buffers = ckpt.online.buffers
+        filled = int(jnp.max(buffers.size))  # rows beyond every seed's size are still zeros
+        raw["online"] = {
+            "env_step": int(ckpt.online.env_step),
+            "episodes": np.asarray(ckpt.online.episodes, np.int64),
+            "buffers": {
+                "data": jax.device_get(
+                    flax.serialization.to_state_dict(
+                        jax.tree.map(lambda x: x[:, :filled], buffers.data)
+                    )
+                ),
+                "position": np.asarray(buffers.position),
+                "size": np.asarray(buffers.size),
+            },
         }
-    )
+    return flax.serialization.msgpack_serialize(raw)
 
 
 def decode(
-    data: bytes, states_template: Any, normalizer_template: Normalizer, where: str = "checkpoint"
+    data: bytes,
+    states_template: Any,
+    normalizer_template: Normalizer,
+    where: str = "checkpoint",
+    buffers_template: Any = None,
 ) -> Checkpoint:
-    """Parse and check a checkpoint against the expected structure; ValorlError if it differs."""
+    """Parse and check a checkpoint against the expected structure; ValorlError if it differs.
+
+    With `buffers_template` (the seed-stacked replay buffers' shapes), an online section is
+    restored too; without it, or in a checkpoint that has none, `online` is None.
+    """
     try:
         raw = flax.serialization.msgpack_restore(data)
     except Exception:
@@ -66,6 +108,9 @@ def decode(
         raise ValorlError(f"{where} is incomplete: missing {', '.join(missing)}")
     states = _restore(states_template, raw["states"], where)
     normalizer = _restore(normalizer_template, raw["normalizer"], where)
+    online = None
+    if buffers_template is not None and isinstance(raw.get("online"), dict):
+        online = _restore_online(raw["online"], buffers_template, where)
     return Checkpoint(
         step=int(raw["step"]),
         states=states,
@@ -73,7 +118,36 @@ def decode(
         normalizer=normalizer,
         eval_steps=np.asarray(raw["eval_steps"]),
         eval_returns=np.asarray(raw["eval_returns"]),
+        online=online,
     )
+
+
+def _restore_online(raw: dict[str, Any], template: Any, where: str) -> OnlineProgress:
+    """The online section, with each buffer's stored rows padded back to its capacity."""
+    try:
+        stored = raw["buffers"]
+        capacity = template.data.rewards.shape[1]
+
+        def pad(x: Any) -> np.ndarray:
+            x = np.asarray(x)
+            if x.ndim < 2 or x.shape[1] > capacity:
+                raise ValueError(f"a stored buffer field has shape {x.shape}")
+            return np.pad(x, [(0, 0), (0, capacity - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
+
+        state_dict = {
+            "data": jax.tree.map(pad, stored["data"]),
+            "position": stored["position"],
+            "size": stored["size"],
+        }
+        progress = OnlineProgress(
+            env_step=int(raw["env_step"]),
+            episodes=np.asarray(raw["episodes"], np.int64),
+            buffers=None,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValorlError(f"{where} has a damaged replay buffer: {exc}") from None
+    progress.buffers = _restore(template, state_dict, where)
+    return progress
 
 
 def _restore(template: Any, state_dict: Any, where: str) -> Any:

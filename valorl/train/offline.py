@@ -22,7 +22,7 @@ import numpy as np
 from valorl.agents import Agent, make_agent
 from valorl.config import to_dict
 from valorl.critics import resolve_agent_support
-from valorl.data.dataset import Dataset
+from valorl.data.dataset import Batch, Dataset
 from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import fit_normalizer
 from valorl.errors import ValorlError
@@ -217,7 +217,7 @@ def _train_loop(
         console.print(f"resuming {run.path} from step {step}")
     run.drop_metrics_after(step)  # forget chunks logged after the last checkpoint, if any
     info = dataset_info(config)
-    device_data = normalizer.batch(data.to_batch())
+    device_data = training_data(agent, data, normalizer)
     with contextlib.ExitStack() as stack:
         evaluator = None
         if eval_episodes:
@@ -275,6 +275,13 @@ def _train_loop(
             )
             bar.update(task, completed=step, rate=f"{rate:,.0f} upd/s", **note)
     _write_result(run, info, eval_steps, eval_returns, step)
+
+
+def training_data(agent: Agent, data: Dataset, normalizer) -> Batch:
+    """The dataset on the device in the agent's units, with Monte-Carlo returns-to-go at the
+    agent's discount (scaled like the rewards) when its class sets `needs_returns_to_go`."""
+    wants = getattr(type(agent), "needs_returns_to_go", False)
+    return normalizer.batch(data.to_batch(discount=agent.discount if wants else None))
 
 
 def _evaluation_round(

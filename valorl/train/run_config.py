@@ -69,7 +69,9 @@ def agent_from_config(config: dict[str, Any]) -> Agent:
 
 
 def spec_from_config(config: dict[str, Any], agent: Agent) -> Spec:
-    total_updates = config["schedule"]["steps"] // agent.batches_per_update
+    schedule = config["schedule"]
+    # Online runs record their update count; offline ones take one update per batches_per_update.
+    total_updates = schedule.get("updates") or schedule["steps"] // agent.batches_per_update
     return Spec(
         obs_shape=tuple(config["spec"]["obs_shape"]),
         action_dim=config["spec"]["action_dim"],
