@@ -19,7 +19,7 @@ from valorl.train.fused import init_seeds, seed_keys, update_chunk
 
 
 def synthetic_batch(size: int, obs_dim: int, action_dim: int, seed: int = 0) -> Batch:
-    keys = jax.random.split(jax.random.key(seed), 5)
+    keys = jax.random.split(jax.random.key(seed), 6)
     return Batch(
         observations=jax.random.normal(keys[0], (size, obs_dim)),
         actions=jax.random.uniform(keys[1], (size, action_dim), minval=-1.0, maxval=1.0),
@@ -27,6 +27,7 @@ def synthetic_batch(size: int, obs_dim: int, action_dim: int, seed: int = 0) -> 
         next_observations=jax.random.normal(keys[3], (size, obs_dim)),
         masks=(jax.random.uniform(keys[4], (size,)) > 0.01).astype(jnp.float32),
         dones=jnp.zeros((size,)),
+        returns_to_go=10.0 * jax.random.normal(keys[5], (size,)),  # for Cal-QL
     )
 
 
