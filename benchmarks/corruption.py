@@ -1,4 +1,4 @@
-"""IQL, RIQL, TD3+BC and BC on randomly corrupted data; IQM with 95% intervals.
+"""IQL, RIQL, TD3+BC, CQL and BC on randomly corrupted data; IQM with 95% intervals.
 
     python benchmarks/corruption.py --out runs/corruption             # all of it (5 seeds)
     python benchmarks/corruption.py --out runs/corruption --seeds 2   # a quicker look
@@ -29,7 +29,7 @@ from common import DATASETS, ensure_dataset, iqm_cell, short_name, valorl
 from valorl.agents import AGENTS
 from valorl.train.offline import RunResult
 
-AGENT_NAMES = ("iql", "riql", "td3_bc", "bc")
+AGENT_NAMES = ("iql", "riql", "td3_bc", "cql", "bc")
 KINDS = ("obs", "actions", "rewards", "dynamics")
 CORRUPTION = "--mode random --rate 0.3 --scale 1.0 --seed 0"
 NETWORKS = "--hidden-dims 64,64"
