@@ -349,7 +349,7 @@ BAD_INPUT = {
         ["bc", "--dataset", "data.npz", "--env", "Pendulum-v1"],
         "expects (3,)",
     ),
-    "unknown-agent": (None, ["sac", "--dataset", "x"], "invalid choice"),
+    "unknown-agent": (None, ["nosuch", "--dataset", "x"], "invalid choice"),
     "unknown-flag": (None, ["bc", "--dataset", "x", "--bogus", "1"], "unrecognized arguments"),
     "bad-value": (None, ["iql", "--dataset", "x", "--expectile", "abc"], "--expectile"),
     "zero-seeds": (d4rl_npz, ["bc", "--dataset", "data.npz", "--seeds", "0"], "--seeds"),

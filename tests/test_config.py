@@ -31,6 +31,9 @@ def _other_value(tp, default):
         )
     if typing.get_origin(tp) is Literal:
         return next(choice for choice in typing.get_args(tp) if choice != default)
+    if type(None) in typing.get_args(tp):  # an optional value (X | None): a set X
+        (inner,) = (arg for arg in typing.get_args(tp) if arg is not type(None))
+        return _other_value(inner, 1.0 if default is None else default)
     if tp is bool:
         return not default
     if tp is int:

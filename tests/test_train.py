@@ -347,7 +347,7 @@ def test_failed_second_entry_keeps_the_first_lock(finished):
             dict(agent="td3_bc", eval_every=15),
             "so --eval-every must be a multiple of 2 (got 15)",
         ),
-        ("pendulum", dict(agent="sac"), "unknown agent 'sac'; choose from bc, td3_bc, iql"),
+        ("pendulum", dict(agent="nosuch"), "unknown agent 'nosuch'; choose from bc, td3_bc, iql"),
         ("pendulum", dict(temperature=1.0), "unknown IQL field(s): temperature"),
         ("pendulum", dict(expectile="high"), "IQL.expectile: expected float, got 'high'"),
         ("pendulum", dict(env="NoSuchEnv-v0"), "cannot make environment 'NoSuchEnv-v0'"),

@@ -5,22 +5,29 @@ Python API (the CLI calls the same functions):
     import valorl
     ds = valorl.load_dataset("valorl/pendulum-mixed-v0")       # Minari id, dir, .hdf5 or .npz
     result = valorl.train("iql", ds, steps=20_000, seeds=3, out="runs/iql")
+    online = valorl.train_online("sac", env="Pendulum-v1", online_steps=15_000, seeds=2)
     policy = valorl.load_policy("runs/iql")                     # obs -> environment action
 """
 
 __version__ = "0.1.0"
 
-from valorl.agents import AGENTS, BC, IQL, TD3BC, make_agent
+from valorl.agents import AGENTS, BC, CQL, DSACT, IQL, RIQL, SAC, TD3BC, CalQL, make_agent
 from valorl.data import Dataset, DatasetInfo, load_dataset, save_minari, save_npz
 from valorl.errors import ValorlError
 from valorl.eval.policy import Policy, load_policy
 from valorl.train.offline import RunResult, train
+from valorl.train.online import train_online
 
 __all__ = [
     "AGENTS",
     "BC",
+    "CQL",
+    "DSACT",
     "IQL",
+    "RIQL",
+    "SAC",
     "TD3BC",
+    "CalQL",
     "Dataset",
     "DatasetInfo",
     "Policy",
@@ -32,4 +39,5 @@ __all__ = [
     "save_minari",
     "save_npz",
     "train",
+    "train_online",
 ]

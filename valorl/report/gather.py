@@ -206,7 +206,8 @@ def load_run(path: Path) -> Run:
     run = Run(
         path=path,
         agent=str(agent),
-        hyperparameters=hyperparameters | {"steps": steps},
+        hyperparameters=hyperparameters
+        | {"steps": steps, "mode": config["schedule"].get("mode", "offline")},
         data_name=str(data.get("name") or data.get("source") or "data"),
         fingerprint=str(data.get("fingerprint") or ""),
         seeds=seeds,

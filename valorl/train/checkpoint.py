@@ -141,7 +141,7 @@ def _restore_online(raw: dict[str, Any], template: Any, where: str) -> OnlinePro
         }
         progress = OnlineProgress(
             env_step=int(raw["env_step"]),
-            episodes=np.asarray(raw["episodes"], np.int64),
+            episodes=np.array(raw["episodes"], np.int64),  # a writable copy
             buffers=None,
         )
     except (KeyError, TypeError, ValueError) as exc:

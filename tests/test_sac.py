@@ -1,0 +1,173 @@
+"""SAC specifics: the tanh-squashed Gaussian's density, the temperature loss and its gradient
+sign, the target entropy, the critic loss by hand, and the update-to-data structure. (The
+agent contract, `test_agents_contract.py -k sac`, covers the rest.)"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+from conftest import TINY, synthetic_dataset
+
+from valorl.agents import SAC, Spec
+from valorl.agents.base import apply
+from valorl.agents.sac import temperature_loss
+from valorl.data.dataset import sample_batch
+from valorl.errors import ValorlError
+from valorl.nets.policies import tanh_gaussian_log_prob, tanh_gaussian_sample, tanh_log_det
+from valorl.train.fused import init_seeds, seed_keys
+
+OBS_DIM, ACTION_DIM = 3, 2
+SPEC = Spec((OBS_DIM,), ACTION_DIM, total_updates=100)
+
+
+# ---- the squashed Gaussian -------------------------------------------------------------------
+
+
+def test_tanh_gaussian_density_matches_change_of_variables():
+    """In one dimension, integrating exp(log π) over [a1, a2] gives the probability the
+    pre-squash Gaussian puts on [atanh a1, atanh a2], and the density integrates to 1."""
+    mean, std = 0.4, 0.7
+    grid = np.linspace(-0.999, 0.999, 200_001)
+    density = np.exp(
+        np.asarray(
+            tanh_gaussian_log_prob(
+                jnp.full((grid.size, 1), mean),
+                jnp.full((grid.size, 1), np.log(std)),
+                jnp.asarray(grid[:, None], jnp.float32),
+            ),
+            np.float64,
+        )
+    )
+    gaussian = scipy.stats.norm(mean, std)
+    for a1, a2 in [(-0.5, 0.2), (0.1, 0.9), (-0.999, 0.999)]:
+        inside = (grid >= a1) & (grid <= a2)
+        integral = np.trapezoid(density[inside], grid[inside])
+        exact = gaussian.cdf(np.arctanh(a2)) - gaussian.cdf(np.arctanh(a1))
+        np.testing.assert_allclose(integral, exact, rtol=2e-3, atol=1e-5)
+
+
+def test_tanh_gaussian_log_prob_by_hand():
+    """log π(a) = Σ_i [log N(u_i; μ_i, σ_i) − log(1 − a_i²)], u = atanh a, in float64 numpy."""
+    mean = np.array([[0.3, -1.2], [2.0, 0.0]])
+    log_std = np.array([[-0.5, 0.2], [0.1, -1.0]])
+    actions = np.array([[0.5, -0.8], [0.95, 0.1]])
+    u = np.arctanh(actions)
+    expected = (scipy.stats.norm(mean, np.exp(log_std)).logpdf(u) - np.log(1.0 - actions**2)).sum(
+        axis=-1
+    )
+    got = tanh_gaussian_log_prob(jnp.asarray(mean), jnp.asarray(log_std), jnp.asarray(actions))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4)
+
+
+def test_tanh_gaussian_sample_is_consistent_and_stable():
+    """A sample's log-probability equals the density at the sampled action, actions stay in
+    (−1, 1), and the log-Jacobian stays finite where tanh(u) rounds to ±1."""
+    mean, log_std = jnp.zeros((1000, 2)), jnp.full((1000, 2), -0.3)
+    actions, log_prob = tanh_gaussian_sample(jax.random.key(0), mean, log_std)
+    assert np.all(np.abs(np.asarray(actions)) < 1.0)
+    moderate = np.all(np.abs(np.asarray(actions)) < 0.99, axis=-1)
+    np.testing.assert_allclose(
+        np.asarray(log_prob)[moderate],
+        np.asarray(tanh_gaussian_log_prob(mean, log_std, actions))[moderate],
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    u = jnp.array([[0.0, 3.0, -12.0, 30.0]])
+    expected = np.sum(np.log1p(-np.tanh(np.float64([0.0, 3.0]))) + np.log1p(np.tanh([0.0, 3.0])))
+    expected += 2 * (np.log(2.0) - 12.0 - np.log1p(np.exp(-24.0)))  # |u| large: 2(log 2 − |u|)
+    expected += 2 * (np.log(2.0) - 30.0 - np.log1p(np.exp(-60.0)))
+    np.testing.assert_allclose(float(tanh_log_det(u)[0]), expected, rtol=1e-5)
+
+
+# ---- temperature -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entropy, target, sign", [(1.0, -2.0, 1.0), (-3.0, -2.0, -1.0)])
+def test_temperature_gradient_sign(entropy, target, sign):
+    """J(α) = α·(H − H̄): with the entropy above the target the gradient in log α is positive
+    (gradient descent lowers α), below it negative; its value is α·(H − H̄)."""
+    log_alpha = jnp.log(0.5)
+    loss, grad = jax.value_and_grad(
+        lambda la: temperature_loss(jnp.exp(la), jnp.float32(entropy), target)
+    )(log_alpha)
+    np.testing.assert_allclose(float(loss), 0.5 * (entropy - target), rtol=1e-6)
+    np.testing.assert_allclose(float(grad), 0.5 * (entropy - target), rtol=1e-6)
+    assert np.sign(float(grad)) == sign
+
+
+@pytest.fixture(scope="module")
+def sac():
+    """A TINY SAC agent with one initialised seed and a batch of synthetic data."""
+    agent = SAC(**TINY["sac"])
+    state = jax.tree.map(lambda x: x[0], init_seeds(agent, SPEC)(seed_keys([0])[0]))
+    data = synthetic_dataset(obs_dim=OBS_DIM, action_dim=ACTION_DIM).to_batch()
+    return agent, state, data
+
+
+def test_update_moves_temperature_towards_the_target_entropy(sac):
+    """One update reports temperature/loss = α·(H − H̄) with H̄ = −|A| by default (H the
+    actor's entropy estimate); α falls when the policy's entropy is above the target (the
+    default here) and rises when the target is far above it."""
+    agent, state, data = sac
+    batch = sample_batch(data, jax.random.key(1), agent.batch_size)
+    alpha0 = float(agent.alpha(state))
+    assert alpha0 == pytest.approx(agent.init_temperature)
+    new, metrics = jax.jit(agent.update)(state, batch, jax.random.key(2))
+    entropy = float(metrics["actor/entropy"])
+    assert entropy > -ACTION_DIM
+    np.testing.assert_allclose(
+        float(metrics["temperature/loss"]), alpha0 * (entropy + ACTION_DIM), rtol=1e-5
+    )
+    assert float(agent.alpha(new)) < alpha0
+    above = dataclasses.replace(agent, target_entropy=100.0)
+    moved, _ = jax.jit(above.update)(state, batch, jax.random.key(2))
+    assert float(above.alpha(moved)) > alpha0
+
+
+# ---- critic and update structure ---------------------------------------------------------------
+
+
+def test_critic_loss_by_hand_at_terminal_transitions(sac):
+    """With masks 0 the soft target is the reward alone, so the critic loss is
+    Σ_members mean_batch (Q_i(s, a) − r)², computed here from the network outputs."""
+    agent, state, data = sac
+    batch = sample_batch(data, jax.random.key(3), 32)
+    batch = batch.replace(masks=jnp.zeros_like(batch.masks))
+    loss, _ = agent.critic_loss(state.critic.params, state, batch, jax.random.key(4))
+    q = np.asarray(apply(state.critic, state.critic.params, batch.observations, batch.actions))
+    assert q.shape == (2, 32, 1)
+    expected = ((q[..., 0] - np.asarray(batch.rewards)) ** 2).mean(axis=1).sum()
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_utd_takes_several_critic_steps_per_actor_step(sac):
+    """utd = 3: one update consumes a (3, B) batch, takes 3 critic steps (each followed by a
+    target step) and one actor and one temperature step."""
+    agent, state, data = sac
+    agent = dataclasses.replace(agent, utd=3)
+    assert agent.batches_per_update == 3
+    batch = sample_batch(data, jax.random.key(5), agent.batch_size, 3)
+    new, metrics = jax.jit(agent.update)(state, batch, jax.random.key(6))
+    assert int(new.critic.step) == 3
+    assert int(new.actor.step) == 1 and int(new.temperature.step) == 1
+    # three Polyak steps of the target from the same start, each towards a newer critic:
+    # the target moved, but by far less than the critic did
+    before = jax.tree.leaves(state.target_critic)
+    after = jax.tree.leaves(new.target_critic)
+    critic = jax.tree.leaves(new.critic.params)
+    for b, a, c in zip(before, after, critic, strict=True):
+        moved, critic_moved = np.abs(a - b).max(), np.abs(c - b).max()
+        assert 0 < moved < critic_moved
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_bad_hyperparameters_are_refused():
+    with pytest.raises(ValorlError, match="--utd must be at least 1, got 0"):
+        SAC(utd=0)
+    with pytest.raises(ValorlError, match="--init-temperature must be positive"):
+        SAC(init_temperature=0.0)

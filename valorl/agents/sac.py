@@ -1,0 +1,238 @@
+"""Soft Actor-Critic (Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", 2018,
+arXiv:1812.05905).
+
+Maximum-entropy RL: the policy maximises E[Σ_t r_t + α·H(π(·|s_t))]. Three losses, each the
+paper's, with a' ~ π(·|s') and a ~ π(·|s) reparameterised as a = tanh(μ + σ·ε) (Eq. 8–9 and
+App. C for the tanh correction of log π):
+
+    soft Q, every ensemble member i                                          (Eq. 5, with
+        J_Q = E[ ℓ(Q_i(s, a), y) ],  y = r + γ·m·( Q̂'(s', a') − α·log π(a'|s') )  Eq. 3 inside)
+    policy                                                                       (Eq. 7/9)
+        J_π = E[ α·log π(a|s) − Q̂(s, a) ]
+    temperature, target entropy H̄ = −|A|                                           (Eq. 18)
+        J(α) = E[ −α·log π(a|s) − α·H̄ ] = α·(H − H̄),  H = −E[log π(a|s)]
+
+Q̂' is the target ensemble's reduction (the paper: min of two target critics; REDQ/RLPD: min
+of a random subset of 2 of 10, `--q-reduce subset-min --num-qs 10 --layer-norm true`), and ℓ
+the critic head's loss (the paper: squared error). The actor follows Q̂ at its own actions:
+the same reduction with `actor_q="reduce"` (the paper's min of two), or the ensemble mean with
+`actor_q="mean"` (REDQ and RLPD's choice for large ensembles).
+
+One `update` takes `utd` critic steps, each on its own batch and each followed by a Polyak
+step of the target critic, then one actor step and one temperature step on the last batch:
+the update-to-data structure of REDQ (Chen et al. 2021) and RLPD (Ball et al. 2023). With
+`utd = 1` it is the paper's SAC. Defaults are the paper's (Table 1 of arXiv:1812.05905).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Literal
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from valorl.agents.base import (
+    Metrics,
+    NetState,
+    Params,
+    Spec,
+    adam,
+    apply,
+    create_train_state,
+    grad_step,
+    polyak,
+    prefix,
+)
+from valorl.critics import CriticHead, QEnsemble, Scalar
+from valorl.data.dataset import Batch
+from valorl.data.transforms import RewardNormalization
+from valorl.errors import ValorlError
+from valorl.nets import TanhGaussianPolicy, tanh_gaussian_sample
+
+
+class Temperature(nn.Module):
+    """The entropy temperature α = exp(log α), one learned scalar (positive by construction)."""
+
+    initial: float = 1.0
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        # float32, not a weak type: otherwise the first update changes its type and recompiles
+        log_alpha = self.param("log_alpha", lambda _: jnp.log(jnp.float32(self.initial)))
+        return jnp.exp(log_alpha)
+
+
+def temperature_loss(alpha: jax.Array, entropy: jax.Array, target_entropy: float) -> jax.Array:
+    """J(α) = α·(H − H̄) (Eq. 18 with H = −E[log π]): gradient H − H̄, so α shrinks while the
+    policy's entropy is above the target and grows once it falls below."""
+    return alpha * (jax.lax.stop_gradient(entropy) - target_entropy)
+
+
+class SACState(flax.struct.PyTreeNode):
+    actor: NetState
+    critic: NetState
+    target_critic: Params
+    temperature: NetState
+
+
+@dataclasses.dataclass(frozen=True)
+class SAC:
+    """Soft Actor-Critic: twin soft Q critics, tanh-Gaussian actor, learned temperature."""
+
+    name: ClassVar[str] = "sac"
+
+    discount: float = 0.99
+    """Discount factor γ."""
+    tau: float = 0.005
+    """Polyak rate of the target critic (one step after every critic step)."""
+    utd: int = 1
+    """Update-to-data ratio: critic steps (batches) per update, then one actor and temperature
+    step; online, one update follows each environment step (RLPD uses 20, REDQ 20)."""
+    init_temperature: float = 1.0
+    """Initial entropy temperature α."""
+    target_entropy: float | None = None
+    """Target entropy H̄ of the temperature loss; unset: −action_dim (the paper's)."""
+    backup_entropy: bool = True
+    """Subtract α·log π(a'|s') in the critic target (the soft value of Eq. 3)."""
+    actor_q: Literal["reduce", "mean"] = "reduce"
+    """Q the actor maximises: the ensemble's reduction (SAC: min of two) or its mean (RLPD)."""
+    actor_lr: float = 3e-4
+    """Actor learning rate."""
+    critic_lr: float = 3e-4
+    """Critic learning rate."""
+    temperature_lr: float = 3e-4
+    """Learning rate of log α."""
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """Hidden layer sizes of actor and critics."""
+    critic: CriticHead = Scalar()
+    """How Q is represented and trained: mse, huber, hl-gauss, two-hot, c51, quantile, gaussian."""
+    ensemble: QEnsemble = QEnsemble()
+    """Q-ensemble: size, how members combine in targets (SAC: min of two), layers."""
+    batch_size: int = 256
+    """Transitions per critic step."""
+    normalize_observations: bool = False
+    """Standardise observations with dataset statistics (only where there is a dataset)."""
+    reward_normalization: RewardNormalization = "none"
+    """Reward scaling: none in the paper."""
+
+    def __post_init__(self) -> None:
+        if self.utd < 1:
+            raise ValorlError(f"--utd must be at least 1, got {self.utd}")
+        if self.init_temperature <= 0:
+            raise ValorlError(f"--init-temperature must be positive, got {self.init_temperature}")
+
+    @property
+    def batches_per_update(self) -> int:
+        return self.utd
+
+    def init(self, key: jax.Array, spec: Spec) -> SACState:
+        key_actor, key_critic, key_temperature = jax.random.split(key, 3)
+        obs = jnp.zeros((1, *spec.obs_shape))
+        actions = jnp.zeros((1, spec.action_dim))
+        actor = create_train_state(
+            TanhGaussianPolicy(self.hidden_dims, spec.action_dim),
+            key_actor,
+            (obs,),
+            adam(self.actor_lr),
+        )
+        critic = create_train_state(
+            self.ensemble.network(self.hidden_dims, self.critic.out_dim),
+            key_critic,
+            (obs, actions),
+            adam(self.critic_lr),
+        )
+        temperature = create_train_state(
+            Temperature(self.init_temperature), key_temperature, (), adam(self.temperature_lr)
+        )
+        return SACState(
+            actor=actor, critic=critic, target_critic=critic.params, temperature=temperature
+        )
+
+    def alpha(self, state: SACState) -> jax.Array:
+        return apply(state.temperature, state.temperature.params)
+
+    def critic_loss(
+        self, params: Params, state: SACState, batch: Batch, key: jax.Array
+    ) -> tuple[jax.Array, Metrics]:
+        key_next, key_reduce = jax.random.split(key)
+        mean, log_std = apply(state.actor, state.actor.params, batch.next_observations)
+        next_actions, next_log_prob = tanh_gaussian_sample(key_next, mean, log_std)
+        next_outputs = apply(
+            state.critic, state.target_critic, batch.next_observations, next_actions
+        )
+        next_value = self.ensemble.reduce(self.critic.value(next_outputs), key_reduce)
+        if self.backup_entropy:
+            next_value = next_value - self.alpha(state) * next_log_prob
+        target = batch.rewards + self.discount * batch.masks * next_value
+        outputs = apply(state.critic, params, batch.observations, batch.actions)
+        loss = self.critic.loss(outputs, jax.lax.stop_gradient(target)).mean(axis=-1).sum()
+        return loss, {"q_mean": self.critic.value(outputs).mean()}
+
+    def actor_loss(
+        self, params: Params, state: SACState, batch: Batch, key: jax.Array
+    ) -> tuple[jax.Array, Metrics]:
+        key_sample, key_reduce = jax.random.split(key)
+        mean, log_std = apply(state.actor, params, batch.observations)
+        actions, log_prob = tanh_gaussian_sample(key_sample, mean, log_std)
+        outputs = apply(state.critic, state.critic.params, batch.observations, actions)
+        values = self.critic.value(outputs)
+        if self.actor_q == "mean":
+            q = values.mean(axis=0)
+        else:
+            q = self.ensemble.reduce(values, key_reduce)
+        loss = (self.alpha(state) * log_prob - q).mean()
+        return loss, {"entropy": -log_prob.mean(), "q_mean": q.mean()}
+
+    def update(self, state: SACState, batch: Batch, key: jax.Array) -> tuple[SACState, Metrics]:
+        if self.utd == 1:
+            batch = jax.tree.map(lambda x: x[None], batch)
+        key_critic, key_actor = jax.random.split(key)
+
+        def critic_step(state: SACState, inputs: tuple[Batch, jax.Array]):
+            sub_batch, sub_key = inputs
+            critic, metrics = grad_step(
+                state.critic, lambda p: self.critic_loss(p, state, sub_batch, sub_key)
+            )
+            target = polyak(critic.params, state.target_critic, self.tau)
+            return state.replace(critic=critic, target_critic=target), metrics
+
+        keys = jax.random.split(key_critic, self.utd)
+        state, critic_metrics = jax.lax.scan(critic_step, state, (batch, keys))
+        last_batch = jax.tree.map(lambda x: x[-1], batch)
+        actor, actor_metrics = grad_step(
+            state.actor, lambda p: self.actor_loss(p, state, last_batch, key_actor)
+        )
+        target_entropy = (
+            -float(batch.actions.shape[-1]) if self.target_entropy is None else self.target_entropy
+        )
+        temperature, temperature_metrics = grad_step(
+            state.temperature,
+            lambda p: (
+                temperature_loss(
+                    apply(state.temperature, p), actor_metrics["entropy"], target_entropy
+                ),
+                {},
+            ),
+        )
+        state = state.replace(actor=actor, temperature=temperature)
+        temperature_metrics["alpha"] = self.alpha(state)
+        return state, {
+            **prefix("critic", jax.tree.map(jnp.mean, critic_metrics)),
+            **prefix("actor", actor_metrics),
+            **prefix("temperature", temperature_metrics),
+        }
+
+    def q_values(self, state: SACState, obs: jax.Array, actions: jax.Array) -> jax.Array:
+        """Q(s, a) of every ensemble member, shape (members, batch), in the agent's units."""
+        return self.critic.value(apply(state.critic, state.critic.params, obs, actions))
+
+    def act(
+        self, state: SACState, obs: jax.Array, key: jax.Array, deterministic: bool = True
+    ) -> jax.Array:
+        mean, log_std = apply(state.actor, state.actor.params, obs)
+        if deterministic:
+            return jnp.tanh(mean)
+        return tanh_gaussian_sample(key, mean, log_std)[0]
