@@ -274,6 +274,17 @@ def test_env_steps_per_call_keeps_the_update_count(tmp_path):
     assert json.loads((path / "config.json").read_text())["agent"]["hyperparameters"]["utd"] == 2
 
 
+def test_delayed_actor_agent_gets_one_critic_step_per_env_step(tmp_path):
+    """DSAC-T consumes two batches per update (two critic steps, one actor step); by default
+    two environment steps go between calls, so it still gets one critic step per env step."""
+    path = tmp_path / "run"
+    train(path, agent="dsac_t", online_steps=40, start_steps=20, log_every=20, eval_every=40,
+          eval_episodes=0)  # fmt: skip
+    ckpt = load_progress(path)
+    np.testing.assert_array_equal(ckpt.states.critic.step, [20, 20])
+    np.testing.assert_array_equal(ckpt.states.actor.step, [10, 10])
+
+
 # ---- with a dataset ------------------------------------------------------------------------------
 
 

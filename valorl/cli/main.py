@@ -302,7 +302,8 @@ def _add_online_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         default=None,
         metavar="K",
         help="environment steps between compiled update calls, each running K × utd "
-        "gradient steps (default: 1, the papers' order)",
+        "gradient steps (default: 1, the papers' order; 2 for dsac_t, whose update is two "
+        "critic steps and one actor step)",
     )
 
 
@@ -376,7 +377,7 @@ def _train_online(args: argparse.Namespace, overrides: dict) -> int:
         offline_ratio=args.offline_ratio,
         offline_ratio_schedule=args.offline_ratio_schedule or "constant",
         buffer_size=args.buffer_size,
-        env_steps_per_call=args.env_steps_per_call or 1,
+        env_steps_per_call=args.env_steps_per_call,
         seeds=args.seeds,
         seed=args.seed,
         log_every=args.log_every,

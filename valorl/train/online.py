@@ -56,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 import time
 from typing import Any, Literal
@@ -209,7 +210,7 @@ def train_online(
     offline_ratio: replay.OfflineRatio | None = None,
     offline_ratio_schedule: Literal["constant", "linear"] = "constant",
     buffer_size: int | None = None,
-    env_steps_per_call: int = 1,
+    env_steps_per_call: int | None = None,
     seeds: int = 1,
     seed: int = 0,
     log_every: int = 1000,
@@ -237,7 +238,9 @@ def train_online(
             (uniform over dataset ∪ replay); default 0.5 hybrid, "uniform" offline-to-online.
         offline_ratio_schedule: "constant", or "linear" to anneal the share to 0 by the end.
         buffer_size: replay capacity per seed; default all online steps, at most 1,000,000.
-        env_steps_per_call: environment steps between update calls (K in the module doc).
+        env_steps_per_call: environment steps between update calls (K in the module doc);
+            default 1, or as many as an agent that consumes several batches per update
+            (DSAC-T's delayed actor) needs to keep `utd` critic steps per environment step.
         seeds, seed: how many seeds to train together, from `seed` on.
         log_every: environment steps (gradient steps offline) per logged, checkpointed chunk.
         eval_every: environment steps (gradient steps offline) between evaluation rounds.
@@ -261,6 +264,8 @@ def train_online(
         utd = agent.utd
     elif utd is None:
         utd = 1
+    if env_steps_per_call is None:
+        env_steps_per_call = agent.batches_per_update // math.gcd(utd, agent.batches_per_update)
     if agent.batch_size < 1:
         raise ValorlError(f"--batch-size must be at least 1, got {agent.batch_size}")
     if seeds < 1:
