@@ -32,6 +32,7 @@ from flax.training.train_state import TrainState
 
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
+from valorl.nets.policies import tanh_gaussian_sample
 
 Metrics = dict[str, jax.Array]
 Params = Any
@@ -141,3 +142,22 @@ def adam(learning_rate: float, cosine_steps: int | None = None) -> optax.Gradien
 
 def prefix(part: str, metrics: Metrics) -> Metrics:
     return {f"{part}/{name}": value for name, value in metrics.items()}
+
+
+def critic_q_values(agent: Any, state: Any, obs: jax.Array, actions: jax.Array) -> jax.Array:
+    """`CriticAgent.q_values` for agents whose state holds the critic as `state.critic` and
+    whose head is `agent.critic`: Q(s, a) of every member, shape (members, batch). Agents bind
+    it as a method: `q_values = critic_q_values`."""
+    return agent.critic.value(apply(state.critic, state.critic.params, obs, actions))
+
+
+def tanh_gaussian_act(
+    agent: Any, state: Any, obs: jax.Array, key: jax.Array, deterministic: bool = True
+) -> jax.Array:
+    """`act` for a tanh-squashed Gaussian actor in `state.actor` (SAC, CQL, DSAC-T): tanh of the
+    mean when deterministic, else a squashed sample. Agents bind it as a method:
+    `act = tanh_gaussian_act`."""
+    mean, log_std = apply(state.actor, state.actor.params, obs)
+    if deterministic:
+        return jnp.tanh(mean)
+    return tanh_gaussian_sample(key, mean, log_std)[0]

@@ -49,9 +49,11 @@ from valorl.agents.base import (
     adam,
     apply,
     create_train_state,
+    critic_q_values,
     grad_step,
     polyak,
     prefix,
+    tanh_gaussian_act,
 )
 from valorl.agents.sac import Temperature, temperature_loss
 from valorl.critics import CriticHead, Gaussian, QEnsemble
@@ -320,14 +322,5 @@ class DSACT:
             **prefix("temperature", temperature_metrics),
         }
 
-    def q_values(self, state: DSACTState, obs: jax.Array, actions: jax.Array) -> jax.Array:
-        """Q(s, a) (the mean return) of every member, shape (members, batch), in agent units."""
-        return self.critic.value(apply(state.critic, state.critic.params, obs, actions))
-
-    def act(
-        self, state: DSACTState, obs: jax.Array, key: jax.Array, deterministic: bool = True
-    ) -> jax.Array:
-        mean, log_std = apply(state.actor, state.actor.params, obs)
-        if deterministic:
-            return jnp.tanh(mean)
-        return tanh_gaussian_sample(key, mean, log_std)[0]
+    q_values = critic_q_values
+    act = tanh_gaussian_act

@@ -32,6 +32,7 @@ from valorl.agents.base import (
     adam,
     apply,
     create_train_state,
+    critic_q_values,
     grad_step,
     polyak,
     prefix,
@@ -160,9 +161,7 @@ class IQL:
             **prefix("actor", actor_metrics),
         }
 
-    def q_values(self, state: IQLState, obs: jax.Array, actions: jax.Array) -> jax.Array:
-        """Q(s, a) of every ensemble member, shape (members, batch), in the agent's units."""
-        return self.critic.value(apply(state.critic, state.critic.params, obs, actions))
+    q_values = critic_q_values
 
     def act(
         self, state: IQLState, obs: jax.Array, key: jax.Array, deterministic: bool = True

@@ -42,9 +42,11 @@ from valorl.agents.base import (
     adam,
     apply,
     create_train_state,
+    critic_q_values,
     grad_step,
     polyak,
     prefix,
+    tanh_gaussian_act,
 )
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
@@ -225,14 +227,5 @@ class SAC:
             **prefix("temperature", temperature_metrics),
         }
 
-    def q_values(self, state: SACState, obs: jax.Array, actions: jax.Array) -> jax.Array:
-        """Q(s, a) of every ensemble member, shape (members, batch), in the agent's units."""
-        return self.critic.value(apply(state.critic, state.critic.params, obs, actions))
-
-    def act(
-        self, state: SACState, obs: jax.Array, key: jax.Array, deterministic: bool = True
-    ) -> jax.Array:
-        mean, log_std = apply(state.actor, state.actor.params, obs)
-        if deterministic:
-            return jnp.tanh(mean)
-        return tanh_gaussian_sample(key, mean, log_std)[0]
+    q_values = critic_q_values
+    act = tanh_gaussian_act

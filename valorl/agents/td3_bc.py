@@ -27,6 +27,7 @@ from valorl.agents.base import (
     adam,
     apply,
     create_train_state,
+    critic_q_values,
     grad_step,
     polyak,
     prefix,
@@ -183,9 +184,7 @@ class TD3BC:
         critic_metrics = jax.tree.map(jnp.mean, critic_metrics)
         return state, {**prefix("critic", critic_metrics), **prefix("actor", actor_metrics)}
 
-    def q_values(self, state: TD3BCState, obs: jax.Array, actions: jax.Array) -> jax.Array:
-        """Q(s, a) of every ensemble member, shape (members, batch), in the agent's units."""
-        return self.critic.value(apply(state.critic, state.critic.params, obs, actions))
+    q_values = critic_q_values
 
     def act(
         self, state: TD3BCState, obs: jax.Array, key: jax.Array, deterministic: bool = True
