@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import gymnasium as gym
+import jax
 import numpy as np
 import pytest
 
@@ -24,6 +25,14 @@ TINY = {
     "dsac_t": dict(hidden_dims=(8, 8), batch_size=16),
 }
 """Hyperparameters that make every agent fast enough for unit tests."""
+
+
+@pytest.fixture(autouse=True)
+def free_compiled_code():
+    """Drop JAX's compiled executables after each test: nearly every test builds its own agent,
+    and a worker that kept them all would grow by gigabytes over the suite."""
+    yield
+    jax.clear_caches()
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -481,3 +483,16 @@ def test_policy_rejects_observations_of_another_shape(finished, shape):
     with pytest.raises(ValorlError, match=re.escape(f"observations have shape {shape}")) as e:
         policy(np.zeros(shape, np.float32))
     assert "(3,)" in str(e.value)
+
+
+def test_ctrl_c_stops_right_after_the_next_checkpoint(tmp_path):
+    """While a run trains, SIGINT only asks it to stop: the checkpoint in progress is written
+    in full, then KeyboardInterrupt ends the run; the previous handler comes back on exit."""
+    previous = signal.getsignal(signal.SIGINT)
+    run = RunDir.open(tmp_path / "r", {"agent": "x"})
+    with run:
+        os.kill(os.getpid(), signal.SIGINT)  # handled: no exception here
+        with pytest.raises(KeyboardInterrupt):
+            run.write_checkpoint(b"state")
+        assert (run.path / "checkpoint.msgpack").read_bytes() == b"state"
+    assert signal.getsignal(signal.SIGINT) is previous

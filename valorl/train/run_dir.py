@@ -9,7 +9,8 @@
 
 Every file is replaced atomically, and the directory itself appears only once its config is
 complete, so an interrupted run is always resumable and never half-written. A process holds
-an exclusive lock on the run while it trains.
+an exclusive lock on the run while it trains, and Ctrl-C (SIGINT) then stops it right after
+its next checkpoint, so no finished work is lost; a second Ctrl-C stops it at once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import fcntl
 import json
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,8 @@ class RunDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock_file = None
+        self._stop_requested = False
+        self._previous_handler = None
 
     # ---- creation and identity -------------------------------------------------------------
 
@@ -80,13 +85,24 @@ class RunDir:
             lock_file.close()
             raise ValorlError(f"{self.path} is being trained by another process") from None
         self._lock_file = lock_file
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._request_stop)
         return self
 
     def __exit__(self, *exc_info) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
         if self._lock_file is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+
+    def _request_stop(self, signum, frame) -> None:
+        """First Ctrl-C: finish the chunk in progress and stop after its checkpoint. The
+        default handler comes back, so a second Ctrl-C interrupts immediately."""
+        self._stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     # ---- files -------------------------------------------------------------------------------
 
@@ -99,7 +115,10 @@ class RunDir:
         return path.read_bytes() if path.is_file() else None
 
     def write_checkpoint(self, data: bytes) -> None:
+        """Replace the checkpoint; raises KeyboardInterrupt afterwards if Ctrl-C was pressed."""
         atomic_write(self.path / CHECKPOINT, data)
+        if self._stop_requested:
+            raise KeyboardInterrupt
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / METRICS, "a") as f:
