@@ -382,6 +382,8 @@ def test_offline_to_online_pretrains_then_fine_tunes(pendulum_dataset, tmp_path)
                 "10",
                 "--start-steps",
                 "0",
+                "--env-steps-per-call",
+                "1",
             ],
             "td3_bc consumes 2 batches per update, so --env-steps-per-call × --utd (1 × 1)",
         ),
