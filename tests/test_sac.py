@@ -15,7 +15,7 @@ from conftest import TINY, synthetic_dataset
 
 from valorl.agents import SAC, Spec
 from valorl.agents.base import apply
-from valorl.agents.sac import temperature_loss
+from valorl.agents.entropy import temperature_loss
 from valorl.data.dataset import sample_batch
 from valorl.errors import ValorlError
 from valorl.nets.policies import tanh_gaussian_log_prob, tanh_gaussian_sample, tanh_log_det

@@ -277,10 +277,10 @@ def test_changed_dataset_is_refused(pendulum_dataset, finished):
 
 
 def test_second_lock_holder_is_refused(finished):
-    """While one holder trains a run, a second one (and train itself) is refused; the lock is
-    free again once the first lets go."""
+    """While one holder trains a run, a second one (and train itself) is refused with the
+    holder's pid; the lock is free again once the first lets go."""
     path, _ = finished
-    message = f"{path} is being trained by another process"
+    message = f"{path} is being trained by another process (pid {os.getpid()})"
     with RunDir(path), pytest.raises(ValorlError, match=re.escape(message)), RunDir(path):
         pass
     with RunDir(path):  # released

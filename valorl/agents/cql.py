@@ -50,7 +50,7 @@ from valorl.agents.base import (
     prefix,
     tanh_gaussian_act,
 )
-from valorl.agents.sac import Temperature, temperature_loss
+from valorl.agents.entropy import Temperature, init_temperature, temperature_step
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
@@ -161,9 +161,7 @@ class CQL:
             (obs, actions),
             adam(self.critic_lr),
         )
-        temperature = create_train_state(
-            Temperature(self.init_temperature), key_temperature, (), adam(self.temperature_lr)
-        )
+        temperature = init_temperature(self.init_temperature, self.temperature_lr, key_temperature)
         lagrange = None
         if self.cql_lagrange:
             lagrange = create_train_state(
@@ -299,17 +297,11 @@ class CQL:
         actor, actor_metrics = grad_step(
             state.actor, lambda p: self.actor_loss(p, state, batch, alpha, key_actor)
         )
-        target_entropy = (
-            -float(batch.actions.shape[-1]) if self.target_entropy is None else self.target_entropy
-        )
-        temperature, temperature_metrics = grad_step(
+        temperature, temperature_metrics = temperature_step(
             state.temperature,
-            lambda p: (
-                temperature_loss(
-                    apply(state.temperature, p), actor_metrics["entropy"], target_entropy
-                ),
-                {"alpha": alpha},
-            ),
+            actor_metrics["entropy"],
+            self.target_entropy,
+            batch.actions.shape[-1],
         )
         target = self.td_target(state, batch, alpha, key_target)
         proposals = jax.lax.stop_gradient(self.proposals(state, batch, key_proposals))

@@ -55,7 +55,7 @@ from valorl.agents.base import (
     prefix,
     tanh_gaussian_act,
 )
-from valorl.agents.sac import Temperature, temperature_loss
+from valorl.agents.entropy import init_temperature, temperature_step
 from valorl.critics import CriticHead, Gaussian, QEnsemble
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
@@ -197,9 +197,7 @@ class DSACT:
             (obs, actions),
             adam(self.critic_lr),
         )
-        temperature = create_train_state(
-            Temperature(self.init_temperature), key_temperature, (), adam(self.temperature_lr)
-        )
+        temperature = init_temperature(self.init_temperature, self.temperature_lr, key_temperature)
         return DSACTState(
             actor=actor,
             critic=critic,
@@ -298,17 +296,11 @@ class DSACT:
         actor, actor_metrics = grad_step(
             state.actor, lambda p: self.actor_loss(p, state, last_batch, key_actor)
         )
-        target_entropy = (
-            -float(batch.actions.shape[-1]) if self.target_entropy is None else self.target_entropy
-        )
-        temperature, temperature_metrics = grad_step(
+        temperature, temperature_metrics = temperature_step(
             state.temperature,
-            lambda p: (
-                temperature_loss(
-                    apply(state.temperature, p), actor_metrics["entropy"], target_entropy
-                ),
-                {"alpha": self.alpha(state)},
-            ),
+            actor_metrics["entropy"],
+            self.target_entropy,
+            batch.actions.shape[-1],
         )
         state = state.replace(
             actor=actor,

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, Literal
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -48,29 +47,12 @@ from valorl.agents.base import (
     prefix,
     tanh_gaussian_act,
 )
+from valorl.agents.entropy import init_temperature, temperature_step
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
 from valorl.errors import ValorlError
 from valorl.nets import TanhGaussianPolicy, tanh_gaussian_sample
-
-
-class Temperature(nn.Module):
-    """The entropy temperature α = exp(log α), one learned scalar (positive by construction)."""
-
-    initial: float = 1.0
-
-    @nn.compact
-    def __call__(self) -> jax.Array:
-        # float32, not a weak type: otherwise the first update changes its type and recompiles
-        log_alpha = self.param("log_alpha", lambda _: jnp.log(jnp.float32(self.initial)))
-        return jnp.exp(log_alpha)
-
-
-def temperature_loss(alpha: jax.Array, entropy: jax.Array, target_entropy: float) -> jax.Array:
-    """J(α) = α·(H − H̄) (Eq. 18 with H = −E[log π]): gradient H − H̄, so α shrinks while the
-    policy's entropy is above the target and grows once it falls below."""
-    return alpha * (jax.lax.stop_gradient(entropy) - target_entropy)
 
 
 class SACState(flax.struct.PyTreeNode):
@@ -146,9 +128,7 @@ class SAC:
             (obs, actions),
             adam(self.critic_lr),
         )
-        temperature = create_train_state(
-            Temperature(self.init_temperature), key_temperature, (), adam(self.temperature_lr)
-        )
+        temperature = init_temperature(self.init_temperature, self.temperature_lr, key_temperature)
         return SACState(
             actor=actor, critic=critic, target_critic=critic.params, temperature=temperature
         )
@@ -207,20 +187,13 @@ class SAC:
         actor, actor_metrics = grad_step(
             state.actor, lambda p: self.actor_loss(p, state, last_batch, key_actor)
         )
-        target_entropy = (
-            -float(batch.actions.shape[-1]) if self.target_entropy is None else self.target_entropy
-        )
-        temperature, temperature_metrics = grad_step(
+        temperature, temperature_metrics = temperature_step(
             state.temperature,
-            lambda p: (
-                temperature_loss(
-                    apply(state.temperature, p), actor_metrics["entropy"], target_entropy
-                ),
-                {},
-            ),
+            actor_metrics["entropy"],
+            self.target_entropy,
+            batch.actions.shape[-1],
         )
         state = state.replace(actor=actor, temperature=temperature)
-        temperature_metrics["alpha"] = self.alpha(state)
         return state, {
             **prefix("critic", jax.tree.map(jnp.mean, critic_metrics)),
             **prefix("actor", actor_metrics),

@@ -39,6 +39,14 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class StrictParser(Parser):
+    """A Parser whose errors raise ValorlError instead of exiting: for command lines that
+    valorl builds itself (a sweep's groups), where the caller reports the error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValorlError(message)
+
+
 def flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 

@@ -9,11 +9,14 @@ from collections.abc import Callable, Sequence
 
 from rich.table import Table
 
-from valorl.cli.args import Parser, add_dataclass_flags, parse_overrides
+from valorl.cli.args import Parser
 from valorl.cli.corrupt import add_corrupt_parser
 from valorl.cli.diagnose import add_diagnose_parser
 from valorl.cli.ope import add_ope_parser
 from valorl.cli.report import add_report_parser
+from valorl.cli.scores import print_scores
+from valorl.cli.sweep import add_sweep_parser
+from valorl.cli.train import add_train_parser
 from valorl.errors import ValorlError
 from valorl.ui import out
 
@@ -24,6 +27,7 @@ EPILOG = """examples:
   valorl train iql --dataset valorl/pendulum-mixed-v0 --steps 50000 --seeds 5
   valorl train sac --env Pendulum-v1 --mode online --steps 15000 --seeds 2
   valorl eval runs/iql-valorl_pendulum-mixed-v0-1a2b3c4d
+  valorl sweep sweep.toml --out runs/sweep         a grid of runs, then one report
   valorl bench throughput --agent iql --seeds 5 --json
 """
 
@@ -59,27 +63,7 @@ def build_parser() -> Parser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=cmd_demo)
 
-    train = commands.add_parser(
-        "train",
-        help="train an agent offline on a dataset, online, or both",
-        description="Train an agent on a logged dataset (--mode offline), in an environment "
-        "(--mode online), or both (--mode hybrid, offline-to-online), several seeds "
-        "at once. Re-running the same command resumes an interrupted "
-        "run.",
-    )
-    agents = train.add_subparsers(dest="agent", required=True, metavar="AGENT")
-    for name, cls in AGENTS.items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        sub = agents.add_parser(
-            name,
-            help=doc,
-            description=_module_doc(cls),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        _add_train_flags(sub)
-        _add_online_flags(sub, cls)
-        add_dataclass_flags(sub, cls, f"{name} hyperparameters")
-        sub.set_defaults(run=cmd_train, agent_cls=cls)
+    add_train_parser(commands)
 
     ev = commands.add_parser(
         "eval",
@@ -165,232 +149,11 @@ def build_parser() -> Parser:
     tp.add_argument("--json", action="store_true", help="print one JSON object")
     tp.set_defaults(run=cmd_bench_throughput)
     add_report_parser(commands)
+    add_sweep_parser(commands)
     return parser
 
 
-def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    run = parser.add_argument_group("run")
-    run.add_argument(
-        "--dataset",
-        default=None,
-        metavar="ID_OR_PATH",
-        help="local Minari id, Minari directory, D4RL-layout .hdf5, or .npz (all modes but online)",
-    )
-    run.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="gradient steps per seed (default: 1000000); with --mode online or hybrid, "
-        "environment steps (as --online-steps)",
-    )
-    run.add_argument("--seeds", type=int, default=1, help="seeds trained together (default: 1)")
-    run.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
-    run.add_argument(
-        "--out",
-        default=None,
-        metavar="DIR",
-        help="run directory (default: runs/<agent>-<data>-<config hash>)",
-    )
-    run.add_argument(
-        "--log-every",
-        type=int,
-        default=1000,
-        help="steps per compiled call; metrics and a checkpoint after each (default: 1000)",
-    )
-    run.add_argument(
-        "--eval-every", type=int, default=10_000, help="steps between evaluations (default: 10000)"
-    )
-    run.add_argument(
-        "--eval-episodes",
-        type=int,
-        default=10,
-        help="episodes per seed and evaluation; 0 for none (default: 10)",
-    )
-    run.add_argument(
-        "--env",
-        default=None,
-        help="Gymnasium id to learn in (online modes) or evaluate in, if the dataset names none",
-    )
-    run.add_argument(
-        "--holdout",
-        type=float,
-        default=0.0,
-        metavar="FRACTION",
-        help="fraction of episodes kept out of training, to measure the critic's TD error on "
-        "unseen data in diagnostics.json (default: 0, train on everything)",
-    )
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-ONLINE_FLAGS = (
-    "offline_steps",
-    "online_steps",
-    "utd",
-    "start_steps",
-    "offline_ratio",
-    "offline_ratio_schedule",
-    "buffer_size",
-    "env_steps_per_call",
-)
-"""Flags of the online and hybrid modes (`_add_online_flags`), unset unless given."""
-
-
-def _add_online_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Flags of the online and hybrid modes (valorl/train/online.py); `--utd` only for agents
-    without a `utd` hyperparameter of their own (SAC has one)."""
-    import dataclasses
-
-    group = parser.add_argument_group(
-        "online and hybrid training",
-        "--mode online learns in --env; hybrid mixes --dataset rows into every batch from the "
-        "start; offline-to-online pre-trains on --dataset, then fine-tunes in the environment",
-    )
-    group.add_argument(
-        "--mode",
-        choices=["offline", "online", "hybrid", "offline-to-online"],
-        default="offline",
-        help="where the data comes from (default: offline)",
-    )
-    group.add_argument(
-        "--offline-steps",
-        type=int,
-        default=None,
-        help="gradient steps of offline pre-training (offline-to-online)",
-    )
-    group.add_argument(
-        "--online-steps",
-        type=int,
-        default=None,
-        help="environment steps per seed (default: 1000000)",
-    )
-    if "utd" not in {f.name for f in dataclasses.fields(cls)}:
-        group.add_argument(
-            "--utd",
-            type=int,
-            default=None,
-            help="gradient steps (batches) per environment step (default: 1)",
-        )
-    group.add_argument(
-        "--start-steps",
-        type=int,
-        default=None,
-        help="environment steps of uniform random actions before updates start (default: "
-        "5000 online, 10000 hybrid, 0 offline-to-online)",
-    )
-    group.add_argument(
-        "--offline-ratio",
-        default=None,
-        metavar="F|uniform",
-        help="share of each batch drawn from --dataset, or 'uniform' over dataset and replay "
-        "together (default: 0.5 hybrid, as RLPD; uniform offline-to-online, as IQL)",
-    )
-    group.add_argument(
-        "--offline-ratio-schedule",
-        choices=["constant", "linear"],
-        default=None,
-        help="keep the share, or anneal it linearly to 0 over the online steps (default: constant)",
-    )
-    group.add_argument(
-        "--buffer-size",
-        type=int,
-        default=None,
-        help="replay capacity per seed (default: the online steps, at most 1000000)",
-    )
-    group.add_argument(
-        "--env-steps-per-call",
-        type=int,
-        default=None,
-        metavar="K",
-        help="environment steps between compiled update calls, each running K × utd "
-        "gradient steps (default: 1, the papers' order; 2 for dsac_t, whose update is two "
-        "critic steps and one actor step)",
-    )
-
-
-def _module_doc(cls: type) -> str:
-    return (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip()
-
-
 # ---- commands ------------------------------------------------------------------------------
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    import valorl
-
-    overrides = parse_overrides(args, args.agent_cls)
-    if args.mode != "offline":
-        return _train_online(args, overrides)
-    given = [f for f in ONLINE_FLAGS if getattr(args, f, None) is not None]
-    if given:
-        raise ValorlError(
-            f"{'--' + given[0].replace('_', '-')} applies to --mode online, hybrid and "
-            "offline-to-online, not --mode offline"
-        )
-    if args.dataset is None:
-        raise ValorlError(
-            "--mode offline needs --dataset ID_OR_PATH (or learn in an environment with "
-            "--mode online --env ENV_ID)"
-        )
-    result = valorl.train(
-        args.agent,
-        args.dataset,
-        steps=1_000_000 if args.steps is None else args.steps,
-        seeds=args.seeds,
-        seed=args.seed,
-        log_every=args.log_every,
-        eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes,
-        env=args.env,
-        holdout=args.holdout,
-        out=args.out,
-        progress=not args.quiet,
-        **overrides,
-    )
-    rows = [(args.agent, result.path, result.final_returns, result.final_scores)]
-    _print_scores(f"{args.agent} on {args.dataset}", rows)
-    return 0
-
-
-def _train_online(args: argparse.Namespace, overrides: dict) -> int:
-    from valorl.train.online import train_online
-
-    if args.holdout:
-        raise ValorlError("--holdout applies to --mode offline")
-    if args.steps is not None and args.mode == "offline-to-online":
-        raise ValorlError(
-            "--mode offline-to-online takes --offline-steps and --online-steps, not --steps"
-        )
-    if args.steps is not None and args.online_steps is not None:
-        raise ValorlError("give --steps or --online-steps, not both")
-    online_steps = args.online_steps if args.online_steps is not None else args.steps
-    # --utd is a run flag, or the agent's own hyperparameter (SAC): train_online takes either
-    utd = overrides.pop("utd", getattr(args, "utd", None))
-    result = train_online(
-        args.agent,
-        args.dataset,
-        mode=args.mode,
-        env=args.env,
-        online_steps=1_000_000 if online_steps is None else online_steps,
-        offline_steps=args.offline_steps or 0,
-        utd=utd,
-        start_steps=args.start_steps,
-        offline_ratio=args.offline_ratio,
-        offline_ratio_schedule=args.offline_ratio_schedule or "constant",
-        buffer_size=args.buffer_size,
-        env_steps_per_call=args.env_steps_per_call,
-        seeds=args.seeds,
-        seed=args.seed,
-        log_every=args.log_every,
-        eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes,
-        out=args.out,
-        progress=not args.quiet,
-        **overrides,
-    )
-    rows = [(args.agent, result.path, result.final_returns, result.final_scores)]
-    where = args.dataset if args.dataset is not None else args.env
-    _print_scores(f"{args.agent} on {where} ({args.mode})", rows)
-    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -420,7 +183,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         score = "-" if per_seed_scores is None else f"{per_seed_scores[i]:.1f}"
         table.add_row(str(s), f"{per_seed_returns[i]:.1f}", score)
     out.print(table)
-    _print_scores("summary over seeds", [("policy", ev.run, per_seed_returns, per_seed_scores)])
+    print_scores("summary over seeds", [("policy", ev.run, per_seed_returns, per_seed_scores)])
     return 0
 
 
@@ -552,36 +315,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from valorl.demo import run_demo
 
     rows = run_demo(args.out, steps=args.steps, seeds=args.seeds, progress=not args.quiet)
-    _print_scores(
+    print_scores(
         "valorl demo: Pendulum-v1, mixed-quality data (3/4 random, 1/4 noisy controller)",
         [(r.agent, r.path, r.returns, r.scores) for r in rows],
     )
     return 0
-
-
-def _print_scores(title: str, rows: Sequence[tuple]) -> None:
-    """One line per agent: normalised score and return as mean [95% interval] over seeds."""
-    from valorl.eval.stats import mean_interval
-
-    def cell(values) -> str:
-        if values is None:
-            return "-"
-        mean, low, high = mean_interval(values)
-        if low != low:  # one seed: no interval
-            return f"{mean:.1f}"
-        return f"{mean:.1f} [{low:.1f}, {high:.1f}]"
-
-    table = Table(title=title)
-    table.add_column("agent")
-    table.add_column("normalised score (95% CI)", justify="right")
-    table.add_column("return (95% CI)", justify="right")
-    table.add_column("seeds", justify="right")
-    for name, _, returns, scores in rows:
-        n = "-" if returns is None else str(len(returns))
-        table.add_row(name, cell(scores), cell(returns), n)
-    out.print(table)
-    for name, path, _, _ in rows:
-        out.print(f"  {name}: {path}")
 
 
 # ---- entry point ---------------------------------------------------------------------------

@@ -9,8 +9,9 @@
 
 Every file is replaced atomically, and the directory itself appears only once its config is
 complete, so an interrupted run is always resumable and never half-written. A process holds
-an exclusive lock on the run while it trains, and Ctrl-C (SIGINT) then stops it right after
-its next checkpoint, so no finished work is lost; a second Ctrl-C stops it at once.
+an exclusive lock on the run while it trains (its pid is in `.lock`), and Ctrl-C (SIGINT) then
+stops it right after its next checkpoint, so no finished work is lost; a second Ctrl-C stops it
+at once.
 """
 
 from __future__ import annotations
@@ -78,12 +79,19 @@ class RunDir:
     # ---- locking ------------------------------------------------------------------------------
 
     def __enter__(self) -> RunDir:
-        lock_file = open(self.path / LOCK, "w")
+        lock_file = open(self.path / LOCK, "a+")
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            lock_file.seek(0)
+            holder = lock_file.read().strip() or "?"
             lock_file.close()
-            raise ValorlError(f"{self.path} is being trained by another process") from None
+            raise ValorlError(
+                f"{self.path} is being trained by another process (pid {holder})"
+            ) from None
+        lock_file.truncate(0)  # the holder's pid, for that message and for `kill`
+        lock_file.write(f"{os.getpid()}\n")
+        lock_file.flush()
         self._lock_file = lock_file
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGINT, self._request_stop)
