@@ -252,7 +252,7 @@ def _train_loop(
             )
             note = {}
             if evaluator is not None and schedule.evaluates_at(step):
-                returns = _evaluation_round(
+                returns = evaluation_round(
                     evaluator, agent, states, normalizer, eval_keys, seed_list, len(eval_steps)
                 )
                 eval_steps.append(step)
@@ -274,7 +274,7 @@ def _train_loop(
                 )
             )
             bar.update(task, completed=step, rate=f"{rate:,.0f} upd/s", **note)
-    _write_result(run, info, eval_steps, eval_returns, step)
+    write_result(run, info, eval_steps, eval_returns, step)
 
 
 def training_data(agent: Agent, data: Dataset, normalizer) -> Batch:
@@ -284,7 +284,7 @@ def training_data(agent: Agent, data: Dataset, normalizer) -> Batch:
     return normalizer.batch(data.to_batch(discount=agent.discount if wants else None))
 
 
-def _evaluation_round(
+def evaluation_round(
     evaluator: Evaluator,
     agent: Agent,
     states: Any,
@@ -302,9 +302,11 @@ def _evaluation_round(
     )
 
 
-def _write_result(
+def write_result(
     run: RunDir, info, eval_steps: list[int], eval_returns: np.ndarray, step: int
 ) -> None:
+    """Finish `run` with result.json: final per-seed returns and scores with 95% intervals
+    (shared by the offline and online drivers)."""
     result: dict[str, Any] = {"step": step, "seeds": run.config()["seeds"]}
     if eval_steps:
         final = eval_returns[:, -1].mean(axis=-1)

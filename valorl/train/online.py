@@ -84,9 +84,9 @@ from valorl.train.fused import init_seeds, seed_keys, update_chunk
 from valorl.train.offline import (
     RunResult,
     Schedule,
-    _evaluation_round,
-    _write_result,
+    evaluation_round,
     training_data,
+    write_result,
 )
 from valorl.train.run_config import (
     agent_from_config,
@@ -644,14 +644,14 @@ class _Loop:
             if self.step < self.schedule.offline_steps:
                 self.offline_phase()
             self.online_phase()
-        _write_result(self.run_dir, self.info, self.eval_steps, self.eval_returns, self.step)
+        write_result(self.run_dir, self.info, self.eval_steps, self.eval_returns, self.step)
 
     def end_chunk(self, record: dict[str, Any], evaluate: bool, rate: str) -> None:
         """Log a chunk, evaluate if due, checkpoint, and update the progress bar."""
         self.run_dir.append_metrics(record)
         note = {}
         if self.evaluator is not None and evaluate:
-            returns = _evaluation_round(
+            returns = evaluation_round(
                 self.evaluator,
                 self.agent,
                 self.states,
