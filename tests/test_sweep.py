@@ -369,7 +369,7 @@ def test_ray_refuses_a_client_without_the_cluster_token(ray_cluster, pendulum_di
 
 
 def test_group_is_a_plain_dataclass():
-    """Groups travel to Ray workers by pickling: they hold plain values only."""
+    """A group is plain data (it pickles and compares equal), so any backend can ship it."""
     import pickle
 
     group = expand(spec(agents=["bc"]))[0]

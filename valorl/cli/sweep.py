@@ -83,6 +83,7 @@ def add_sweep_parser(commands: argparse._SubParsersAction) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from valorl.sweep import expand, load_spec, run_sweep
+    from valorl.sweep.run import error_log
     from valorl.train.offline import RunResult
 
     spec = load_spec(args.spec)
@@ -111,8 +112,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         rows.append((path.name, path, run.final_returns, run.final_scores))
     if rows:
         print_scores(f"sweep {args.spec}: {len(rows)} of {len(result.groups)} groups", rows)
-    for name, message in result.failures.items():
-        out.print(f"[red]failed[/red] {name}: {message} (see {sweep_dir / name}.error.log)")
+    for group in result.groups:
+        if group.name in result.failures:
+            log = error_log(result.out, group)
+            out.print(f"[red]failed[/red] {group.name}: {result.failures[group.name]} (see {log})")
     if result.report is not None:
         out.print(f"report: {result.report / 'report.html'}")
     return 1 if result.failures else 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 
 from valorl.errors import ValorlError
@@ -44,10 +43,8 @@ class LocalBackend:
             tracker.started(group)
             try:
                 train_group(group.agent, argv)
-            except ValorlError as exc:
-                tracker.failed(group, str(exc), traceback.format_exc())
             except Exception as exc:  # a bug in one group must not lose the others' work
-                tracker.failed(group, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                tracker.failed(group, describe(exc), traceback.format_exc())
             else:
                 tracker.finished(group)
 
@@ -95,13 +92,7 @@ class RayBackend:
                     try:
                         ray.get(ref)
                     except ray.exceptions.RayTaskError as exc:
-                        cause = exc.cause
-                        message = (
-                            str(cause)
-                            if isinstance(cause, ValorlError)
-                            else f"{type(cause).__name__}: {cause}"
-                        )
-                        tracker.failed(group, message, str(exc))
+                        tracker.failed(group, describe(exc.cause), str(exc))
                     except ray.exceptions.RayError as exc:  # worker or node lost, retries spent
                         message = (
                             f"{type(exc).__name__} after {self.max_retries} retries; "
@@ -112,6 +103,12 @@ class RayBackend:
                         tracker.finished(group)
         finally:
             ray.shutdown()
+
+
+def describe(exc: BaseException) -> str:
+    """A group's error in one line: a user error as valorl words it, anything else with its
+    type (the traceback goes to the group's error log)."""
+    return str(exc) if isinstance(exc, ValorlError) else f"{type(exc).__name__}: {exc}"
 
 
 def import_ray(loopback: bool = False):
@@ -139,8 +136,3 @@ def make_backend(
     if name == "ray":
         return RayBackend(address, cpus, gpus, max_retries)
     raise ValorlError(f"unknown --backend {name!r}; choose from {', '.join(BACKENDS)}")
-
-
-def error_log(out: Path, group: Group) -> Path:
-    """Where the full traceback of a failed group is kept."""
-    return out / f"{group.name}.error.log"

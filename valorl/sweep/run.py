@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from valorl.errors import ValorlError
-from valorl.sweep.backends import error_log, make_backend
+from valorl.sweep.backends import make_backend
 from valorl.sweep.spec import Group, expand, load_spec
 from valorl.train.checkpoint import atomic_write
-from valorl.train.run_dir import METRICS, RESULT
+from valorl.train.run_dir import METRICS, RunDir
 from valorl.ui import console, progress_bar
 
 MANIFEST = "sweep.json"
@@ -42,7 +42,7 @@ class SweepResult:
 
     def run_dirs(self) -> list[Path]:
         """Run directories of the finished groups."""
-        return [self.out / g.name for g in self.groups if (self.out / g.name / RESULT).is_file()]
+        return [self.out / g.name for g in self.groups if RunDir(self.out / g.name).finished]
 
 
 def run_sweep(
@@ -87,15 +87,15 @@ def run_sweep(
         jobs = [(g, g.train_argv(out / g.name)) for g in todo]
         with _Display(tally, progress):
             runner.run(jobs, tally)
-    report_dir = None
-    finished = [out / g.name for g in groups if tally.is_finished(g)]
+    result = SweepResult(out, groups, [g.name for g in todo], dict(tally.failures), None)
+    finished = result.run_dirs()
     if report and finished and (todo or not (out / REPORT).is_dir()):
         from valorl.report import build_report
 
         build_report(finished, out / REPORT, force=True)
     if report and (out / REPORT).is_dir():
-        report_dir = out / REPORT
-    return SweepResult(out, groups, [g.name for g in todo], dict(tally.failures), report_dir)
+        result.report = out / REPORT
+    return result
 
 
 class Tally:
@@ -111,7 +111,7 @@ class Tally:
         self._lock = threading.Lock()
 
     def is_finished(self, group: Group) -> bool:
-        return (self.out / group.name / RESULT).is_file()
+        return RunDir(self.out / group.name).finished
 
     def started(self, group: Group) -> None:
         with self._lock:
@@ -161,6 +161,11 @@ def _fraction(metrics: Path, group: Group) -> float:
     online = "env_step" in last  # offline-to-online logs gradient steps, then env steps
     step = group.offline_steps + last["env_step"] if online else last.get("step", 0)
     return min(step / group.total_steps, 1.0)
+
+
+def error_log(out: Path, group: Group) -> Path:
+    """Where the full traceback of a failed group is kept."""
+    return out / f"{group.name}.error.log"
 
 
 class _Display:

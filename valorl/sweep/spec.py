@@ -30,6 +30,7 @@ after what varies (`iql-pendulum-mixed-v0-expectile=0.9`), so re-running the swe
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import itertools
@@ -39,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from valorl.agents import agent_class
+from valorl.cli.args import parse_overrides
+from valorl.cli.train import train_parser
 from valorl.errors import ValorlError
 
 MODES = ("offline", "online", "hybrid", "offline-to-online")
@@ -123,7 +126,8 @@ def expand(spec: dict[str, Any]) -> list[Group]:
             raise ValorlError(f"[agent.{name}] names an agent not in `agents` ({listed})")
     for key, values in grid.items():
         _check_grid_values(f"[grid] {key}", values)
-    flags = {name: _flags(name) for name in agents}
+    parsers = {name: train_parser(name) for name in agents}
+    flags = {name: _flags(parser) for name, parser in parsers.items()}
     for key in [*settings, *grid]:
         _check_key(key, "")
         if not any(key in flags[name] for name in agents):
@@ -152,14 +156,14 @@ def expand(spec: dict[str, Any]) -> list[Group]:
             for source in envs if mode == "online" else datasets:
                 for values in itertools.product(*axes.values()):
                     point = dict(zip(axes, values, strict=True))
-                    groups.append(_group(name, source, mode, fixed | point, point, seeds, first))
+                    group = _group(parsers[name], source, mode, fixed | point, point, seeds, first)
+                    groups.append(group)
     return _unique_names(groups)
 
 
-def _group(agent, source, mode, flags, point, seeds, first) -> Group:
-    from valorl.cli.args import parse_overrides
-    from valorl.cli.train import train_parser
-
+def _group(parser, source, mode, flags, point, seeds, first) -> Group:
+    """The group of `valorl train AGENT` (`parser`) with these flags, its values checked."""
+    agent = parser.get_default("agent")
     where = "--env" if mode == "online" else "--dataset"
     # a dataset path is made absolute: a Ray worker need not share this working directory
     data = str(Path(source).resolve()) if mode != "online" and Path(source).exists() else source
@@ -167,7 +171,7 @@ def _group(agent, source, mode, flags, point, seeds, first) -> Group:
     for key, value in flags.items():
         argv += [f"--{key.replace('_', '-')}", _flag_value(value)]
     try:
-        args = train_parser(agent).parse_args(argv)
+        args = parser.parse_args(argv)
         parse_overrides(args, args.agent_cls)  # converts (and so checks) every value
     except ValorlError as exc:
         raise ValorlError(f"{agent} on {source} ({mode}): {exc}") from None
@@ -259,13 +263,11 @@ def _check_grid_values(where: str, values: Any) -> None:
         raise ValorlError(f"{where} must be a non-empty list of values, got {values!r}")
 
 
-def _flags(agent: str) -> set[str]:
-    """The flags `valorl train AGENT` takes, with underscores (`hidden_dims`)."""
-    from valorl.cli.train import train_parser
-
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The flags a `valorl train AGENT` parser takes, with underscores (`hidden_dims`)."""
     return {
         option[2:].replace("-", "_")
-        for option in train_parser(agent)._option_string_actions
+        for option in parser._option_string_actions
         if option.startswith("--")
     }
 
