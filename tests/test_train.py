@@ -493,6 +493,6 @@ def test_ctrl_c_stops_right_after_the_next_checkpoint(tmp_path):
     with run:
         os.kill(os.getpid(), signal.SIGINT)  # handled: no exception here
         with pytest.raises(KeyboardInterrupt):
-            run.write_checkpoint(b"state")
+            run.write_checkpoint(b"state", 1)
         assert (run.path / "checkpoint.msgpack").read_bytes() == b"state"
     assert signal.getsignal(signal.SIGINT) is previous

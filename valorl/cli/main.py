@@ -11,6 +11,7 @@ from rich.table import Table
 
 from valorl.cli.args import Parser
 from valorl.cli.corrupt import add_corrupt_parser
+from valorl.cli.datasets import add_datasets_parser
 from valorl.cli.diagnose import add_diagnose_parser
 from valorl.cli.ope import add_ope_parser
 from valorl.cli.report import add_report_parser
@@ -121,13 +122,7 @@ def build_parser() -> Parser:
     add_diagnose_parser(commands)
     add_ope_parser(commands)
 
-    ds = commands.add_parser("datasets", help="list or inspect local datasets")
-    ds_commands = ds.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
-    ds_list = ds_commands.add_parser("list", help="local Minari datasets")
-    ds_list.set_defaults(run=cmd_datasets_list)
-    ds_info = ds_commands.add_parser("info", help="one dataset's metadata")
-    ds_info.add_argument("name", metavar="ID_OR_PATH")
-    ds_info.set_defaults(run=cmd_datasets_info)
+    add_datasets_parser(commands)
 
     bench = commands.add_parser("bench", help="benchmarks")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
@@ -219,68 +214,6 @@ def cmd_collect(args: argparse.Namespace) -> int:
         f"{len(returns)} episodes, mean episode return {returns.mean():.1f}; "
         f"reference returns random {info.ref_min_score:.1f}, best "
         f"{'-' if info.ref_max_score is None else f'{info.ref_max_score:.1f}'}"
-    )
-    return 0
-
-
-def cmd_datasets_list(args: argparse.Namespace) -> int:
-    from valorl.data.catalog import local_datasets
-    from valorl.data.sources import minari_root
-
-    entries = local_datasets()
-    table = Table(title=f"local Minari datasets in {minari_root()}")
-    for column in ("id", "env", "transitions", "episodes", "size", "reference returns"):
-        table.add_column(column, justify="left" if column in ("id", "env") else "right")
-    for e in entries:
-        refs = (
-            "-"
-            if e.ref_min_score is None
-            else f"{e.ref_min_score:.1f} .. "
-            f"{'-' if e.ref_max_score is None else f'{e.ref_max_score:.1f}'}"
-        )
-        table.add_row(
-            e.dataset_id,
-            e.env_id or "-",
-            f"{e.steps:,}",
-            f"{e.episodes:,}",
-            f"{e.size_mb:.1f} MB",
-            refs,
-        )
-    out.print(table)
-    if not entries:
-        out.print("none yet: make one with `valorl collect` (or `valorl demo`)")
-    return 0
-
-
-def cmd_datasets_info(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from valorl.data.catalog import read_entry
-    from valorl.data.sources import minari_root
-
-    path = Path(args.name)
-    if not path.is_dir():
-        path = minari_root() / args.name
-    if not path.is_dir():
-        raise ValorlError(
-            f"dataset {args.name!r} not found: not a directory and not a local "
-            f"Minari id under {minari_root()}"
-        )
-    entry = read_entry(path)
-    shown = {
-        k: v
-        for k, v in entry.metadata.items()
-        if k not in ("observation_space", "action_space", "env_spec", "eval_env_spec")
-    }
-    out.print_json(
-        json.dumps(
-            {
-                "path": str(entry.path),
-                "env_id": entry.env_id,
-                "size_mb": round(entry.size_mb, 2),
-                **shown,
-            }
-        )
     )
     return 0
 

@@ -107,6 +107,11 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         help="fraction of episodes kept out of training, to measure the critic's TD error on "
         "unseen data in diagnostics.json (default: 0, train on everything)",
     )
+    run.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep every checkpoint in RUN/checkpoints/, not just the latest",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -217,6 +222,7 @@ def train_from_args(args: argparse.Namespace) -> RunResult:
         eval_episodes=args.eval_episodes,
         env=args.env,
         out=args.out,
+        keep_checkpoints=args.keep_checkpoints,
         progress=not args.quiet,
     )
     if args.mode != "offline":

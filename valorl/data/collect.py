@@ -5,6 +5,7 @@ A behaviour is named by a short spec, `KIND[:key=value,...]`:
     random                       uniform actions
     pendulum-swingup:noise=0.3   a scripted controller (see `controllers.py`) with Gaussian noise
     runs/iql-x:noise=0.1,seed=2  a valorl run's policy (seed index 2) with Gaussian noise
+    policies/hopper.npz:noise=0.1  a policy file (`policy_file.py`) with Gaussian noise
     random:share=2               any of the above, given twice the default share of steps
 
 `noise` is the standard deviation of Gaussian action noise as a fraction of half the action
@@ -39,6 +40,7 @@ import scipy.special
 import valorl
 from valorl.data.controllers import CONTROLLERS
 from valorl.data.dataset import Dataset, DatasetInfo
+from valorl.data.policy_file import PolicyFile
 from valorl.data.sources import save_minari
 from valorl.errors import ValorlError
 from valorl.ui import progress_bar
@@ -138,10 +140,12 @@ class Behaviour:
             base = controller.act
         elif Path(self.kind).is_dir():
             base = _run_policy(Path(self.kind), self.seed_index, env)
+        elif Path(self.kind).suffix == ".npz" and Path(self.kind).is_file():
+            base = _file_policy(Path(self.kind), env)
         else:
             raise ValorlError(
-                f"unknown behaviour {self.kind!r}: use random, a run directory, or "
-                f"one of: {', '.join(sorted(CONTROLLERS))}"
+                f"unknown behaviour {self.kind!r}: use random, a run directory, a policy "
+                f"file (.npz), or one of: {', '.join(sorted(CONTROLLERS))}"
             )
         std = self.noise * (0.5 * (high - low))
 
@@ -166,6 +170,17 @@ def _run_policy(path: Path, seed_index: int, env: gym.Env) -> Callable[[np.ndarr
             f"{env.spec.id} has {tuple(env.observation_space.shape)}"
         )
     return lambda obs: policy(obs, seed_index=seed_index)
+
+
+def _file_policy(path: Path, env: gym.Env) -> Callable[[np.ndarray], np.ndarray]:
+    policy = PolicyFile.load(path)
+    obs_dim, action_dim = env.observation_space.shape, env.action_space.shape
+    if (policy.obs_dim,) != obs_dim or (policy.action_dim,) != action_dim:
+        raise ValorlError(
+            f"{path} maps observations of shape {(policy.obs_dim,)} to actions of shape "
+            f"{(policy.action_dim,)}, but {env.spec.id} has {obs_dim} and {action_dim}"
+        )
+    return policy
 
 
 def run_episode(
@@ -213,14 +228,17 @@ def collect(
     seed: int = 0,
     dataset_id: str | None = None,
     out: str | os.PathLike | None = None,
+    ref_min_score: float | None = None,
     ref_max_score: float | None = None,
     reference_episodes: int = 10,
+    extra_metadata: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> Dataset:
     """Collect `steps` transitions from the behaviours (split by share) into a Dataset.
 
     With `dataset_id` the result is also written as a Minari dataset (under `out` if given,
-    else in the local Minari root); nothing is written if anything fails.
+    else in the local Minari root), with `extra_metadata` added to Minari's; nothing is
+    written if anything fails. Reference returns not given are measured (module docstring).
     """
     if steps < 1:
         raise ValorlError(f"--steps must be at least 1, got {steps}")
@@ -260,7 +278,7 @@ def collect(
                 bar.update(
                     task,
                     advance=len(ep["rewards"]),
-                    note=f"{parsed[index].kind} return {returns[-1]:.1f}",
+                    note=f"{Path(parsed[index].kind).name} return {returns[-1]:.1f}",
                 )
             per_behaviour.append(
                 {
@@ -271,8 +289,9 @@ def collect(
                 }
             )
 
-    random_act = Behaviour("random").build(env)
-    ref_min = mean_return(env, random_act, reference_episodes, seed)
+    if ref_min_score is None:
+        random_act = Behaviour("random").build(env)
+        ref_min_score = mean_return(env, random_act, reference_episodes, seed)
     if ref_max_score is None:
         candidates = [dataclasses.replace(b, noise=0.0) for b in parsed if b.kind != "random"]
         if candidates:
@@ -286,7 +305,7 @@ def collect(
         source=str(out or ""),
         env_id=env_id,
         env_spec_json=spec_json,
-        ref_min_score=ref_min,
+        ref_min_score=ref_min_score,
         ref_max_score=ref_max_score,
     )
     dataset = Dataset.from_episodes(episodes, info)
@@ -304,7 +323,7 @@ def collect(
             out,
             algorithm_name="valorl collect",
             description=f"{env_id}: " + ", ".join(behaviours),
-            extra_metadata={"valorl_collect": provenance},
+            extra_metadata={"valorl_collect": provenance} | (extra_metadata or {}),
             step_infos={LOG_PROB_KEY: np.concatenate([ep[LOG_PROB_KEY] for ep in episodes])},
         )
         dataset = dataclasses.replace(dataset, info=dataclasses.replace(info, source=str(path)))

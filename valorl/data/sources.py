@@ -34,8 +34,9 @@ def minari_root() -> Path:
 
 def load_dataset(source: str | os.PathLike) -> Dataset:
     """Load a dataset from a local Minari id, a Minari dataset directory, a D4RL-layout HDF5
-    file (`observations, actions, rewards, terminals[, timeouts, next_observations]`) or an
-    `.npz` file with the same keys.
+    file (`observations, actions, rewards, terminals[, timeouts, next_observations]`), an
+    `.npz` file with the same keys, or a zoo recipe's name (`pendulum-medium-v0`), which is
+    built on first use and checked against its recipe's checksum on every load.
 
     Raises ValorlError with a one-line reason when the source is missing or malformed.
     """
@@ -51,6 +52,10 @@ def load_dataset(source: str | os.PathLike) -> Dataset:
             f"{path}: unsupported file type {path.suffix!r}; expected a Minari "
             "dataset directory, .hdf5/.h5 (D4RL layout) or .npz"
         )
+    from valorl import zoo  # here: the zoo builds datasets with this module
+
+    if zoo.find(str(source)) is not None:
+        return _load_minari_dir(zoo.build(str(source)))
     local = minari_root() / str(source)
     if (local / "data").is_dir():
         return _load_minari_dir(local)

@@ -83,11 +83,12 @@ class Policy:
         return tuple(self.normalizer.obs_mean.shape)
 
 
-def load_policy(run_dir: str | os.PathLike) -> Policy:
-    """The policies of a run's latest checkpoint (finished or not)."""
+def load_policy(run_dir: str | os.PathLike, step: int | None = None) -> Policy:
+    """The policies of a run's latest checkpoint (finished or not), or of the checkpoint kept
+    at `step` (`keep_checkpoints`)."""
     run = RunDir(run_dir)
     config = run.config()
-    data = run.checkpoint_bytes()
+    data = run.checkpoint_bytes(step)
     if data is None:
         raise ValorlError(f"{run.path} has no checkpoint yet")
     agent = agent_from_config(config)

@@ -121,6 +121,7 @@ def train(
     env: str | None = None,
     holdout: float = 0.0,
     out: str | os.PathLike | None = None,
+    keep_checkpoints: bool = False,
     progress: bool = True,
     **hyperparameters: Any,
 ) -> RunResult:
@@ -139,6 +140,7 @@ def train(
         holdout: fraction of episodes kept out of training, for the held-out TD error of the
             value diagnostics written when a critic agent finishes (`diagnostics.json`).
         out: run directory; default `runs/<agent>-<data>-<hash of the config>`.
+        keep_checkpoints: keep every checkpoint under `RUN/checkpoints/` (see `RunDir`).
         **hyperparameters: agent fields to override when `agent` is a name.
     """
     if isinstance(agent, str):
@@ -179,6 +181,7 @@ def train(
         holdout,
     )
     run = RunDir.open(out if out is not None else default_run_path(config), config)
+    run.keep_checkpoints = keep_checkpoints
     with run:
         if run.finished:
             console.print(f"{run.path} already finished; nothing to do")
@@ -271,7 +274,8 @@ def _train_loop(
                         eval_steps=np.array(eval_steps),
                         eval_returns=eval_returns,
                     )
-                )
+                ),
+                step,
             )
             bar.update(task, completed=step, rate=f"{rate:,.0f} upd/s", **note)
     write_result(run, info, eval_steps, eval_returns, step)

@@ -217,6 +217,7 @@ def train_online(
     eval_every: int = 10_000,
     eval_episodes: int = 10,
     out: str | os.PathLike | None = None,
+    keep_checkpoints: bool = False,
     progress: bool = True,
     **hyperparameters: Any,
 ) -> RunResult:
@@ -246,6 +247,8 @@ def train_online(
         eval_every: environment steps (gradient steps offline) between evaluation rounds.
         eval_episodes: episodes per seed and round; 0 for none.
         out: run directory; default `runs/<agent>-<data or env>-<hash of the config>`.
+        keep_checkpoints: keep every checkpoint under `RUN/checkpoints/` (see `RunDir`):
+            the behaviour policies of `valorl datasets` recipes come from these.
         **hyperparameters: agent fields to override when `agent` is a name.
     """
     if mode not in MODES:
@@ -371,6 +374,7 @@ def train_online(
     else:
         config = _env_run_config(agent, schedule_dict, seed_list, env_id, obs_space, space)
     run = RunDir.open(out if out is not None else default_run_path(config), config)
+    run.keep_checkpoints = keep_checkpoints
     with run:
         if run.finished:
             console.print(f"{run.path} already finished; nothing to do")
@@ -677,7 +681,8 @@ class _Loop:
                     eval_returns=self.eval_returns,
                     online=checkpoint.OnlineProgress(self.env_step, self.episodes, self.buffers),
                 )
-            )
+            ),
+            self.step,
         )
         self.bar.update(self.task, completed=self.step, rate=rate, **note)
 

@@ -5,6 +5,7 @@
       metrics.jsonl      one line per chunk of updates: step, throughput, per-seed metrics
       evaluations.npz    steps (E,), returns and normalized scores (seeds, E, episodes)
       checkpoint.msgpack latest state of every seed (see checkpoint.py)
+      checkpoints/       with `keep_checkpoints`: step-<N>.msgpack, every checkpoint kept
       result.json        written last: its presence means the run finished
 
 Every file is replaced atomically, and the directory itself appears only once its config is
@@ -34,6 +35,7 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 EVALUATIONS = "evaluations.npz"
 CHECKPOINT = "checkpoint.msgpack"
+KEPT_CHECKPOINTS = "checkpoints"
 RESULT = "result.json"
 LOCK = ".lock"
 
@@ -44,6 +46,8 @@ class RunDir:
         self._lock_file = None
         self._stop_requested = False
         self._previous_handler = None
+        self.keep_checkpoints = False
+        """Keep every checkpoint written (behaviour policies at several stages of training)."""
 
     # ---- creation and identity -------------------------------------------------------------
 
@@ -118,13 +122,29 @@ class RunDir:
     def finished(self) -> bool:
         return (self.path / RESULT).is_file()
 
-    def checkpoint_bytes(self) -> bytes | None:
-        path = self.path / CHECKPOINT
+    def checkpoint_bytes(self, step: int | None = None) -> bytes | None:
+        """The latest checkpoint, or the kept one of `step`; None if there is none."""
+        if step is not None and step not in self.kept_checkpoints():
+            kept = ", ".join(map(str, self.kept_checkpoints())) or "none"
+            raise ValorlError(f"{self.path} kept no checkpoint at step {step} (kept: {kept})")
+        path = self.path / CHECKPOINT if step is None else self.kept_checkpoints()[step]
         return path.read_bytes() if path.is_file() else None
 
-    def write_checkpoint(self, data: bytes) -> None:
-        """Replace the checkpoint; raises KeyboardInterrupt afterwards if Ctrl-C was pressed."""
+    def kept_checkpoints(self) -> dict[int, Path]:
+        """Step -> file of every checkpoint kept with `keep_checkpoints`, in step order."""
+        files = (self.path / KEPT_CHECKPOINTS).glob("step-*.msgpack")
+        return dict(sorted((int(f.stem.removeprefix("step-")), f) for f in files))
+
+    def write_checkpoint(self, data: bytes, step: int) -> None:
+        """Replace the checkpoint (of `step`), and with `keep_checkpoints` keep it under its
+        step too (a hard link: no extra space); raises KeyboardInterrupt afterwards if Ctrl-C
+        was pressed."""
         atomic_write(self.path / CHECKPOINT, data)
+        if self.keep_checkpoints:
+            kept = self.path / KEPT_CHECKPOINTS / f"step-{step:09d}.msgpack"
+            kept.parent.mkdir(exist_ok=True)
+            kept.unlink(missing_ok=True)  # a step redone after a resume
+            os.link(self.path / CHECKPOINT, kept)
         if self._stop_requested:
             raise KeyboardInterrupt
 

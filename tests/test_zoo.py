@@ -1,0 +1,284 @@
+"""The dataset zoo: recipes, deterministic builds, checksums, policy files and kept checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import h5py
+import minari
+import numpy as np
+import pytest
+
+import valorl
+from valorl import zoo
+from valorl.cli.main import main
+from valorl.data.collect import LOG_PROB_KEY, collect
+from valorl.data.policy_file import PolicyFile, export_policy
+from valorl.errors import ValorlError
+from valorl.train.run_dir import RunDir
+from valorl.zoo import builder
+from valorl.zoo import recipe as recipe_module
+from valorl.zoo.references import reference_returns
+
+SMALL = "pendulum-medium-v0"
+
+
+def _tamper(name: str) -> None:
+    file = zoo.dataset_path(zoo.get(name)) / "data" / "main_data.hdf5"
+    with h5py.File(file, "r+") as f:
+        f["episode_3"]["rewards"][5] += 1.0
+
+
+# ---- recipes ------------------------------------------------------------------------------
+
+
+def test_every_recipe_is_complete_and_its_policies_exist():
+    found = zoo.recipes()
+    assert {"pendulum-medium-v0", "pendulum-expert-v0", "invertedpendulum-expert-v0"} <= set(found)
+    for recipe in found.values():
+        assert recipe.sha256 is not None and len(recipe.sha256) == 64, recipe.name
+        assert recipe.ref_expert > recipe.ref_random, recipe.name
+        for spec in recipe.behaviours:
+            kind = spec.partition(":")[0]
+            assert kind == "random" or (recipe_module.POLICIES / kind).is_file(), spec
+        if recipe.concat:
+            assert recipe.steps == sum(zoo.get(p).steps for p in recipe.concat)
+
+
+def test_recipe_names_resolve_with_or_without_the_namespace():
+    assert zoo.find("valorl/pendulum-expert-v0") is zoo.find("pendulum-expert-v0")
+    assert zoo.find("hopper-imaginary-v0") is None
+    with pytest.raises(ValorlError, match=r"no dataset recipe called 'nope-v0'.*pendulum"):
+        zoo.get("nope-v0")
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ('behaviours = ["sloppy:noise=0.1"]\nsteps = 10', "names no policy"),
+        ('behaviours = ["random"]\nconcat = ["x-v0"]', "not a recipe defined before it"),
+        ("steps = 10", "either behaviours or concat"),
+    ],
+)
+def test_bad_recipes_are_refused_with_the_reason(tmp_path, monkeypatch, entry, message):
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "toy.toml").write_text(
+        f'env = "Pendulum-v1"\n[reference]\nrandom = -1\nexpert = 1\n[datasets.toy-v0]\n{entry}\n'
+    )
+    monkeypatch.setattr(recipe_module, "RECIPES", folder)
+    recipe_module._families.cache_clear()
+    recipe_module.recipes.cache_clear()
+    try:
+        with pytest.raises(ValorlError, match=message):
+            zoo.recipes()
+    finally:
+        recipe_module._families.cache_clear()
+        recipe_module.recipes.cache_clear()
+
+
+def test_recorded_reference_returns_are_what_the_measurement_gives():
+    recipe = zoo.get(SMALL)
+    expert = PolicyFile.load(recipe_module.POLICIES / "pendulum-sac-step20000.npz")
+    random, best = reference_returns(recipe.env_id, expert, episodes=100, seed=0)
+    assert (random, best) == (recipe.ref_random, recipe.ref_expert)
+
+
+# ---- building and checking ---------------------------------------------------------------
+
+
+def test_building_twice_gives_the_recorded_checksum_both_times(tmp_path, monkeypatch):
+    recipe = zoo.get(SMALL)
+    checksums = []
+    for root in ("a", "b"):
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / root))
+        path = zoo.build(SMALL, progress=False)
+        assert path == tmp_path / root / "valorl" / SMALL
+        checksums.append(zoo.content_checksum(path))
+        assert zoo.status(recipe) == "verified"
+    assert checksums == [recipe.sha256, recipe.sha256]
+    assert not list((tmp_path / "a" / "valorl").glob(".*"))  # no staging directory left
+
+
+def test_a_tampered_dataset_is_detected_and_only_force_replaces_it(capsys):
+    recipe = zoo.get(SMALL)
+    zoo.build(SMALL, progress=False)
+    _tamper(SMALL)
+    assert zoo.status(recipe) == "modified"
+    with pytest.raises(ValorlError, match=r"does not match its recipe.*--force"):
+        valorl.load_dataset(SMALL)  # every load of a zoo dataset is checked
+    with pytest.raises(ValorlError, match="does not match its recipe"):
+        zoo.build(SMALL, progress=False)
+    assert main(["datasets", "build", SMALL, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "valorl datasets build pendulum-medium-v0 --force" in err
+    assert main(["datasets", "build", SMALL, "--force", "--quiet"]) == 0
+    assert zoo.status(recipe) == "verified"
+
+
+def test_the_checksum_is_remembered_until_the_file_changes(monkeypatch):
+    recipe = zoo.get(SMALL)
+    path = zoo.build(SMALL, progress=False)
+    assert json.loads((path / builder.STAMP).read_text())["sha256"] == recipe.sha256
+
+    def unexpected(path):
+        raise AssertionError("re-hashed an unchanged dataset")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(builder, "content_checksum", unexpected)
+        assert zoo.status(recipe) == "verified"
+    _tamper(SMALL)  # a write changes the file's time (and here its content)
+    assert zoo.status(recipe) == "modified"
+
+
+def test_a_build_that_differs_from_the_recipe_is_discarded(monkeypatch):
+    recipe = zoo.get(SMALL)
+    monkeypatch.setitem(recipe_module.recipes(), SMALL, dataclasses.replace(recipe, seed=1))
+    with pytest.raises(ValorlError, match=r"gave content checksum .* not the recorded"):
+        zoo.build(SMALL, progress=False)
+    assert not zoo.dataset_path(recipe).exists()
+    assert not list(zoo.dataset_path(recipe).parent.glob(".*"))
+
+
+def test_minari_reads_a_built_dataset_with_the_recipe_references():
+    recipe = zoo.get(SMALL)
+    zoo.build(SMALL, progress=False)
+    theirs = minari.load_dataset(recipe.dataset_id)
+    ours = valorl.load_dataset(SMALL)
+    assert theirs.total_steps == len(ours) == recipe.steps
+    assert theirs.storage.metadata["ref_min_score"] == recipe.ref_random
+    assert theirs.storage.metadata["ref_max_score"] == recipe.ref_expert
+    assert theirs.storage.metadata["valorl_recipe"]["recipe"] == SMALL
+    first = next(theirs.iterate_episodes())
+    n = len(first.rewards)
+    np.testing.assert_array_equal(first.observations[:-1], ours.observations[:n])
+    np.testing.assert_array_equal(first.actions, ours.actions[:n])
+    log_probs = first.infos[LOG_PROB_KEY]
+    assert np.isnan(log_probs[0]) and np.isfinite(log_probs[1:]).all()
+
+
+def test_medium_expert_is_medium_then_expert_exactly():
+    both = valorl.load_dataset("pendulum-medium-expert-v0")  # builds its parts first
+    medium, expert = valorl.load_dataset(SMALL), valorl.load_dataset("pendulum-expert-v0")
+    for field in ("observations", "actions", "rewards", "next_observations", "timeouts"):
+        np.testing.assert_array_equal(
+            getattr(both, field), np.concatenate([getattr(medium, field), getattr(expert, field)])
+        )
+    assert zoo.status(zoo.get("pendulum-medium-expert-v0")) == "verified"
+
+
+def test_normalised_scores_use_the_recipe_references_by_hand():
+    info = valorl.load_dataset(SMALL).info
+    random, expert = -1242.852294921875, -153.42218017578125  # pendulum.toml
+    assert (info.ref_min_score, info.ref_max_score) == (random, expert)
+    span = expert - random  # 1089.43...
+    np.testing.assert_allclose(
+        info.normalized_score([random, expert, -698.137, -1500.0]),
+        [0.0, 100.0, 100 * (-698.137 - random) / span, 100 * (-1500.0 - random) / span],
+    )
+    np.testing.assert_allclose(info.normalized_score(-698.1372383117676), 50.0, atol=1e-9)
+
+
+def test_training_on_a_recipe_name_builds_it_first(capsys):
+    assert not zoo.dataset_path(zoo.get(SMALL)).exists()
+    args = ["train", "bc", "--dataset", SMALL, "--steps", "20", "--log-every", "10"]
+    assert main([*args, "--hidden-dims", "8,8", "--batch-size", "16", "--eval-episodes", "0"]) == 0
+    assert zoo.status(zoo.get(SMALL)) == "verified"
+
+
+def test_datasets_list_and_info_show_recipes_and_their_state(capsys):
+    zoo.build(SMALL, progress=False)
+    assert main(["datasets", "list"]) == 0
+    listing = capsys.readouterr().out
+    row = next(line for line in listing.splitlines() if f"│ {SMALL} " in line)
+    assert "20,000" in row and "verified" in row and "-1242.9 .. -153.4" in row
+    expert_row = next(line for line in listing.splitlines() if "│ pendulum-expert-v0 " in line)
+    assert "no" in expert_row
+    assert main(["datasets", "info", SMALL]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["recipe"]["status"] == "verified"
+    assert shown["recipe"]["behaviours"] == ["policies/pendulum-sac-step3000.npz:noise=0.1"]
+    assert shown["built"]["total_steps"] == 20_000
+    assert main(["datasets", "build"]) == 2
+    assert "name the recipes" in capsys.readouterr().err
+
+
+# ---- policy files and kept checkpoints ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sac_run(tmp_path_factory):
+    """A short online SAC run on Pendulum with every checkpoint kept."""
+    out = tmp_path_factory.mktemp("sac") / "run"
+    valorl.train_online(
+        "sac",
+        env="Pendulum-v1",
+        online_steps=300,
+        start_steps=100,
+        log_every=100,
+        eval_every=300,
+        eval_episodes=0,
+        hidden_dims=(8, 8),
+        batch_size=16,
+        keep_checkpoints=True,
+        out=out,
+        progress=False,
+    )
+    return out
+
+
+def test_every_checkpoint_is_kept_and_loads_by_step(sac_run):
+    kept = RunDir(sac_run).kept_checkpoints()
+    assert list(kept) == [100, 200, 300]
+    assert kept[300].samefile(sac_run / "checkpoint.msgpack")  # a hard link, not a copy
+    early, late = valorl.load_policy(sac_run, step=100), valorl.load_policy(sac_run)
+    assert (early.step, late.step) == (100, 300)
+    obs = np.array([1.0, 0.0, 0.0], np.float32)
+    assert not np.array_equal(early(obs), late(obs))
+    with pytest.raises(ValorlError, match=r"no checkpoint at step 150 \(kept: 100, 200, 300\)"):
+        valorl.load_policy(sac_run, step=150)
+
+
+def test_a_policy_file_acts_like_the_run_and_round_trips_exactly(sac_run, tmp_path):
+    exported = export_policy(sac_run, step=200, provenance={"note": "test"})
+    policy = valorl.load_policy(sac_run, step=200)
+    obs = np.random.default_rng(3).normal(size=(32, 3)).astype(np.float32)
+    np.testing.assert_allclose(exported(obs), policy(obs), atol=1e-5)
+    loaded = PolicyFile.load(exported.save(tmp_path / "p.npz"))
+    np.testing.assert_array_equal(loaded(obs), exported(obs))
+    assert loaded.provenance == {
+        "run": str(sac_run),
+        "agent": "sac",
+        "seed": 0,
+        "step": 200,
+        "note": "test",
+    }
+    assert loaded(obs[0]).shape == (1,) and loaded(obs[0]).dtype == np.float32
+
+
+def test_collect_rolls_out_a_policy_file_and_checks_its_shapes(sac_run, tmp_path):
+    path = export_policy(sac_run).save(tmp_path / "p.npz")
+    ds = collect("Pendulum-v1", [f"{path}:noise=0.1"], 300, ref_max_score=0.0, progress=False)
+    assert len(ds) == 300
+    with pytest.raises(ValorlError, match=r"maps observations of shape \(3,\).*\(4,\)"):
+        collect("InvertedPendulum-v5", [str(path)], 10, progress=False)
+
+
+def test_not_a_policy_file_is_refused(tmp_path):
+    np.savez(tmp_path / "x.npz", a=np.zeros(3))
+    with pytest.raises(ValorlError, match="not a valorl policy file"):
+        PolicyFile.load(tmp_path / "x.npz")
+    (tmp_path / "y.npz").write_text("garbage")
+    with pytest.raises(ValorlError, match="not a readable policy file"):
+        PolicyFile.load(tmp_path / "y.npz")
+
+
+def test_export_policy_cli_records_the_measured_return(sac_run, tmp_path, capsys):
+    out = tmp_path / "policy.npz"
+    cmd = ["datasets", "export-policy", str(sac_run), "--step", "100", "--out", str(out)]
+    assert main([*cmd, "--episodes", "2"]) == 0
+    provenance = PolicyFile.load(out).provenance
+    assert provenance["step"] == 100 and provenance["return_episodes"] == 2
+    assert provenance["config"]["schedule"]["online_steps"] == 300
+    assert f"mean return {provenance['mean_return']:.1f} over 2 episodes" in capsys.readouterr().out

@@ -1,0 +1,160 @@
+"""Behaviour policies as plain arrays: the small, committed checkpoints the dataset zoo rolls out.
+
+A policy file is an `.npz` (read with `allow_pickle=False`, so loading it cannot run code)
+holding one ReLU MLP and the affine maps around it:
+
+    a_env = low + (tanh(MLP((s − obs_mean) / obs_std))[:action_dim] + 1) · (high − low) / 2
+
+which is the deterministic action of every valorl actor built on `nets.MLP`: SAC's
+tanh-Gaussian (the tanh of its mean), TD3+BC's deterministic policy and the Gaussian policy of
+IQL and BC. The forward pass runs in float64 NumPy and rounds to float32 at the end, so a
+dataset rolled out with it is the same bit for bit on any machine: the float32 result of a
+float64 computation does not depend on the BLAS kernel's summation order (an XLA float32 pass
+on another CPU could differ in the last bit, and a rollout amplifies that). The file also
+carries its provenance (the training command, seed, step and returns) as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from valorl.errors import ValorlError
+from valorl.train.checkpoint import atomic_write
+
+FORMAT = "valorl-policy/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyFile:
+    """A deterministic policy: raw observation -> action in environment units (float32)."""
+
+    kernels: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    obs_mean: np.ndarray
+    obs_std: np.ndarray
+    action_low: np.ndarray
+    action_high: np.ndarray
+    provenance: dict[str, Any]
+
+    @property
+    def obs_dim(self) -> int:
+        return self.kernels[0].shape[0]
+
+    @property
+    def action_dim(self) -> int:
+        return self.action_low.shape[0]
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Actions for one observation (obs_dim,) or a batch (n, obs_dim)."""
+        x = (np.asarray(obs, np.float64) - self.obs_mean) / self.obs_std
+        for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):
+            x = x @ kernel + bias
+            if i < len(self.kernels) - 1:
+                x = np.maximum(x, 0.0)
+        unit = np.tanh(x[..., : self.action_dim])
+        env = self.action_low + 0.5 * (unit + 1.0) * (self.action_high - self.action_low)
+        return env.astype(np.float32)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the file atomically (float32 weights, float64 maps) and return its path."""
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(FORMAT),
+            "provenance": np.array(json.dumps(self.provenance, sort_keys=True)),
+            "obs_mean": self.obs_mean,
+            "obs_std": self.obs_std,
+            "action_low": self.action_low,
+            "action_high": self.action_high,
+        }
+        for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):
+            arrays[f"kernel_{i}"] = kernel.astype(np.float32)
+            arrays[f"bias_{i}"] = bias.astype(np.float32)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write(path, buffer.getvalue())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PolicyFile:
+        """Read a policy file; ValorlError with the reason if it is not one."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as exc:
+            raise ValorlError(f"{path} is not a readable policy file: {exc}") from None
+        if str(arrays.get("format", "")) != FORMAT:
+            raise ValorlError(f"{path} is not a valorl policy file (format {FORMAT!r})")
+        layers = sum(1 for k in arrays if k.startswith("kernel_"))
+        as64 = lambda k: np.asarray(arrays[k], np.float64)
+        return cls(
+            kernels=tuple(as64(f"kernel_{i}") for i in range(layers)),
+            biases=tuple(as64(f"bias_{i}") for i in range(layers)),
+            obs_mean=as64("obs_mean"),
+            obs_std=as64("obs_std"),
+            action_low=as64("action_low"),
+            action_high=as64("action_high"),
+            provenance=json.loads(str(arrays["provenance"])),
+        )
+
+
+def export_policy(
+    run_dir: str | os.PathLike,
+    step: int | None = None,
+    seed_index: int = 0,
+    provenance: dict[str, Any] | None = None,
+) -> PolicyFile:
+    """The deterministic policy of one seed of a valorl run, at its latest checkpoint or at a
+    kept one (`step`), as a PolicyFile.
+
+    Checked on export: the actor must be a plain `nets.MLP` (no LayerNorm or spectral norm),
+    and the file's actions must match the run's own policy on random observations.
+    """
+    from valorl.eval.policy import load_policy
+
+    policy = load_policy(run_dir, step=step)
+    actor = getattr(policy.states, "actor", None)
+    mlp = None if actor is None else actor.params.get("MLP_0")
+    dense = sorted(mlp or {}, key=lambda name: int(name.rsplit("_", 1)[-1]))
+    if not dense or any(not name.startswith("Dense_") for name in dense):
+        raise ValorlError(
+            f"{run_dir}: {policy.agent.name}'s actor is not a plain MLP of Dense layers; "
+            "only such policies export to a policy file"
+        )
+
+    def take(x: jax.Array) -> np.ndarray:  # float32 weights held as float64, as a loaded file
+        return np.asarray(jax.device_get(x[seed_index]), np.float32).astype(np.float64)
+
+    norm = policy.normalizer
+    exported = PolicyFile(
+        kernels=tuple(take(mlp[name]["kernel"]) for name in dense),
+        biases=tuple(take(mlp[name]["bias"]) for name in dense),
+        obs_mean=np.asarray(norm.obs_mean, np.float64),
+        obs_std=np.asarray(norm.obs_std, np.float64),
+        action_low=np.asarray(norm.action_low, np.float64),
+        action_high=np.asarray(norm.action_high, np.float64),
+        provenance={
+            "run": str(run_dir),
+            "agent": policy.agent.name,
+            "seed": policy.seeds[seed_index],
+            "step": policy.step,
+            **(provenance or {}),
+        },
+    )
+    probe = np.random.default_rng(0).normal(size=(64, *policy.obs_shape)).astype(np.float32)
+    expected = policy(probe, seed_index=seed_index)
+    if not np.allclose(exported(probe), expected, atol=1e-4):
+        raise ValorlError(
+            f"{run_dir}: the exported policy's actions differ from the run's own (largest "
+            f"difference {np.abs(exported(probe) - expected).max():.2g}); "
+            f"{policy.agent.name}'s actor is not supported by policy files"
+        )
+    return exported

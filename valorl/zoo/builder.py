@@ -1,0 +1,217 @@
+"""Building zoo datasets from their recipes, and checking that what is on disk is what the
+recipe makes.
+
+A build is deterministic: `valorl collect` with the recipe's behaviours (policy files run in
+float64, see `data/policy_file.py`), steps and seed, or the concatenation of other recipes'
+built data. The dataset is written beside its final place, its content checksum compared with
+the one the recipe records, and only a matching build is moved into place; a mismatch leaves
+nothing behind and says so.
+
+The content checksum is a SHA-256 over every array of every episode in the Minari HDF5 file
+(observations, actions, rewards, terminations, truncations, the behaviour log-probabilities
+in `infos`), with each array's name, dtype and shape, episodes in order. It ignores metadata
+and the HDF5 container's own bytes (which hold write times), so it names the data alone. It
+is remembered beside the data with the data file's size and modification time (`checksum`),
+so listing or loading a large dataset does not re-read it unless the file changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import numpy as np
+
+from valorl.data.collect import LOG_PROB_KEY, collect
+from valorl.data.dataset import Dataset, DatasetInfo
+from valorl.data.sources import minari_root, save_minari
+from valorl.errors import ValorlError
+from valorl.train.checkpoint import atomic_write
+from valorl.zoo.recipe import Recipe, get
+
+DATA_FILE = Path("data") / "main_data.hdf5"
+STAMP = ".valorl-checksum.json"
+"""Beside `data/`: the content checksum and the data file's size and time it belongs to."""
+
+FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
+"""Arrays of a Minari episode (beside its `infos`)."""
+
+Status = Literal["not built", "verified", "modified", "unrecorded"]
+"""A recipe's dataset: absent; present and matching the recipe's checksum; present and not
+matching; present, but the recipe records no checksum to compare with."""
+
+
+def content_checksum(path: str | os.PathLike) -> str:
+    """SHA-256 of the data in the Minari dataset at `path` (the directory holding `data/`)."""
+    file = Path(path) / DATA_FILE
+    digest = hashlib.sha256()
+    try:
+        with h5py.File(file, "r") as f:
+            names = sorted(f, key=lambda n: int(n.removeprefix("episode_")))
+            for name in names:
+                digest.update(name.encode())
+                _hash_group(f[name], digest)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValorlError(f"could not read {file}: {exc}") from None
+    return digest.hexdigest()
+
+
+def _hash_group(group: h5py.Group, digest) -> None:
+    for key in sorted(group):
+        item = group[key]
+        if isinstance(item, h5py.Group):
+            digest.update(f"{key}/".encode())
+            _hash_group(item, digest)
+        else:
+            array = np.ascontiguousarray(item[()])
+            digest.update(f"{key}:{array.dtype.str}:{array.shape}".encode())
+            digest.update(array.tobytes())
+
+
+def dataset_path(recipe: Recipe) -> Path:
+    """Where the recipe's dataset lives: the local Minari root, under its Minari id."""
+    return minari_root() / recipe.dataset_id
+
+
+def status(recipe: Recipe) -> Status:
+    path = dataset_path(recipe)
+    if not (path / DATA_FILE).is_file():
+        return "not built"
+    if recipe.sha256 is None:
+        return "unrecorded"
+    return "verified" if checksum(path) == recipe.sha256 else "modified"
+
+
+def checksum(path: Path) -> str:
+    """`content_checksum(path)`, remembered in `path/STAMP` against the data file's size and
+    modification time: hashing a dataset of many short episodes reads every episode's group,
+    which takes minutes for D4RL-sized random data, and any write changes the time."""
+    stamp, state = path / STAMP, _file_state(path)
+    try:
+        saved = json.loads(stamp.read_text())
+        if saved["file"] == state:
+            return str(saved["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = content_checksum(path)
+    atomic_write(stamp, json.dumps({"file": state, "sha256": digest}).encode())
+    return digest
+
+
+def _file_state(path: Path) -> dict[str, int]:
+    stat = (path / DATA_FILE).stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def verify(recipe: Recipe) -> Path:
+    """The recipe's built dataset, checked against its recorded checksum; ValorlError if it
+    is missing or differs."""
+    path = dataset_path(recipe)
+    found = status(recipe)
+    if found == "not built":
+        raise ValorlError(f"{recipe.name} is not built; run `valorl datasets build {recipe.name}`")
+    if found == "modified":
+        raise ValorlError(
+            f"{path} does not match its recipe (content checksum differs from the recorded "
+            f"{recipe.sha256[:12]}…): it was modified or damaged; rebuild it with "
+            f"`valorl datasets build {recipe.name} --force`"
+        )
+    return path
+
+
+def build(name: str, *, force: bool = False, progress: bool = True) -> Path:
+    """Build the recipe's dataset unless a verified copy exists; returns its directory.
+
+    `force` replaces a copy that does not match the recipe. A build whose checksum differs
+    from the recorded one is discarded with an error (it would not be the recipe's dataset).
+    """
+    recipe = get(name)
+    path = dataset_path(recipe)
+    found = status(recipe)
+    if found in ("verified", "unrecorded"):
+        return path
+    if found == "modified":
+        if not force:
+            verify(recipe)  # raises, naming the fix
+        shutil.rmtree(path)
+    for part in recipe.concat:
+        build(part, progress=progress)
+    staging = path.with_name(f".{path.name}.build-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _write(recipe, staging, progress)
+        built = checksum(staging)  # a rename keeps the file's time, so the stamp stays valid
+        if recipe.sha256 is not None and built != recipe.sha256:
+            raise ValorlError(
+                f"building {recipe.name} gave content checksum {built[:12]}…, not the "
+                f"recorded {recipe.sha256[:12]}…; the build was discarded (is this valorl's "
+                "own, unchanged recipe and policy files?)"
+            )
+        try:
+            os.rename(staging, path)
+        except OSError:  # another process (a parallel sweep group) built it first
+            if status(recipe) not in ("verified", "unrecorded"):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def _write(recipe: Recipe, out: Path, progress: bool) -> None:
+    metadata = {"valorl_recipe": recipe.provenance()}
+    if recipe.behaviours:
+        collect(
+            recipe.env_id,
+            list(recipe.behaviours),
+            recipe.steps,
+            seed=recipe.seed,
+            dataset_id=recipe.dataset_id,
+            out=out,
+            ref_min_score=recipe.ref_random,
+            ref_max_score=recipe.ref_expert,
+            extra_metadata=metadata,
+            progress=progress,
+        )
+        return
+    parts = [dataset_path(get(part)) for part in recipe.concat]
+    episodes = [ep for part in parts for ep in _episodes(part)]
+    info = DatasetInfo(
+        name=recipe.dataset_id,
+        env_id=recipe.env_id,
+        env_spec_json=_env_spec_json(parts[0]),
+        ref_min_score=recipe.ref_random,
+        ref_max_score=recipe.ref_expert,
+    )
+    dataset = Dataset.from_episodes(episodes, info)
+    save_minari(
+        dataset,
+        recipe.dataset_id,
+        out,
+        algorithm_name="valorl datasets build",
+        description=f"{recipe.env_id}: " + " + ".join(recipe.concat),
+        extra_metadata=metadata,
+        step_infos={LOG_PROB_KEY: np.concatenate([ep[LOG_PROB_KEY] for ep in episodes])},
+    )
+
+
+def _episodes(path: Path) -> list[dict[str, np.ndarray]]:
+    """Every episode of a zoo dataset as written, with its behaviour log-probabilities."""
+    with h5py.File(path / DATA_FILE, "r") as f:
+        names = sorted(f, key=lambda n: int(n.removeprefix("episode_")))
+        return [
+            {
+                **{k: f[n][k][()] for k in FIELDS},
+                LOG_PROB_KEY: f[n]["infos"][LOG_PROB_KEY][()][1:],  # entry 0 is the reset
+            }
+            for n in names
+        ]
+
+
+def _env_spec_json(path: Path) -> str | None:
+    metadata = json.loads((path / "data" / "metadata.json").read_text())
+    return metadata.get("eval_env_spec") or metadata.get("env_spec")
