@@ -189,8 +189,8 @@ def test_behaviour_parse_rejects_non_finite(spec):
 @pytest.mark.parametrize(
     ("env_id", "spec", "message"),
     [
-        ("Pendulum-v1", "nope", "unknown behaviour 'nope': use random, a run directory, or one "
-         "of: mountaincar-pump, pendulum-swingup"),
+        ("Pendulum-v1", "nope", "unknown behaviour 'nope': use random, a run directory, a "
+         "policy file (.npz), or one of: mountaincar-pump, pendulum-swingup"),
         ("MountainCarContinuous-v0", "pendulum-swingup", "controller 'pendulum-swingup' drives "
          "Pendulum-v1, not MountainCarContinuous-v0"),
         ("CartPole-v1", "random", "collect supports continuous (Box) actions; CartPole-v1 has "

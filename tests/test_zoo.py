@@ -199,7 +199,9 @@ def test_datasets_list_and_info_show_recipes_and_their_state(capsys):
     shown = json.loads(capsys.readouterr().out)
     assert shown["recipe"]["status"] == "verified"
     assert shown["recipe"]["behaviours"] == ["policies/pendulum-sac-step3000.npz:noise=0.1"]
-    assert shown["built"]["total_steps"] == 20_000
+    assert (
+        shown["total_steps"] == 20_000 and shown["valorl_recipe"]["sha256"] == zoo.get(SMALL).sha256
+    )
     assert main(["datasets", "build"]) == 2
     assert "name the recipes" in capsys.readouterr().err
 

@@ -40,7 +40,9 @@ def add_datasets_parser(commands) -> None:
         "list", help="every recipe (size, built, checksum) and other local datasets"
     )
     ds_list.set_defaults(run=cmd_list)
-    info = actions.add_parser("info", help="one dataset's recipe and metadata")
+    info = actions.add_parser(
+        "info", help="one dataset's metadata, and its recipe (with `status`) if it has one"
+    )
     info.add_argument("name", metavar="NAME_OR_PATH", help="recipe name, Minari id or directory")
     info.set_defaults(run=cmd_info)
     build = actions.add_parser(
@@ -145,7 +147,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if path.is_dir():
         entry = read_entry(path)
         hidden = ("observation_space", "action_space", "env_spec", "eval_env_spec")
-        shown["built"] = {
+        shown |= {
             "path": str(entry.path),
             "env_id": entry.env_id,
             "size_mb": round(entry.size_mb, 2),
