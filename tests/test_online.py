@@ -222,11 +222,11 @@ def test_resume_continues_from_the_checkpoint_with_its_buffer(finished, tmp_path
     calls = []
     original = RunDir.write_checkpoint
 
-    def interrupt_third(self, data):
+    def interrupt_third(self, data, step):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return original(self, data)
+        return original(self, data, step)
 
     with monkeypatch.context() as patch:
         patch.setattr(RunDir, "write_checkpoint", interrupt_third)

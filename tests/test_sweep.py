@@ -221,8 +221,8 @@ def test_an_interrupted_sweep_resumes_the_group_it_stopped_in(pendulum_dir, tmp_
     write = RunDir.write_checkpoint
     calls = []
 
-    def interrupted_at_second_group(self, data):  # Ctrl-C during iql's first chunk
-        write(self, data)
+    def interrupted_at_second_group(self, data, step):  # Ctrl-C during iql's first chunk
+        write(self, data, step)
         calls.append(self.path.name)
         if self.path.name == "iql-pendulum" and calls.count("iql-pendulum") == 1:
             raise KeyboardInterrupt
