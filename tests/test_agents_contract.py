@@ -24,8 +24,8 @@ from valorl.config import from_dict, to_dict
 from valorl.data.dataset import sample_batch
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
-from valorl.train import checkpoint, run_config
-from valorl.train.fused import init_seeds, seed_keys, update_chunk
+from valorl.training import checkpoint, run_config
+from valorl.training.fused import init_seeds, seed_keys, update_chunk
 
 OBS_DIM, ACTION_DIM = 3, 2
 SPEC = Spec((OBS_DIM,), ACTION_DIM, total_updates=100)

@@ -14,7 +14,7 @@ import valorl
 from valorl.agents import AGENTS, Spec
 from valorl.config import from_dict, to_dict
 from valorl.critics import HEADS, QEnsemble, resolve_support
-from valorl.train.fused import init_seeds, seed_keys, update_chunk
+from valorl.training.fused import init_seeds, seed_keys, update_chunk
 
 CRITIC_AGENTS = [name for name, cls in AGENTS.items() if "critic" in cls.__dataclass_fields__]
 SPEC = Spec(obs_shape=(3,), action_dim=2, total_updates=10)

@@ -21,8 +21,8 @@ from valorl.data.transforms import Normalizer, fit_normalizer
 from valorl.errors import ValorlError
 from valorl.losses import cql_logsumexp
 from valorl.nets import tanh_gaussian_sample
-from valorl.train.offline import training_data
-from valorl.train.run_dir import RunDir
+from valorl.training.offline import training_data
+from valorl.training.run_dir import RunDir
 
 SPEC = Spec((3,), 2, total_updates=100)
 

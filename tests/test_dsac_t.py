@@ -15,7 +15,7 @@ from valorl.agents.base import apply
 from valorl.agents.dsac_t import dsac_t_critic_loss, dsac_t_targets
 from valorl.critics import QEnsemble
 from valorl.data.dataset import sample_batch
-from valorl.train.run_dir import RunDir
+from valorl.training.run_dir import RunDir
 
 SPEC = Spec((3,), 2, total_updates=100)
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import TINY, synthetic_dataset
 
 from valorl.agents import Spec, make_agent
-from valorl.train.fused import init_seeds, seed_keys, update_chunk
+from valorl.training.fused import init_seeds, seed_keys, update_chunk
 
 SPEC = Spec((3,), 2, total_updates=100)  # the same as test_agents_contract: compiled once
 
@@ -34,7 +34,7 @@ DEADLOCK_GUARD = textwrap.dedent(
 
     from valorl.agents import Spec, make_agent
     from valorl.data.dataset import Batch
-    from valorl.train.fused import init_seeds, seed_keys, update_chunk
+    from valorl.training.fused import init_seeds, seed_keys, update_chunk
 
     agent = make_agent("iql")  # default width 256
     init_keys, train_keys, _ = seed_keys([0, 1, 2])

@@ -19,9 +19,9 @@ from conftest import TINY
 import valorl
 from valorl.cli.main import main
 from valorl.data.collect import collect
-from valorl.train import online
-from valorl.train.online import Stager, load_progress, train_online
-from valorl.train.run_dir import RunDir
+from valorl.training import online
+from valorl.training.online import Stager, load_progress, train_online
+from valorl.training.run_dir import RunDir
 
 SETTINGS = dict(
     mode="online",

@@ -21,7 +21,7 @@ from valorl.config import from_dict, to_dict
 from valorl.critics import Huber, QEnsemble, Scalar
 from valorl.data.dataset import sample_batch
 from valorl.errors import ValorlError
-from valorl.train.fused import init_seeds, seed_keys
+from valorl.training.fused import init_seeds, seed_keys
 
 SPEC = Spec((3,), 2, total_updates=100)
 

@@ -19,7 +19,7 @@ from valorl.agents.entropy import temperature_loss
 from valorl.data.dataset import sample_batch
 from valorl.errors import ValorlError
 from valorl.nets.policies import tanh_gaussian_log_prob, tanh_gaussian_sample, tanh_log_det
-from valorl.train.fused import init_seeds, seed_keys
+from valorl.training.fused import init_seeds, seed_keys
 
 OBS_DIM, ACTION_DIM = 3, 2
 SPEC = Spec((OBS_DIM,), ACTION_DIM, total_updates=100)

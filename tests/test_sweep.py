@@ -214,7 +214,7 @@ def test_a_failing_group_is_reported_and_the_others_finish(pendulum_dir, tmp_pat
 def test_an_interrupted_sweep_resumes_the_group_it_stopped_in(pendulum_dir, tmp_path, monkeypatch):
     """Ctrl-C inside a group stops the sweep after that group's checkpoint; the re-run skips
     the finished group and continues the interrupted one, logging every step once."""
-    from valorl.train.run_dir import RunDir
+    from valorl.training.run_dir import RunDir
 
     out = tmp_path / "o"
     spec_dict = tiny_spec(pendulum_dir, steps=40, eval_every=20)

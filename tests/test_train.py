@@ -23,8 +23,8 @@ from conftest import TINY, synthetic_dataset
 import valorl
 from valorl.config import to_dict
 from valorl.errors import ValorlError
-from valorl.train import offline
-from valorl.train.run_dir import RunDir
+from valorl.training import offline
+from valorl.training.run_dir import RunDir
 
 SETTINGS = dict(steps=40, log_every=10, eval_every=20, eval_episodes=2, seeds=2, progress=False)
 FILES = {

@@ -16,7 +16,7 @@ from valorl.cli.main import main
 from valorl.data.collect import LOG_PROB_KEY, collect
 from valorl.data.policy_file import PolicyFile, export_policy
 from valorl.errors import ValorlError
-from valorl.train.run_dir import RunDir
+from valorl.training.run_dir import RunDir
 from valorl.zoo import builder
 from valorl.zoo import recipe as recipe_module
 from valorl.zoo.references import reference_returns

@@ -15,8 +15,8 @@ from valorl.agents import AGENTS, BC, CQL, DSACT, IQL, RIQL, SAC, TD3BC, CalQL, 
 from valorl.data import Dataset, DatasetInfo, load_dataset, save_minari, save_npz
 from valorl.errors import ValorlError
 from valorl.eval.policy import Policy, load_policy
-from valorl.train.offline import RunResult, train
-from valorl.train.online import train_online
+from valorl.training.offline import RunResult, train
+from valorl.training.online import train_online
 
 __all__ = [
     "AGENTS",

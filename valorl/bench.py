@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from valorl.agents import Spec, make_agent
 from valorl.data.dataset import Batch
-from valorl.train.fused import init_seeds, seed_keys, update_chunk
+from valorl.training.fused import init_seeds, seed_keys, update_chunk
 
 
 def synthetic_batch(size: int, obs_dim: int, action_dim: int, seed: int = 0) -> Batch:

@@ -23,7 +23,7 @@ import numpy as np
 
 from valorl.data.collect import collect
 from valorl.errors import ValorlError
-from valorl.train.offline import train
+from valorl.training.offline import train
 
 DATASET_ID = "valorl/pendulum-mixed-v0"
 ENV_ID = "Pendulum-v1"

@@ -15,7 +15,7 @@ from valorl.agents import AGENTS, agent_class
 from valorl.cli.args import StrictParser, add_dataclass_flags, parse_overrides
 from valorl.cli.scores import print_scores
 from valorl.errors import ValorlError
-from valorl.train.offline import RunResult
+from valorl.training.offline import RunResult
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -129,7 +129,7 @@ ONLINE_FLAGS = (
 
 
 def _add_online_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Flags of the online and hybrid modes (valorl/train/online.py); `--utd` only for agents
+    """Flags of the online and hybrid modes (valorl/training/online.py); `--utd` only for agents
     without a `utd` hyperparameter of their own (SAC has one)."""
     group = parser.add_argument_group(
         "online and hybrid training",
@@ -238,14 +238,14 @@ def train_from_args(args: argparse.Namespace) -> RunResult:
             "--mode offline needs --dataset ID_OR_PATH (or learn in an environment with "
             "--mode online --env ENV_ID)"
         )
-    from valorl.train.offline import train
+    from valorl.training.offline import train
 
     steps = 1_000_000 if args.steps is None else args.steps
     return train(args.agent, args.dataset, steps=steps, holdout=args.holdout, **run, **overrides)
 
 
 def _train_online(args: argparse.Namespace, kwargs: dict) -> RunResult:
-    from valorl.train.online import train_online
+    from valorl.training.online import train_online
 
     if args.holdout:
         raise ValorlError("--holdout applies to --mode offline")

@@ -105,7 +105,7 @@ class Attack:
     def from_run(cls, run_dir: str | os.PathLike, seed_index: int = 0) -> Attack:
         """One seed of a trained run whose agent has a Q-function (`q_values`)."""
         from valorl.eval.policy import load_policy
-        from valorl.train.run_dir import RunDir
+        from valorl.training.run_dir import RunDir
 
         policy = load_policy(run_dir)
         if not hasattr(policy.agent, "q_values"):

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from valorl.errors import ValorlError
-from valorl.train.checkpoint import atomic_write
+from valorl.training.checkpoint import atomic_write
 
 FORMAT = "valorl-policy/1"
 

@@ -32,8 +32,8 @@ from valorl.data.sources import load_dataset
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
 from valorl.eval.policy import load_policy
-from valorl.train.checkpoint import atomic_write
-from valorl.train.run_dir import RunDir
+from valorl.training.checkpoint import atomic_write
+from valorl.training.run_dir import RunDir
 
 DIAGNOSTICS = "diagnostics.json"
 CHUNK = 4096  # transitions per device call; bounds memory on large datasets

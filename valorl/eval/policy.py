@@ -15,9 +15,9 @@ from valorl.agents import Agent
 from valorl.data.dataset import DatasetInfo
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
-from valorl.train import checkpoint
-from valorl.train.run_config import agent_from_config, dataset_info, spec_from_config, templates
-from valorl.train.run_dir import RunDir
+from valorl.training import checkpoint
+from valorl.training.run_config import agent_from_config, dataset_info, spec_from_config, templates
+from valorl.training.run_dir import RunDir
 
 
 @functools.cache

@@ -26,7 +26,7 @@ from valorl.data.collect import LOG_PROB_KEY, clipped_gaussian_log_prob
 from valorl.data.dataset import Batch, Dataset
 from valorl.data.transforms import Normalizer
 from valorl.nets import GaussianPolicy, gaussian_log_prob
-from valorl.train.fused import scan_updates
+from valorl.training.fused import scan_updates
 from valorl.ui import progress_bar
 
 STORED = "stored at collection"

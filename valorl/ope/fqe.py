@@ -48,7 +48,7 @@ from valorl.agents.base import (
 from valorl.data.dataset import Dataset
 from valorl.data.transforms import Normalizer
 from valorl.nets import StateActionValue
-from valorl.train.fused import init_seeds, scan_updates
+from valorl.training.fused import init_seeds, scan_updates
 from valorl.ui import progress_bar
 
 CHUNK = 1 << 14

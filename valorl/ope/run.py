@@ -47,7 +47,7 @@ from valorl.ope.estimators import (
 from valorl.ope.fqe import FQE, fit_fqe
 from valorl.ope.selection import selection_metrics
 from valorl.ope.target import TargetPolicies
-from valorl.train.checkpoint import atomic_write
+from valorl.training.checkpoint import atomic_write
 
 ESTIMATORS = ("fqe", "pdis", "wpdis", "dr")
 CONFIDENCE = 0.95

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from valorl.errors import ValorlError
-from valorl.train.run_dir import CONFIG, RunDir
+from valorl.training.run_dir import CONFIG, RunDir
 
 DIAGNOSTICS = "diagnostics.json"
 

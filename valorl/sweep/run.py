@@ -22,8 +22,8 @@ from typing import Any
 from valorl.errors import ValorlError
 from valorl.sweep.backends import make_backend
 from valorl.sweep.spec import Group, expand, load_spec
-from valorl.train.checkpoint import atomic_write
-from valorl.train.run_dir import METRICS, RunDir
+from valorl.training.checkpoint import atomic_write
+from valorl.training.run_dir import METRICS, RunDir
 from valorl.ui import console, progress_bar
 
 MANIFEST = "sweep.json"

@@ -31,7 +31,7 @@ from valorl.data.collect import LOG_PROB_KEY, collect
 from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.data.sources import minari_root, save_minari
 from valorl.errors import ValorlError
-from valorl.train.checkpoint import atomic_write
+from valorl.training.checkpoint import atomic_write
 from valorl.zoo.recipe import Recipe, get
 
 DATA_FILE = Path("data") / "main_data.hdf5"

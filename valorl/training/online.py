@@ -79,16 +79,16 @@ from valorl.data.transforms import Normalizer, fit_normalizer
 from valorl.errors import ValorlError
 from valorl.eval.diagnostics import diagnose_run
 from valorl.eval.rollouts import Evaluator
-from valorl.train import checkpoint
-from valorl.train.fused import init_seeds, seed_keys, update_chunk
-from valorl.train.offline import (
+from valorl.training import checkpoint
+from valorl.training.fused import init_seeds, seed_keys, update_chunk
+from valorl.training.offline import (
     RunResult,
     Schedule,
     evaluation_round,
     training_data,
     write_result,
 )
-from valorl.train.run_config import (
+from valorl.training.run_config import (
     agent_from_config,
     dataset_info,
     default_run_path,
@@ -96,7 +96,7 @@ from valorl.train.run_config import (
     spec_from_config,
     templates,
 )
-from valorl.train.run_dir import RunDir
+from valorl.training.run_dir import RunDir
 from valorl.ui import console, progress_bar
 
 Mode = Literal["offline", "online", "hybrid", "offline-to-online"]

@@ -30,16 +30,16 @@ from valorl.eval.diagnostics import diagnose_run
 from valorl.eval.policy import seed_policies
 from valorl.eval.rollouts import Evaluator, episode_seeds
 from valorl.eval.stats import mean_interval
-from valorl.train import checkpoint
-from valorl.train.fused import init_seeds, seed_keys, update_chunk
-from valorl.train.run_config import (
+from valorl.training import checkpoint
+from valorl.training.fused import init_seeds, seed_keys, update_chunk
+from valorl.training.run_config import (
     dataset_info,
     default_run_path,
     make_run_config,
     spec_from_config,
     templates,
 )
-from valorl.train.run_dir import RunDir
+from valorl.training.run_dir import RunDir
 from valorl.ui import console, progress_bar
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from valorl.errors import ValorlError
-from valorl.train.checkpoint import atomic_write
+from valorl.training.checkpoint import atomic_write
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"

@@ -20,7 +20,7 @@ from valorl.agents import Agent, Spec, agent_class
 from valorl.config import from_dict, to_dict
 from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.data.transforms import Normalizer
-from valorl.train.fused import init_seeds, seed_keys
+from valorl.training.fused import init_seeds, seed_keys
 
 
 def make_run_config(
