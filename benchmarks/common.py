@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from valorl.eval.aggregate import interval_estimate, iqm
-from valorl.eval.stats import mean_interval
+from valorl.stats import mean_interval
 
 DATASETS = {
     # id: (collect flags, IQL flags fixed for every variant on this dataset)

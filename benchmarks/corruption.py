@@ -27,7 +27,7 @@ import numpy as np
 from common import DATASETS, ensure_dataset, iqm_cell, short_name, valorl
 
 from valorl.agents import AGENTS
-from valorl.training.offline import RunResult
+from valorl.training.results import RunResult
 
 AGENT_NAMES = ("iql", "riql", "td3_bc", "cql", "bc")
 KINDS = ("obs", "actions", "rewards", "dynamics")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from common import DATASETS, ensure_dataset, iqm_cell, mean_cell, valorl
 
-from valorl.training.offline import RunResult
+from valorl.training.results import RunResult
 
 HEADS = ("mse", "hl-gauss", "c51")
 COMMON = "--steps 30000 --log-every 2000 --eval-every 10000 --eval-episodes 10 --hidden-dims 64,64"

@@ -24,7 +24,7 @@ from valorl.config import from_dict, to_dict
 from valorl.data.dataset import sample_batch
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
-from valorl.training import checkpoint, run_config
+from valorl.training import checkpoint, plan
 from valorl.training.fused import init_seeds, seed_keys, update_chunk
 
 OBS_DIM, ACTION_DIM = 3, 2
@@ -247,7 +247,7 @@ def test_stochastic_act(h):
 
 def templates(agent, seeds=GROUP):
     """The restore templates a run rebuilds from its config (shapes only, nothing computed)."""
-    return run_config.templates(agent, SPEC, seeds)
+    return plan.state_templates(agent, SPEC, seeds)
 
 
 @pytest.fixture(scope="module")

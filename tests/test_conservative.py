@@ -21,7 +21,7 @@ from valorl.data.transforms import Normalizer, fit_normalizer
 from valorl.errors import ValorlError
 from valorl.losses import cql_logsumexp
 from valorl.nets import tanh_gaussian_sample
-from valorl.training.offline import training_data
+from valorl.training.sources import dataset_rows
 from valorl.training.run_dir import RunDir
 
 SPEC = Spec((3,), 2, total_updates=100)
@@ -277,14 +277,14 @@ def test_trainer_gives_returns_to_go_to_agents_that_ask(pendulum_dataset):
     )
     scale = float(normalizer.reward_scale)
     assert scale != 1.0
-    data = training_data(calql, pendulum_dataset, normalizer)
+    data = dataset_rows(calql, pendulum_dataset, normalizer)
     np.testing.assert_allclose(
         np.asarray(data.returns_to_go), pendulum_dataset.returns_to_go(0.9) * scale, rtol=1e-4
     )
     np.testing.assert_allclose(
         np.asarray(data.rewards), pendulum_dataset.rewards * scale, rtol=1e-5
     )
-    assert training_data(CQL(**TINY["cql"]), pendulum_dataset, normalizer).returns_to_go is None
+    assert dataset_rows(CQL(**TINY["cql"]), pendulum_dataset, normalizer).returns_to_go is None
 
 
 # ---- short offline runs ----------------------------------------------------------------------

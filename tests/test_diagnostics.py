@@ -16,7 +16,7 @@ from valorl.cli.main import main
 from valorl.data.sources import save_npz
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
-from valorl.eval.diagnostics import diagnose_run, value_diagnostics
+from valorl.training.diagnostics import diagnose_run, value_diagnostics
 
 
 def test_split_holds_out_whole_episodes_reproducibly():
@@ -86,7 +86,7 @@ def test_bias_and_td_errors_by_hand():
 
 def test_chunking_covers_every_transition(monkeypatch):
     """A dataset longer than one device chunk (padded at the end) gives the same numbers."""
-    import valorl.eval.diagnostics as diagnostics
+    import valorl.training.diagnostics as diagnostics
 
     data = synthetic_dataset(n=50, episode_len=10)
     normalizer = Normalizer.identity(data.obs_shape, data.action_dim)

@@ -14,10 +14,10 @@ import pytest
 from conftest import train_tiny_run
 
 import valorl
+from valorl.envs.rollouts import Evaluator, episode_seeds
 from valorl.errors import ValorlError
 from valorl.eval.evaluate import FRESH_ROUNDS, evaluate_run
-from valorl.eval.rollouts import Evaluator, episode_seeds
-from valorl.eval.stats import mean_interval
+from valorl.stats import mean_interval
 
 T_975_DF2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
 """Student-t quantile t_{0.975} with 2 degrees of freedom, from its closed form for df = 2,

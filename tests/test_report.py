@@ -18,10 +18,10 @@ from valorl.eval.aggregate import (
     interval_estimate,
     probability_of_improvement_interval,
 )
-from valorl.eval.stats import mean_interval
 from valorl.report import build_report, figures
 from valorl.report.gather import algorithm_label, distinguishing_keys, gather
 from valorl.report.html import SECTIONS
+from valorl.stats import mean_interval
 from valorl.training.run_dir import RunDir
 
 REPS = 300  # bootstrap resamples in tests: enough to exercise, fast to compute

@@ -23,10 +23,13 @@ from conftest import TINY, synthetic_dataset
 import valorl
 from valorl.config import to_dict
 from valorl.errors import ValorlError
-from valorl.training import offline
+from valorl.training import loop, offline
 from valorl.training.run_dir import RunDir
 
-SETTINGS = dict(steps=40, log_every=10, eval_every=20, eval_episodes=2, seeds=2, progress=False)
+SETTINGS = dict(
+    steps=40, log_every=10, eval_every=20, checkpoint_every=10, eval_episodes=2, seeds=2,
+    progress=False,
+)  # fmt: skip
 FILES = {
     "config.json",
     "metrics.jsonl",
@@ -98,6 +101,7 @@ def test_config_records_agent_data_schedule_and_seeds(finished, pendulum_dataset
         "steps": 40,
         "log_every": 10,
         "eval_every": 20,
+        "checkpoint_every": 10,
         "eval_episodes": 2,
     }
     assert config["seeds"] == [0, 1]
@@ -175,7 +179,7 @@ def assert_same_metrics(a: list[dict], b: list[dict]):
     "owner, name, call, saved_step, steps_logged",
     [
         # Ctrl-C before the third chunk: checkpoint and metrics at step 20.
-        (offline, "update_chunk", 3, 20, [10, 20]),
+        (loop, "update_chunk", 3, 20, [10, 20]),
         # Killed after logging step 30 but before its checkpoint: step 30 must be redone.
         (RunDir, "write_checkpoint", 3, 20, [10, 20, 30]),
         # Killed before the first checkpoint: the run restarts from scratch.
@@ -226,8 +230,8 @@ def test_finished_run_is_not_retrained(pendulum_dataset, finished, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(offline, "_train_loop", forbidden)
-    monkeypatch.setattr(offline, "update_chunk", forbidden)
+    monkeypatch.setattr(offline, "Loop", forbidden)
+    monkeypatch.setattr(loop, "update_chunk", forbidden)
     again = train(pendulum_dataset, path)
     assert snapshot(path) == before
     assert again.path == path

@@ -9,14 +9,14 @@ Python API (the CLI calls the same functions):
     policy = valorl.load_policy("runs/iql")                     # obs -> environment action
 """
 
-__version__ = "0.1.0"
-
 from valorl.agents import AGENTS, BC, CQL, DSACT, IQL, RIQL, SAC, TD3BC, CalQL, make_agent
 from valorl.data import Dataset, DatasetInfo, load_dataset, save_minari, save_npz
 from valorl.errors import ValorlError
 from valorl.eval.policy import Policy, load_policy
-from valorl.training.offline import RunResult, train
+from valorl.training.offline import train
 from valorl.training.online import train_online
+from valorl.training.results import RunResult
+from valorl.version import __version__
 
 __all__ = [
     "AGENTS",
@@ -33,6 +33,7 @@ __all__ = [
     "Policy",
     "RunResult",
     "ValorlError",
+    "__version__",
     "load_dataset",
     "load_policy",
     "make_agent",

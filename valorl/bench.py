@@ -51,7 +51,7 @@ def throughput(
     init_keys, train_keys, _ = seed_keys(list(range(seeds)))
     spec = Spec(obs_shape=(obs_dim,), action_dim=action_dim, total_updates=updates * (calls + 1))
     states = init_seeds(model, spec)(init_keys)
-    chunk = update_chunk(model, updates)
+    chunk = update_chunk(model, updates, seeds)
     start = time.perf_counter()
     states, keys, metrics = chunk(states, train_keys, data)
     jax.block_until_ready(metrics)

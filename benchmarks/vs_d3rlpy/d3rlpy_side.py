@@ -13,7 +13,7 @@ equivalent of valorl's IQL defaults is:
 Each seed: `d3rlpy.seed(seed)`, one call of d3rlpy's own `fit` for `--steps` gradient steps
 (logging off, no progress bar, CPU, torch's default thread count unless `--torch-threads`),
 then `--eval-episodes` episodes with deterministic actions, reset with the seeds valorl's final
-evaluation uses (`valorl.eval.rollouts.episode_seeds`, round 0). Output, on stdout (d3rlpy's
+evaluation uses (`valorl.envs.rollouts.episode_seeds`, round 0). Output, on stdout (d3rlpy's
 own log goes to stderr, warnings only):
 
     {"library": "d3rlpy", "algo", "seed", "returns", "updates_per_s", "train_s", ...}

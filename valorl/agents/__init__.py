@@ -47,3 +47,9 @@ __all__ = [
     "agent_class",
     "make_agent",
 ]
+
+# TEMPORARY (until the agent contract lands): declared capabilities.
+for _cls in AGENTS.values():
+    _cls.needs_returns_to_go = getattr(_cls, "needs_returns_to_go", False)
+    _cls.has_critic = hasattr(_cls, "q_values")
+    _cls.takes_utd = "utd" in _cls.__dataclass_fields__

@@ -1,4 +1,4 @@
-"""`valorl diagnose`: value diagnostics of a trained run (see valorl/eval/diagnostics.py)."""
+"""`valorl diagnose`: value diagnostics of a trained run (see valorl/training/diagnostics.py)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def add_diagnose_parser(commands) -> None:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from valorl.eval.diagnostics import diagnose_run
+    from valorl.training.diagnostics import diagnose_run
 
     result = diagnose_run(args.run_dir, args.dataset)
     if args.json:

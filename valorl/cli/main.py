@@ -184,7 +184,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _interval_json(values) -> dict:
     """Mean and 95% interval as strict JSON: null where undefined (a single seed)."""
-    from valorl.eval.stats import mean_interval
+    from valorl.stats import mean_interval
 
     mean, low, high = mean_interval(values)
     return {

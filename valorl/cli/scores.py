@@ -11,7 +11,7 @@ from valorl.ui import out
 
 def print_scores(title: str, rows: Sequence[tuple]) -> None:
     """One line per agent: normalised score and return as mean [95% interval] over seeds."""
-    from valorl.eval.stats import mean_interval
+    from valorl.stats import mean_interval
 
     def cell(values) -> str:
         if values is None:

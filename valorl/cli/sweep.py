@@ -84,7 +84,7 @@ def add_sweep_parser(commands: argparse._SubParsersAction) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from valorl.sweep import expand, load_spec, run_sweep
     from valorl.sweep.run import error_log
-    from valorl.training.offline import RunResult
+    from valorl.training.results import RunResult
 
     spec = load_spec(args.spec)
     sweep_dir = Path(args.out) if args.out else Path("runs") / Path(args.spec).stem

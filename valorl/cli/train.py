@@ -15,7 +15,7 @@ from valorl.agents import AGENTS, agent_class
 from valorl.cli.args import StrictParser, add_dataclass_flags, parse_overrides
 from valorl.cli.scores import print_scores
 from valorl.errors import ValorlError
-from valorl.training.offline import RunResult
+from valorl.training.results import RunResult
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:

@@ -9,9 +9,10 @@ import jax
 import numpy as np
 
 from valorl.data.sources import make_env
+from valorl.envs.rollouts import Evaluator, episode_seeds
 from valorl.errors import ValorlError
-from valorl.eval.policy import load_policy, seed_policies
-from valorl.eval.rollouts import Evaluator, episode_seeds
+from valorl.eval.policy import load_policy
+from valorl.training.evaluation import seed_policies
 
 FRESH_ROUNDS = 1_000_000
 """Offset of the episode-seed streams used here, far from those of training-time rounds."""

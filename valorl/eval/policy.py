@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -15,24 +13,8 @@ from valorl.agents import Agent
 from valorl.data.dataset import DatasetInfo
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
-from valorl.training import checkpoint
-from valorl.training.run_config import agent_from_config, dataset_info, spec_from_config, templates
-from valorl.training.run_dir import RunDir
-
-
-@functools.cache
-def seed_policies(agent: Agent, deterministic: bool = True) -> Callable[..., jax.Array]:
-    """jit(vmap over seeds) of `(states, normalizer, obs, keys) -> env actions`.
-
-    `obs` has shape (seeds, batch, *obs_shape) in environment units; actions come back in
-    environment units, shape (seeds, batch, action_dim).
-    """
-
-    def one_seed(state: Any, normalizer: Normalizer, obs: jax.Array, key: jax.Array):
-        unit = agent.act(state, normalizer.observations(obs), key, deterministic)
-        return normalizer.actions_to_env(unit)
-
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, None, 0, 0)))
+from valorl.training.evaluation import seed_policies
+from valorl.training.restore import load_checkpoint
 
 
 @dataclasses.dataclass
@@ -86,22 +68,12 @@ class Policy:
 def load_policy(run_dir: str | os.PathLike, step: int | None = None) -> Policy:
     """The policies of a run's latest checkpoint (finished or not), or of the checkpoint kept
     at `step` (`keep_checkpoints`)."""
-    run = RunDir(run_dir)
-    config = run.config()
-    data = run.checkpoint_bytes(step)
-    if data is None:
-        raise ValorlError(f"{run.path} has no checkpoint yet")
-    agent = agent_from_config(config)
-    seeds = list(config["seeds"])
-    states_template, normalizer_template = templates(agent, spec_from_config(config, agent), seeds)
-    ckpt = checkpoint.decode(
-        data, states_template, normalizer_template, where=str(run.path / "checkpoint.msgpack")
-    )
+    plan, ckpt = load_checkpoint(run_dir, step)
     return Policy(
-        agent=agent,
+        agent=plan.agent,
         states=ckpt.states,
         normalizer=ckpt.normalizer,
-        seeds=seeds,
-        info=dataset_info(config),
+        seeds=list(plan.seeds),
+        info=plan.info,
         step=ckpt.step,
     )

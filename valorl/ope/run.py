@@ -33,7 +33,6 @@ from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import fit_normalizer
 from valorl.errors import ValorlError
 from valorl.eval.policy import Policy, load_policy
-from valorl.eval.stats import mean_interval
 from valorl.ope.behaviour import BehaviourModel, behaviour_log_probs
 from valorl.ope.estimators import (
     bootstrap_interval,
@@ -47,6 +46,7 @@ from valorl.ope.estimators import (
 from valorl.ope.fqe import FQE, fit_fqe
 from valorl.ope.selection import selection_metrics
 from valorl.ope.target import TargetPolicies
+from valorl.stats import mean_interval
 from valorl.training.checkpoint import atomic_write
 
 ESTIMATORS = ("fqe", "pdis", "wpdis", "dr")

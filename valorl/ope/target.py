@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from valorl.data.collect import clipped_gaussian_log_prob
-from valorl.eval.policy import Policy, seed_policies
-from valorl.eval.rollouts import Evaluator, episode_seeds
+from valorl.envs.rollouts import Evaluator, episode_seeds
+from valorl.eval.policy import Policy
+from valorl.training.evaluation import seed_policies
 from valorl.ui import progress_bar
 
 ROLLOUT_ROUND = 2_000_000

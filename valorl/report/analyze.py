@@ -3,7 +3,7 @@
 Everything here works on a gathered `Study` and returns plain JSON-ready values (`summary.json`
 is exactly this); figures and the HTML page only draw what is computed here. Intervals are
 stratified-bootstrap percentile intervals (`valorl.eval.aggregate`), except the per-dataset
-table, which gives a Student-t interval over seeds (`valorl.eval.stats.mean_interval`).
+table, which gives a Student-t interval over seeds (`valorl.stats.mean_interval`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from valorl.eval import aggregate
-from valorl.eval.stats import mean_interval
 from valorl.report.gather import Study, format_value
+from valorl.stats import mean_interval
 
 PROFILE_POINTS = 101
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from valorl.errors import ValorlError
 from valorl.sweep.spec import Group
+from valorl.training.fused import free_compiled
 
 BACKENDS = ("local", "ray")
 
@@ -36,7 +37,8 @@ class Tracker(Protocol):
 
 class LocalBackend:
     """Groups one after another in this process: no Ray needed, and Ctrl-C stops the group in
-    training right after its next checkpoint."""
+    training right after its next checkpoint. Compiled code is freed after each group (groups
+    rarely share an agent), so memory stays that of one group however long the sweep."""
 
     def run(self, jobs: list[tuple[Group, list[str]]], tracker: Tracker) -> None:
         for group, argv in jobs:
@@ -47,6 +49,8 @@ class LocalBackend:
                 tracker.failed(group, describe(exc), traceback.format_exc())
             else:
                 tracker.finished(group)
+            finally:
+                free_compiled()
 
 
 class RayBackend:

@@ -1,10 +1,18 @@
 """Many updates in one compiled call, for many seeds at once.
 
-`update_chunk(agent, n)` returns a function that runs `n` agent updates inside `lax.scan`,
-sampling each batch on the device from the dataset it is given, and does so for every seed in
-parallel with `vmap`: states and keys carry a leading seed axis, the dataset is shared. One
-call replaces `n × seeds` Python-dispatched steps, which is where valorl's speed comes from.
-Compiled functions are cached per (agent, n), so repeated calls never recompile.
+`source_chunk(agent, source, n)` returns a function that runs `n` agent updates inside
+`lax.scan`, drawing each batch on the device from a `BatchSource` (sources.py), and does so for
+every seed in parallel with `vmap`: agent states, keys and the source's per-seed state carry a
+leading seed axis; the source's shared inputs (a dataset on the device) are the same for every
+seed. One call replaces `n × seeds` Python-dispatched steps, which is where valorl's speed
+comes from. `update_chunk(agent, n)` is the common case: batches drawn from a dataset.
+
+With one seed the chunk is compiled without `vmap` (the seed axis is dropped and restored
+around it): the same computation, without batching rules on every operation.
+
+Compiled functions are kept in bounded caches (`COMPILED`), so repeated calls never recompile
+and a process that trains many different agents (a sweep) does not grow without limit;
+`free_compiled()` empties them and JAX's own caches between unrelated runs.
 """
 
 from __future__ import annotations
@@ -17,13 +25,37 @@ import jax
 import jax.numpy as jnp
 
 from valorl.agents.base import Agent, Metrics, Spec
-from valorl.data.dataset import Batch, sample_batch
+from valorl.training.sources import DATASET_ROWS, BatchSource
 
-ChunkFn = Callable[[Any, jax.Array, Batch], tuple[Any, jax.Array, Metrics]]
+ChunkFn = Callable[..., tuple[Any, ...]]
+CACHE_SIZE = 32
+"""Compiled functions kept per builder: enough for every chunk size and agent of one run."""
+COMPILED: list[Any] = []
+"""Every bounded cache of compiled functions (see `compiled_cache`)."""
+
+
+def compiled_cache(builder: Callable) -> Callable:
+    """`functools.lru_cache` of `CACHE_SIZE` entries, registered for `free_compiled`."""
+    cached = functools.lru_cache(maxsize=CACHE_SIZE)(builder)
+    COMPILED.append(cached)
+    return cached
+
+
+def free_compiled() -> None:
+    """Forget every compiled function (valorl's caches and JAX's): between sweep groups."""
+    for cache in COMPILED:
+        cache.cache_clear()
+    jax.clear_caches()
 
 
 def scan_updates(
-    agent: Agent, num_updates: int, state: Any, key: jax.Array, data: Batch
+    agent: Agent,
+    source: BatchSource,
+    num_updates: int,
+    state: Any,
+    key: jax.Array,
+    source_state: Any,
+    shared: Any,
 ) -> tuple[Any, jax.Array, Metrics]:
     """`num_updates` updates of one seed; returns the new state, the advanced key and the
     metrics averaged over the chunk."""
@@ -31,7 +63,9 @@ def scan_updates(
     def body(carry, _):
         state, key = carry
         key, key_batch, key_update = jax.random.split(key, 3)
-        batch = sample_batch(data, key_batch, agent.batch_size, agent.batches_per_update)
+        batch = source.sample(
+            source_state, shared, key_batch, agent.batch_size, agent.batches_per_update
+        )
         state, metrics = agent.update(state, batch, key_update)
         return (state, key), metrics
 
@@ -39,17 +73,45 @@ def scan_updates(
     return state, key, jax.tree.map(jnp.mean, metrics)
 
 
-@functools.cache
-def update_chunk(agent: Agent, num_updates: int) -> ChunkFn:
-    """jit(vmap(scan)): `(states, keys, data) -> (states, keys, metrics)`, seed axis first.
+def over_seeds(fn: Callable, in_axes: tuple, num_seeds: int, donate: tuple[int, ...]) -> ChunkFn:
+    """jit(vmap(fn)) over a leading seed axis of the arguments whose `in_axes` is 0 (outputs
+    all carry it); with one seed, jit(fn) between dropping and restoring that axis."""
+    if num_seeds > 1:
+        return jax.jit(jax.vmap(fn, in_axes=in_axes), donate_argnums=donate)
 
-    The states and keys passed in are donated: their buffers are reused for the outputs.
-    """
-    chunk = functools.partial(scan_updates, agent, num_updates)
-    return jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=(0, 1))
+    def single(*args):
+        args = [a if axis is None else _index0(a) for a, axis in zip(args, in_axes, strict=True)]
+        return jax.tree.map(lambda x: x[None], fn(*args))
+
+    return jax.jit(single, donate_argnums=donate)
 
 
-@functools.cache
+def _index0(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x[0], tree)
+
+
+@compiled_cache
+def source_chunk(agent: Agent, source: BatchSource, num_updates: int, num_seeds: int) -> ChunkFn:
+    """`(states, keys, source_states, shared) -> (states, keys, metrics)`, seed axis first;
+    states and keys are donated (their buffers are reused for the outputs)."""
+    chunk = functools.partial(scan_updates, agent, source, num_updates)
+    return over_seeds(chunk, (0, 0, 0, None), num_seeds, donate=(0, 1))
+
+
+def update_chunk(agent: Agent, num_updates: int, num_seeds: int = 2) -> ChunkFn:
+    """`(states, keys, data) -> (states, keys, metrics)`: `num_updates` updates on batches
+    drawn from a dataset on the device, every seed at once (`num_seeds` > 1 vmaps; 1 drops the
+    seed axis inside)."""
+    return _dataset_chunk(agent, num_updates, num_seeds > 1)
+
+
+@compiled_cache
+def _dataset_chunk(agent: Agent, num_updates: int, vmapped: bool) -> ChunkFn:
+    chunk = source_chunk(agent, DATASET_ROWS, num_updates, 2 if vmapped else 1)
+    return lambda states, keys, data: chunk(states, keys, None, data)
+
+
+@compiled_cache
 def init_seeds(agent: Agent, spec: Spec) -> Callable[[jax.Array], Any]:
     """jit(vmap(agent.init)) over a vector of keys."""
     return jax.jit(jax.vmap(lambda key: agent.init(key, spec)))

@@ -119,6 +119,11 @@ class RunDir:
     # ---- files -------------------------------------------------------------------------------
 
     @property
+    def stop_requested(self) -> bool:
+        """Ctrl-C was pressed: the loop checkpoints after the current chunk, then stops."""
+        return self._stop_requested
+
+    @property
     def finished(self) -> bool:
         return (self.path / RESULT).is_file()
 

@@ -31,8 +31,8 @@ from valorl.data.dataset import Dataset
 from valorl.data.sources import load_dataset
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
-from valorl.eval.policy import load_policy
 from valorl.training.checkpoint import atomic_write
+from valorl.training.restore import load_checkpoint
 from valorl.training.run_dir import RunDir
 
 DIAGNOSTICS = "diagnostics.json"
@@ -74,16 +74,16 @@ def diagnose_run(
     to where the run loaded its data from."""
     run = RunDir(run_dir)
     config = run.config()["data"]
-    policy = load_policy(run.path)
+    plan, ckpt = load_checkpoint(run.path)
     source = config["source"] if dataset is None else dataset
     data = source if isinstance(source, Dataset) else load_dataset(source)
     if data.fingerprint() != config["fingerprint"]:
         raise ValorlError(f"{data.info.source} is not the data {run.path} trained on")
     train, heldout = data.split_episodes(config.get("holdout", 0.0))
     result = {
-        "step": policy.step,
-        "seeds": policy.seeds,
-        **value_diagnostics(policy.agent, policy.states, policy.normalizer, train, heldout),
+        "step": ckpt.step,
+        "seeds": list(plan.seeds),
+        **value_diagnostics(plan.agent, ckpt.states, ckpt.normalizer, train, heldout),
     }
     atomic_write(run.path / DIAGNOSTICS, (json.dumps(result, indent=2) + "\n").encode())
     return result

@@ -1,0 +1,1 @@
+"""Environments: rolling policies out in host-stepped Gymnasium environments (`rollouts`)."""

@@ -1,0 +1,47 @@
+"""Evaluation rounds during training: every seed's deterministic policy, rolled out together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from valorl.agents import Agent
+from valorl.data.transforms import Normalizer
+from valorl.envs.rollouts import Evaluator, episode_seeds
+from valorl.training.fused import compiled_cache
+
+
+@compiled_cache
+def seed_policies(agent: Agent, deterministic: bool = True) -> Callable[..., jax.Array]:
+    """jit(vmap over seeds) of `(states, normalizer, obs, keys) -> env actions`.
+
+    `obs` has shape (seeds, batch, *obs_shape) in environment units; actions come back in
+    environment units, shape (seeds, batch, action_dim).
+    """
+
+    def one_seed(state: Any, normalizer: Normalizer, obs: jax.Array, key: jax.Array):
+        unit = agent.act(state, normalizer.observations(obs), key, deterministic)
+        return normalizer.actions_to_env(unit)
+
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, None, 0, 0)))
+
+
+def evaluation_round(
+    evaluator: Evaluator,
+    agent: Agent,
+    states: Any,
+    normalizer: Normalizer,
+    eval_keys: jax.Array,
+    seeds: list[int],
+    round_index: int,
+) -> np.ndarray:
+    """Every seed's deterministic policy on this round's episode starts: (seeds, episodes)."""
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, round_index)
+    act = seed_policies(agent)
+    return evaluator.returns(
+        lambda obs: act(states, normalizer, obs, keys),
+        [episode_seeds(s, round_index, evaluator.episodes) for s in seeds],
+    )

@@ -1,0 +1,278 @@
+"""The environment phase of a run: Gymnasium environments stepped on the host.
+
+Each seed has its own environment on the host and its own replay buffer on the device (a
+`ReplayBuffer` pytree with a leading seed axis). Per environment step one jitted, seed-vmapped
+call picks every seed's action: uniform random for the first `start_steps` steps (then no
+updates either, as in RLPD and SAC's reference code), afterwards a sample from the agent's
+stochastic policy. The host steps the environments. After every K = `env_steps_per_call`
+environment steps one jitted call adds the K transitions to the buffers and runs K·`utd`
+gradient steps (batches) in one `lax.scan`, for all seeds at once. K = 1 (the default) is the
+papers' order exactly: act, step, store, `utd` updates. A larger K takes the same number of
+updates per environment step with K times fewer update calls, but the policy then acts for K
+steps on parameters up to K updates old.
+
+Bootstrapping: a termination is stored with mask 0, a truncation (time limit) with mask 1, and
+the stored next observation is always the real last observation of the episode; the
+environment is reset after the transition is stored. Agents that declare
+`needs_returns_to_go` (Cal-QL) get each transition's discounted Monte-Carlo return: their
+transitions wait on the host until the episode ends, and are then stored with
+`Dataset.returns_to_go`'s convention (a truncated episode continues with a geometric tail at its
+mean reward).
+
+Exploration keys and episode reset seeds are functions of the seed and the step or episode
+count, so a resumed run continues them; the environments' internal state cannot be saved, so at
+resume every environment starts a new episode (the next reset seed).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from valorl.agents import Agent
+from valorl.data import replay
+from valorl.data.dataset import Batch, Dataset
+from valorl.data.replay import OfflineMix
+from valorl.data.sources import make_env
+from valorl.data.transforms import Normalizer
+from valorl.training.fused import compiled_cache, over_seeds, scan_updates
+from valorl.training.sources import Replay, ReplayInputs
+
+if TYPE_CHECKING:
+    from valorl.training.loop import Loop
+
+TRAIN_EPISODES = 0x7E11
+"""Tag of the stream of training-episode reset seeds (evaluation uses another stream)."""
+EXPLORATION = 0xE4B1
+"""Tag of the exploration keys (random warm-up actions, policy samples)."""
+
+
+def environment_phase(loop: Loop) -> None:
+    """Interact and learn until the run's last environment step (resuming where `loop` is)."""
+    envs = [make_env(loop.plan.info, loop.env) for _ in loop.plan.seeds]
+    try:
+        _interact(loop, envs)
+    finally:
+        for e in envs:
+            e.close()
+
+
+def _interact(loop: Loop, envs: list[gym.Env]) -> None:
+    plan, agent, interaction = loop.plan, loop.plan.agent, loop.plan.interaction
+    seeds, cadence = list(plan.seeds), plan.schedule.phase(online=True)
+    k = interaction.env_steps_per_call
+    rtg = agent.needs_returns_to_go
+    stager = Stager(len(seeds), plan.obs_shape, plan.action_dim, k, agent.discount if rtg else None)
+    explore_keys = jnp.stack([jax.random.fold_in(jax.random.key(s), EXPLORATION) for s in seeds])
+    progress = loop.online
+    reset = lambda i: _reset(envs[i], seeds[i], progress.episodes, i)
+    obs = np.stack([reset(i) for i in range(len(envs))]).astype(np.float32)
+    episode_return = np.zeros(len(seeds))
+    filled = np.array(jax.device_get(progress.buffers.size), np.int64)
+    updates_per_call = k * interaction.utd // agent.batches_per_update
+    offline_steps = plan.schedule.offline_steps
+    while progress.env_step < cadence.steps:
+        first_env_step = progress.env_step
+        end = cadence.chunk_end(first_env_step)
+        start = time.perf_counter()
+        call_metrics, updates, finished = [], 0, [[] for _ in seeds]
+        while progress.env_step < end:
+            warm = progress.env_step < interaction.start_steps
+            act = explore(agent, warm)
+            for _ in range(k):
+                actions = np.asarray(
+                    act(loop.states, loop.normalizer, obs, explore_keys, progress.env_step)
+                )
+                for i, e in enumerate(envs):
+                    next_obs, reward, terminated, truncated, _ = e.step(actions[i])
+                    stager.record(i, obs[i], actions[i], reward, next_obs, terminated, truncated)
+                    episode_return[i] += reward
+                    if terminated or truncated:
+                        finished[i].append(episode_return[i])
+                        episode_return[i] = 0.0
+                        next_obs = reset(i)
+                    obs[i] = next_obs
+                progress.env_step += 1
+            staged, counts = stager.take()
+            filled += counts
+            # An empty buffer (a returns-to-go agent's first episode) has nothing to sample:
+            # wait for it, unless offline data fills the batches meanwhile.
+            empty = loop.mix is None and filled.min() == 0
+            n = 0 if warm or empty else updates_per_call
+            loop.states, loop.keys, progress.buffers, metrics = online_chunk(
+                agent, n, loop.mix, len(seeds)
+            )(
+                loop.states,
+                loop.keys,
+                progress.buffers,
+                staged,
+                counts,
+                loop.normalizer,
+                loop.offline,
+                jnp.int32(progress.env_step),
+            )
+            if n:
+                call_metrics.append(metrics)
+                updates += n * agent.batches_per_update
+        elapsed = time.perf_counter() - start
+        loop.step = offline_steps + progress.env_step
+        steps_done = progress.env_step - first_env_step
+        record: dict[str, Any] = {
+            "step": loop.step,
+            "phase": "online",
+            "env_step": progress.env_step,
+            "wall_s": round(elapsed, 4),
+            "env_steps_per_s": round(steps_done / elapsed, 1),
+            "updates_per_s": round(updates * len(seeds) / elapsed, 1),
+        }
+        if call_metrics:
+            stacked = jax.device_get(call_metrics)
+            for name in stacked[0]:
+                values = np.mean([np.asarray(m[name]) for m in stacked], axis=0)
+                record[name] = values.tolist()
+        record["rollout/episode_return"] = [float(np.mean(f)) if f else None for f in finished]
+        rate = f"{steps_done / elapsed:,.0f} env steps/s"
+        loop.end_chunk(record, cadence, first_env_step, progress.env_step, rate)
+
+
+def _reset(env: gym.Env, seed: int, episodes: np.ndarray, i: int) -> np.ndarray:
+    obs, _ = env.reset(seed=train_episode_seed(seed, int(episodes[i])))
+    episodes[i] += 1
+    return obs
+
+
+# ---- compiled pieces ---------------------------------------------------------------------------
+
+
+@compiled_cache
+def online_chunk(agent: Agent, num_updates: int, mix: OfflineMix | None, num_seeds: int):
+    """jit(vmap): `(states, keys, buffers, staged, counts, normalizer, offline, env_step) ->
+    (states, keys, buffers, metrics)`, seed axis first on the first five; states, keys and
+    buffers are donated. Stores the staged transitions (environment units), then runs
+    `num_updates` agent updates on batches from the buffer, mixed with `offline` rows per `mix`."""
+    source = Replay(mix)
+
+    def chunk(state, key, buffer, staged, count, normalizer, offline, env_step):
+        buffer = replay.add(buffer, normalizer.batch(staged), count)
+        if num_updates == 0:
+            return state, key, buffer, {}
+        inputs = ReplayInputs(offline=offline, env_step=env_step)
+        state, key, metrics = scan_updates(agent, source, num_updates, state, key, buffer, inputs)
+        return state, key, buffer, metrics
+
+    in_axes = (0, 0, 0, 0, 0, None, None, None)
+    return over_seeds(chunk, in_axes, num_seeds, donate=(0, 1, 2))
+
+
+@compiled_cache
+def explore(agent: Agent, uniform: bool):
+    """jit(vmap): `(states, normalizer, obs, keys, env_step) -> env actions (seeds, A)`: a
+    sample of each seed's stochastic policy, or uniform random actions over the action box.
+    The key of a step is the seed's exploration key folded with the step, so a resumed run
+    draws what an uninterrupted one would have at the same step."""
+
+    def one_seed(state, normalizer: Normalizer, obs, key, env_step):
+        key = jax.random.fold_in(key, env_step)
+        if uniform:
+            unit = jax.random.uniform(key, normalizer.action_low.shape, minval=-1.0, maxval=1.0)
+        else:
+            unit = agent.act(state, normalizer.observations(obs)[None], key, False)[0]
+        return normalizer.actions_to_env(unit)
+
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, None, 0, 0, None)))
+
+
+# ---- the host side -----------------------------------------------------------------------------
+
+
+def train_episode_seed(seed: int, episode: int) -> int:
+    """Reset seed of training episode `episode` of seed `seed`."""
+    return int(np.random.SeedSequence([seed, TRAIN_EPISODES, episode]).generate_state(1)[0])
+
+
+class Stager:
+    """Transitions on the host, waiting to be added to the device buffers.
+
+    Normally every transition is ready at once. With a `discount` (agents that need
+    returns-to-go) an episode's transitions wait until it ends, and are then released with
+    their discounted Monte-Carlo returns.
+    """
+
+    def __init__(
+        self, num_seeds: int, obs_shape, action_dim: int, block: int, discount: float | None
+    ):
+        self.obs_shape, self.action_dim, self.block = tuple(obs_shape), action_dim, block
+        self.discount = discount
+        self.ready: list[list[tuple]] = [[] for _ in range(num_seeds)]
+        self.episode: list[list[tuple]] = [[] for _ in range(num_seeds)]
+
+    def record(self, i, obs, action, reward, next_obs, terminated, truncated) -> None:
+        """Keep one transition of seed `i` (copies: the caller reuses its arrays)."""
+        row = (
+            np.array(obs, np.float32),
+            np.array(action, np.float32),
+            float(reward),
+            np.array(next_obs, np.float32),
+            bool(terminated),
+            bool(terminated or truncated),
+        )
+        if self.discount is None:
+            self.ready[i].append(row)
+            return
+        self.episode[i].append(row)
+        if row[5]:
+            rows, self.episode[i] = self.episode[i], []
+            returns = _returns_to_go(rows, self.discount)
+            self.ready[i].extend((*r, g) for r, g in zip(rows, returns, strict=True))
+
+    def take(self) -> tuple[Batch, np.ndarray]:
+        """Every ready transition as a `Batch` of shape (seeds, rows, ...) padded to a fixed
+        size (the block, or a power of two for whole episodes), and the count per seed."""
+        counts = np.array([len(r) for r in self.ready], np.int32)
+        rows = self.block
+        if self.discount is not None:
+            rows = max(rows, 1 << int(max(int(counts.max()), 1) - 1).bit_length())
+        n = len(self.ready)
+        obs = np.zeros((n, rows, *self.obs_shape), np.float32)
+        next_obs = np.zeros_like(obs)
+        actions = np.zeros((n, rows, self.action_dim), np.float32)
+        rewards, masks, dones, rtg = (np.zeros((n, rows), np.float32) for _ in range(4))
+        for i, ready in enumerate(self.ready):
+            for t, row in enumerate(ready):
+                obs[i, t], actions[i, t], rewards[i, t], next_obs[i, t] = row[:4]
+                masks[i, t] = 0.0 if row[4] else 1.0
+                dones[i, t] = float(row[5])
+                if self.discount is not None:
+                    rtg[i, t] = row[6]
+            ready.clear()
+        batch = Batch(
+            observations=obs,
+            actions=actions,
+            rewards=rewards,
+            next_observations=next_obs,
+            masks=masks,
+            dones=dones,
+            **({"returns_to_go": rtg} if self.discount is not None else {}),
+        )
+        return batch, counts
+
+
+def _returns_to_go(rows: list[tuple], discount: float) -> np.ndarray:
+    """Discounted returns of one finished episode, by `Dataset.returns_to_go`'s convention."""
+    t = len(rows)
+    zeros = np.zeros((t, 1), np.float32)
+    terminals = np.array([r[4] for r in rows], bool)
+    episode = Dataset(
+        observations=zeros,
+        actions=zeros,
+        rewards=np.array([r[2] for r in rows], np.float32),
+        next_observations=zeros,
+        terminals=terminals,
+        timeouts=~terminals & np.eye(t, dtype=bool)[-1],
+    )
+    return episode.returns_to_go(discount)

@@ -1,0 +1,181 @@
+"""The one run loop: every mode of training is this loop over up to two phases.
+
+    restore or initialise -> [offline phase] -> [environment phase] -> result.json
+
+The offline phase runs fused chunks of updates on batches drawn from a dataset (an offline
+run is the loop with this phase only); the environment phase (interaction.py) steps the
+environments on the host and runs a fused chunk of updates after every K environment steps.
+After every chunk the loop appends a metrics line, evaluates if the chunk reached an
+evaluation step, and writes a checkpoint if one is due (schedule.py) or Ctrl-C was pressed.
+Running the same plan again resumes from the last checkpoint with the same states, keys,
+buffers and evaluation history; a resumed offline run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from valorl.data.dataset import Dataset
+from valorl.data.replay import OfflineMix
+from valorl.data.sources import make_env
+from valorl.data.transforms import Normalizer
+from valorl.envs.rollouts import Evaluator
+from valorl.training import checkpoint
+from valorl.training.evaluation import evaluation_round
+from valorl.training.fused import init_seeds, seed_keys, update_chunk
+from valorl.training.interaction import environment_phase
+from valorl.training.plan import RunPlan
+from valorl.training.restore import restore
+from valorl.training.results import write_result
+from valorl.training.run_dir import RunDir
+from valorl.training.schedule import Cadence
+from valorl.training.sources import dataset_rows
+from valorl.ui import console, progress_bar
+
+clock = time.monotonic
+"""Seconds for wall-clock checkpoints (a module attribute, so tests can stand in for it)."""
+
+
+class Loop:
+    """One run's progress (agent states, keys, step, evaluations, replay) and the loop over
+    its phases."""
+
+    def __init__(
+        self,
+        run: RunDir,
+        plan: RunPlan,
+        data: Dataset | None,
+        normalizer: Normalizer,
+        env: str | None = None,
+        mix: OfflineMix | None = None,
+    ):
+        self.run_dir, self.plan, self.env, self.mix = run, plan, env, mix
+        seeds = list(plan.seeds)
+        init_keys, train_keys, self.eval_keys = seed_keys(seeds)
+        saved = restore(run, plan, with_buffers=True)
+        if saved is None:
+            self.step, self.keys = 0, train_keys
+            self.states = init_seeds(plan.agent, plan.spec)(init_keys)
+            self.normalizer = normalizer
+            self.eval_steps: list[int] = []
+            self.eval_returns = np.zeros((len(seeds), 0, plan.eval_episodes))
+            self.online = None
+            if plan.interaction is not None:
+                buffers = jax.jit(plan.empty_buffers)()
+                self.online = checkpoint.OnlineProgress(0, np.zeros(len(seeds), np.int64), buffers)
+        else:
+            self.step, self.states, self.keys = saved.step, saved.states, saved.keys
+            self.normalizer = saved.normalizer
+            self.eval_steps, self.eval_returns = list(saved.eval_steps), saved.eval_returns
+            self.online = saved.online
+            console.print(f"resuming {run.path} from step {self.step}")
+        run.drop_metrics_after(self.step)  # forget chunks logged after the last checkpoint
+        self.offline = None if data is None else dataset_rows(plan.agent, data, self.normalizer)
+        self.last_checkpoint = clock()
+
+    def run(self, progress: bool) -> None:
+        plan = self.plan
+        with contextlib.ExitStack() as stack:
+            self.evaluator = None
+            if plan.eval_episodes:
+                make = lambda: make_env(plan.info, self.env)
+                self.evaluator = stack.enter_context(
+                    Evaluator(make, len(plan.seeds), plan.eval_episodes)
+                )
+            self.bar = stack.enter_context(progress_bar(progress))
+            mode = "" if plan.interaction is None else f", {plan.mode}"
+            self.task = self.bar.add_task(
+                f"{plan.agent.name} × {len(plan.seeds)} seeds{mode}",
+                total=plan.schedule.steps,
+                completed=self.step,
+                rate="",
+                note="",
+            )
+            if self.step < plan.schedule.offline_steps:
+                self.offline_phase()
+            if plan.interaction is not None:
+                environment_phase(self)
+        write_result(self.run_dir, plan.info, self.eval_steps, self.eval_returns, self.step)
+
+    def offline_phase(self) -> None:
+        """Fused chunks of updates on dataset rows up to the phase's last step."""
+        agent, seeds = self.plan.agent, len(self.plan.seeds)
+        cadence = self.plan.schedule.phase(online=False)
+        phase = "offline" if self.plan.interaction is not None else None
+        while self.step < cadence.steps:
+            start_step = self.step
+            n = cadence.chunk_end(start_step) - start_step
+            start = time.perf_counter()
+            self.states, self.keys, metrics = update_chunk(
+                agent, n // agent.batches_per_update, seeds
+            )(self.states, self.keys, self.offline)
+            metrics = jax.device_get(metrics)
+            elapsed = time.perf_counter() - start
+            self.step += n
+            rate = n * seeds / elapsed
+            record: dict[str, Any] = {"step": self.step}
+            if phase:
+                record["phase"] = phase
+            record |= {
+                "wall_s": round(elapsed, 4),
+                "updates_per_s": round(rate, 1),
+                **{k: np.asarray(v).tolist() for k, v in metrics.items()},
+            }
+            self.end_chunk(record, cadence, start_step, self.step, f"{rate:,.0f} upd/s")
+
+    def end_chunk(
+        self, record: dict[str, Any], cadence: Cadence, start: int, end: int, rate: str
+    ) -> None:
+        """Log a chunk (phase steps `start` to `end`), evaluate and checkpoint if due, and
+        update the progress bar."""
+        self.run_dir.append_metrics(record)
+        note = {}
+        if self.evaluator is not None and cadence.evaluates(start, end):
+            note = {"note": self.evaluate()}
+        seconds = self.plan.schedule.checkpoint_seconds
+        due = cadence.checkpoints(start, end) or (
+            seconds is not None and clock() - self.last_checkpoint >= seconds
+        )
+        if due or self.run_dir.stop_requested:
+            self.write_checkpoint()
+        self.bar.update(self.task, completed=self.step, rate=rate, **note)
+
+    def evaluate(self) -> str:
+        """One evaluation round of every seed at the current step; returns a short summary."""
+        returns = evaluation_round(
+            self.evaluator,
+            self.plan.agent,
+            self.states,
+            self.normalizer,
+            self.eval_keys,
+            list(self.plan.seeds),
+            len(self.eval_steps),
+        )
+        self.eval_steps.append(self.step)
+        self.eval_returns = np.concatenate([self.eval_returns, returns[:, None]], axis=1)
+        scores = self.plan.info.normalized_score(self.eval_returns)
+        self.run_dir.write_evaluations(np.array(self.eval_steps), self.eval_returns, scores)
+        shown, label = (self.eval_returns, "return") if scores is None else (scores, "score")
+        return f"{label} {shown[:, -1].mean():.1f}"
+
+    def write_checkpoint(self) -> None:
+        self.run_dir.write_checkpoint(
+            checkpoint.encode(
+                checkpoint.Checkpoint(
+                    step=self.step,
+                    states=self.states,
+                    keys=self.keys,
+                    normalizer=self.normalizer,
+                    eval_steps=np.array(self.eval_steps),
+                    eval_returns=self.eval_returns,
+                    online=self.online,
+                )
+            ),
+            self.step,
+        )
+        self.last_checkpoint = clock()

@@ -1,0 +1,207 @@
+"""The plan of a run: agent, data, schedule and seeds, as `config.json` records them.
+
+`RunPlan.config()` is what a run directory stores, and `RunPlan.from_config` rebuilds the plan
+from that file alone, so everything that loads a run later (resume, `load_policy`, diagnostics,
+`valorl eval`) builds the agent, its `Spec` and the shapes of its state in one way. The data
+record names the data with a content fingerprint, so a run never resumes on changed data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from valorl.agents import Agent, Spec, agent_class
+from valorl.config import from_dict, to_dict
+from valorl.data import replay
+from valorl.data.dataset import Dataset, DatasetInfo
+from valorl.data.transforms import Normalizer
+from valorl.training.fused import init_seeds, seed_keys
+from valorl.training.schedule import Schedule
+from valorl.version import __version__
+
+
+@dataclasses.dataclass(frozen=True)
+class Interaction:
+    """The environment phase of an online, hybrid or offline-to-online run (see online.py)."""
+
+    mode: str
+    utd: int
+    """Gradient steps (batches) per environment step."""
+    start_steps: int
+    env_steps_per_call: int
+    buffer_size: int
+    offline_ratio: float | str | None
+    offline_ratio_schedule: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    agent: Agent
+    schedule: Schedule
+    seeds: tuple[int, ...]
+    data: dict[str, Any]
+    """The data record: name, source, fingerprint, size, environment, reference returns."""
+    obs_shape: tuple[int, ...]
+    action_dim: int
+    eval_episodes: int
+    interaction: Interaction | None = None
+    """None for an offline run."""
+
+    @property
+    def mode(self) -> str:
+        return "offline" if self.interaction is None else self.interaction.mode
+
+    @property
+    def updates(self) -> int:
+        """Agent updates over the whole run (for learning-rate schedules)."""
+        bpu = self.agent.batches_per_update
+        if self.interaction is None:
+            return self.schedule.offline_steps // bpu
+        online = (self.schedule.online_steps - self.interaction.start_steps) * self.interaction.utd
+        return max(1, (self.schedule.offline_steps + online) // bpu)
+
+    @property
+    def spec(self) -> Spec:
+        return Spec(
+            obs_shape=self.obs_shape, action_dim=self.action_dim, total_updates=self.updates
+        )
+
+    @property
+    def info(self) -> DatasetInfo:
+        """What the run recorded about its data: name, environment and reference returns."""
+        d = self.data
+        return DatasetInfo(
+            name=d["name"],
+            source=d["source"],
+            env_id=d["env_id"],
+            env_spec_json=d.get("env_spec_json"),
+            ref_min_score=d["ref_min_score"],
+            ref_max_score=d["ref_max_score"],
+        )
+
+    # ---- to and from config.json ----------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        s = self.schedule
+        checkpoints = {} if s.checkpoint_every is None else {"checkpoint_every": s.checkpoint_every}
+        if self.interaction is None:
+            schedule = {"steps": s.offline_steps, "log_every": s.log_every}
+            schedule |= {"eval_every": s.eval_every, **checkpoints}
+        else:
+            schedule = {
+                "mode": self.interaction.mode,
+                "offline_steps": s.offline_steps,
+                "online_steps": s.online_steps,
+                **{k: v for k, v in dataclasses.asdict(self.interaction).items() if k != "mode"},
+                "log_every": s.log_every,
+                "eval_every": s.eval_every,
+                **checkpoints,
+                "steps": s.steps,
+                "updates": self.updates,
+            }
+        return {
+            "valorl_version": __version__,
+            "agent": {"name": self.agent.name, "hyperparameters": to_dict(self.agent)},
+            "data": self.data,
+            "spec": {"obs_shape": list(self.obs_shape), "action_dim": self.action_dim},
+            "schedule": schedule | {"eval_episodes": self.eval_episodes},
+            "seeds": list(self.seeds),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> RunPlan:
+        s = dict(config["schedule"])
+        agent = from_dict(agent_class(config["agent"]["name"]), config["agent"]["hyperparameters"])
+        interaction = None
+        if "online_steps" in s:
+            fields = [f.name for f in dataclasses.fields(Interaction)]
+            interaction = Interaction(**{k: s[k] for k in fields})
+        return cls(
+            agent=agent,
+            schedule=Schedule(
+                offline_steps=s["offline_steps"] if interaction else s["steps"],
+                online_steps=s["online_steps"] if interaction else 0,
+                log_every=s["log_every"],
+                eval_every=s["eval_every"],
+                checkpoint_every=s.get("checkpoint_every"),
+            ),
+            seeds=tuple(config["seeds"]),
+            data=config["data"],
+            obs_shape=tuple(config["spec"]["obs_shape"]),
+            action_dim=config["spec"]["action_dim"],
+            eval_episodes=s.get("eval_episodes", 0),
+            interaction=interaction,
+        )
+
+    # ---- the shapes of what a run holds ---------------------------------------------------
+
+    def templates(self) -> tuple[Any, Normalizer]:
+        """Shapes of the seed-stacked agent state and of the normalizer, for restoring."""
+        return state_templates(self.agent, self.spec, list(self.seeds))
+
+    def empty_buffers(self) -> Any:
+        """The seed-stacked empty replay buffers of the environment phase (call under
+        `jax.jit`, or `jax.eval_shape` for their shapes without allocating them)."""
+        rows = replay.init(
+            self.interaction.buffer_size,
+            self.obs_shape,
+            self.action_dim,
+            returns_to_go=self.agent.needs_returns_to_go,
+        )
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (len(self.seeds), *x.shape)), rows)
+
+
+def state_templates(agent: Agent, spec: Spec, seeds: list[int]) -> tuple[Any, Normalizer]:
+    """Shapes of the seed-stacked state of `agent` and of a normalizer (nothing computed)."""
+    init_keys, _, _ = seed_keys(seeds)
+    states = jax.eval_shape(init_seeds(agent, spec), init_keys)
+    return states, Normalizer.identity(spec.obs_shape, spec.action_dim)
+
+
+def data_record(dataset: Dataset, env_id: str | None, holdout: float = 0.0) -> dict[str, Any]:
+    """The data record of a run on `dataset` (all of it, before `holdout` episodes are set
+    aside)."""
+    info = dataset.info
+    record = {
+        "name": info.name,
+        "source": info.source,
+        "fingerprint": dataset.fingerprint(),
+        "transitions": len(dataset),
+        "env_id": env_id,
+        "env_spec_json": info.env_spec_json if env_id == info.env_id else None,
+        "ref_min_score": info.ref_min_score,
+        "ref_max_score": info.ref_max_score,
+    }
+    if holdout:  # only when used, so configs of runs without a split stay as they were
+        record["holdout"] = holdout
+    return record
+
+
+def environment_record(env_id: str | None) -> dict[str, Any]:
+    """The data record of a run without a dataset: it names the environment only."""
+    return {
+        "name": env_id or "",
+        "source": "",
+        "fingerprint": None,
+        "transitions": 0,
+        "env_id": env_id,
+        "env_spec_json": None,
+        "ref_min_score": None,
+        "ref_max_score": None,
+    }
+
+
+def default_run_path(config: dict[str, Any], root: str | Path = "runs") -> Path:
+    """`runs/<agent>-<data>-<hash>`: the same command maps to the same directory (so re-running
+    it resumes), and any change of hyperparameters, data or schedule to a new one."""
+    identity = {k: config[k] for k in ("agent", "data", "schedule", "seeds")}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    name = config["data"]["name"].replace("/", "_") or "data"
+    return Path(root) / f"{config['agent']['name']}-{name}-{digest}"

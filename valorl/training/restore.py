@@ -1,0 +1,57 @@
+"""Reading a run back: its plan from config.json and a checkpoint restored against it.
+
+The one place a checkpoint is restored, for resuming (with the environment phase's replay
+buffers), for loading policies and for diagnostics (agents only).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from valorl.errors import ValorlError
+from valorl.training import checkpoint
+from valorl.training.plan import RunPlan
+from valorl.training.run_dir import CHECKPOINT, RunDir
+
+
+def restore(
+    run: RunDir, plan: RunPlan, step: int | None = None, with_buffers: bool = False
+) -> checkpoint.Checkpoint | None:
+    """The run's latest checkpoint (or the one kept at `step`), checked against `plan`; None if
+    it has none yet. `with_buffers` also restores an online run's replay buffers."""
+    data = run.checkpoint_bytes(step)
+    if data is None:
+        return None
+    states, normalizer = plan.templates()
+    buffers = None
+    if with_buffers and plan.interaction is not None:
+        buffers = jax.eval_shape(plan.empty_buffers)
+    return checkpoint.decode(
+        data, states, normalizer, where=str(run.path / CHECKPOINT), buffers_template=buffers
+    )
+
+
+def load_checkpoint(
+    run_dir: str | os.PathLike, step: int | None = None, with_buffers: bool = False
+) -> tuple[RunPlan, checkpoint.Checkpoint]:
+    """A run's plan and its latest checkpoint (or the one kept at `step`); ValorlError if it
+    has none yet."""
+    run = RunDir(run_dir)
+    plan = RunPlan.from_config(run.config())
+    ckpt = restore(run, plan, step, with_buffers)
+    if ckpt is None:
+        raise ValorlError(f"{run.path} has no checkpoint yet")
+    return plan, ckpt
+
+
+def load_progress(run_dir: str | os.PathLike) -> checkpoint.Checkpoint:
+    """The latest checkpoint of an online or hybrid run, with its `online` progress: the
+    environment steps, episode counters and every seed's replay buffer."""
+    plan, ckpt = load_checkpoint(run_dir, with_buffers=True)
+    if plan.interaction is None:
+        raise ValorlError(f"{run_dir} is not an online run (trained with --mode offline)")
+    if ckpt.online is None:
+        raise ValorlError(f"{os.fspath(run_dir)}/{CHECKPOINT} holds no online progress")
+    return ckpt

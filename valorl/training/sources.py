@@ -1,0 +1,79 @@
+"""Where training batches come from: one small interface, implemented by each kind of data.
+
+A `BatchSource` draws one seed's batch inside compiled code from two inputs: its per-seed
+state (a replay buffer; nothing for a fixed dataset) and its shared inputs (the same for every
+seed: a dataset on the device, the step of a schedule). The fused chunk (fused.py) calls
+`sample` once per update inside `lax.scan` and `vmap`s over seeds, so a source is a frozen,
+hashable dataclass of static settings whose methods are pure functions of JAX arrays.
+
+Sources here: `DatasetRows` (rows of a fixed dataset) and `Replay` (a replay buffer, mixed with
+offline rows in the hybrid modes). A new kind of data (model-generated rows in a model buffer,
+h-step sequences with n-step rewards, relabelled goals) is a new source: its state carries
+what it needs between chunks, and the loop only passes it along.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from valorl.agents.base import Agent
+from valorl.data import replay
+from valorl.data.dataset import Batch, Dataset, sample_batch
+from valorl.data.replay import OfflineMix, ReplayBuffer
+from valorl.data.transforms import Normalizer
+
+
+class BatchSource(Protocol):
+    def sample(
+        self, state: Any, shared: Any, key: jax.Array, batch_size: int, num_batches: int
+    ) -> Batch:
+        """A batch of `(batch_size, ...)` rows, or `(num_batches, batch_size, ...)`."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRows:
+    """Rows drawn uniformly with replacement from a dataset on the device (`shared`)."""
+
+    def sample(self, state: None, shared: Batch, key, batch_size: int, num_batches: int) -> Batch:
+        return sample_batch(shared, key, batch_size, num_batches)
+
+
+DATASET_ROWS = DatasetRows()
+
+
+@flax.struct.dataclass
+class ReplayInputs:
+    """What every seed's replay source shares: the offline rows of the hybrid modes (None
+    online) and the environment step, for annealed mixing schedules."""
+
+    offline: Batch | None
+    env_step: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Replay:
+    """Rows of a seed's replay buffer (its state), with a share of offline rows per `mix`
+    (RLPD's symmetric sampling, IQL's uniform union; see `valorl.data.replay.OfflineMix`)."""
+
+    mix: OfflineMix | None = None
+
+    def sample(
+        self, state: ReplayBuffer, shared: ReplayInputs, key, batch_size: int, num_batches: int
+    ) -> Batch:
+        if self.mix is None:
+            return replay.sample(state, key, batch_size, num_batches)
+        fraction = jnp.where(state.size > 0, self.mix.fraction(shared.env_step, state.size), 1.0)
+        return replay.mixed_sample(shared.offline, state, key, batch_size, fraction, num_batches)
+
+
+def dataset_rows(agent: Agent, data: Dataset, normalizer: Normalizer) -> Batch:
+    """The dataset on the device in the agent's units, with Monte-Carlo returns-to-go at the
+    agent's discount (scaled like the rewards) for agents that declare `needs_returns_to_go`."""
+    discount = agent.discount if agent.needs_returns_to_go else None
+    return normalizer.batch(data.to_batch(discount=discount))
