@@ -21,8 +21,8 @@ from valorl.data.transforms import Normalizer, fit_normalizer
 from valorl.errors import ValorlError
 from valorl.losses import cql_logsumexp
 from valorl.nets import tanh_gaussian_sample
-from valorl.training.sources import dataset_rows
 from valorl.training.run_dir import RunDir
+from valorl.training.sources import dataset_rows
 
 SPEC = Spec((3,), 2, total_updates=100)
 
