@@ -436,7 +436,7 @@ def test_ope_command_end_to_end(bc_run, capsys, tmp_path):
     assert result["behaviour"]["log_probs"] == STORED
     assert result["dataset"]["episodes"] == 4  # 400 steps per behaviour: two whole episodes
     assert result["settings"]["horizon"] == 200
-    assert [p["name"] for p in result["policies"]] == [f"{bc_run}:seed=0", f"{bc_run}:seed=1"]
+    assert [p["name"] for p in result["policies"]] == [f"{bc_run}:index=0", f"{bc_run}:index=1"]
     for policy in result["policies"]:
         truth = policy["true_value"]
         assert truth["low"] <= truth["mean"] <= truth["high"] < 0  # Pendulum rewards are ≤ 0
