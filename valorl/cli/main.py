@@ -57,7 +57,9 @@ def build_parser() -> Parser:
         epilog=EPILOG + exit_codes_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of bad-input errors too"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
