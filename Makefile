@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Extras to install: `make setup EXTRAS=dev,cuda` adds JAX's CUDA wheels (README: Running on a GPU).
+EXTRAS ?= dev
+STAMP := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: setup demo test lint bench browser clean
 
@@ -12,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "uv==0.13.8"
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[dev]"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: setup
@@ -26,9 +28,9 @@ lint: setup
 	$(BIN)/ruff check valorl tests benchmarks
 	$(BIN)/ruff format --check valorl tests benchmarks
 
+# The throughput table on the device JAX picks (a GPU with EXTRAS=dev,cuda), named in the table.
 bench: setup
-	$(BIN)/valorl bench throughput --agent iql --seeds 1 --json
-	$(BIN)/valorl bench throughput --agent iql --seeds 5 --json
+	$(BIN)/python benchmarks/gpu_throughput.py --agents iql --seeds 1,5
 
 # Headless Chromium and its driver for the report's browser test (Debian/Ubuntu, apt-get).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -95,9 +95,9 @@ def main() -> None:
                     "--kind",
                     kind,
                     *CORRUPTION.split(),
-                    "--out",
+                    "--id",
                     f"valorl/{name}-v0",
-                    "--dir",
+                    "--out",
                     str(data_dirs[kind]),
                     "--quiet",
                 )

@@ -153,7 +153,7 @@ def test_explicit_ref_max_is_kept_and_random_only_has_none():
 
 def test_behaviour_parse_options():
     """Options after the colon set noise, share and the run's seed index."""
-    assert Behaviour.parse("runs/x:noise=0.1,seed=2") == Behaviour("runs/x", 0.1, 1.0, 2)
+    assert Behaviour.parse("runs/x:noise=0.1,index=2") == Behaviour("runs/x", 0.1, 1.0, 2)
     assert Behaviour.parse("random:share=3") == Behaviour("random", share=3.0)
     assert Behaviour.parse("pendulum-swingup") == Behaviour("pendulum-swingup")
 
@@ -162,11 +162,11 @@ def test_behaviour_parse_options():
     ("spec", "message"),
     [
         ("random:bogus=1", "behaviour 'random:bogus=1': unknown option 'bogus=1'; "
-         "use noise=, share= or seed="),
+         "use noise=, share= or index="),
         ("random:noise", "behaviour 'random:noise': unknown option 'noise'; "
-         "use noise=, share= or seed="),
+         "use noise=, share= or index="),
         ("random:noise=abc", "behaviour 'random:noise=abc': noise must be a number"),
-        ("r:seed=1.5", "behaviour 'r:seed=1.5': seed must be a number"),
+        ("r:index=1.5", "behaviour 'r:index=1.5': index must be a number"),
         ("random:noise=-0.1", "behaviour 'random:noise=-0.1': noise must be >= 0 and share > 0"),
         ("random:share=0", "behaviour 'random:share=0': noise must be >= 0 and share > 0"),
     ],
@@ -221,13 +221,13 @@ def test_collect_argument_errors():
 
 def test_run_directory_as_behaviour(bc_run):
     """A run directory acts with its trained policy: noise-free actions equal `load_policy`'s
-    (clipped to the action space), seed= picks the seed, and noise perturbs the actions."""
+    (clipped to the action space), index= picks the seed, and noise perturbs the actions."""
     policy = valorl.load_policy(bc_run)
     clean = quick("Pendulum-v1", [bc_run], 60)
     np.testing.assert_allclose(
         clean.actions, np.clip(policy(clean.observations), -2, 2), rtol=1e-5, atol=1e-5
     )
-    second = quick("Pendulum-v1", [f"{bc_run}:seed=1"], 60)
+    second = quick("Pendulum-v1", [f"{bc_run}:index=1"], 60)
     np.testing.assert_allclose(
         second.actions, policy(second.observations, seed_index=1), rtol=1e-5, atol=1e-5
     )
@@ -237,8 +237,8 @@ def test_run_directory_as_behaviour(bc_run):
     deviation = noisy.actions - np.clip(policy(noisy.observations), -2, 2)
     assert 0.02 < np.abs(deviation).mean() < 0.5  # noise std 0.1 × half-range 2 = 0.2
     assert np.all(np.abs(noisy.actions) <= 2.0)
-    with pytest.raises(ValorlError, match="r has 2 seeds; seed=2 is out of range"):
-        quick("Pendulum-v1", [f"{bc_run}:seed=2"], 10)
+    with pytest.raises(ValorlError, match="r has 2 seeds; index=2 is out of range"):
+        quick("Pendulum-v1", [f"{bc_run}:index=2"], 10)
 
 
 def test_run_directory_with_other_observation_shape():

@@ -217,7 +217,7 @@ def test_attack_needs_a_critic_agent(pendulum_dataset, isolated):
 def test_cli_writes_the_dataset_and_its_record(isolated, capsys):
     save_npz(DATA, "data.npz")
     argv = ["corrupt", "data.npz", "--kind", "dynamics", "--rate", "0.25", "--scale", "0.5"]
-    assert main([*argv, "--seed", "4", "--out", "test/dyn-v0", "--quiet"]) == 0
+    assert main([*argv, "--seed", "4", "--id", "test/dyn-v0", "--quiet"]) == 0
     assert "50 of 200 transitions have corrupted next_observations" in capsys.readouterr().out
     record = read_corruption("test/dyn-v0")
     assert (record["kind"], record["mode"], record["rate"], record["scale"], record["seed"]) == (
@@ -243,8 +243,8 @@ def test_cli_writes_the_dataset_and_its_record(isolated, capsys):
         (["--kind", "obs", "--scale", "-1"], "--scale must be a positive number"),
         (["--kind", "obs", "--mode", "adversarial"], "--attack-run RUN_DIR"),
         (["--kind", "obs", "--attack-run", "r"], "--attack-run is not used by random"),
-        (["--kind", "obs", "--out", "bad id"], "invalid Minari dataset id 'bad id'"),
-        (["--kind", "obs", "--out", "test/exists-v0"], "'test/exists-v0' already exists"),
+        (["--kind", "obs", "--id", "bad id"], "invalid Minari dataset id 'bad id'"),
+        (["--kind", "obs", "--id", "test/exists-v0"], "'test/exists-v0' already exists"),
     ],
     ids=["kind", "rate>1", "rate<0", "scale", "no-attack-run", "needless-run", "bad-id", "exists"],
 )
@@ -252,7 +252,7 @@ def test_cli_bad_input_is_one_line_exit_2_nothing_written(isolated, capsys, flag
     save_npz(DATA, "data.npz")
     save_corrupted(corrupt(DATA, "rewards"), "test/exists-v0")
     before = sorted(p for p in isolated.rglob("*"))
-    argv = ["corrupt", "data.npz", "--out", "test/new-v0", *flags]
+    argv = ["corrupt", "data.npz", "--id", "test/new-v0", *flags]
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse usage errors

@@ -128,7 +128,7 @@ def test_sac_run_is_a_policy_and_a_behaviour(finished):
     np.testing.assert_allclose(policy(obs, seed_index=1), 2.0 * np.asarray(unit), rtol=1e-5)
     data = collect(
         "Pendulum-v1",
-        [f"{path}:noise=0.1,seed=1"],
+        [f"{path}:noise=0.1,index=1"],
         60,
         seed=0,
         reference_episodes=1,

@@ -429,14 +429,14 @@ def test_ope_command_end_to_end(bc_run, capsys, tmp_path):
     )
     argv = ["ope", bc_run, "--dataset", "valorl/ope-v0", "--fqe-steps", "50"]
     argv += ["--hidden-dims", "8,8", "--batch-size", "32", "--episodes", "2"]
-    argv += ["--bootstrap", "100", "--top-k", "1,2", "--json", "--out", "ope.json"]
+    argv += ["--bootstrap-reps", "100", "--top-k", "1,2", "--json", "--out", "ope.json"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result == json.loads((tmp_path / "ope.json").read_text())
     assert result["behaviour"]["log_probs"] == STORED
     assert result["dataset"]["episodes"] == 4  # 400 steps per behaviour: two whole episodes
     assert result["settings"]["horizon"] == 200
-    assert [p["name"] for p in result["policies"]] == [f"{bc_run}:seed=0", f"{bc_run}:seed=1"]
+    assert [p["name"] for p in result["policies"]] == [f"{bc_run}:index=0", f"{bc_run}:index=1"]
     for policy in result["policies"]:
         truth = policy["true_value"]
         assert truth["low"] <= truth["mean"] <= truth["high"] < 0  # Pendulum rewards are ≤ 0
@@ -459,7 +459,7 @@ def test_ope_command_table(bc_run, capsys):
         progress=False,
     )
     argv = ["ope", bc_run, "--dataset", "valorl/t-v0", "--fqe-steps", "20", "--hidden-dims", "8"]
-    assert main([*argv, "--episodes", "1", "--bootstrap", "20", "--quiet"]) == 0
+    assert main([*argv, "--episodes", "1", "--bootstrap-reps", "20", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "off-policy evaluation on valorl/t-v0" in printed
     assert "policy selection by each estimator" in printed

@@ -288,7 +288,7 @@ def one_line_error(capsys, phrase: str) -> None:
 def test_cli_refuses_an_existing_out_unless_forced(tmp_path, capsys):
     run = fake_run(tmp_path / "run", per_seed([1.0, 2.0]))
     out = tmp_path / "out"
-    args = ["report", str(run), "--out", str(out), "--reps", "50", "--quiet"]
+    args = ["report", str(run), "--out", str(out), "--bootstrap-reps", "50", "--quiet"]
     assert main(args) == 0
     assert "wrote" in capsys.readouterr().out
     first = (out / "summary.json").read_text()
@@ -298,7 +298,7 @@ def test_cli_refuses_an_existing_out_unless_forced(tmp_path, capsys):
     assert main([*args, "--force", "--seed", "7"]) == 0
     replaced = json.loads((out / "summary.json").read_text())
     assert replaced["bootstrap_seed"] == 7
-    assert replaced["command"].endswith(f"--out {out} --force --reps 50 --seed 7")
+    assert replaced["command"].endswith(f"--out {out} --force --bootstrap-reps 50 --seed 7")
     # --force never wipes a folder that holds no report
     other = tmp_path / "other"
     other.mkdir()

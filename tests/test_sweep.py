@@ -203,7 +203,7 @@ def test_a_failing_group_is_reported_and_the_others_finish(pendulum_dir, tmp_pat
         + "\n".join(f"{k} = {json.dumps(v)}" for k, v in spec_dict["settings"].items())
     )
     out = tmp_path / "o"
-    assert main(["sweep", str(path), "--out", str(out), "--quiet"]) == 1
+    assert main(["sweep", str(path), "--out", str(out), "--quiet"]) == 3
     printed = capsys.readouterr().out
     assert "failed bc-missing: dataset" in printed and "not found" in printed
     assert (out / "bc-pendulum" / "result.json").is_file()

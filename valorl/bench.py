@@ -2,7 +2,8 @@
 
 Measured after compilation, over several fused calls, with the data already on the device,
 so the number is the speed of the update itself. Synthetic data has D4RL Hopper-like shapes
-by default (observation 17, action 6).
+by default (observation 17, action 6). The result names the device it ran on (JAX's default
+device: a GPU when JAX's CUDA plugin is installed and `JAX_PLATFORMS` allows it).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def synthetic_batch(size: int, obs_dim: int, action_dim: int, seed: int = 0) -> 
         dones=jnp.zeros((size,)),
         returns_to_go=10.0 * jax.random.normal(keys[5], (size,)),  # for Cal-QL
     )
+
+
+def device_name() -> str:
+    """JAX's default device as `platform:kind`, e.g. `cpu:cpu` or `gpu:NVIDIA H200`."""
+    device = jax.devices()[0]
+    return f"{device.platform}:{getattr(device, 'device_kind', '')}"
 
 
 def throughput(
@@ -62,17 +69,16 @@ def throughput(
     jax.block_until_ready(metrics)
     elapsed = time.perf_counter() - start
     total = steps * calls * seeds / elapsed
-    device = jax.devices()[0]
     return {
         "agent": model.name,
-        "hidden": list(hidden_dims),
-        "batch": batch_size,
+        "hidden_dims": list(hidden_dims),
+        "batch_size": batch_size,
         "seeds": seeds,
         "updates_per_s": round(total, 1),
         "updates_per_s_per_seed": round(total / seeds, 1),
         "steps_per_call": steps,
         "calls": calls,
         "compile_s": round(compile_s - elapsed / calls, 2),
-        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+        "device": device_name(),
         "jax": jax.__version__,
     }

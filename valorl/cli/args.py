@@ -1,4 +1,5 @@
-"""argparse with one-line errors, and agent hyperparameters as flags.
+"""argparse with one-line errors and documented exit statuses, old flag spellings that still
+work for one release, and agent hyperparameters as flags.
 
 Every field of an agent dataclass becomes a flag (`hidden_dims` -> `--hidden-dims 64,64`),
 with the field's docstring and default as help text, so `valorl train iql --help` documents
@@ -14,13 +15,39 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import sys
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal, NoReturn
 
 from valorl.config import coerce, field_docs
 from valorl.critics import HEADS, CriticHead
 from valorl.errors import ValorlError
+
+
+class ExitCode(enum.IntEnum):
+    """The exit statuses of `valorl`, listed by `valorl --help`, so that scripts and schedulers
+    can tell a bug (retry will not help) from a command to fix, and a sweep to inspect."""
+
+    meaning: str
+
+    def __new__(cls, value: int, meaning: str) -> ExitCode:
+        code = int.__new__(cls, value)
+        code._value_ = value
+        code.meaning = meaning
+        return code
+
+    DONE = 0, "done"
+    INTERNAL_ERROR = 1, "internal error: a bug in valorl, shown with its traceback"
+    BAD_INPUT = 2, "bad input (a flag, a value, a dataset, a run directory), in one line"
+    SWEEP_GROUPS_FAILED = 3, "`valorl sweep`: some groups failed (OUT/<group>.error.log)"
+    INTERRUPTED = 130, "interrupted (Ctrl-C); the same command resumes a run or a sweep"
+
+
+def exit_codes_help() -> str:
+    """The exit statuses as a help epilog."""
+    return "exit status:\n" + "".join(f"  {code.value:<4} {code.meaning}\n" for code in ExitCode)
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,7 +63,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-        raise SystemExit(2)
+        raise SystemExit(ExitCode.BAD_INPUT)
 
 
 class StrictParser(Parser):
@@ -45,6 +72,59 @@ class StrictParser(Parser):
 
     def error(self, message: str) -> NoReturn:
         raise ValorlError(message)
+
+
+def deprecated(old: str, new: str) -> None:
+    """The one-line note for an old spelling that valorl still accepts, until the next release."""
+    sys.stderr.write(f"valorl: {old} is deprecated; use {new}\n")
+
+
+class _OldSpelling(argparse.Action):
+    """Stores like the action it stands for, after the deprecation note."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        deprecated(str(option_string), self.new)
+        setattr(namespace, self.dest, values)
+
+
+def add_old_spelling(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    old: str,
+    new: argparse.Action,
+    dest: str | None = None,
+) -> None:
+    """Accept `old` (hidden from --help) for the option `new`, with a deprecation note.
+
+    The value lands in `new`'s destination, or in `dest` where a command must tell the two
+    apart (`corrupt --dir`, whose replacement `--out` had another meaning before)."""
+    parser.add_argument(
+        old,
+        action=_OldSpelling,
+        new=new.option_strings[0],
+        dest=dest or new.dest,
+        type=new.type,
+        metavar=new.metavar,
+        default=argparse.SUPPRESS if dest is None else None,
+        help=argparse.SUPPRESS,
+    )
+
+
+def renamed_spec_options(spec: str, renamed: Mapping[str, str]) -> str:
+    """`KIND:key=value,...` with old option keys renamed (a deprecation note for each):
+    the behaviour specs of `valorl collect --policy`, whose `seed=` became `index=`."""
+    kind, colon, options = spec.partition(":")
+    items = []
+    for item in options.split(",") if colon else []:
+        key, sep, value = item.partition("=")
+        if sep and key in renamed:
+            deprecated(f"{key}= in {spec!r}", f"{renamed[key]}=")
+            item = f"{renamed[key]}={value}"
+        items.append(item)
+    return kind + colon + ",".join(items)
 
 
 def flag(name: str) -> str:

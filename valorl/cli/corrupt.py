@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from valorl.cli.args import add_old_spelling, deprecated
 from valorl.errors import ValorlError
 
 DESCRIPTION = """\
@@ -30,10 +31,13 @@ valorl run of iql, td3_bc or riql) by projected gradient descent: 100 sign-gradi
 EPILOG = """\
 examples:
   valorl corrupt valorl/pendulum-mixed-v0 --kind obs --rate 0.3 --scale 1 \\
-      --out valorl/pendulum-mixed-obs-random-v0
+      --id valorl/pendulum-mixed-obs-random-v0
   valorl corrupt valorl/pendulum-mixed-v0 --kind actions --mode adversarial \\
-      --attack-run runs/iql-pendulum --out valorl/pendulum-mixed-act-adv-v0
+      --attack-run runs/iql-pendulum --id valorl/pendulum-mixed-act-adv-v0 --out data/act-adv
   valorl datasets info valorl/pendulum-mixed-obs-random-v0     # shows the record
+
+Before this release the new id was --out NEW_ID and the directory --dir DIR; without --id,
+--out is still read as the id (and --dir as the directory), with a note on stderr.
 """
 
 
@@ -88,17 +92,20 @@ def add_corrupt_parser(commands: argparse._SubParsersAction) -> argparse.Argumen
         help="chooses the transitions, the noise and the attack's start (default: 0)",
     )
     parser.add_argument(
-        "--out",
-        required=True,
+        "--id",
+        dest="dataset_id",
+        default=None,  # required; checked by `_target` while the old `--out NEW_ID` still works
         metavar="NEW_ID",
-        help="Minari id of the new dataset, e.g. valorl/pendulum-mixed-obs-v0; never overwritten",
+        help="Minari id of the new dataset, e.g. valorl/pendulum-mixed-obs-v0; never overwritten "
+        "(required)",
     )
-    parser.add_argument(
-        "--dir",
+    out = parser.add_argument(
+        "--out",
         default=None,
         metavar="DIR",
         help="write the dataset to this directory instead of the local Minari root",
     )
+    add_old_spelling(parser, "--dir", out, dest="old_dir")
     attack = parser.add_argument_group("adversarial mode")
     attack.add_argument(
         "--attack-run",
@@ -155,7 +162,8 @@ def cmd_corrupt(args: argparse.Namespace) -> int:
         attack_steps=args.attack_steps,
         attack_step_size=args.attack_step_size,
     )
-    _check_target(args.out, args.dir)
+    dataset_id, directory = _target(args)
+    _check_target(dataset_id, directory)
     dataset = load_dataset(args.dataset)
     attack = None
     if args.attack_run is not None:
@@ -173,18 +181,31 @@ def cmd_corrupt(args: argparse.Namespace) -> int:
         reward_bound=args.reward_bound,
         attack_steps=args.attack_steps,
         attack_step_size=args.attack_step_size,
-        name=args.out,
+        name=dataset_id,
         progress=not args.quiet,
     )
-    path = save_corrupted(corrupted, args.out, args.dir)
+    path = save_corrupted(corrupted, dataset_id, directory)
     record = corrupted.record
     out.print(
-        f"wrote {args.out} to {path}: {record['corrupted']} of {record['transitions']} "
+        f"wrote {dataset_id} to {path}: {record['corrupted']} of {record['transitions']} "
         f"transitions have corrupted {record['field']} ({args.mode}, rate {args.rate:g}, "
         f"scale {args.scale:g}, seed {args.seed}); source fingerprint "
         f"{record['source']['fingerprint']}"
     )
     return 0
+
+
+def _target(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The new dataset's id and directory. Without --id, the command line is read the old way:
+    `--out NEW_ID [--dir DIR]`, which no new command line can be (--id is required)."""
+    if args.dataset_id is None:
+        if args.out is None:
+            raise ValorlError("name the new dataset with --id NEW_ID")
+        deprecated("--out NEW_ID", "--id NEW_ID (--out now names the directory)")
+        return args.out, args.old_dir
+    if args.old_dir is not None and args.out is not None:
+        raise ValorlError("--dir is the old spelling of --out; give only --out")
+    return args.dataset_id, args.out if args.old_dir is None else args.old_dir
 
 
 def _check_target(dataset_id: str, directory: str | None) -> None:
@@ -197,12 +218,12 @@ def _check_target(dataset_id: str, directory: str | None) -> None:
         parse_dataset_id(dataset_id)
     except (ValueError, TypeError):
         raise ValorlError(
-            f"invalid Minari dataset id {dataset_id!r} for --out: use "
+            f"invalid Minari dataset id {dataset_id!r} for --id: use "
             "[namespace/]name-v<version>, e.g. valorl/pendulum-mixed-obs-v0"
         ) from None
     if directory is not None:
         target = Path(directory)
         if target.exists():
-            raise ValorlError(f"{target} already exists; choose another --dir or delete it")
+            raise ValorlError(f"{target} already exists; choose another --out or delete it")
     elif (minari_root() / dataset_id).exists():
         raise ValorlError(f"Minari dataset {dataset_id!r} already exists in {minari_root()}")

@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from rich.table import Table
 
-from valorl.cli.args import Parser
+from valorl.cli.args import (
+    ExitCode,
+    Parser,
+    add_old_spelling,
+    exit_codes_help,
+    renamed_spec_options,
+)
 from valorl.cli.corrupt import add_corrupt_parser
 from valorl.cli.datasets import add_datasets_parser
 from valorl.cli.diagnose import add_diagnose_parser
@@ -30,6 +37,12 @@ EPILOG = """examples:
   valorl eval runs/iql-valorl_pendulum-mixed-v0-1a2b3c4d
   valorl sweep sweep.toml --out runs/sweep         a grid of runs, then one report
   valorl bench throughput --agent iql --seeds 5 --json
+
+names: --id is a dataset id, --out where a command writes (a directory; a file for ope and
+export-policy), --hidden-dims and --batch-size the networks and batches, --bootstrap-reps
+the bootstrap resamples, :index=N a seed index of a run. Old spellings still work for one
+release, with a note on stderr.
+
 """
 
 
@@ -41,10 +54,12 @@ def build_parser() -> Parser:
         prog="valorl",
         description="Learn value functions and policies from logged "
         "data, and evaluate them over many seeds.",
-        epilog=EPILOG,
+        epilog=EPILOG + exit_codes_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of bad-input errors too"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -86,7 +101,7 @@ def build_parser() -> Parser:
         "dataset. Behaviours: 'random', a scripted controller "
         f"({', '.join(CONTROLLERS)}), or a valorl run directory; options after a colon: "
         "noise=STD (fraction of half the action range), share=WEIGHT (of the steps), "
-        "seed=INDEX (of a run).",
+        "index=I (which of a run's seeds, counting from 0).",
     )
     col.add_argument("--env", required=True, help="Gymnasium environment id, e.g. Pendulum-v1")
     col.add_argument(
@@ -131,8 +146,17 @@ def build_parser() -> Parser:
         help="gradient steps per second on synthetic data (obs 17, action 6), after compilation",
     )
     tp.add_argument("--agent", default="iql", choices=sorted(AGENTS))
-    tp.add_argument("--hidden", default="256,256", help="hidden sizes (default: 256,256)")
-    tp.add_argument("--batch", type=int, default=256, help="batch size (default: 256)")
+    hidden = tp.add_argument(
+        "--hidden-dims",
+        default="256,256",
+        metavar="N,N,...",
+        help="hidden sizes (default: 256,256)",
+    )
+    add_old_spelling(tp, "--hidden", hidden)
+    batch = tp.add_argument(
+        "--batch-size", type=int, default=256, metavar="N", help="batch size (default: 256)"
+    )
+    add_old_spelling(tp, "--batch", batch)
     tp.add_argument("--seeds", type=int, default=1, help="seeds trained together (default: 1)")
     tp.add_argument(
         "--steps-per-call",
@@ -199,7 +223,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     ds = collect(
         args.env,
-        args.policy,
+        [renamed_spec_options(spec, {"seed": "index"}) for spec in args.policy],
         args.steps,
         seed=args.seed,
         dataset_id=args.dataset_id,
@@ -222,11 +246,11 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
     from valorl.bench import throughput
     from valorl.config import coerce
 
-    hidden = coerce(tuple[int, ...], args.hidden, "--hidden")
+    hidden = coerce(tuple[int, ...], args.hidden_dims, "--hidden-dims")
     result = throughput(
         args.agent,
         hidden_dims=hidden,
-        batch_size=args.batch,
+        batch_size=args.batch_size,
         seeds=args.seeds,
         steps_per_call=args.steps_per_call,
         calls=args.calls,
@@ -235,7 +259,7 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         out.print(
-            f"{result['agent']} {result['hidden']} batch {result['batch']}, "
+            f"{result['agent']} hidden {result['hidden_dims']} batch {result['batch_size']}, "
             f"{result['seeds']} seed(s) on {result['device']}: "
             f"{result['updates_per_s']:,.0f} steps/s total "
             f"({result['updates_per_s_per_seed']:,.0f} per seed), "
@@ -259,6 +283,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `valorl` command; the exit status is an `ExitCode` (usage errors exit with
+    BAD_INPUT from the parser, as SystemExit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -271,12 +297,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         sys.stderr.write(f"valorl: error: {exc}\n")
-        return 2
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         sys.stderr.write(
             "valorl: interrupted; run the same command again to resume from the last checkpoint\n"
         )
-        return 130
+        return ExitCode.INTERRUPTED
+    except Exception as exc:  # a bug: keep the traceback, whatever --debug says
+        traceback.print_exc()
+        sys.stderr.write(
+            f"valorl: internal error: {type(exc).__name__}: {exc} (a bug in valorl; please "
+            "report it with the traceback above)\n"
+        )
+        return ExitCode.INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 
 from rich.table import Table
 
+from valorl.cli.args import add_old_spelling
 from valorl.ui import out
 
 DESCRIPTION = """\
@@ -95,9 +96,14 @@ def add_ope_parser(commands) -> None:
         "log-probabilities (default: 5000)",
     )
     report = parser.add_argument_group("report")
-    report.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)"
+    reps = report.add_argument(
+        "--bootstrap-reps",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples per interval (default: 1000)",
     )
+    add_old_spelling(report, "--bootstrap", reps)
     report.add_argument(
         "--top-k", default="1,2,3,5", help="k of regret@k and SharpeRatio@k (default: 1,2,3,5)"
     )
@@ -124,7 +130,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         behaviour_steps=args.behaviour_steps,
-        bootstrap=args.bootstrap,
+        bootstrap=args.bootstrap_reps,
         top_k=coerce(tuple[int, ...], args.top_k, "--top-k"),
         seed=args.seed,
         out=args.out,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from valorl.cli.args import add_old_spelling
+
 DESCRIPTION = """\
 Compare trained runs honestly. Each seed of each run directory is one run; runs are
 grouped into algorithms (the agent plus every hyperparameter that differs between its
@@ -49,12 +51,14 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
         help="report directory to create (default: report); must not exist or be empty",
     )
     report.add_argument("--force", action="store_true", help="replace an earlier report in --out")
-    report.add_argument(
-        "--reps",
+    reps = report.add_argument(
+        "--bootstrap-reps",
         type=int,
         default=2000,
+        metavar="N",
         help="bootstrap resamples per interval (default: 2000)",
     )
+    add_old_spelling(report, "--reps", reps)
     report.add_argument(
         "--confidence",
         type=float,
@@ -77,7 +81,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.run_dirs,
         args.out,
         force=args.force,
-        reps=args.reps,
+        reps=args.bootstrap_reps,
         confidence=args.confidence,
         seed=args.seed,
         progress=not args.quiet,

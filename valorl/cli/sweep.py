@@ -6,6 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
+from valorl.cli.args import ExitCode
 from valorl.cli.scores import print_scores
 from valorl.ui import out
 
@@ -33,7 +34,8 @@ def add_sweep_parser(commands: argparse._SubParsersAction) -> None:
         description="Expand a sweep spec into groups (agent x dataset or environment x mode x\n"
         "grid point), each one `valorl train` process training all its seeds together; run\n"
         "them here or on a Ray cluster; write one report over all of them to OUT/report.\n"
-        "Re-running the same command skips finished groups and resumes interrupted ones.",
+        "Re-running the same command skips finished groups and resumes interrupted ones.\n"
+        "Exit status 3 when some groups failed (each has OUT/<group>.error.log).",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -118,4 +120,4 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             out.print(f"[red]failed[/red] {group.name}: {result.failures[group.name]} (see {log})")
     if result.report is not None:
         out.print(f"report: {result.report / 'report.html'}")
-    return 1 if result.failures else 0
+    return ExitCode.SWEEP_GROUPS_FAILED if result.failures else ExitCode.DONE

@@ -4,7 +4,7 @@ A behaviour is named by a short spec, `KIND[:key=value,...]`:
 
     random                       uniform actions
     pendulum-swingup:noise=0.3   a scripted controller (see `controllers.py`) with Gaussian noise
-    runs/iql-x:noise=0.1,seed=2  a valorl run's policy (seed index 2) with Gaussian noise
+    runs/iql-x:noise=0.1,index=2  a valorl run's policy (its seed list's index 2) with noise
     policies/hopper.npz:noise=0.1  a policy file (`policy_file.py`) with Gaussian noise
     random:share=2               any of the above, given twice the default share of steps
 
@@ -102,13 +102,13 @@ class Behaviour:
         fields: dict[str, Any] = {"kind": kind}
         for item in filter(None, options.split(",")):
             key, sep, value = item.partition("=")
-            names = {"noise": "noise", "share": "share", "seed": "seed_index"}
+            names = {"noise": "noise", "share": "share", "index": "seed_index"}
             if not sep or key not in names:
                 raise ValorlError(
-                    f"behaviour {spec!r}: unknown option {item!r}; use noise=, share= or seed="
+                    f"behaviour {spec!r}: unknown option {item!r}; use noise=, share= or index="
                 )
             try:
-                fields[names[key]] = int(value) if key == "seed" else float(value)
+                fields[names[key]] = int(value) if key == "index" else float(value)
             except ValueError:
                 raise ValorlError(f"behaviour {spec!r}: {key} must be a number") from None
         behaviour = cls(**fields)
@@ -162,7 +162,7 @@ def _run_policy(path: Path, seed_index: int, env: gym.Env) -> Callable[[np.ndarr
     policy = valorl.load_policy(path)
     if not 0 <= seed_index < len(policy.seeds):
         raise ValorlError(
-            f"{path} has {len(policy.seeds)} seeds; seed={seed_index} is out of range"
+            f"{path} has {len(policy.seeds)} seeds; index={seed_index} is out of range"
         )
     if policy.obs_shape != tuple(env.observation_space.shape):
         raise ValorlError(

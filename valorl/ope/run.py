@@ -93,7 +93,7 @@ def run_ope(
             "--fqe-steps": fqe_steps,
             "--batch-size": batch_size,
             "--behaviour-steps": behaviour_steps,
-            "--bootstrap": bootstrap,
+            "--bootstrap-reps": bootstrap,
         },
     )
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
@@ -290,7 +290,7 @@ def _check_settings(
             f"got {target_noise}"
         )
     for flag, value in counts.items():
-        least = 2 if flag == "--bootstrap" else 1
+        least = 2 if flag == "--bootstrap-reps" else 1
         if value < least:
             raise ValorlError(f"{flag} must be at least {least}, got {value}")
     if not hidden_dims or min(hidden_dims) < 1:

@@ -45,7 +45,7 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        return f"{self.run}:seed={self.seed_index}"
+        return f"{self.run}:index={self.seed_index}"  # as `valorl collect --policy` spells it
 
 
 class TargetPolicies:

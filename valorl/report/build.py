@@ -58,7 +58,7 @@ def build_report(
     if not run_dirs:
         raise ValorlError("no run directories given")
     if reps < 1:
-        raise ValorlError(f"--reps must be at least 1, got {reps}")
+        raise ValorlError(f"--bootstrap-reps must be at least 1, got {reps}")
     if not 0 < confidence < 1:
         raise ValorlError(f"--confidence must be between 0 and 1, got {confidence}")
     _check_out(out, force)
@@ -140,7 +140,8 @@ def _command(run_dirs: Sequence, out: Path, force: bool, settings: Settings) -> 
     if force:
         words.append("--force")
     defaults = Settings()
-    for name in ("reps", "confidence", "seed"):
+    flags = {"reps": "--bootstrap-reps", "confidence": "--confidence", "seed": "--seed"}
+    for name, flag in flags.items():
         if getattr(settings, name) != getattr(defaults, name):
-            words += [f"--{name}", str(getattr(settings, name))]
+            words += [flag, str(getattr(settings, name))]
     return shlex.join(words)
