@@ -32,6 +32,7 @@ from valorl.eval.rollouts import Evaluator, episode_seeds
 from valorl.eval.stats import mean_interval
 from valorl.training import checkpoint
 from valorl.training.fused import init_seeds, seed_keys, update_chunk
+from valorl.training.loggers import open_logger
 from valorl.training.run_config import (
     dataset_info,
     default_run_path,
@@ -123,6 +124,7 @@ def train(
     out: str | os.PathLike | None = None,
     keep_checkpoints: bool = False,
     progress: bool = True,
+    logger: str | None = None,
     **hyperparameters: Any,
 ) -> RunResult:
     """Train `seeds` seeds of an agent on a dataset and evaluate them; returns the results.
@@ -141,6 +143,8 @@ def train(
             value diagnostics written when a critic agent finishes (`diagnostics.json`).
         out: run directory; default `runs/<agent>-<data>-<hash of the config>`.
         keep_checkpoints: keep every checkpoint under `RUN/checkpoints/` (see `RunDir`).
+        logger: also send metrics and evaluations to "tensorboard", "wandb" or "mlflow"
+            (each an optional extra; see valorl/training/loggers.py).
         **hyperparameters: agent fields to override when `agent` is a name.
     """
     if isinstance(agent, str):
@@ -186,6 +190,7 @@ def train(
         if run.finished:
             console.print(f"{run.path} already finished; nothing to do")
             return RunResult.load(run.path)
+        run.attach_logger(open_logger(logger, run.path, config))  # closed with the lock
         _train_loop(run, agent, config, data, normalizer, schedule, eval_episodes, env, progress)
         if hasattr(agent, "q_values"):  # a critic agent: check its values (diagnostics.py)
             diagnose_run(run.path, full_data)

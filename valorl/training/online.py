@@ -81,6 +81,7 @@ from valorl.eval.diagnostics import diagnose_run
 from valorl.eval.rollouts import Evaluator
 from valorl.training import checkpoint
 from valorl.training.fused import init_seeds, seed_keys, update_chunk
+from valorl.training.loggers import open_logger
 from valorl.training.offline import (
     RunResult,
     Schedule,
@@ -219,6 +220,7 @@ def train_online(
     out: str | os.PathLike | None = None,
     keep_checkpoints: bool = False,
     progress: bool = True,
+    logger: str | None = None,
     **hyperparameters: Any,
 ) -> RunResult:
     """Train `seeds` seeds of an agent with environment interaction; returns the results.
@@ -249,6 +251,8 @@ def train_online(
         out: run directory; default `runs/<agent>-<data or env>-<hash of the config>`.
         keep_checkpoints: keep every checkpoint under `RUN/checkpoints/` (see `RunDir`):
             the behaviour policies of `valorl datasets` recipes come from these.
+        logger: also send metrics and evaluations to "tensorboard", "wandb" or "mlflow"
+            (each an optional extra; see valorl/training/loggers.py).
         **hyperparameters: agent fields to override when `agent` is a name.
     """
     if mode not in MODES:
@@ -379,6 +383,7 @@ def train_online(
         if run.finished:
             console.print(f"{run.path} already finished; nothing to do")
             return RunResult.load(run.path)
+        run.attach_logger(open_logger(logger, run.path, config))  # closed with the lock
         _Loop(run, agent, config, full_data, normalizer, schedule, mix, eval_episodes, env).run(
             progress
         )
