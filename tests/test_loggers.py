@@ -232,6 +232,14 @@ def test_wandb_resume_keeps_the_run_id(tmp_path):
     assert wandb_history(tmp_path)["critic/loss/mean"] == [(10, 1.0), (20, 0.25)]
 
 
+def test_wandb_without_an_account_says_how_to_log_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key
+    with pytest.raises(ValorlError, match=r"W&B run \(No API key configured.*WANDB_MODE=offline"):
+        open_logger("wandb", tmp_path, CONFIG)
+
+
 # ---- MLflow -----------------------------------------------------------------------------------
 
 

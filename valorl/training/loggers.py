@@ -208,15 +208,22 @@ class WandbLogger(_Tracker):
         super().__init__(config)
         wandb = _require("wandb", "wandb")
         run_id = _tracker_ids(run_path).get("wandb") or secrets.token_hex(4)
-        self._run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT", "valorl"),
-            dir=run_path,
-            id=run_id,
-            name=run_path.name,
-            config=config,
-            resume="allow",
-            reinit="create_new",  # alongside, not instead of, a run the caller may have open
-        )
+        try:
+            self._run = wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "valorl"),
+                dir=run_path,
+                id=run_id,
+                name=run_path.name,
+                config=config,
+                resume="allow",
+                reinit="create_new",  # alongside, not instead of, a run the caller may have open
+            )
+        except wandb.errors.Error as exc:  # not logged in, no network, ...
+            reason = str(exc).strip().partition("\n")[0] or type(exc).__name__
+            raise ValorlError(
+                f"--logger wandb could not start a W&B run ({reason}); log in with "
+                "`wandb login`, or set WANDB_MODE=offline to log without an account"
+            ) from None
         _save_tracker_id(run_path, "wandb", run_id)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
