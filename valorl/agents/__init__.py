@@ -52,4 +52,4 @@ __all__ = [
 for _cls in AGENTS.values():
     _cls.needs_returns_to_go = getattr(_cls, "needs_returns_to_go", False)
     _cls.has_critic = hasattr(_cls, "q_values")
-    _cls.takes_utd = "utd" in _cls.__dataclass_fields__
+    _cls.utd_is_hyperparameter = "utd" in _cls.__dataclass_fields__

@@ -15,6 +15,7 @@ from valorl.agents import AGENTS, agent_class
 from valorl.cli.args import StrictParser, add_dataclass_flags, parse_overrides
 from valorl.cli.scores import print_scores
 from valorl.errors import ValorlError
+from valorl.training.loggers import LOGGERS
 from valorl.training.results import RunResult
 
 
@@ -111,6 +112,14 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         "--keep-checkpoints",
         action="store_true",
         help="keep every checkpoint in RUN/checkpoints/, not just the latest",
+    )
+    run.add_argument(
+        "--logger",
+        choices=LOGGERS,
+        default=None,
+        help="also send metrics to TensorBoard (RUN/tensorboard/), W&B (WANDB_MODE=offline "
+        "works without a network) or MLflow (RUN/mlruns, or $MLFLOW_TRACKING_URI); each needs "
+        "its extra, e.g. pip install 'valorl[tensorboard]'",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -224,6 +233,7 @@ def train_from_args(args: argparse.Namespace) -> RunResult:
         out=args.out,
         keep_checkpoints=args.keep_checkpoints,
         progress=not args.quiet,
+        logger=args.logger,
     )
     if args.mode != "offline":
         return _train_online(args, run | overrides)

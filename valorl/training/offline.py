@@ -19,6 +19,7 @@ from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import fit_normalizer
 from valorl.errors import ValorlError
 from valorl.training.diagnostics import diagnose_run
+from valorl.training.loggers import open_logger
 from valorl.training.loop import Loop
 from valorl.training.plan import RunPlan, data_record, default_run_path
 from valorl.training.results import RunResult
@@ -43,6 +44,7 @@ def train(
     out: str | os.PathLike | None = None,
     keep_checkpoints: bool = False,
     progress: bool = True,
+    logger: str | None = None,
     **hyperparameters: Any,
 ) -> RunResult:
     """Train `seeds` seeds of an agent on a dataset and evaluate them; returns the results.
@@ -64,6 +66,8 @@ def train(
             value diagnostics written when a critic agent finishes (`diagnostics.json`).
         out: run directory; default `runs/<agent>-<data>-<hash of the config>`.
         keep_checkpoints: keep every checkpoint under `RUN/checkpoints/` (see `RunDir`).
+        logger: also send metrics and evaluations to "tensorboard", "wandb" or "mlflow"
+            (each an optional extra; see valorl/training/loggers.py).
         **hyperparameters: agent fields to override when `agent` is a name.
     """
     if isinstance(agent, str):
@@ -112,7 +116,9 @@ def train(
         action_dim=full_data.action_dim,
         eval_episodes=eval_episodes,
     )
-    return run_plan(plan, out, keep_checkpoints, progress, data, normalizer, full_data, env=env)
+    return run_plan(
+        plan, out, keep_checkpoints, progress, logger, data, normalizer, full_data, env=env
+    )
 
 
 def check_multiples(schedule: Schedule, agent: Agent) -> None:
@@ -133,6 +139,7 @@ def run_plan(
     out: str | os.PathLike | None,
     keep_checkpoints: bool,
     progress: bool,
+    logger: str | None,
     data: Dataset | None,
     normalizer,
     full_data: Dataset | None,
@@ -147,6 +154,7 @@ def run_plan(
         if run.finished:
             console.print(f"{run.path} already finished; nothing to do")
             return RunResult.load(run.path)
+        run.attach_logger(open_logger(logger, run.path, config))  # closed with the lock
         Loop(run, plan, data, normalizer, **loop_options).run(progress)
         if full_data is not None and plan.agent.has_critic:
             diagnose_run(run.path, full_data)

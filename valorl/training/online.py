@@ -85,6 +85,7 @@ def train_online(
     out: str | os.PathLike | None = None,
     keep_checkpoints: bool = False,
     progress: bool = True,
+    logger: str | None = None,
     **hyperparameters: Any,
 ) -> RunResult:
     """Train `seeds` seeds of an agent with environment interaction; returns the results.
@@ -117,6 +118,8 @@ def train_online(
         out: run directory; default `runs/<agent>-<data or env>-<hash of the config>`.
         keep_checkpoints: keep every checkpoint under `RUN/checkpoints/` (see `RunDir`):
             the behaviour policies of `valorl datasets` recipes come from these.
+        logger: also send metrics and evaluations to "tensorboard", "wandb" or "mlflow"
+            (each an optional extra; see valorl/training/loggers.py).
         **hyperparameters: agent fields to override when `agent` is a name.
     """
     if mode not in MODES:
@@ -124,7 +127,7 @@ def train_online(
     if mode == "offline":
         raise ValorlError("--mode offline trains without an environment: use valorl.train")
     agent_type = agent_class(agent) if isinstance(agent, str) else type(agent)
-    utd_is_field = agent_type.takes_utd
+    utd_is_field = agent_type.utd_is_hyperparameter
     if utd is not None and utd_is_field:
         hyperparameters["utd"] = utd
     if isinstance(agent, str):
@@ -242,7 +245,16 @@ def train_online(
         interaction=interaction,
     )
     return run_plan(
-        plan, out, keep_checkpoints, progress, full_data, normalizer, full_data, env=env, mix=mix
+        plan,
+        out,
+        keep_checkpoints,
+        progress,
+        logger,
+        full_data,
+        normalizer,
+        full_data,
+        env=env,
+        mix=mix,
     )
 
 

@@ -7,12 +7,14 @@
       checkpoint.msgpack latest state of every seed (see checkpoint.py)
       checkpoints/       with `keep_checkpoints`: step-<N>.msgpack, every checkpoint kept
       result.json        written last: its presence means the run finished
+      trackers.json      with `--logger wandb|mlflow`: the tracker's run id (see loggers.py)
 
 Every file is replaced atomically, and the directory itself appears only once its config is
 complete, so an interrupted run is always resumable and never half-written. A process holds
 an exclusive lock on the run while it trains (its pid is in `.lock`), and Ctrl-C (SIGINT) then
 stops it right after its next checkpoint, so no finished work is lost; a second Ctrl-C stops it
-at once.
+at once. A logger attached while it trains (`attach_logger`) receives every metrics record and
+evaluation round too, and is closed with the lock.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 
 from valorl.errors import ValorlError
 from valorl.training.checkpoint import atomic_write
+from valorl.training.loggers import MetricLogger, NullLogger
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -48,6 +51,7 @@ class RunDir:
         self._previous_handler = None
         self.keep_checkpoints = False
         """Keep every checkpoint written (behaviour policies at several stages of training)."""
+        self._logger: MetricLogger = NullLogger()
 
     # ---- creation and identity -------------------------------------------------------------
 
@@ -101,7 +105,7 @@ class RunDir:
             self._previous_handler = signal.signal(signal.SIGINT, self._request_stop)
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         if self._previous_handler is not None:
             signal.signal(signal.SIGINT, self._previous_handler)
             self._previous_handler = None
@@ -109,6 +113,8 @@ class RunDir:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+        logger, self._logger = self._logger, NullLogger()
+        logger.close(exc)  # last, so a tracker failing to close cannot keep the run locked
 
     def _request_stop(self, signum, frame) -> None:
         """First Ctrl-C: finish the chunk in progress and stop after its checkpoint. The
@@ -153,9 +159,15 @@ class RunDir:
         if self._stop_requested:
             raise KeyboardInterrupt
 
+    def attach_logger(self, logger: MetricLogger) -> None:
+        """Also send metrics and evaluations to `logger` (an experiment tracker, see
+        loggers.py) until the run's lock is released, which closes it."""
+        self._logger = logger
+
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
+        self._logger.log(record["step"], record)
 
     def metrics(self) -> list[dict[str, Any]]:
         path = self.path / METRICS
@@ -177,6 +189,8 @@ class RunDir:
         tmp = self.path / f".{EVALUATIONS}.tmp-{os.getpid()}.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, self.path / EVALUATIONS)
+        latest = None if scores is None else np.asarray(scores)[:, -1]
+        self._logger.log_evaluation(int(steps[-1]), np.asarray(returns)[:, -1], latest)
 
     def evaluations(self) -> dict[str, np.ndarray]:
         path = self.path / EVALUATIONS
