@@ -19,11 +19,11 @@ demo: setup
 	$(BIN)/valorl demo
 
 test: setup
-	$(BIN)/ruff check valorl tests benchmarks
+	$(BIN)/ruff check valorl tests benchmarks && $(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: setup
-	$(BIN)/ruff check valorl tests benchmarks
+	$(BIN)/ruff check valorl tests benchmarks && $(BIN)/lint-imports
 	$(BIN)/ruff format --check valorl tests benchmarks
 
 bench: setup

@@ -18,7 +18,7 @@ from conftest import TINY
 
 import valorl
 from valorl.cli.main import main
-from valorl.data.collect import collect
+from valorl.collection import collect
 from valorl.training import online
 from valorl.training.online import Stager, load_progress, train_online
 from valorl.training.run_dir import RunDir

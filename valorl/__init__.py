@@ -9,8 +9,8 @@ Python API (the CLI calls the same functions):
     policy = valorl.load_policy("runs/iql")                     # obs -> environment action
 """
 
-__version__ = "0.1.0"
-
+from valorl import zoo  # noqa: F401  (registers its recipe names with load_dataset)
+from valorl._version import __version__
 from valorl.agents import AGENTS, BC, CQL, DSACT, IQL, RIQL, SAC, TD3BC, CalQL, make_agent
 from valorl.data import Dataset, DatasetInfo, load_dataset, save_minari, save_npz
 from valorl.errors import ValorlError
@@ -33,6 +33,7 @@ __all__ = [
     "Policy",
     "RunResult",
     "ValorlError",
+    "__version__",
     "load_dataset",
     "load_policy",
     "make_agent",

@@ -35,7 +35,7 @@ EPILOG = """examples:
 
 def build_parser() -> Parser:
     from valorl.agents import AGENTS
-    from valorl.data.controllers import CONTROLLERS
+    from valorl.collection import CONTROLLERS
 
     parser = Parser(
         prog="valorl",
@@ -195,7 +195,7 @@ def _interval_json(values) -> dict:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from valorl.data.collect import collect
+    from valorl.collection import collect
 
     ds = collect(
         args.env,
