@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 
 from rich.table import Table
 
-from valorl.cli.args import Parser
 from valorl.cli.corrupt import add_corrupt_parser
 from valorl.cli.datasets import add_datasets_parser
 from valorl.cli.diagnose import add_diagnose_parser
@@ -17,8 +16,9 @@ from valorl.cli.ope import add_ope_parser
 from valorl.cli.report import add_report_parser
 from valorl.cli.scores import print_scores
 from valorl.cli.sweep import add_sweep_parser
-from valorl.cli.train import add_train_parser
 from valorl.errors import ValorlError
+from valorl.launch.args import Parser
+from valorl.launch.train import add_train_parser, train_from_args
 from valorl.ui import out
 
 EPILOG = """examples:
@@ -64,7 +64,7 @@ def build_parser() -> Parser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=cmd_demo)
 
-    add_train_parser(commands)
+    add_train_parser(commands, run=cmd_train)
 
     ev = commands.add_parser(
         "eval",
@@ -149,6 +149,15 @@ def build_parser() -> Parser:
 
 
 # ---- commands ------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    result = train_from_args(args)
+    where = args.dataset if args.dataset is not None else args.env
+    mode = "" if args.mode == "offline" else f" ({args.mode})"
+    rows = [(args.agent, result.path, result.final_returns, result.final_scores)]
+    print_scores(f"{args.agent} on {where}{mode}", rows)
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
