@@ -21,11 +21,11 @@ demo: setup
 	$(BIN)/valorl demo
 
 test: setup
-	$(BIN)/ruff check valorl tests benchmarks
+	$(BIN)/ruff check valorl tests benchmarks && $(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: setup
-	$(BIN)/ruff check valorl tests benchmarks
+	$(BIN)/ruff check valorl tests benchmarks && $(BIN)/lint-imports
 	$(BIN)/ruff format --check valorl tests benchmarks
 
 # The throughput table on the device JAX picks (a GPU with EXTRAS=dev,cuda), named in the table.

@@ -110,7 +110,7 @@ def train_two_widths(dataset: Dataset, root) -> list:
 def pendulum_dataset() -> Dataset:
     """2,000 real Pendulum-v1 transitions (random + scripted controller), with reference
     returns, so evaluation and normalised scores work."""
-    from valorl.data.collect import collect
+    from valorl.collection import collect
 
     return collect(
         "Pendulum-v1",

@@ -19,8 +19,8 @@ import pytest
 from conftest import synthetic_dataset
 
 import valorl
+from valorl.collection import collect
 from valorl.data.catalog import read_entry
-from valorl.data.collect import collect
 from valorl.data.sources import save_npz
 
 VALORL_SCRIPT = Path(sys.executable).parent / "valorl"

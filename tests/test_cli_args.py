@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 import valorl
-from valorl.cli.args import parse_overrides
 from valorl.cli.main import build_parser
 from valorl.critics import Categorical, HLGauss, Huber, QEnsemble, Scalar
 from valorl.errors import ValorlError
+from valorl.launch.args import parse_overrides
 
 
 def overrides(*argv: str, agent: str = "iql") -> dict:

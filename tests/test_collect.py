@@ -11,9 +11,9 @@ import pytest
 from conftest import TINY, synthetic_dataset, train_tiny_run
 
 import valorl
+from valorl.collection import Behaviour, collect, mean_return
+from valorl.collection.controllers import pendulum_swingup
 from valorl.data.catalog import read_entry
-from valorl.data.collect import Behaviour, collect, mean_return
-from valorl.data.controllers import pendulum_swingup
 from valorl.data.sources import minari_root
 from valorl.errors import ValorlError
 

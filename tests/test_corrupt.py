@@ -13,7 +13,7 @@ import pytest
 from conftest import synthetic_dataset, train_tiny_run
 
 from valorl.cli.main import main
-from valorl.data.corrupt import (
+from valorl.corruption import (
     KINDS,
     Attack,
     corrupt,

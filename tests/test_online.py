@@ -18,7 +18,7 @@ from conftest import TINY
 
 import valorl
 from valorl.cli.main import main
-from valorl.data.collect import collect
+from valorl.collection import collect
 from valorl.training import online
 from valorl.training.interaction import Stager
 from valorl.training.online import train_online

@@ -16,8 +16,8 @@ from conftest import train_tiny_run
 
 import valorl
 from valorl.cli.main import main
-from valorl.data.collect import Behaviour, clipped_gaussian_log_prob, collect
-from valorl.data.controllers import pendulum_swingup
+from valorl.collection import Behaviour, clipped_gaussian_log_prob, collect
+from valorl.collection.controllers import pendulum_swingup
 from valorl.data.dataset import Dataset
 from valorl.data.transforms import fit_normalizer
 from valorl.ope.behaviour import FITTED, STORED, BehaviourModel, behaviour_log_probs

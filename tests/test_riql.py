@@ -15,12 +15,12 @@ from conftest import TINY, synthetic_dataset
 import valorl
 from valorl.agents import AGENTS, IQL, RIQL, Spec, make_agent
 from valorl.agents.base import apply
-from valorl.cli.args import parse_overrides
 from valorl.cli.main import build_parser
 from valorl.config import from_dict, to_dict
 from valorl.critics import Huber, QEnsemble, Scalar
 from valorl.data.dataset import sample_batch
 from valorl.errors import ValorlError
+from valorl.launch.args import parse_overrides
 from valorl.training.fused import init_seeds, seed_keys
 
 SPEC = Spec((3,), 2, total_updates=100)

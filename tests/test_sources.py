@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_dataset
 
+from valorl.data import sources
 from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.data.sources import load_dataset, make_env, minari_root, save_minari, save_npz
 from valorl.errors import ValorlError
@@ -102,6 +103,27 @@ def test_minari_round_trip_by_id():
     assert loaded.fingerprint() == ds.fingerprint()
     assert loaded.info.name == "valorl/test-v0"
     assert loaded.info.env_id is None
+
+
+def test_a_registered_resolver_names_datasets_before_the_minari_root(tmp_path, monkeypatch):
+    """load_dataset asks each registered resolver (as the zoo is) before the Minari root, passes
+    on a name every resolver declines, and registering one twice asks it once."""
+    ds = synthetic_dataset(n=30, episode_len=10)
+    elsewhere = save_minari(ds, "valorl/elsewhere-v0", tmp_path / "elsewhere")
+    save_minari(synthetic_dataset(n=20, episode_len=10), "valorl/shadowed-v0")
+    asked = []
+
+    def resolver(name: str) -> Path | None:
+        asked.append(name)
+        return elsewhere if name == "valorl/shadowed-v0" else None
+
+    monkeypatch.setattr(sources, "_RESOLVERS", [])
+    sources.register_dataset_resolver(resolver)
+    sources.register_dataset_resolver(resolver)
+    assert_same_data(load_dataset("valorl/shadowed-v0"), ds)
+    assert asked == ["valorl/shadowed-v0"]
+    assert "nobody/nothing-v0" in error_of("nobody/nothing-v0")
+    assert asked == ["valorl/shadowed-v0", "nobody/nothing-v0"]
 
 
 def test_minari_own_api_reads_what_valorl_writes():

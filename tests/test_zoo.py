@@ -13,8 +13,7 @@ import pytest
 import valorl
 from valorl import zoo
 from valorl.cli.main import main
-from valorl.data.collect import LOG_PROB_KEY, collect
-from valorl.data.policy_file import PolicyFile, export_policy
+from valorl.collection import LOG_PROB_KEY, PolicyFile, collect, export_policy
 from valorl.errors import ValorlError
 from valorl.training.run_dir import RunDir
 from valorl.zoo import builder

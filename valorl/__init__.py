@@ -9,6 +9,8 @@ Python API (the CLI calls the same functions):
     policy = valorl.load_policy("runs/iql")                     # obs -> environment action
 """
 
+from valorl import zoo  # noqa: F401  (registers its recipe names with load_dataset)
+from valorl._version import __version__
 from valorl.agents import AGENTS, BC, CQL, DSACT, IQL, RIQL, SAC, TD3BC, CalQL, make_agent
 from valorl.data import Dataset, DatasetInfo, load_dataset, save_minari, save_npz
 from valorl.errors import ValorlError
@@ -16,7 +18,6 @@ from valorl.eval.policy import Policy, load_policy
 from valorl.training.offline import train
 from valorl.training.online import train_online
 from valorl.training.results import RunResult
-from valorl.version import __version__
 
 __all__ = [
     "AGENTS",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from valorl.data.collect import collect
+from valorl.collection import collect
 from valorl.errors import ValorlError
 from valorl.training.offline import train
 

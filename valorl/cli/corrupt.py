@@ -43,7 +43,7 @@ Before this release the new id was --out NEW_ID and the directory --dir DIR; wit
 
 def add_corrupt_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `valorl corrupt` on the top-level subcommands."""
-    from valorl.data.corrupt import (
+    from valorl.corruption import (
         ATTACK_STEP_SIZE,
         ATTACK_STEPS,
         KINDS,
@@ -148,7 +148,7 @@ def add_corrupt_parser(commands: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def cmd_corrupt(args: argparse.Namespace) -> int:
-    from valorl.data.corrupt import Attack, check_settings, corrupt, save_corrupted
+    from valorl.corruption import Attack, check_settings, corrupt, save_corrupted
     from valorl.data.sources import load_dataset
     from valorl.ui import out
 

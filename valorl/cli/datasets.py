@@ -177,7 +177,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_export_policy(args: argparse.Namespace) -> int:
-    from valorl.data.policy_file import export_policy
+    from valorl.collection import export_policy
     from valorl.training.run_dir import RunDir
     from valorl.zoo.references import policy_return
 

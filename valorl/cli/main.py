@@ -10,13 +10,6 @@ from collections.abc import Callable, Sequence
 
 from rich.table import Table
 
-from valorl.cli.args import (
-    ExitCode,
-    Parser,
-    add_old_spelling,
-    exit_codes_help,
-    renamed_spec_options,
-)
 from valorl.cli.corrupt import add_corrupt_parser
 from valorl.cli.datasets import add_datasets_parser
 from valorl.cli.diagnose import add_diagnose_parser
@@ -24,8 +17,15 @@ from valorl.cli.ope import add_ope_parser
 from valorl.cli.report import add_report_parser
 from valorl.cli.scores import print_scores
 from valorl.cli.sweep import add_sweep_parser
-from valorl.cli.train import add_train_parser
 from valorl.errors import ValorlError
+from valorl.launch.args import (
+    ExitCode,
+    Parser,
+    add_old_spelling,
+    exit_codes_help,
+    renamed_spec_options,
+)
+from valorl.launch.train import add_train_parser, train_from_args
 from valorl.ui import out
 
 EPILOG = """examples:
@@ -48,7 +48,7 @@ release, with a note on stderr.
 
 def build_parser() -> Parser:
     from valorl.agents import AGENTS
-    from valorl.data.controllers import CONTROLLERS
+    from valorl.collection import CONTROLLERS
 
     parser = Parser(
         prog="valorl",
@@ -79,7 +79,7 @@ def build_parser() -> Parser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=cmd_demo)
 
-    add_train_parser(commands)
+    add_train_parser(commands, run=cmd_train)
 
     ev = commands.add_parser(
         "eval",
@@ -175,6 +175,15 @@ def build_parser() -> Parser:
 # ---- commands ------------------------------------------------------------------------------
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    result = train_from_args(args)
+    where = args.dataset if args.dataset is not None else args.env
+    mode = "" if args.mode == "offline" else f" ({args.mode})"
+    rows = [(args.agent, result.path, result.final_returns, result.final_scores)]
+    print_scores(f"{args.agent} on {where}{mode}", rows)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from valorl.eval.evaluate import evaluate_run
 
@@ -219,7 +228,7 @@ def _interval_json(values) -> dict:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from valorl.data.collect import collect
+    from valorl.collection import collect
 
     ds = collect(
         args.env,

@@ -1,4 +1,4 @@
-"""Datasets: validated transitions, their sources and writers, transforms and collection."""
+"""Datasets: validated transitions, their sources and writers, transforms and replay."""
 
 from valorl.data.dataset import Batch, Dataset, DatasetInfo, sample_batch
 from valorl.data.sources import load_dataset, make_env, minari_root, save_minari, save_npz

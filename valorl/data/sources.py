@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,21 @@ from valorl.errors import ValorlError
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals")
 HDF5_SUFFIXES = (".hdf5", ".h5")
 
+DatasetResolver = Callable[[str], Path | None]
+"""A dataset name -> the directory of the Minari dataset it stands for (made if need be), or
+None for a name the resolver does not know."""
+
+_RESOLVERS: list[DatasetResolver] = []
+
+
+def register_dataset_resolver(resolver: DatasetResolver) -> None:
+    """Let `load_dataset` resolve names that are neither paths nor local Minari ids, before the
+    Minari root is searched. The zoo registers its recipe names this way when it is imported
+    (as `import valorl` does): the zoo builds its datasets with this module, so this module must
+    not import it."""
+    if resolver not in _RESOLVERS:
+        _RESOLVERS.append(resolver)
+
 
 def minari_root() -> Path:
     """Where local Minari datasets live: `$MINARI_DATASETS_PATH` or `~/.minari/datasets`."""
@@ -36,7 +51,8 @@ def load_dataset(source: str | os.PathLike) -> Dataset:
     """Load a dataset from a local Minari id, a Minari dataset directory, a D4RL-layout HDF5
     file (`observations, actions, rewards, terminals[, timeouts, next_observations]`), an
     `.npz` file with the same keys, or a zoo recipe's name (`pendulum-medium-v0`), which is
-    built on first use and checked against its recipe's checksum on every load.
+    built on first use and checked against its recipe's checksum on every load (through the
+    resolver the zoo registers, see `register_dataset_resolver`).
 
     Raises ValorlError with a one-line reason when the source is missing or malformed.
     """
@@ -52,10 +68,10 @@ def load_dataset(source: str | os.PathLike) -> Dataset:
             f"{path}: unsupported file type {path.suffix!r}; expected a Minari "
             "dataset directory, .hdf5/.h5 (D4RL layout) or .npz"
         )
-    from valorl import zoo  # here: the zoo builds datasets with this module
-
-    if zoo.find(str(source)) is not None:
-        return _load_minari_dir(zoo.build(str(source)))
+    for resolve in _RESOLVERS:
+        resolved = resolve(str(source))
+        if resolved is not None:
+            return _load_minari_dir(resolved)
     local = minari_root() / str(source)
     if (local / "data").is_dir():
         return _load_minari_dir(local)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from valorl.agents.base import Metrics, NetState, adam, apply, create_train_state, grad_step
-from valorl.data.collect import LOG_PROB_KEY, clipped_gaussian_log_prob
+from valorl.collection import LOG_PROB_KEY, clipped_gaussian_log_prob
 from valorl.data.dataset import Batch, Dataset
 from valorl.data.transforms import Normalizer
 from valorl.nets import GaussianPolicy, gaussian_log_prob

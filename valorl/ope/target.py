@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from valorl.data.collect import clipped_gaussian_log_prob
+from valorl.collection import clipped_gaussian_log_prob
 from valorl.envs.rollouts import Evaluator, episode_seeds
 from valorl.eval.policy import Policy
 from valorl.training.evaluation import seed_policies

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import valorl
+from valorl._version import __version__
 from valorl.errors import ValorlError
 from valorl.report import figures
 from valorl.report.analyze import Settings, analyze
@@ -71,7 +71,7 @@ def build_report(
         summary = {
             "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": command,
-            "valorl_version": valorl.__version__,
+            "valorl_version": __version__,
         } | analyze(study, settings)
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -22,7 +22,7 @@ BACKENDS = ("local", "ray")
 
 def train_group(agent: str, argv: Sequence[str]) -> str:
     """Train one group from its `valorl train AGENT` arguments; returns its run directory."""
-    from valorl.cli.train import train_from_args, train_parser
+    from valorl.launch.train import train_from_args, train_parser
 
     return str(train_from_args(train_parser(agent).parse_args(list(argv))).path)
 

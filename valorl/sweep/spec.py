@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from valorl.agents import agent_class
-from valorl.cli.args import parse_overrides
-from valorl.cli.train import train_parser
 from valorl.errors import ValorlError
+from valorl.launch.args import parse_overrides
+from valorl.launch.train import train_parser
 
 MODES = ("offline", "online", "hybrid", "offline-to-online")
 TOP_LEVEL = ("agents", "datasets", "envs", "modes", "seeds", "seed", "settings", "grid", "agent")

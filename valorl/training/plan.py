@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from valorl._version import __version__
 from valorl.agents import Agent, Spec, agent_class
 from valorl.config import from_dict, to_dict
 from valorl.data import replay
@@ -24,7 +25,6 @@ from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.data.transforms import Normalizer
 from valorl.training.fused import init_seeds, seed_keys
 from valorl.training.schedule import Schedule
-from valorl.version import __version__
 
 
 @dataclasses.dataclass(frozen=True)

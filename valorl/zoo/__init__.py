@@ -6,12 +6,24 @@
 
 `recipe.py` reads the recipes (`recipes/*.toml`), `builder.py` builds and verifies datasets, and
 `policies/` holds the behaviour policies (policy files trained by valorl's SAC, with their
-provenance). `reference_returns` measures an environment's reference returns.
+provenance). `reference_returns` measures an environment's reference returns. Importing the zoo
+(as `import valorl` does) registers its recipe names with `load_dataset`.
 """
 
-from valorl.zoo.builder import build, checksum, content_checksum, dataset_path, status, verify
+from valorl.data.sources import register_dataset_resolver
+from valorl.zoo.builder import (
+    build,
+    checksum,
+    content_checksum,
+    dataset_path,
+    resolve,
+    status,
+    verify,
+)
 from valorl.zoo.recipe import Recipe, find, get, recipes
 from valorl.zoo.references import reference_returns
+
+register_dataset_resolver(resolve)
 
 __all__ = [
     "Recipe",
@@ -23,6 +35,7 @@ __all__ = [
     "get",
     "recipes",
     "reference_returns",
+    "resolve",
     "status",
     "verify",
 ]

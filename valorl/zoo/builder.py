@@ -2,7 +2,7 @@
 recipe makes.
 
 A build is deterministic: `valorl collect` with the recipe's behaviours (policy files run in
-float64, see `data/policy_file.py`), steps and seed, or the concatenation of other recipes'
+float64, see `collection/policy_file.py`), steps and seed, or the concatenation of other recipes'
 built data. The dataset is written beside its final place, its content checksum compared with
 the one the recipe records, and only a matching build is moved into place; a mismatch leaves
 nothing behind and says so.
@@ -27,12 +27,12 @@ from typing import Literal
 import h5py
 import numpy as np
 
-from valorl.data.collect import LOG_PROB_KEY, collect
+from valorl.collection import LOG_PROB_KEY, collect
 from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.data.sources import minari_root, save_minari
 from valorl.errors import ValorlError
 from valorl.training.checkpoint import atomic_write
-from valorl.zoo.recipe import Recipe, get
+from valorl.zoo.recipe import Recipe, find, get
 
 DATA_FILE = Path("data") / "main_data.hdf5"
 STAMP = ".valorl-checksum.json"
@@ -122,6 +122,12 @@ def verify(recipe: Recipe) -> Path:
             f"`valorl datasets build {recipe.name} --force`"
         )
     return path
+
+
+def resolve(name: str) -> Path | None:
+    """The directory of recipe `name`'s dataset, built on first use, or None if no recipe has
+    that name: how `load_dataset` reads zoo names (registered in `valorl/zoo/__init__.py`)."""
+    return build(name) if find(name) is not None else None
 
 
 def build(name: str, *, force: bool = False, progress: bool = True) -> Path:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
-from valorl.data.collect import Behaviour, mean_return
+from valorl.collection import Behaviour, mean_return
 
 
 def policy_return(

@@ -37,12 +37,13 @@ import gymnasium as gym
 import numpy as np
 import scipy.special
 
-import valorl
-from valorl.data.controllers import CONTROLLERS
+from valorl._version import __version__
+from valorl.collection.controllers import CONTROLLERS
+from valorl.collection.policy_file import PolicyFile
 from valorl.data.dataset import Dataset, DatasetInfo
-from valorl.data.policy_file import PolicyFile
-from valorl.data.sources import save_minari
+from valorl.data.sources import minari_root, save_minari
 from valorl.errors import ValorlError
+from valorl.eval.policy import load_policy
 from valorl.ui import progress_bar
 
 Act = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, float]]
@@ -159,7 +160,7 @@ class Behaviour:
 
 
 def _run_policy(path: Path, seed_index: int, env: gym.Env) -> Callable[[np.ndarray], np.ndarray]:
-    policy = valorl.load_policy(path)
+    policy = load_policy(path)
     if not 0 <= seed_index < len(policy.seeds):
         raise ValorlError(
             f"{path} has {len(policy.seeds)} seeds; index={seed_index} is out of range"
@@ -250,11 +251,8 @@ def collect(
     except gym.error.Error as exc:
         raise ValorlError(f"cannot make environment {env_id!r}: {exc}") from None
     acts = [b.build(env) for b in parsed]
-    if dataset_id is not None and out is None:
-        from valorl.data.sources import minari_root
-
-        if (minari_root() / dataset_id).exists():
-            raise ValorlError(f"Minari dataset {dataset_id!r} already exists in {minari_root()}")
+    if dataset_id is not None and out is None and (minari_root() / dataset_id).exists():
+        raise ValorlError(f"Minari dataset {dataset_id!r} already exists in {minari_root()}")
     if out is not None and Path(out).exists():
         raise ValorlError(f"{out} already exists; choose another --out or delete it")
 
@@ -311,7 +309,7 @@ def collect(
     dataset = Dataset.from_episodes(episodes, info)
     if dataset_id is not None:
         provenance = {
-            "valorl_version": valorl.__version__,
+            "valorl_version": __version__,
             "seed": seed,
             "steps": steps,
             "behaviours": per_behaviour,

@@ -53,8 +53,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from valorl.data.dataset import Dataset
+from valorl.data.sources import make_env, minari_root, save_minari
 from valorl.data.transforms import Normalizer, action_bounds
 from valorl.errors import ValorlError
+from valorl.eval.policy import load_policy
+from valorl.training.run_dir import RunDir
+from valorl.ui import progress_bar
 
 KINDS = {
     "obs": "observations",
@@ -104,9 +108,6 @@ class Attack:
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, seed_index: int = 0) -> Attack:
         """One seed of a trained run whose agent has a Q-function (`q_values`)."""
-        from valorl.eval.policy import load_policy
-        from valorl.training.run_dir import RunDir
-
         policy = load_policy(run_dir)
         if not hasattr(policy.agent, "q_values"):
             raise ValorlError(
@@ -290,8 +291,6 @@ def adversarial_values(
     attack_fn = _pgd(attack.agent, kind, attack_steps)
     out = np.empty_like(clean)
     size = max(1, min(chunk, len(indices)))
-    from valorl.ui import progress_bar
-
     with progress_bar(progress) as bar:
         task = bar.add_task(f"attack {field}", total=len(indices), rate="", note="")
         for n, start in enumerate(range(0, len(indices), size)):
@@ -452,8 +451,6 @@ def _check_attack_fits(attack: Attack, dataset: Dataset) -> None:
 
 def _action_bounds(dataset: Dataset, action_space: Any) -> tuple[np.ndarray, np.ndarray]:
     if action_space is None and (dataset.info.env_spec_json or dataset.info.env_id):
-        from valorl.data.sources import make_env
-
         try:
             env = make_env(dataset.info)
         except ValorlError:
@@ -487,8 +484,6 @@ def save_corrupted(
 ) -> Path:
     """Write the corrupted dataset as a Minari dataset (atomically, never over an existing one),
     with its record in the metadata under "valorl_corruption"; returns its directory."""
-    from valorl.data.sources import save_minari
-
     record = corrupted.record
     return save_minari(
         corrupted.dataset,
@@ -505,8 +500,6 @@ def save_corrupted(
 
 def read_corruption(source: str | os.PathLike) -> dict[str, Any] | None:
     """The corruption record of a Minari dataset (an id or a directory), or None if it has none."""
-    from valorl.data.sources import minari_root
-
     path = Path(source)
     if not path.is_dir():
         path = minari_root() / str(source)

@@ -2,7 +2,8 @@
 
 `train_from_args` is the one place a `valorl train` command line becomes a call of
 `valorl.train` or `valorl.train_online`; `valorl sweep` runs its groups through it, so a sweep's
-run is exactly the run its `valorl train` command line would make.
+run is exactly the run its `valorl train` command line would make. It lives in the library, not
+in the CLI, so that the sweep (a library entry point) does not depend on the CLI.
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 
 from valorl.agents import AGENTS, agent_class
-from valorl.cli.args import StrictParser, add_dataclass_flags, parse_overrides
-from valorl.cli.scores import print_scores
 from valorl.errors import ValorlError
+from valorl.launch.args import StrictParser, add_dataclass_flags, parse_overrides
 from valorl.training.loggers import LOGGERS
 from valorl.training.results import RunResult
 
 
-def add_train_parser(commands: argparse._SubParsersAction) -> None:
+def add_train_parser(
+    commands: argparse._SubParsersAction, run: Callable[[argparse.Namespace], int]
+) -> None:
+    """The `train` command with one subcommand per agent; `run` is what the command does."""
     train = commands.add_parser(
         "train",
         help="train an agent offline on a dataset, online, or both",
@@ -38,7 +42,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add_agent_flags(sub, cls)
-        sub.set_defaults(run=cmd_train)
+        sub.set_defaults(run=run)
 
 
 def train_parser(name: str) -> StrictParser:
@@ -209,15 +213,6 @@ def _add_online_flags(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def _module_doc(cls: type) -> str:
     return (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip()
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    result = train_from_args(args)
-    where = args.dataset if args.dataset is not None else args.env
-    mode = "" if args.mode == "offline" else f" ({args.mode})"
-    rows = [(args.agent, result.path, result.final_returns, result.final_scores)]
-    print_scores(f"{args.agent} on {where}{mode}", rows)
-    return 0
 
 
 def train_from_args(args: argparse.Namespace) -> RunResult:

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from valorl.errors import ValorlError
+from valorl.eval.policy import load_policy
 from valorl.training.checkpoint import atomic_write
 
 FORMAT = "valorl-policy/1"
@@ -118,8 +119,6 @@ def export_policy(
     Checked on export: the actor must be a plain `nets.MLP` (no LayerNorm or spectral norm),
     and the file's actions must match the run's own policy on random observations.
     """
-    from valorl.eval.policy import load_policy
-
     policy = load_policy(run_dir, step=step)
     actor = getattr(policy.states, "actor", None)
     mlp = None if actor is None else actor.params.get("MLP_0")
