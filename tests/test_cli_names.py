@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from conftest import synthetic_dataset
 
-import valorl.data.collect
+import valorl.collection
 import valorl.eval.evaluate
-from valorl.cli.args import ExitCode, renamed_spec_options
 from valorl.cli.main import build_parser, main
 from valorl.data.sources import minari_root, save_npz
 from valorl.errors import ValorlError
+from valorl.launch.args import ExitCode, renamed_spec_options
 
 
 def status(argv: list[str]) -> int:
@@ -100,7 +100,7 @@ def test_collect_passes_renamed_specs_to_the_library(monkeypatch, capsys):
         given.append(specs)
         raise ValorlError("stop here")
 
-    monkeypatch.setattr(valorl.data.collect, "collect", fake_collect)
+    monkeypatch.setattr(valorl.collection, "collect", fake_collect)
     argv = ["collect", "--env", "Pendulum-v1", "--steps", "10", "--id", "t/x-v0"]
     assert main([*argv, "--policy", "random", "--policy", "runs/r:seed=1,noise=0.1"]) == 2
     assert given == [["random", "runs/r:index=1,noise=0.1"]]

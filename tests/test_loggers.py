@@ -322,7 +322,7 @@ def test_train_with_tensorboard_logger(tmp_path, pendulum_dataset):
 
 
 def test_train_flag():
-    from valorl.cli.train import train_parser
+    from valorl.launch.train import train_parser
 
     args = train_parser("bc").parse_args(["--dataset", "x", "--logger", "mlflow"])
     assert args.logger == "mlflow"

@@ -153,7 +153,7 @@ def parse_valorl(argv: list[str]) -> argparse.Namespace:
     if unknown:
         pytest.fail(f"`valorl {shlex.join(argv)}` does not parse: unrecognized {unknown}")
     if getattr(args, "agent_cls", None) is not None:  # hyperparameter values convert, too
-        from valorl.cli.args import parse_overrides
+        from valorl.launch.args import parse_overrides
 
         parse_overrides(args, args.agent_cls)
     return args

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from valorl.cli.args import add_old_spelling, deprecated
 from valorl.errors import ValorlError
+from valorl.launch.args import add_old_spelling, deprecated
 
 DESCRIPTION = """\
 Write a copy of a dataset with a fraction of its transitions corrupted, as in Yang et al.,

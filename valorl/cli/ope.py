@@ -7,7 +7,7 @@ import json
 
 from rich.table import Table
 
-from valorl.cli.args import add_old_spelling
+from valorl.launch.args import add_old_spelling
 from valorl.ui import out
 
 DESCRIPTION = """\

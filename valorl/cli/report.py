@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from valorl.cli.args import add_old_spelling
+from valorl.launch.args import add_old_spelling
 
 DESCRIPTION = """\
 Compare trained runs honestly. Each seed of each run directory is one run; runs are

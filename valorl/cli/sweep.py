@@ -6,8 +6,8 @@ import argparse
 import shlex
 from pathlib import Path
 
-from valorl.cli.args import ExitCode
 from valorl.cli.scores import print_scores
+from valorl.launch.args import ExitCode
 from valorl.ui import out
 
 EXAMPLE = """spec (TOML; keys are `valorl train` flags with underscores):
