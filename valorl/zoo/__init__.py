@@ -9,7 +9,8 @@
 provenance). `reference_returns` measures an environment's reference returns.
 """
 
-from valorl.zoo.builder import build, checksum, content_checksum, dataset_path, status, verify
+from valorl.data.checksum import checksum, content_checksum
+from valorl.zoo.builder import build, dataset_path, status, verify
 from valorl.zoo.recipe import Recipe, find, get, recipes
 from valorl.zoo.references import reference_returns
 

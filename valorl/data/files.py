@@ -1,0 +1,40 @@
+"""Writing a file so that no reader ever sees half of it.
+
+The content goes to a temporary file with a name no other writer uses, in the target's
+directory (so the rename stays on one filesystem), and is renamed over the target only once
+complete. A rename is atomic on POSIX: a reader opens the old file or the new one, never a
+mixture; an interrupted writer leaves its temporary file's name, never the target's, behind.
+Two processes writing the same target both succeed, and the last rename wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+TMP_SUFFIX = ".tmp"
+"""Ends the name of every temporary file (`.NAME.PID-RANDOM.tmp`, beside NAME)."""
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, *, durable: bool = False) -> Iterator[BinaryIO]:
+    """A binary file to write that appears at `path` only when the block ends without error.
+
+    `durable` flushes it to disk before the rename, for files whose loss after a power cut
+    would matter (not for caches, which are rebuilt when found damaged).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "xb") as f:
+            yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
