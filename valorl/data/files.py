@@ -3,8 +3,9 @@
 The content goes to a temporary file with a name no other writer uses, in the target's
 directory (so the rename stays on one filesystem), and is renamed over the target only once
 complete. A rename is atomic on POSIX: a reader opens the old file or the new one, never a
-mixture; an interrupted writer leaves its temporary file's name, never the target's, behind.
-Two processes writing the same target both succeed, and the last rename wins.
+mixture. An interrupted writer leaves at most its temporary file (`.NAME.PID-RANDOM.tmp`),
+never a half-written NAME. Two processes writing the same target both succeed, and the last
+rename wins.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-TMP_SUFFIX = ".tmp"
-"""Ends the name of every temporary file (`.NAME.PID-RANDOM.tmp`, beside NAME)."""
-
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, *, durable: bool = False) -> Iterator[BinaryIO]:
@@ -28,7 +26,7 @@ def atomic_file(path: str | os.PathLike, *, durable: bool = False) -> Iterator[B
     would matter (not for caches, which are rebuilt when found damaged).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "xb") as f:
             yield f
