@@ -10,7 +10,9 @@ safe: the next load writes it again.
 The cache is keyed by what the arrays are made from: the data's content checksum
 (`data/checksum.py`, remembered against the data file's size and modification time, so
 checking it costs a `stat` unless the file changed) and a SHA-256 of `metadata.json` (the
-loader reads it too). A cache whose key differs is rebuilt. Nothing in it is trusted that was
+loader reads it too). A cache whose key differs is rebuilt. The zoo records the checksum when
+it builds a dataset; for any other dataset the first load computes it, reading the episodes a
+second time, once. Nothing in it is trusted that was
 not checked: it is read with `allow_pickle=False` (loading never runs code), each array's
 CRC-32 in the `.npz` (a zip archive) is checked as it is read, and the arrays are validated
 again by `Dataset`; a damaged file is reported with a warning and rebuilt.

@@ -105,6 +105,7 @@ def _load_minari_dir(path: Path) -> Dataset:
 
 
 def _read_minari_episodes(mds: Any, info: DatasetInfo, path: Path) -> Dataset:
+    """Every episode of the MinariDataset `mds`, as rows: the slow part that the cache skips."""
     try:
         episodes = [
             dict(
