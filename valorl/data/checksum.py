@@ -64,7 +64,7 @@ def checksum(path: str | os.PathLike) -> str:
     modification time (any write changes the time). A stamp that cannot be written (a
     read-only directory) only costs hashing again next time."""
     path = Path(path)
-    stamp, state = path / STAMP, file_state(path)
+    stamp, state = path / STAMP, _file_state(path)
     try:
         saved = json.loads(stamp.read_text())
         if saved["file"] == state:
@@ -80,7 +80,7 @@ def checksum(path: str | os.PathLike) -> str:
     return digest
 
 
-def file_state(path: str | os.PathLike) -> dict[str, int]:
+def _file_state(path: str | os.PathLike) -> dict[str, int]:
     """The data file's size and modification time (ns): what a write to it changes."""
     try:
         stat = (Path(path) / DATA_FILE).stat()
