@@ -14,9 +14,9 @@ import valorl
 from valorl import zoo
 from valorl.cli.main import main
 from valorl.collection import LOG_PROB_KEY, PolicyFile, collect, export_policy
+from valorl.data import checksum as checksum_module
 from valorl.errors import ValorlError
 from valorl.training.run_dir import RunDir
-from valorl.zoo import builder
 from valorl.zoo import recipe as recipe_module
 from valorl.zoo.references import reference_returns
 
@@ -119,13 +119,13 @@ def test_a_tampered_dataset_is_detected_and_only_force_replaces_it(capsys):
 def test_the_checksum_is_remembered_until_the_file_changes(monkeypatch):
     recipe = zoo.get(SMALL)
     path = zoo.build(SMALL, progress=False)
-    assert json.loads((path / builder.STAMP).read_text())["sha256"] == recipe.sha256
+    assert json.loads((path / checksum_module.STAMP).read_text())["sha256"] == recipe.sha256
 
     def unexpected(path):
         raise AssertionError("re-hashed an unchanged dataset")
 
     with monkeypatch.context() as patched:
-        patched.setattr(builder, "content_checksum", unexpected)
+        patched.setattr(checksum_module, "content_checksum", unexpected)
         assert zoo.status(recipe) == "verified"
     _tamper(SMALL)  # a write changes the file's time (and here its content)
     assert zoo.status(recipe) == "modified"

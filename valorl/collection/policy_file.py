@@ -26,9 +26,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from valorl.data.files import atomic_write
 from valorl.errors import ValorlError
 from valorl.eval.policy import load_policy
-from valorl.training.checkpoint import atomic_write
 
 FORMAT = "valorl-policy/1"
 

@@ -19,6 +19,7 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
+from valorl.data.cache import load_cached
 from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.errors import ValorlError
 
@@ -83,6 +84,8 @@ def load_dataset(source: str | os.PathLike) -> Dataset:
 
 
 def _load_minari_dir(path: Path) -> Dataset:
+    """A Minari dataset's rows, through the flat-array cache beside it (`data/cache.py`): its
+    episodes are read only on the first load, or when the data changed."""
     import minari
 
     data_path = path / "data" if (path / "data").is_dir() else path
@@ -101,16 +104,6 @@ def _load_minari_dir(path: Path) -> Dataset:
                 f"{path}: action space {mds.action_space} is not supported yet; "
                 "valorl reads continuous (Box) actions"
             )
-        episodes = [
-            dict(
-                observations=ep.observations,
-                actions=ep.actions,
-                rewards=ep.rewards,
-                terminations=ep.terminations,
-                truncations=ep.truncations,
-            )
-            for ep in mds.iterate_episodes()
-        ]
     except ValorlError:
         raise
     except Exception as exc:  # h5py/minari raise many types for damaged files
@@ -124,10 +117,28 @@ def _load_minari_dir(path: Path) -> Dataset:
         ref_min_score=_float_or_none(metadata.get("ref_min_score")),
         ref_max_score=_float_or_none(metadata.get("ref_max_score")),
     )
+    return load_cached(data_path, info, lambda: _read_minari_episodes(mds, info, path))
+
+
+def _read_minari_episodes(mds: Any, info: DatasetInfo, path: Path) -> Dataset:
+    """Every episode of the MinariDataset `mds`, as rows: the slow part that the cache skips."""
+    try:
+        episodes = [
+            dict(
+                observations=ep.observations,
+                actions=ep.actions,
+                rewards=ep.rewards,
+                terminations=ep.terminations,
+                truncations=ep.truncations,
+            )
+            for ep in mds.iterate_episodes()
+        ]
+    except Exception as exc:  # h5py/minari raise many types for damaged files
+        raise ValorlError(f"could not read Minari dataset at {path}: {_reason(exc)}") from None
     dataset = Dataset.from_episodes(episodes, info=info)
     # Rows where the writer had to split an episode (its next observation is not the following
     # row's observation, as in corrupted data) were stored as truncations: undo that.
-    splits = np.asarray(metadata.get("valorl_split_rows", []), np.int64)
+    splits = np.asarray(mds.storage.metadata.get("valorl_split_rows", []), np.int64)
     if len(splits) and splits.max() < len(dataset):
         timeouts = dataset.timeouts.copy()
         timeouts[splits] = False

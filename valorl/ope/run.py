@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from valorl.data.dataset import Dataset
+from valorl.data.files import atomic_write
 from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import fit_normalizer
 from valorl.errors import ValorlError
@@ -47,7 +48,6 @@ from valorl.ope.fqe import FQE, fit_fqe
 from valorl.ope.selection import selection_metrics
 from valorl.ope.target import TargetPolicies
 from valorl.stats import mean_interval
-from valorl.training.checkpoint import atomic_write
 
 ESTIMATORS = ("fqe", "pdis", "wpdis", "dr")
 CONFIDENCE = 0.95

@@ -19,10 +19,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from valorl.data.files import atomic_write
 from valorl.errors import ValorlError
 from valorl.sweep.backends import make_backend
 from valorl.sweep.spec import Group, expand, load_spec
-from valorl.training.checkpoint import atomic_write
 from valorl.training.run_dir import METRICS, RunDir
 from valorl.ui import console, progress_bar
 

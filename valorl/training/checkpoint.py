@@ -13,8 +13,6 @@ its filled rows only. Checkpoints without it (offline runs) read as before.
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 from typing import Any
 
 import flax.serialization
@@ -164,13 +162,3 @@ def _restore(template: Any, state_dict: Any, where: str) -> Any:
                 f"{np.shape(have)}, expected {tuple(want.shape)}"
             )
     return jax.tree.map(jnp.asarray, restored)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, flush it to disk, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

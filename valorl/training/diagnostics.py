@@ -28,10 +28,10 @@ import numpy as np
 
 from valorl.agents import CriticAgent
 from valorl.data.dataset import Dataset
+from valorl.data.files import atomic_write
 from valorl.data.sources import load_dataset
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
-from valorl.training.checkpoint import atomic_write
 from valorl.training.restore import load_checkpoint
 from valorl.training.run_dir import RunDir
 

@@ -46,8 +46,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from valorl.data.files import atomic_write
 from valorl.errors import ValorlError
-from valorl.training.checkpoint import atomic_write
 
 LOGGERS = ("tensorboard", "wandb", "mlflow")
 """The trackers `--logger` can name; each is the name of its extra too (`valorl[wandb]`)."""

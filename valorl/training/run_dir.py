@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from valorl.data.files import atomic_write
 from valorl.errors import ValorlError
-from valorl.training.checkpoint import atomic_write
 from valorl.training.loggers import MetricLogger, NullLogger
 
 CONFIG = "config.json"

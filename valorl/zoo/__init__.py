@@ -10,16 +10,9 @@ provenance). `reference_returns` measures an environment's reference returns. Im
 (as `import valorl` does) registers its recipe names with `load_dataset`.
 """
 
+from valorl.data.checksum import checksum, content_checksum
 from valorl.data.sources import register_dataset_resolver
-from valorl.zoo.builder import (
-    build,
-    checksum,
-    content_checksum,
-    dataset_path,
-    resolve,
-    status,
-    verify,
-)
+from valorl.zoo.builder import build, dataset_path, resolve, status, verify
 from valorl.zoo.recipe import Recipe, find, get, recipes
 from valorl.zoo.references import reference_returns
 

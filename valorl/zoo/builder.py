@@ -5,19 +5,13 @@ A build is deterministic: `valorl collect` with the recipe's behaviours (policy 
 float64, see `collection/policy_file.py`), steps and seed, or the concatenation of other recipes'
 built data. The dataset is written beside its final place, its content checksum compared with
 the one the recipe records, and only a matching build is moved into place; a mismatch leaves
-nothing behind and says so.
-
-The content checksum is a SHA-256 over every array of every episode in the Minari HDF5 file
-(observations, actions, rewards, terminations, truncations, the behaviour log-probabilities
-in `infos`), with each array's name, dtype and shape, episodes in order. It ignores metadata
-and the HDF5 container's own bytes (which hold write times), so it names the data alone. It
-is remembered beside the data with the data file's size and modification time (`checksum`),
-so listing or loading a large dataset does not re-read it unless the file changed.
+nothing behind and says so. The content checksum (`data/checksum.py`) names the data alone
+and is remembered beside it, so listing or loading a large dataset does not re-read it unless
+the file changed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,15 +22,11 @@ import h5py
 import numpy as np
 
 from valorl.collection import LOG_PROB_KEY, collect
+from valorl.data.checksum import DATA_FILE, checksum
 from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.data.sources import minari_root, save_minari
 from valorl.errors import ValorlError
-from valorl.training.checkpoint import atomic_write
 from valorl.zoo.recipe import Recipe, find, get
-
-DATA_FILE = Path("data") / "main_data.hdf5"
-STAMP = ".valorl-checksum.json"
-"""Beside `data/`: the content checksum and the data file's size and time it belongs to."""
 
 FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
 """Arrays of a Minari episode (beside its `infos`)."""
@@ -44,33 +34,6 @@ FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
 Status = Literal["not built", "verified", "modified", "unrecorded"]
 """A recipe's dataset: absent; present and matching the recipe's checksum; present and not
 matching; present, but the recipe records no checksum to compare with."""
-
-
-def content_checksum(path: str | os.PathLike) -> str:
-    """SHA-256 of the data in the Minari dataset at `path` (the directory holding `data/`)."""
-    file = Path(path) / DATA_FILE
-    digest = hashlib.sha256()
-    try:
-        with h5py.File(file, "r") as f:
-            names = sorted(f, key=lambda n: int(n.removeprefix("episode_")))
-            for name in names:
-                digest.update(name.encode())
-                _hash_group(f[name], digest)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValorlError(f"could not read {file}: {exc}") from None
-    return digest.hexdigest()
-
-
-def _hash_group(group: h5py.Group, digest) -> None:
-    for key in sorted(group):
-        item = group[key]
-        if isinstance(item, h5py.Group):
-            digest.update(f"{key}/".encode())
-            _hash_group(item, digest)
-        else:
-            array = np.ascontiguousarray(item[()])
-            digest.update(f"{key}:{array.dtype.str}:{array.shape}".encode())
-            digest.update(array.tobytes())
 
 
 def dataset_path(recipe: Recipe) -> Path:
@@ -85,27 +48,6 @@ def status(recipe: Recipe) -> Status:
     if recipe.sha256 is None:
         return "unrecorded"
     return "verified" if checksum(path) == recipe.sha256 else "modified"
-
-
-def checksum(path: Path) -> str:
-    """`content_checksum(path)`, remembered in `path/STAMP` against the data file's size and
-    modification time: hashing a dataset of many short episodes reads every episode's group,
-    which takes minutes for D4RL-sized random data, and any write changes the time."""
-    stamp, state = path / STAMP, _file_state(path)
-    try:
-        saved = json.loads(stamp.read_text())
-        if saved["file"] == state:
-            return str(saved["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    digest = content_checksum(path)
-    atomic_write(stamp, json.dumps({"file": state, "sha256": digest}).encode())
-    return digest
-
-
-def _file_state(path: Path) -> dict[str, int]:
-    stat = (path / DATA_FILE).stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def verify(recipe: Recipe) -> Path:

@@ -54,7 +54,7 @@ class Recipe:
     """`valorl collect` specs with policy names replaced by their files' paths."""
     concat: tuple[str, ...]
     sha256: str | None
-    """Content checksum of a correct build (`builder.content_checksum`); None until recorded."""
+    """Content checksum of a correct build (`valorl.data.checksum`); None until recorded."""
     description: str
     family: str
     """The recipe file's stem (e.g. `hopper`): its environment's group of datasets."""
