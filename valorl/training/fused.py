@@ -1,11 +1,12 @@
 """Many updates in one compiled call, for many seeds at once.
 
-`source_chunk(agent, source, n)` returns a function that runs `n` agent updates inside
-`lax.scan`, drawing each batch on the device from a `BatchSource` (sources.py), and does so for
-every seed in parallel with `vmap`: agent states, keys and the source's per-seed state carry a
-leading seed axis; the source's shared inputs (a dataset on the device) are the same for every
-seed. One call replaces `n × seeds` Python-dispatched steps, which is where valorl's speed
-comes from. `update_chunk(agent, n)` is the common case: batches drawn from a dataset.
+`scan_updates` runs `n` agent updates inside `lax.scan`, drawing each batch on the device from a
+`BatchSource` (sources.py), and `over_seeds` compiles it for every seed in parallel with
+`vmap`: agent states, keys and the source's per-seed state carry a leading seed axis; the
+source's shared inputs (a dataset on the device) are the same for every seed. One call
+replaces `n × seeds` Python-dispatched steps, which is where valorl's speed comes from.
+`update_chunk(agent, n)` is the offline case (batches drawn from a dataset); the environment
+phase builds its own chunk the same way (interaction.py).
 
 With one seed the chunk is compiled without `vmap` (the seed axis is dropped and restored
 around it): the same computation, without batching rules on every operation.
@@ -90,25 +91,20 @@ def _index0(tree: Any) -> Any:
     return jax.tree.map(lambda x: x[0], tree)
 
 
-@compiled_cache
-def source_chunk(agent: Agent, source: BatchSource, num_updates: int, num_seeds: int) -> ChunkFn:
-    """`(states, keys, source_states, shared) -> (states, keys, metrics)`, seed axis first;
-    states and keys are donated (their buffers are reused for the outputs)."""
-    chunk = functools.partial(scan_updates, agent, source, num_updates)
-    return over_seeds(chunk, (0, 0, 0, None), num_seeds, donate=(0, 1))
-
-
 def update_chunk(agent: Agent, num_updates: int, num_seeds: int = 2) -> ChunkFn:
     """`(states, keys, data) -> (states, keys, metrics)`: `num_updates` updates on batches
-    drawn from a dataset on the device, every seed at once (`num_seeds` > 1 vmaps; 1 drops the
-    seed axis inside)."""
+    drawn from a dataset on the device, every seed at once, seed axis first; states and keys
+    are donated (their buffers are reused for the outputs). `num_seeds` > 1 vmaps; 1 drops
+    the seed axis inside."""
     return _dataset_chunk(agent, num_updates, num_seeds > 1)
 
 
 @compiled_cache
 def _dataset_chunk(agent: Agent, num_updates: int, vmapped: bool) -> ChunkFn:
-    chunk = source_chunk(agent, DATASET_ROWS, num_updates, 2 if vmapped else 1)
-    return lambda states, keys, data: chunk(states, keys, None, data)
+    def one_seed(state, key, data):
+        return scan_updates(agent, DATASET_ROWS, num_updates, state, key, None, data)
+
+    return over_seeds(one_seed, (0, 0, None), 2 if vmapped else 1, donate=(0, 1))
 
 
 @compiled_cache
