@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from valorl.agents.base import Agent, CriticAgent, Spec
+from valorl.agents.base import Agent, AgentBase, CriticAgent, CriticAgentBase, Spec
 from valorl.agents.bc import BC
 from valorl.agents.calql import CalQL
 from valorl.agents.cql import CQL
@@ -41,8 +41,10 @@ __all__ = [
     "SAC",
     "TD3BC",
     "Agent",
+    "AgentBase",
     "CalQL",
     "CriticAgent",
+    "CriticAgentBase",
     "Spec",
     "agent_class",
     "make_agent",

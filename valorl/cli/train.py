@@ -8,7 +8,6 @@ run is exactly the run its `valorl train` command line would make.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 from valorl.agents import AGENTS, agent_class
@@ -154,7 +153,7 @@ def _add_online_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         default=None,
         help="environment steps per seed (default: 1000000)",
     )
-    if "utd" not in {f.name for f in dataclasses.fields(cls)}:
+    if not cls.utd_is_hyperparameter:
         group.add_argument(
             "--utd",
             type=int,

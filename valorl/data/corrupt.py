@@ -108,7 +108,7 @@ class Attack:
         from valorl.training.run_dir import RunDir
 
         policy = load_policy(run_dir)
-        if not hasattr(policy.agent, "q_values"):
+        if not policy.agent.has_critic:
             raise ValorlError(
                 f"{run_dir} trained {policy.agent.name}, which has no Q-function; an "
                 "adversarial corruption attacks a critic agent's Q (e.g. iql, td3_bc, riql)"
