@@ -18,8 +18,9 @@ a batch with a leading axis of that size; training steps are counted in batches,
 count them.
 
 What the library needs to know about an agent beyond these methods it reads from class
-attributes the agent declares, never by probing for methods or fields (`AgentBase` holds the
-defaults, `CriticAgentBase` the Q-learning agents' shared parts):
+attributes the agent declares, never by probing for methods or fields. An agent inherits
+`AgentBase` (their defaults) or `CriticAgentBase` (a Q-ensemble, its construction and
+`q_values`) and sets only those that differ:
 
     needs_returns_to_go    every batch carries Monte-Carlo returns-to-go (Cal-QL)
     has_critic             the agent is a `CriticAgent`: it learns Q and implements `q_values`
