@@ -18,12 +18,15 @@ import numpy as np
 import pytest
 from conftest import TINY, synthetic_dataset
 
-from valorl.agents import AGENTS, IQL, TD3BC, Spec, make_agent
+from valorl.agents import AGENTS, IQL, TD3BC, CriticAgentBase, Spec, make_agent
 from valorl.agents.base import apply, grad_step, polyak
+from valorl.agents.steps import critic_steps
 from valorl.config import from_dict, to_dict
+from valorl.critics import CriticHead
 from valorl.data.dataset import sample_batch
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
+from valorl.nets import tanh_gaussian_sample
 from valorl.training import checkpoint, plan
 from valorl.training.fused import init_seeds, seed_keys, update_chunk
 
@@ -145,6 +148,71 @@ def test_config_json_round_trip(h):
     back = from_dict(type(agent), json.loads(text))
     assert back == agent
     assert back.hidden_dims == (5, 7)
+
+
+# ---- declared capabilities -------------------------------------------------------------------
+
+
+def test_has_critic_agents_implement_q_values(h):
+    """`has_critic` is declared exactly by the agents that implement `CriticAgent`: q_values of
+    every member, (members, batch), finite, from the state's critic; a discount and a head."""
+    state, obs = seed(h.states, 0), observations()
+    actions = jnp.tanh(jax.random.normal(jax.random.key(3), (7, ACTION_DIM)))
+    if not h.agent.has_critic:
+        assert h.name == "bc"
+        assert not isinstance(h.agent, CriticAgentBase) and not hasattr(h.agent, "q_values")
+        return
+    q = np.asarray(h.agent.q_values(state, obs, actions))
+    assert q.shape == (h.agent.ensemble.num_qs, 7)
+    assert np.all(np.isfinite(q))
+    expected = h.agent.critic.value(apply(state.critic, state.critic.params, obs, actions))
+    np.testing.assert_array_equal(q, np.asarray(expected))
+    assert isinstance(h.agent.critic, CriticHead) and 0 < h.agent.discount <= 1
+
+
+def test_utd_is_hyperparameter_means_utd_sets_the_batches_per_update(h):
+    """`utd_is_hyperparameter` is declared exactly by the agents with a `utd` field, and that
+    field is the number of batches one update consumes."""
+    fields = {f.name for f in dataclasses.fields(h.agent)}
+    assert h.agent.utd_is_hyperparameter == ("utd" in fields)
+    if h.agent.utd_is_hyperparameter:
+        assert dataclasses.replace(h.agent, utd=3).batches_per_update == 3
+
+
+def test_returns_to_go_are_required_only_where_declared(h):
+    """A `needs_returns_to_go` agent refuses a batch without returns-to-go with a ValorlError
+    saying so; every other agent updates without them (traced, not compiled)."""
+    batch = sample_batch(h.data, jax.random.key(0), h.agent.batch_size, h.agent.batches_per_update)
+    batch = batch.replace(returns_to_go=None)
+    trace = lambda: jax.eval_shape(h.agent.update, seed(h.states0, 0), batch, jax.random.key(1))
+    if h.agent.needs_returns_to_go:
+        with pytest.raises(ValorlError, match="needs Monte-Carlo returns-to-go in every batch"):
+            trace()
+    else:
+        _, metrics = trace()
+        assert set(metrics) == set(h.metrics)
+
+
+def test_capabilities_are_class_attributes_not_hyperparameters(h):
+    """Capabilities are facts about the algorithm: readable on the class, never dataclass fields
+    (so never command-line flags or config.json entries)."""
+    cls = type(h.agent)
+    for name in ("needs_returns_to_go", "has_critic", "utd_is_hyperparameter"):
+        assert isinstance(getattr(cls, name), bool)
+        assert name not in to_dict(h.agent)
+    assert isinstance(h.agent.batches_per_update, int) and h.agent.batches_per_update >= 1
+
+
+def test_every_state_holds_its_policy_as_actor(h):
+    """Every agent's state holds its policy network as `state.actor` (policy export reads it),
+    and acting deterministically depends only on it."""
+    state, obs = seed(h.states, 0), observations()
+    assert "MLP_0" in state.actor.params
+    scrambled = jax.tree.map(jnp.zeros_like, state).replace(actor=state.actor)
+    np.testing.assert_array_equal(
+        np.asarray(h.agent.act(scrambled, obs, jax.random.key(1), True)),
+        np.asarray(h.agent.act(state, obs, jax.random.key(1), True)),
+    )
 
 
 # ---- updates ---------------------------------------------------------------------------------
@@ -441,3 +509,107 @@ def test_iql_value_loss_by_hand():
     )[..., 0].min(axis=0)
     wrong = np.mean(np.where(online - v > 0, 0.8, 0.2) * (online - v) ** 2)
     assert not np.isclose(wrong, expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name, settings", [("sac", dict(utd=3)), ("dsac_t", {})])
+def test_critic_steps_equal_a_loop_of_critic_steps(name, settings):
+    """The shared critic-steps scan is a loop over the batch's leading axis: step i sees batch i
+    and the i-th key split from the update's key, in order; metrics are averaged over the
+    steps, and the last batch is handed on to the actor."""
+    agent = make_agent(name, **TINY[name], **settings)
+    n = agent.batches_per_update
+    assert n > 1
+    state = agent.init(jax.random.key(0), SPEC)
+    data = synthetic_dataset(obs_dim=OBS_DIM, action_dim=ACTION_DIM).to_batch()
+    batch = sample_batch(data, jax.random.key(1), agent.batch_size, n)
+    key = jax.random.key(2)
+
+    @jax.jit
+    def loop(state, batch, key):
+        losses = []
+        for i, sub_key in enumerate(jax.random.split(key, n)):
+            state, metrics = agent.critic_step(state, seed(batch, i), sub_key)
+            losses.append(metrics["loss"])
+        return state, jnp.mean(jnp.stack(losses))
+
+    scanned, metrics, last = jax.jit(lambda s, b, k: critic_steps(agent.critic_step, s, b, k, n))(
+        state, batch, key
+    )
+    expected, loss = loop(state, batch, key)
+    assert int(scanned.critic.step) == n
+    assert_trees_close(scanned, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(float(metrics["loss"]), float(loss), rtol=1e-6)
+    assert_trees_close(last, seed(batch, n - 1), rtol=0, atol=0)
+
+
+def test_bc_run_exports_a_policy_file(tmp_path):
+    """BC's state holds its policy as `actor` like every agent's, so a BC run exports a policy
+    file (`valorl datasets export-policy`) that acts as the run does."""
+    from valorl.data.policy_file import PolicyFile
+
+    import valorl
+    from valorl.cli.main import main
+
+    run = tmp_path / "bc"
+    valorl.train(
+        "bc", synthetic_dataset(obs_dim=OBS_DIM, action_dim=ACTION_DIM), steps=10, log_every=10,
+        eval_every=10, eval_episodes=0, seeds=2, progress=False, out=run, **TINY["bc"],
+    )  # fmt: skip
+    out = tmp_path / "bc.npz"
+    assert (
+        main(["datasets", "export-policy", str(run), "--seed-index", "1", "--out", str(out)]) == 0
+    )
+    exported = PolicyFile.load(out)
+    assert exported.provenance["agent"] == "bc" and exported.provenance["step"] == 10
+    obs = np.random.default_rng(0).normal(size=(16, OBS_DIM)).astype(np.float32)
+    policy = valorl.load_policy(run)
+    np.testing.assert_allclose(exported(obs), policy(obs, seed_index=1), atol=1e-5)
+    assert not np.allclose(exported(obs), policy(obs, seed_index=0), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "name, settings, over_members",
+    [
+        ("sac", {}, "min"),
+        ("sac", dict(actor_q="mean"), "mean"),
+        ("cql", {}, "min"),
+        ("dsac_t", {}, "min"),
+    ],
+)
+def test_soft_actor_step_by_hand(name, settings, over_members):
+    """The maximum-entropy actor step that SAC, CQL and DSAC-T share, written out: ã from the
+    squashed Gaussian with the first key of a split, J_π = mean(α·log π(ã|s) − Q̂(s, ã)) with
+    Q̂ the min (or mean) over the two members, then J(α) = α·(H − H̄), H̄ = −|A|."""
+    agent = make_agent(name, **TINY[name], **settings)
+    state = agent.init(jax.random.key(0), SPEC)
+    data = synthetic_dataset(obs_dim=OBS_DIM, action_dim=ACTION_DIM).to_batch()
+    batch = sample_batch(data, jax.random.key(1), agent.batch_size)
+    key = jax.random.key(2)
+
+    @jax.jit
+    def by_hand(state, batch, key):
+        alpha = jnp.exp(state.temperature.params["log_alpha"])
+
+        def actor_loss(params):
+            mean, log_std = apply(state.actor, params, batch.observations)
+            actions, log_prob = tanh_gaussian_sample(jax.random.split(key)[0], mean, log_std)
+            outputs = apply(state.critic, state.critic.params, batch.observations, actions)
+            values = agent.critic.value(outputs)
+            q = values.min(axis=0) if over_members == "min" else values.mean(axis=0)
+            return (alpha * log_prob - q).mean(), {"entropy": -log_prob.mean()}
+
+        actor, metrics = grad_step(state.actor, actor_loss)
+        entropy = metrics["entropy"]
+        temperature, _ = grad_step(
+            state.temperature,
+            lambda p: (jnp.exp(p["log_alpha"]) * (entropy + ACTION_DIM), {}),
+        )
+        return actor, temperature, metrics
+
+    actor, temperature, metrics = jax.jit(agent.actor_step)(state, batch, key)
+    expected_actor, expected_temperature, expected = by_hand(state, batch, key)
+    assert_trees_close(actor.params, expected_actor.params, rtol=1e-6, atol=1e-7)
+    assert_trees_close(temperature.params, expected_temperature.params, rtol=1e-6, atol=1e-7)
+    for part in ("loss", "entropy"):
+        np.testing.assert_allclose(float(metrics[f"actor/{part}"]), float(expected[part]), 1e-6)
+    assert set(metrics) >= {"actor/q_mean", "temperature/alpha", "temperature/loss"}

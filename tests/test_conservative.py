@@ -156,6 +156,28 @@ def test_cql_lagrange_multiplier_follows_the_gap():
         assert np.sign(after - before) == direction
 
 
+def test_update_moves_every_part_from_the_same_parameters(setup):
+    """As in the reference code, one update steps the actor and temperature (the shared
+    maximum-entropy step, with the first key of a three-way split) against the critic before
+    its step, and the critic with the proposals and target of the actor before its step: the
+    actor and temperature equal `actor_step` on the initial state."""
+    agent, state, batch, _ = setup
+    key = jax.random.key(3)
+    new, metrics = jax.jit(agent.update)(state, batch, key)
+    actor, temperature, expected = jax.jit(agent.actor_step)(
+        state, batch, jax.random.split(key, 3)[0]
+    )
+    for a, b in zip(jax.tree.leaves((new.actor, new.temperature)),
+                    jax.tree.leaves((actor, temperature)), strict=True):  # fmt: skip
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    for name, value in expected.items():
+        np.testing.assert_allclose(float(metrics[name]), float(value), rtol=1e-6)
+    assert int(new.critic.step) == 1 and not np.allclose(
+        np.asarray(jax.tree.leaves(new.critic.params)[0]),
+        np.asarray(jax.tree.leaves(state.critic.params)[0]),
+    )
+
+
 # ---- Cal-QL's lower bound --------------------------------------------------------------------
 
 

@@ -55,6 +55,7 @@ class ConstantCritic:
     so the ensemble mean is c + 0.5; the policy always acts 0."""
 
     name = "constant"
+    has_critic = True  # declares the CriticAgent contract, as CriticAgentBase does
     discount: float = 0.9
 
     def q_values(self, state, obs, actions):

@@ -11,7 +11,7 @@ from conftest import TINY, synthetic_dataset
 
 import valorl
 from valorl.agents import DSACT, Spec
-from valorl.agents.base import apply
+from valorl.agents.base import apply, grad_step, polyak
 from valorl.agents.dsac_t import dsac_t_critic_loss, dsac_t_targets
 from valorl.critics import QEnsemble
 from valorl.data.dataset import sample_batch
@@ -160,3 +160,40 @@ def test_short_offline_run_lowers_critic_loss(pendulum_dataset):
         for key, value in record.items():
             assert np.all(np.isfinite(value)), key
     assert metrics[-1]["critic/loss"][0] < metrics[0]["critic/loss"][0]
+
+
+def test_update_is_delayed_critic_steps_then_actor_temperature_and_targets():
+    """One update, written out: `delay_update` critic steps (each moving b) with keys split from
+    the first half of the update's key, then the shared actor and temperature step on the last
+    batch with the second half, then one Polyak step of the target actor and critics."""
+    agent = DSACT(**TINY["dsac_t"])
+    state = agent.init(jax.random.key(0), SPEC)
+    data = synthetic_dataset(obs_dim=3, action_dim=2).to_batch()
+    batch = sample_batch(data, jax.random.key(3), 16, 2)
+    key = jax.random.key(4)
+
+    @jax.jit
+    def by_hand(state, batch, key):
+        key_critic, key_actor = jax.random.split(key)
+        losses = []
+        for i, sub_key in enumerate(jax.random.split(key_critic, 2)):
+            sub = jax.tree.map(lambda x, i=i: x[i], batch)
+            critic, metrics = grad_step(
+                state.critic, lambda p, s=state, b=sub, k=sub_key: agent.critic_loss(p, s, b, k)
+            )
+            state = state.replace(critic=critic, std_average=metrics["std_average"])
+            losses.append(metrics["loss"])
+        actor, temperature, _ = agent.actor_step(state, sub, key_actor)
+        state = state.replace(
+            actor=actor,
+            temperature=temperature,
+            target_actor=polyak(actor.params, state.target_actor, agent.tau),
+            target_critic=polyak(state.critic.params, state.target_critic, agent.tau),
+        )
+        return state, jnp.mean(jnp.stack(losses))
+
+    new, metrics = jax.jit(agent.update)(state, batch, key)
+    expected, critic_loss = by_hand(state, batch, key)
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(float(metrics["critic/loss"]), float(critic_loss), rtol=1e-6)

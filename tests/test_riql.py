@@ -21,6 +21,7 @@ from valorl.critics import Huber, QEnsemble, Scalar
 from valorl.data.dataset import sample_batch
 from valorl.errors import ValorlError
 from valorl.launch.args import parse_overrides
+from valorl.nets import DeterministicPolicy
 from valorl.training.fused import init_seeds, seed_keys
 
 SPEC = Spec((3,), 2, total_updates=100)
@@ -202,6 +203,25 @@ def test_losses_by_hand(riql):
     assert policy.shape == (64, 2)  # a deterministic actor: actions, not (mean, log-std)
     actor_loss = np.mean(weights * ((policy - np.asarray(actions)) ** 2).sum(-1))
     np.testing.assert_allclose(float(metrics["actor/loss"]), actor_loss, rtol=1e-4)
+
+
+def test_deterministic_actor_is_iqls_actor_hook_overridden():
+    """RIQL's init is IQL's with one hook changed: the critic and value networks are IQL's for
+    the same key, and the actor is a deterministic tanh policy initialised with the key IQL
+    gives its actor (the first of a three-way split)."""
+    agent = RIQL(**TINY["riql"])
+    as_iql = IQL(**{f.name: getattr(agent, f.name) for f in dataclasses.fields(IQL)})
+    key = jax.random.key(11)
+    ours, theirs = agent.init(key, SPEC), as_iql.init(key, SPEC)
+    for part in ("critic", "value"):
+        for a, b in zip(jax.tree.leaves(getattr(ours, part).params),
+                        jax.tree.leaves(getattr(theirs, part).params), strict=True):  # fmt: skip
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    obs = jnp.zeros((1, 3))
+    expected = DeterministicPolicy(agent.hidden_dims, 2).init(jax.random.split(key, 3)[0], obs)
+    for a, b in zip(jax.tree.leaves(ours.actor.params),
+                    jax.tree.leaves(expected["params"]), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_gaussian_actor_option(riql):

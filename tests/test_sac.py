@@ -14,7 +14,7 @@ import scipy.stats
 from conftest import TINY, synthetic_dataset
 
 from valorl.agents import SAC, Spec
-from valorl.agents.base import apply
+from valorl.agents.base import apply, grad_step, polyak
 from valorl.agents.entropy import temperature_loss
 from valorl.data.dataset import sample_batch
 from valorl.errors import ValorlError
@@ -164,6 +164,37 @@ def test_utd_takes_several_critic_steps_per_actor_step(sac):
         moved, critic_moved = np.abs(a - b).max(), np.abs(c - b).max()
         assert 0 < moved < critic_moved
     assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_update_is_utd_critic_steps_then_one_actor_step(sac):
+    """One update, written out: the key splits into a critic key and an actor key; the critic
+    key into `utd` keys, one per critic step on its own batch, each step followed by a Polyak
+    step of the target; then the shared actor and temperature step on the last batch."""
+    agent, state, data = sac
+    agent = dataclasses.replace(agent, utd=2)
+    batch = sample_batch(data, jax.random.key(7), agent.batch_size, 2)
+    key = jax.random.key(8)
+
+    @jax.jit
+    def by_hand(state, batch, key):
+        key_critic, key_actor = jax.random.split(key)
+        losses = []
+        for i, sub_key in enumerate(jax.random.split(key_critic, 2)):
+            sub = jax.tree.map(lambda x, i=i: x[i], batch)
+            critic, metrics = grad_step(
+                state.critic, lambda p, s=state, b=sub, k=sub_key: agent.critic_loss(p, s, b, k)
+            )
+            target = polyak(critic.params, state.target_critic, agent.tau)
+            state = state.replace(critic=critic, target_critic=target)
+            losses.append(metrics["loss"])
+        actor, temperature, metrics = agent.actor_step(state, sub, key_actor)
+        return state.replace(actor=actor, temperature=temperature), jnp.mean(jnp.stack(losses))
+
+    new, metrics = jax.jit(agent.update)(state, batch, key)
+    expected, critic_loss = by_hand(state, batch, key)
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(float(metrics["critic/loss"]), float(critic_loss), rtol=1e-6)
 
 
 def test_bad_hyperparameters_are_refused():

@@ -109,7 +109,7 @@ class Attack:
     def from_run(cls, run_dir: str | os.PathLike, seed_index: int = 0) -> Attack:
         """One seed of a trained run whose agent has a Q-function (`q_values`)."""
         policy = load_policy(run_dir)
-        if not hasattr(policy.agent, "q_values"):
+        if not policy.agent.has_critic:
             raise ValorlError(
                 f"{run_dir} trained {policy.agent.name}, which has no Q-function; an "
                 "adversarial corruption attacks a critic agent's Q (e.g. iql, td3_bc, riql)"

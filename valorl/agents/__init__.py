@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from valorl.agents.base import Agent, CriticAgent, Spec
+from valorl.agents.base import Agent, AgentBase, CriticAgent, CriticAgentBase, Spec
 from valorl.agents.bc import BC
 from valorl.agents.calql import CalQL
 from valorl.agents.cql import CQL
@@ -41,15 +41,11 @@ __all__ = [
     "SAC",
     "TD3BC",
     "Agent",
+    "AgentBase",
     "CalQL",
     "CriticAgent",
+    "CriticAgentBase",
     "Spec",
     "agent_class",
     "make_agent",
 ]
-
-# TEMPORARY (until the agent contract lands): declared capabilities.
-for _cls in AGENTS.values():
-    _cls.needs_returns_to_go = getattr(_cls, "needs_returns_to_go", False)
-    _cls.has_critic = hasattr(_cls, "q_values")
-    _cls.utd_is_hyperparameter = "utd" in _cls.__dataclass_fields__

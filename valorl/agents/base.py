@@ -13,8 +13,20 @@ together with `vmap`, normalising data, checkpoints and evaluation. An agent see
 `normalize_observations` and `reward_normalization`.
 
 An update may consume several batches (TD3's delayed actor: `policy_freq` critic steps, then
-one actor step). Such an agent sets `batches_per_update > 1` and receives a batch with a
-leading axis of that size; training steps are counted in batches, as papers count them.
+one actor step; `valorl.agents.steps`). Such an agent sets `batches_per_update > 1` and receives
+a batch with a leading axis of that size; training steps are counted in batches, as papers
+count them.
+
+What the library needs to know about an agent beyond these methods it reads from class
+attributes the agent declares, never by probing for methods or fields. An agent inherits
+`AgentBase` (their defaults) or `CriticAgentBase` (a Q-ensemble, its construction and
+`q_values`) and sets only those that differ:
+
+    needs_returns_to_go    every batch carries Monte-Carlo returns-to-go (Cal-QL)
+    has_critic             the agent is a `CriticAgent`: it learns Q and implements `q_values`
+    utd_is_hyperparameter  the agent's `utd` field is the run's update-to-data ratio (SAC)
+
+Every agent's state holds its policy network as `state.actor`, which policy export reads.
 """
 
 from __future__ import annotations
@@ -30,9 +42,9 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
+from valorl.critics import CriticHead, QEnsemble
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
-from valorl.nets.policies import tanh_gaussian_sample
 
 Metrics = dict[str, jax.Array]
 Params = Any
@@ -49,7 +61,12 @@ class Spec:
 
 
 class Agent(Protocol):
+    """What the library calls and reads on every agent (see the module docstring)."""
+
     name: ClassVar[str]
+    needs_returns_to_go: ClassVar[bool]
+    has_critic: ClassVar[bool]
+    utd_is_hyperparameter: ClassVar[bool]
     batch_size: int
     normalize_observations: bool
     reward_normalization: RewardNormalization
@@ -68,9 +85,11 @@ class Agent(Protocol):
 
 class CriticAgent(Agent, Protocol):
     """An agent with a learned Q-function, which value diagnostics, off-policy evaluation and
-    adversarial data attacks read."""
+    adversarial data attacks read; `has_critic` is true exactly for these."""
 
     discount: float
+    critic: CriticHead
+    """How Q is represented and trained; its value support is fitted to the data when unset."""
 
     def q_values(self, state: Any, obs: jax.Array, actions: jax.Array) -> jax.Array:
         """Q(s, a) of every ensemble member, shape (members, batch): observations and actions
@@ -144,20 +163,48 @@ def prefix(part: str, metrics: Metrics) -> Metrics:
     return {f"{part}/{name}": value for name, value in metrics.items()}
 
 
-def critic_q_values(agent: Any, state: Any, obs: jax.Array, actions: jax.Array) -> jax.Array:
-    """`CriticAgent.q_values` for agents whose state holds the critic as `state.critic` and
-    whose head is `agent.critic`: Q(s, a) of every member, shape (members, batch). Agents bind
-    it as a method: `q_values = critic_q_values`."""
-    return agent.critic.value(apply(state.critic, state.critic.params, obs, actions))
+# ---- shared implementations -----------------------------------------------------------------
 
 
-def tanh_gaussian_act(
-    agent: Any, state: Any, obs: jax.Array, key: jax.Array, deterministic: bool = True
-) -> jax.Array:
-    """`act` for a tanh-squashed Gaussian actor in `state.actor` (SAC, CQL, DSAC-T): tanh of the
-    mean when deterministic, else a squashed sample. Agents bind it as a method:
-    `act = tanh_gaussian_act`."""
-    mean, log_std = apply(state.actor, state.actor.params, obs)
-    if deterministic:
-        return jnp.tanh(mean)
-    return tanh_gaussian_sample(key, mean, log_std)[0]
+class AgentBase:
+    """The declared capabilities' defaults: what an agent is unless it says otherwise. They are
+    class attributes (facts about the algorithm), not dataclass fields (hyperparameters), so
+    they are neither parsed from the command line nor written to config.json."""
+
+    batches_per_update: ClassVar[int] = 1
+    """Batches one `update` consumes; more than one for delayed actors (TD3's `policy_freq`)."""
+    needs_returns_to_go: ClassVar[bool] = False
+    """Every batch must carry Monte-Carlo returns-to-go (`Batch.returns_to_go`) at the agent's
+    discount, scaled like the rewards: Cal-QL bounds its conservative penalty with them."""
+    has_critic: ClassVar[bool] = False
+    """The agent learns Q and implements `CriticAgent` (`CriticAgentBase` sets it)."""
+    utd_is_hyperparameter: ClassVar[bool] = False
+    """The agent's own `utd` field sets how many batches (critic steps) one update consumes, so
+    a run's update-to-data ratio sets that field instead of repeating updates (SAC, as REDQ and
+    RLPD do: `utd` critic steps, then one actor step)."""
+
+
+class CriticAgentBase(AgentBase):
+    """Base of the agents with a learned Q-ensemble: its train state is `state.critic`, the
+    dataclass fields `critic` (the head), `ensemble`, `hidden_dims` and `critic_lr` define it."""
+
+    has_critic: ClassVar[bool] = True
+
+    critic: CriticHead
+    ensemble: QEnsemble
+    hidden_dims: tuple[int, ...]
+    critic_lr: float
+
+    def create_critic(self, key: jax.Array, spec: Spec) -> NetState:
+        """The Q-ensemble's train state: `hidden_dims` torsos with the head's outputs for each
+        member, optimised by Adam at `critic_lr`."""
+        return create_train_state(
+            self.ensemble.network(self.hidden_dims, self.critic.out_dim),
+            key,
+            (jnp.zeros((1, *spec.obs_shape)), jnp.zeros((1, spec.action_dim))),
+            adam(self.critic_lr),
+        )
+
+    def q_values(self, state: Any, obs: jax.Array, actions: jax.Array) -> jax.Array:
+        """`CriticAgent.q_values`: Q(s, a) of every member, shape (members, batch)."""
+        return self.critic.value(apply(state.critic, state.critic.params, obs, actions))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import flax.struct
 import jax
 import jax.numpy as jnp
-from flax.training.train_state import TrainState
 
 from valorl.agents.base import (
+    AgentBase,
     Metrics,
+    NetState,
     Params,
     Spec,
     adam,
@@ -29,12 +31,15 @@ from valorl.data.transforms import RewardNormalization
 from valorl.nets import DeterministicPolicy
 
 
+class BCState(flax.struct.PyTreeNode):
+    actor: NetState
+
+
 @dataclasses.dataclass(frozen=True)
-class BC:
+class BC(AgentBase):
     """Behaviour cloning with a deterministic policy and a squared-error loss."""
 
     name: ClassVar[str] = "bc"
-    batches_per_update: ClassVar[int] = 1
 
     lr: float = 3e-4
     """Learning rate."""
@@ -47,25 +52,26 @@ class BC:
     reward_normalization: RewardNormalization = "none"
     """Unused by BC; kept so every agent has the same data settings."""
 
-    def init(self, key: jax.Array, spec: Spec) -> TrainState:
-        return create_train_state(
+    def init(self, key: jax.Array, spec: Spec) -> BCState:
+        actor = create_train_state(
             DeterministicPolicy(self.hidden_dims, spec.action_dim),
             key,
             (jnp.zeros((1, *spec.obs_shape)),),
             adam(self.lr),
         )
+        return BCState(actor=actor)
 
-    def loss(self, params: Params, state: TrainState, batch: Batch) -> tuple[jax.Array, Metrics]:
-        actions = apply(state, params, batch.observations)
+    def loss(self, params: Params, state: BCState, batch: Batch) -> tuple[jax.Array, Metrics]:
+        actions = apply(state.actor, params, batch.observations)
         return ((actions - batch.actions) ** 2).mean(), {}
 
-    def update(self, state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
+    def update(self, state: BCState, batch: Batch, key: jax.Array) -> tuple[BCState, Metrics]:
         del key
-        state, metrics = grad_step(state, lambda p: self.loss(p, state, batch))
-        return state, prefix("actor", metrics)
+        actor, metrics = grad_step(state.actor, lambda p: self.loss(p, state, batch))
+        return state.replace(actor=actor), prefix("actor", metrics)
 
     def act(
-        self, state: TrainState, obs: jax.Array, key: jax.Array, deterministic: bool = True
+        self, state: BCState, obs: jax.Array, key: jax.Array, deterministic: bool = True
     ) -> jax.Array:
         del key, deterministic  # a deterministic policy
-        return apply(state, state.params, obs)
+        return apply(state.actor, state.actor.params, obs)

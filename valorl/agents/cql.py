@@ -44,13 +44,11 @@ from valorl.agents.base import (
     adam,
     apply,
     create_train_state,
-    critic_q_values,
     grad_step,
     polyak,
     prefix,
-    tanh_gaussian_act,
 )
-from valorl.agents.entropy import Temperature, init_temperature, temperature_step
+from valorl.agents.entropy import MaxEntropyAgentBase, Temperature, init_temperature
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
@@ -80,12 +78,10 @@ class Proposals(flax.struct.PyTreeNode):
 
 
 @dataclasses.dataclass(frozen=True)
-class CQL:
+class CQL(MaxEntropyAgentBase):
     """Conservative Q-Learning: SAC whose critics are pushed down away from the data."""
 
     name: ClassVar[str] = "cql"
-    batches_per_update: ClassVar[int] = 1
-    needs_returns_to_go: ClassVar[bool] = False
 
     cql_alpha: float = 5.0
     """α, the weight of the conservative gap (Eq. 4): 5 for D4RL locomotion (the reference
@@ -147,20 +143,13 @@ class CQL:
 
     def init(self, key: jax.Array, spec: Spec) -> CQLState:
         key_actor, key_critic, key_temperature, key_lagrange = jax.random.split(key, 4)
-        obs = jnp.zeros((1, *spec.obs_shape))
-        actions = jnp.zeros((1, spec.action_dim))
         actor = create_train_state(
             TanhGaussianPolicy(self.hidden_dims, spec.action_dim),
             key_actor,
-            (obs,),
+            (jnp.zeros((1, *spec.obs_shape)),),
             adam(self.actor_lr),
         )
-        critic = create_train_state(
-            self.ensemble.network(self.hidden_dims, self.critic.out_dim),
-            key_critic,
-            (obs, actions),
-            adam(self.critic_lr),
-        )
+        critic = self.create_critic(key_critic, spec)
         temperature = init_temperature(self.init_temperature, self.temperature_lr, key_temperature)
         lagrange = None
         if self.cql_lagrange:
@@ -281,29 +270,10 @@ class CQL:
         """Metrics about `bound_policy_values`: none in CQL."""
         return {}
 
-    def actor_loss(
-        self, params: Params, state: CQLState, batch: Batch, alpha: jax.Array, key: jax.Array
-    ) -> tuple[jax.Array, Metrics]:
-        key_sample, key_reduce = jax.random.split(key)
-        mean, log_std = apply(state.actor, params, batch.observations)
-        actions, log_prob = tanh_gaussian_sample(key_sample, mean, log_std)
-        outputs = apply(state.critic, state.critic.params, batch.observations, actions)
-        q = self.ensemble.reduce(self.critic.value(outputs), key_reduce)
-        return (alpha * log_prob - q).mean(), {"entropy": -log_prob.mean(), "q_mean": q.mean()}
-
     def update(self, state: CQLState, batch: Batch, key: jax.Array) -> tuple[CQLState, Metrics]:
         key_actor, key_target, key_proposals = jax.random.split(key, 3)
-        alpha = apply(state.temperature, state.temperature.params)
-        actor, actor_metrics = grad_step(
-            state.actor, lambda p: self.actor_loss(p, state, batch, alpha, key_actor)
-        )
-        temperature, temperature_metrics = temperature_step(
-            state.temperature,
-            actor_metrics["entropy"],
-            self.target_entropy,
-            batch.actions.shape[-1],
-        )
-        target = self.td_target(state, batch, alpha, key_target)
+        actor, temperature, policy_metrics = self.actor_step(state, batch, key_actor)
+        target = self.td_target(state, batch, self.alpha(state), key_target)
         proposals = jax.lax.stop_gradient(self.proposals(state, batch, key_proposals))
         alpha_prime = None
         if state.lagrange is not None:
@@ -312,11 +282,7 @@ class CQL:
             state.critic,
             lambda p: self.critic_loss(p, state, batch, target, proposals, alpha_prime),
         )
-        metrics = {
-            **prefix("critic", critic_metrics),
-            **prefix("actor", actor_metrics),
-            **prefix("temperature", temperature_metrics),
-        }
+        metrics = {**prefix("critic", critic_metrics), **policy_metrics}
         lagrange = state.lagrange
         if lagrange is not None:
             excess = self.cql_alpha * (critic_metrics["cql_gap"] - self.cql_target_action_gap)
@@ -336,6 +302,3 @@ class CQL:
             lagrange=lagrange,
         )
         return state, metrics
-
-    q_values = critic_q_values
-    act = tanh_gaussian_act

@@ -49,13 +49,12 @@ from valorl.agents.base import (
     adam,
     apply,
     create_train_state,
-    critic_q_values,
     grad_step,
     polyak,
     prefix,
-    tanh_gaussian_act,
 )
-from valorl.agents.entropy import init_temperature, temperature_step
+from valorl.agents.entropy import MaxEntropyAgentBase, init_temperature
+from valorl.agents.steps import critic_steps
 from valorl.critics import CriticHead, Gaussian, QEnsemble
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
@@ -124,7 +123,7 @@ class DSACTState(flax.struct.PyTreeNode):
 
 
 @dataclasses.dataclass(frozen=True)
-class DSACT:
+class DSACT(MaxEntropyAgentBase):
     """DSAC-T: Gaussian return distributions, twin critics, adjusted critic gradients."""
 
     name: ClassVar[str] = "dsac_t"
@@ -181,22 +180,15 @@ class DSACT:
 
     def init(self, key: jax.Array, spec: Spec) -> DSACTState:
         key_actor, key_critic, key_temperature = jax.random.split(key, 3)
-        obs = jnp.zeros((1, *spec.obs_shape))
-        actions = jnp.zeros((1, spec.action_dim))
         actor = create_train_state(
             TanhGaussianPolicy(
                 self.hidden_dims, spec.action_dim, log_std_max=self.policy_log_std_max
             ),
             key_actor,
-            (obs,),
+            (jnp.zeros((1, *spec.obs_shape)),),
             adam(self.actor_lr),
         )
-        critic = create_train_state(
-            self.ensemble.network(self.hidden_dims, self.critic.out_dim),
-            key_critic,
-            (obs, actions),
-            adam(self.critic_lr),
-        )
+        critic = self.create_critic(key_critic, spec)
         temperature = init_temperature(self.init_temperature, self.temperature_lr, key_temperature)
         return DSACTState(
             actor=actor,
@@ -206,9 +198,6 @@ class DSACT:
             temperature=temperature,
             std_average=-jnp.ones(self.ensemble.num_qs),
         )
-
-    def alpha(self, state: DSACTState) -> jax.Array:
-        return apply(state.temperature, state.temperature.params)
 
     def next_value_and_sample(
         self, next_outputs: jax.Array, key: jax.Array
@@ -266,53 +255,24 @@ class DSACT:
         loss = dsac_t_critic_loss(q, sigma, y_q, y_b, b, self.epsilon)
         return loss.sum(), {"q_mean": q.mean(), "q_std": sigma.mean(), "std_average": b}
 
-    def actor_loss(
-        self, params: Params, state: DSACTState, batch: Batch, key: jax.Array
-    ) -> tuple[jax.Array, Metrics]:
-        key_sample, key_reduce = jax.random.split(key)
-        mean, log_std = apply(state.actor, params, batch.observations)
-        actions, log_prob = tanh_gaussian_sample(key_sample, mean, log_std)
-        outputs = apply(state.critic, state.critic.params, batch.observations, actions)
-        q = self.ensemble.reduce(self.critic.value(outputs), key_reduce)
-        loss = (self.alpha(state) * log_prob - q).mean()
-        return loss, {"entropy": -log_prob.mean(), "q_mean": q.mean()}
+    def critic_step(
+        self, state: DSACTState, batch: Batch, key: jax.Array
+    ) -> tuple[DSACTState, Metrics]:
+        """One critic step, which also moves the moving average b of σ."""
+        critic, metrics = grad_step(state.critic, lambda p: self.critic_loss(p, state, batch, key))
+        std_average = metrics.pop("std_average")
+        return state.replace(critic=critic, std_average=std_average), metrics
 
     def update(self, state: DSACTState, batch: Batch, key: jax.Array) -> tuple[DSACTState, Metrics]:
-        if self.delay_update == 1:
-            batch = jax.tree.map(lambda x: x[None], batch)
         key_critic, key_actor = jax.random.split(key)
-
-        def critic_step(state: DSACTState, inputs: tuple[Batch, jax.Array]):
-            sub_batch, sub_key = inputs
-            critic, metrics = grad_step(
-                state.critic, lambda p: self.critic_loss(p, state, sub_batch, sub_key)
-            )
-            std_average = metrics.pop("std_average")
-            return state.replace(critic=critic, std_average=std_average), metrics
-
-        keys = jax.random.split(key_critic, self.delay_update)
-        state, critic_metrics = jax.lax.scan(critic_step, state, (batch, keys))
-        last_batch = jax.tree.map(lambda x: x[-1], batch)
-        actor, actor_metrics = grad_step(
-            state.actor, lambda p: self.actor_loss(p, state, last_batch, key_actor)
+        state, critic_metrics, last = critic_steps(
+            self.critic_step, state, batch, key_critic, self.delay_update
         )
-        temperature, temperature_metrics = temperature_step(
-            state.temperature,
-            actor_metrics["entropy"],
-            self.target_entropy,
-            batch.actions.shape[-1],
-        )
+        actor, temperature, metrics = self.actor_step(state, last, key_actor)
         state = state.replace(
             actor=actor,
             temperature=temperature,
             target_actor=polyak(actor.params, state.target_actor, self.tau),
             target_critic=polyak(state.critic.params, state.target_critic, self.tau),
         )
-        return state, {
-            **prefix("critic", jax.tree.map(jnp.mean, critic_metrics)),
-            **prefix("actor", actor_metrics),
-            **prefix("temperature", temperature_metrics),
-        }
-
-    q_values = critic_q_values
-    act = tanh_gaussian_act
+        return state, {**prefix("critic", critic_metrics), **metrics}

@@ -20,11 +20,13 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, Literal
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 
 from valorl.agents.base import (
+    CriticAgentBase,
     Metrics,
     NetState,
     Params,
@@ -32,7 +34,6 @@ from valorl.agents.base import (
     adam,
     apply,
     create_train_state,
-    critic_q_values,
     grad_step,
     polyak,
     prefix,
@@ -53,11 +54,13 @@ class IQLState(flax.struct.PyTreeNode):
 
 
 @dataclasses.dataclass(frozen=True)
-class IQL:
-    """Implicit Q-Learning: expectile value, TD critic, advantage-weighted actor."""
+class IQL(CriticAgentBase):
+    """Implicit Q-Learning: expectile value, TD critic, advantage-weighted actor.
+
+    Subclasses change the actor through two hooks: `actor_network` and `weighted_loss`
+    (RIQL's deterministic actor)."""
 
     name: ClassVar[str] = "iql"
-    batches_per_update: ClassVar[int] = 1
 
     expectile: float = 0.7
     """τ of the value loss (Eq. 5): 0.7 for locomotion, 0.9 for AntMaze."""
@@ -93,20 +96,11 @@ class IQL:
     def init(self, key: jax.Array, spec: Spec) -> IQLState:
         key_actor, key_critic, key_value = jax.random.split(key, 3)
         obs = jnp.zeros((1, *spec.obs_shape))
-        actions = jnp.zeros((1, spec.action_dim))
         cosine = spec.total_updates if self.actor_lr_schedule == "cosine" else None
         actor = create_train_state(
-            GaussianPolicy(self.hidden_dims, spec.action_dim),
-            key_actor,
-            (obs,),
-            adam(self.actor_lr, cosine),
+            self.actor_network(spec.action_dim), key_actor, (obs,), adam(self.actor_lr, cosine)
         )
-        critic = create_train_state(
-            self.ensemble.network(self.hidden_dims, self.critic.out_dim),
-            key_critic,
-            (obs, actions),
-            adam(self.critic_lr),
-        )
+        critic = self.create_critic(key_critic, spec)
         value = create_train_state(
             StateValue(self.hidden_dims), key_value, (obs,), adam(self.value_lr)
         )
@@ -127,17 +121,28 @@ class IQL:
         loss = self.critic.loss(outputs, target).mean(axis=-1).sum()
         return loss, {"q_mean": self.critic.value(outputs).mean()}
 
+    def actor_network(self, action_dim: int) -> nn.Module:
+        """The policy: a Gaussian with a state-independent log-std (the reference code's)."""
+        return GaussianPolicy(self.hidden_dims, action_dim)
+
+    def weighted_loss(
+        self, params: Params, state: IQLState, batch: Batch
+    ) -> tuple[jax.Array, Metrics]:
+        """The per-transition loss that the advantage weights multiply, (B,): −log π(a|s)."""
+        mean, log_std = apply(state.actor, params, batch.observations)
+        log_prob = gaussian_log_prob(mean, log_std, batch.actions)
+        return -log_prob, {"bc_mse": ((mean - batch.actions) ** 2).mean()}
+
     def actor_loss(
         self, params: Params, state: IQLState, batch: Batch, q: jax.Array
     ) -> tuple[jax.Array, Metrics]:
         v = apply(state.value, state.value.params, batch.observations)
         weights = awr_weights(q - v, self.beta, self.max_weight)
-        mean, log_std = apply(state.actor, params, batch.observations)
-        log_prob = gaussian_log_prob(mean, log_std, batch.actions)
-        return -(weights * log_prob).mean(), {
+        loss, metrics = self.weighted_loss(params, state, batch)
+        return (weights * loss).mean(), {
             "advantage_mean": (q - v).mean(),
             "weight_mean": weights.mean(),
-            "bc_mse": ((mean - batch.actions) ** 2).mean(),
+            **metrics,
         }
 
     def update(self, state: IQLState, batch: Batch, key: jax.Array) -> tuple[IQLState, Metrics]:
@@ -160,8 +165,6 @@ class IQL:
             **prefix("critic", critic_metrics),
             **prefix("actor", actor_metrics),
         }
-
-    q_values = critic_q_values
 
     def act(
         self, state: IQLState, obs: jax.Array, key: jax.Array, deterministic: bool = True

@@ -19,8 +19,9 @@ it robust to corrupted observations, actions, rewards and dynamics:
 
 The reference implementation (github.com/YangRui2015/RIQL, `RIQL.py`) also trains a
 deterministic tanh actor by advantage-weighted squared error, E[exp(β·A)·‖π(s) − a‖²] (its
-README and App. E.4 say so): `deterministic_actor=True`, the default here; `false` keeps IQL's
-Gaussian actor and log-likelihood. Like the reference code, RIQL does not rescale rewards.
+README and App. E.4 say so): `deterministic_actor=True`, the default here, overrides IQL's
+`actor_network` and `weighted_loss` hooks; `false` keeps IQL's Gaussian actor and
+log-likelihood. Like the reference code, RIQL does not rescale rewards.
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from valorl.agents.base import Metrics, Params, Spec, adam, apply, create_train_state
+from valorl.agents.base import Metrics, Params, apply
 from valorl.agents.iql import IQL, IQLState
 from valorl.critics import CriticHead, Huber, QEnsemble
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
-from valorl.losses import awr_weights
 from valorl.nets import DeterministicPolicy
 
 
@@ -58,33 +58,20 @@ class RIQL(IQL):
     """A tanh actor trained by advantage-weighted squared error (the reference code's default);
     false: IQL's Gaussian actor and weighted log-likelihood."""
 
-    def init(self, key: jax.Array, spec: Spec) -> IQLState:
-        state = super().init(key, spec)
+    def actor_network(self, action_dim: int) -> nn.Module:
+        """A deterministic tanh actor, or IQL's Gaussian with `deterministic_actor=False`."""
         if not self.deterministic_actor:
-            return state
-        key_actor = jax.random.split(key, 3)[0]  # the key IQL gives its actor
-        cosine = spec.total_updates if self.actor_lr_schedule == "cosine" else None
-        actor = create_train_state(
-            DeterministicPolicy(self.hidden_dims, spec.action_dim),
-            key_actor,
-            (jnp.zeros((1, *spec.obs_shape)),),
-            adam(self.actor_lr, cosine),
-        )
-        return state.replace(actor=actor)
+            return super().actor_network(action_dim)
+        return DeterministicPolicy(self.hidden_dims, action_dim)
 
-    def actor_loss(
-        self, params: Params, state: IQLState, batch: Batch, q: jax.Array
+    def weighted_loss(
+        self, params: Params, state: IQLState, batch: Batch
     ) -> tuple[jax.Array, Metrics]:
+        """‖π(s) − a‖² per transition, or IQL's −log π(a|s) with `deterministic_actor=False`."""
         if not self.deterministic_actor:
-            return super().actor_loss(params, state, batch, q)
-        v = apply(state.value, state.value.params, batch.observations)
-        weights = awr_weights(q - v, self.beta, self.max_weight)
+            return super().weighted_loss(params, state, batch)
         error = (apply(state.actor, params, batch.observations) - batch.actions) ** 2
-        return (weights * error.sum(axis=-1)).mean(), {
-            "advantage_mean": (q - v).mean(),
-            "weight_mean": weights.mean(),
-            "bc_mse": error.mean(),
-        }
+        return error.sum(axis=-1), {"bc_mse": error.mean()}
 
     def act(
         self, state: IQLState, obs: jax.Array, key: jax.Array, deterministic: bool = True

@@ -41,13 +41,12 @@ from valorl.agents.base import (
     adam,
     apply,
     create_train_state,
-    critic_q_values,
     grad_step,
     polyak,
     prefix,
-    tanh_gaussian_act,
 )
-from valorl.agents.entropy import init_temperature, temperature_step
+from valorl.agents.entropy import MaxEntropyAgentBase, init_temperature
+from valorl.agents.steps import critic_steps
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
@@ -63,10 +62,11 @@ class SACState(flax.struct.PyTreeNode):
 
 
 @dataclasses.dataclass(frozen=True)
-class SAC:
+class SAC(MaxEntropyAgentBase):
     """Soft Actor-Critic: twin soft Q critics, tanh-Gaussian actor, learned temperature."""
 
     name: ClassVar[str] = "sac"
+    utd_is_hyperparameter: ClassVar[bool] = True
 
     discount: float = 0.99
     """Discount factor γ."""
@@ -114,27 +114,17 @@ class SAC:
 
     def init(self, key: jax.Array, spec: Spec) -> SACState:
         key_actor, key_critic, key_temperature = jax.random.split(key, 3)
-        obs = jnp.zeros((1, *spec.obs_shape))
-        actions = jnp.zeros((1, spec.action_dim))
         actor = create_train_state(
             TanhGaussianPolicy(self.hidden_dims, spec.action_dim),
             key_actor,
-            (obs,),
+            (jnp.zeros((1, *spec.obs_shape)),),
             adam(self.actor_lr),
         )
-        critic = create_train_state(
-            self.ensemble.network(self.hidden_dims, self.critic.out_dim),
-            key_critic,
-            (obs, actions),
-            adam(self.critic_lr),
-        )
+        critic = self.create_critic(key_critic, spec)
         temperature = init_temperature(self.init_temperature, self.temperature_lr, key_temperature)
         return SACState(
             actor=actor, critic=critic, target_critic=critic.params, temperature=temperature
         )
-
-    def alpha(self, state: SACState) -> jax.Array:
-        return apply(state.temperature, state.temperature.params)
 
     def critic_loss(
         self, params: Params, state: SACState, batch: Batch, key: jax.Array
@@ -153,52 +143,25 @@ class SAC:
         loss = self.critic.loss(outputs, jax.lax.stop_gradient(target)).mean(axis=-1).sum()
         return loss, {"q_mean": self.critic.value(outputs).mean()}
 
-    def actor_loss(
-        self, params: Params, state: SACState, batch: Batch, key: jax.Array
-    ) -> tuple[jax.Array, Metrics]:
-        key_sample, key_reduce = jax.random.split(key)
-        mean, log_std = apply(state.actor, params, batch.observations)
-        actions, log_prob = tanh_gaussian_sample(key_sample, mean, log_std)
-        outputs = apply(state.critic, state.critic.params, batch.observations, actions)
-        values = self.critic.value(outputs)
+    def q_for_actor(self, values: jax.Array, key: jax.Array) -> jax.Array:
+        """The ensemble's reduction, or its mean with `actor_q="mean"` (REDQ, RLPD)."""
         if self.actor_q == "mean":
-            q = values.mean(axis=0)
-        else:
-            q = self.ensemble.reduce(values, key_reduce)
-        loss = (self.alpha(state) * log_prob - q).mean()
-        return loss, {"entropy": -log_prob.mean(), "q_mean": q.mean()}
+            return values.mean(axis=0)
+        return super().q_for_actor(values, key)
+
+    def critic_step(
+        self, state: SACState, batch: Batch, key: jax.Array
+    ) -> tuple[SACState, Metrics]:
+        """One critic step, then one Polyak step of the target critic."""
+        critic, metrics = grad_step(state.critic, lambda p: self.critic_loss(p, state, batch, key))
+        target = polyak(critic.params, state.target_critic, self.tau)
+        return state.replace(critic=critic, target_critic=target), metrics
 
     def update(self, state: SACState, batch: Batch, key: jax.Array) -> tuple[SACState, Metrics]:
-        if self.utd == 1:
-            batch = jax.tree.map(lambda x: x[None], batch)
         key_critic, key_actor = jax.random.split(key)
-
-        def critic_step(state: SACState, inputs: tuple[Batch, jax.Array]):
-            sub_batch, sub_key = inputs
-            critic, metrics = grad_step(
-                state.critic, lambda p: self.critic_loss(p, state, sub_batch, sub_key)
-            )
-            target = polyak(critic.params, state.target_critic, self.tau)
-            return state.replace(critic=critic, target_critic=target), metrics
-
-        keys = jax.random.split(key_critic, self.utd)
-        state, critic_metrics = jax.lax.scan(critic_step, state, (batch, keys))
-        last_batch = jax.tree.map(lambda x: x[-1], batch)
-        actor, actor_metrics = grad_step(
-            state.actor, lambda p: self.actor_loss(p, state, last_batch, key_actor)
+        state, critic_metrics, last = critic_steps(
+            self.critic_step, state, batch, key_critic, self.utd
         )
-        temperature, temperature_metrics = temperature_step(
-            state.temperature,
-            actor_metrics["entropy"],
-            self.target_entropy,
-            batch.actions.shape[-1],
-        )
+        actor, temperature, metrics = self.actor_step(state, last, key_actor)
         state = state.replace(actor=actor, temperature=temperature)
-        return state, {
-            **prefix("critic", jax.tree.map(jnp.mean, critic_metrics)),
-            **prefix("actor", actor_metrics),
-            **prefix("temperature", temperature_metrics),
-        }
-
-    q_values = critic_q_values
-    act = tanh_gaussian_act
+        return state, {**prefix("critic", critic_metrics), **metrics}

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from valorl.agents.base import (
+    CriticAgentBase,
     Metrics,
     NetState,
     Params,
@@ -27,11 +28,11 @@ from valorl.agents.base import (
     adam,
     apply,
     create_train_state,
-    critic_q_values,
     grad_step,
     polyak,
     prefix,
 )
+from valorl.agents.steps import critic_steps
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
@@ -48,7 +49,7 @@ class TD3BCState(flax.struct.PyTreeNode):
 
 
 @dataclasses.dataclass(frozen=True)
-class TD3BC:
+class TD3BC(CriticAgentBase):
     """TD3 with a behaviour-cloning term in the actor loss and normalised observations."""
 
     name: ClassVar[str] = "td3_bc"
@@ -105,20 +106,13 @@ class TD3BC:
 
     def init(self, key: jax.Array, spec: Spec) -> TD3BCState:
         key_actor, key_critic = jax.random.split(key)
-        obs = jnp.zeros((1, *spec.obs_shape))
-        actions = jnp.zeros((1, spec.action_dim))
         actor = create_train_state(
             DeterministicPolicy(self.hidden_dims, spec.action_dim),
             key_actor,
-            (obs,),
+            (jnp.zeros((1, *spec.obs_shape)),),
             adam(self.actor_lr),
         )
-        critic = create_train_state(
-            self.ensemble.network(self.hidden_dims, self.critic.out_dim),
-            key_critic,
-            (obs, actions),
-            adam(self.critic_lr),
-        )
+        critic = self.create_critic(key_critic, spec)
         return TD3BCState(
             actor=actor, critic=critic, target_actor=actor.params, target_critic=critic.params
         )
@@ -159,32 +153,23 @@ class TD3BC:
         loss, lmbda = td3_bc_actor_loss(q, actions, batch.actions, self.alpha)
         return loss, {"lambda": lmbda, "bc_mse": ((actions - batch.actions) ** 2).mean()}
 
+    def critic_step(
+        self, state: TD3BCState, batch: Batch, key: jax.Array
+    ) -> tuple[TD3BCState, Metrics]:
+        critic, metrics = grad_step(state.critic, lambda p: self.critic_loss(p, state, batch, key))
+        return state.replace(critic=critic), metrics
+
     def update(self, state: TD3BCState, batch: Batch, key: jax.Array) -> tuple[TD3BCState, Metrics]:
-        if self.policy_freq == 1:
-            batch = jax.tree.map(lambda x: x[None], batch)
-
-        def critic_step(state: TD3BCState, inputs: tuple[Batch, jax.Array]):
-            sub_batch, sub_key = inputs
-            critic, metrics = grad_step(
-                state.critic, lambda p: self.critic_loss(p, state, sub_batch, sub_key)
-            )
-            return state.replace(critic=critic), metrics
-
-        keys = jax.random.split(key, self.policy_freq)
-        state, critic_metrics = jax.lax.scan(critic_step, state, (batch, keys))
-        last_batch = jax.tree.map(lambda x: x[-1], batch)
-        actor, actor_metrics = grad_step(
-            state.actor, lambda p: self.actor_loss(p, state, last_batch)
+        state, critic_metrics, last = critic_steps(
+            self.critic_step, state, batch, key, self.policy_freq
         )
+        actor, actor_metrics = grad_step(state.actor, lambda p: self.actor_loss(p, state, last))
         state = state.replace(
             actor=actor,
             target_actor=polyak(actor.params, state.target_actor, self.tau),
             target_critic=polyak(state.critic.params, state.target_critic, self.tau),
         )
-        critic_metrics = jax.tree.map(jnp.mean, critic_metrics)
         return state, {**prefix("critic", critic_metrics), **prefix("actor", actor_metrics)}
-
-    q_values = critic_q_values
 
     def act(
         self, state: TD3BCState, obs: jax.Array, key: jax.Array, deterministic: bool = True

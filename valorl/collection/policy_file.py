@@ -6,12 +6,12 @@ holding one ReLU MLP and the affine maps around it:
     a_env = low + (tanh(MLP((s − obs_mean) / obs_std))[:action_dim] + 1) · (high − low) / 2
 
 which is the deterministic action of every valorl actor built on `nets.MLP`: SAC's
-tanh-Gaussian (the tanh of its mean), TD3+BC's deterministic policy and the Gaussian policy of
-IQL and BC. The forward pass runs in float64 NumPy and rounds to float32 at the end, so a
-dataset rolled out with it is the same bit for bit on any machine: the float32 result of a
-float64 computation does not depend on the BLAS kernel's summation order (an XLA float32 pass
-on another CPU could differ in the last bit, and a rollout amplifies that). The file also
-carries its provenance (the training command, seed, step and returns) as JSON.
+tanh-Gaussian (the tanh of its mean), the deterministic policies of BC, TD3+BC and RIQL, and
+IQL's Gaussian policy (its mean). The forward pass runs in float64 NumPy and rounds to float32
+at the end, so a dataset rolled out with it is the same bit for bit on any machine: the float32
+result of a float64 computation does not depend on the BLAS kernel's summation order (an XLA
+float32 pass on another CPU could differ in the last bit, and a rollout amplifies that). The
+file also carries its provenance (the training command, seed, step and returns) as JSON.
 """
 
 from __future__ import annotations
@@ -120,8 +120,7 @@ def export_policy(
     and the file's actions must match the run's own policy on random observations.
     """
     policy = load_policy(run_dir, step=step)
-    actor = getattr(policy.states, "actor", None)
-    mlp = None if actor is None else actor.params.get("MLP_0")
+    mlp = policy.states.actor.params.get("MLP_0")  # every agent's state holds `actor`
     dense = sorted(mlp or {}, key=lambda name: int(name.rsplit("_", 1)[-1]))
     if not dense or any(not name.startswith("Dense_") for name in dense):
         raise ValorlError(

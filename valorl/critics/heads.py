@@ -318,10 +318,10 @@ def support_from_data(
 def resolve_agent_support(agent, dataset, reward_scale: float = 1.0) -> object:
     """The agent with its critic head's unset support fitted to `dataset` (rewards multiplied by
     `reward_scale`, as the agent will see them) and the agent's discount. Agents without a
-    `critic` head are returned unchanged."""
-    head = getattr(agent, "critic", None)
-    if head is None or not needs_support(head):
+    critic (`has_critic` false) are returned unchanged."""
+    if not agent.has_critic or not needs_support(agent.critic):
         return agent
+    head = agent.critic
     returns = dataset.returns_to_go(agent.discount) * reward_scale
     vmin, vmax = support_from_data(returns, dataset.rewards * reward_scale, agent.discount)
     return dataclasses.replace(agent, critic=resolve_support(head, vmin, vmax))

@@ -9,7 +9,6 @@ in the CLI, so that the sweep (a library entry point) does not depend on the CLI
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Callable
 
@@ -167,7 +166,7 @@ def _add_online_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         default=None,
         help="environment steps per seed (default: 1000000)",
     )
-    if "utd" not in {f.name for f in dataclasses.fields(cls)}:
+    if not cls.utd_is_hyperparameter:
         group.add_argument(
             "--utd",
             type=int,

@@ -49,6 +49,7 @@ from valorl.data.dataset import Dataset
 from valorl.data.transforms import Normalizer
 from valorl.nets import StateActionValue
 from valorl.training.fused import init_seeds, scan_updates
+from valorl.training.sources import DATASET_ROWS
 from valorl.ui import progress_bar
 
 CHUNK = 1 << 14
@@ -226,7 +227,10 @@ def _features(obs: jax.Array, t: np.ndarray, horizon: int | None) -> jax.Array:
 def _train_chunk(fqe: FQE, num_updates: int) -> Any:
     """jit(vmap over candidates (scan of updates)); the data is shared except `next_means`."""
     axes = FQEData(None, None, None, None, None, 0)
-    chunk = functools.partial(scan_updates, fqe, num_updates)
+
+    def chunk(state, key, data):
+        return scan_updates(fqe, DATASET_ROWS, num_updates, state, key, None, data)
+
     return jax.jit(jax.vmap(chunk, in_axes=(0, 0, axes)), donate_argnums=(0, 1))
 
 

@@ -47,7 +47,7 @@ def value_diagnostics(
     heldout: Dataset | None,
 ) -> dict[str, Any]:
     """Bias against Monte-Carlo returns and TD errors for every seed of a seed-stacked state."""
-    if not hasattr(agent, "q_values"):
+    if not agent.has_critic:
         raise ValorlError(f"{agent.name} has no critic: value diagnostics need a Q-function")
     q, td = _q_and_td(agent, states, normalizer, train)
     returns = train.returns_to_go(agent.discount)
