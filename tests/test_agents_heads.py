@@ -98,7 +98,7 @@ def critic_outputs(agent, state) -> tuple[int, ...]:
 
 def check_abstract_update(agent):
     """One traced update keeps the state's structure and shapes and reports scalar metrics,
-    among them the critic's loss. Returns the initial state's shapes."""
+    among them the critic's loss. Returns the initial state (shapes only)."""
     state, new, metrics = traced_update(agent)
     shapes = jax.tree.map(lambda x: x.shape, state)
     assert jax.tree.map(lambda x: x.shape, new) == shapes
