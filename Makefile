@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: setup demo test lint bench browser clean
+.PHONY: setup demo test test-fast test-all lint bench browser clean
 
 setup: $(STAMP)
 
@@ -20,9 +20,20 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/valorl demo
 
+# The suite, less the full agent x critic head matrix (marker full_matrix); lists the slowest
+# tests. Compiled programs are cached in .jax-cache/, so a second run is faster.
 test: setup
 	$(BIN)/ruff check valorl tests benchmarks && $(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
+# The inner loop: no end-to-end runs (marker slow), and stop at the first failure.
+test-fast: setup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -x -m "not slow and not full_matrix"
+
+# Everything, the full agent x critic head and agent x ensemble matrices included.
+test-all: setup
+	$(BIN)/ruff check valorl tests benchmarks && $(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 -m ""
 
 lint: setup
 	$(BIN)/ruff check valorl tests benchmarks && $(BIN)/lint-imports
@@ -41,4 +52,4 @@ browser:
 	    --no-install-recommends chromium chromium-driver; }
 
 clean:
-	rm -rf $(VENV) valorl-demo .pytest_cache
+	rm -rf $(VENV) valorl-demo .pytest_cache .jax-cache

@@ -1,18 +1,32 @@
 """Shared fixtures: every test runs in its own temporary directory with its own Minari root,
-on the CPU, with tiny networks."""
+on the CPU, with tiny networks.
+
+Most of the suite's time is XLA compiling tiny networks, so compiled programs are kept: in
+memory for the length of a test module (tests in a module share agents and shapes), and on
+disk in `.jax-cache/` at the repository root (JAX's persistent compilation cache), where the
+other pytest-xdist worker, a later module that builds the same program after the in-memory
+cache was dropped, the `valorl` subprocesses of end-to-end tests, and the next run find them.
+Set JAX_COMPILATION_CACHE_DIR to keep the cache elsewhere.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Through the environment, so that `valorl` subprocesses share the cache. Every program is
+# cached, however small or quick to compile: the suite's are all tiny.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).parents[1] / ".jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import gymnasium as gym
-import jax
 import numpy as np
 import pytest
 
 from valorl.data.dataset import Dataset, DatasetInfo
+from valorl.training.fused import free_compiled
 
 TINY = {
     "bc": dict(hidden_dims=(8, 8), batch_size=16),
@@ -27,12 +41,14 @@ TINY = {
 """Hyperparameters that make every agent fast enough for unit tests."""
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def free_compiled_code():
-    """Drop JAX's compiled executables after each test: nearly every test builds its own agent,
-    and a worker that kept them all would grow by gigabytes over the suite."""
+    """Drop JAX's in-memory compiled executables after each test module: a worker that kept
+    every module's agents would grow by gigabytes over the suite, while clearing after each
+    test would recompile what a module's tests share (module-scoped trained runs, one agent
+    checked several ways). The on-disk cache keeps them for later modules."""
     yield
-    jax.clear_caches()
+    free_compiled()
 
 
 @pytest.fixture(autouse=True)
