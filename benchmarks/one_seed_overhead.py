@@ -114,7 +114,9 @@ def bare_update(state: dict[str, Any], obs, act, rew, next_obs, mask) -> tuple[d
     v_loss, grads = jax.value_and_grad(value_loss)(v.params)
     v = v.apply_gradients(grads=grads)
 
-    weights = jnp.minimum(jnp.exp(BETA * (target_q - v.apply_fn({"params": v.params}, obs))), 100)
+    weights = jnp.minimum(
+        jnp.exp(BETA * (target_q - v.apply_fn({"params": v.params}, obs))), MAX_WEIGHT
+    )
 
     def actor_loss(p):
         mean, log_std = actor.apply_fn({"params": p}, obs)
