@@ -165,19 +165,19 @@ def bare_chunk(num_updates: int) -> Callable:
 class Variant:
     """A compiled chunk with its arguments, called in place (its outputs feed the next call)."""
 
-    def __init__(self, name: str, seeds: int, fn: Callable, state, key, data, shared=()):
+    def __init__(self, name: str, seeds: int, fn: Callable, state, key, data):
         self.name, self.seeds, self.fn = name, seeds, fn
-        self.state, self.key, self.data, self.shared = state, key, data, shared
+        self.state, self.key, self.data = state, key, data
         self.times: list[float] = []
 
     def call(self) -> float:
         start = time.perf_counter()
-        self.state, self.key, out = self.fn(self.state, self.key, *self.shared, self.data)
+        self.state, self.key, out = self.fn(self.state, self.key, self.data)
         jax.block_until_ready(out)
         return time.perf_counter() - start
 
     def lowered(self):
-        return self.fn.lower(self.state, self.key, *self.shared, self.data)
+        return self.fn.lower(self.state, self.key, self.data)
 
 
 def variants(updates: int, with_five: bool) -> list[Variant]:
