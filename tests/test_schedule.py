@@ -131,3 +131,18 @@ def test_one_chunk_size_is_compiled_when_evaluation_is_not_a_multiple(tmp_path, 
     monkeypatch.setattr(loop, "update_chunk", spy)
     tiny_run(tmp_path / "r", eval_every=15, steps=40)
     assert sizes == {10}
+
+
+def test_cli_checkpoint_every_takes_a_duration(tmp_path):
+    """`valorl train ... --checkpoint-every 10min` records 600 seconds in the run's config."""
+    from valorl.cli.main import main
+
+    valorl.save_npz(synthetic_dataset(), tmp_path / "data.npz")
+    argv = ["train", "bc", "--dataset", str(tmp_path / "data.npz"), "--steps", "20",
+            "--log-every", "10", "--eval-episodes", "0", "--hidden-dims", "8,8",
+            "--batch-size", "16", "--checkpoint-every", "10min",
+            "--out", "r", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    schedule = RunDir("r").config()["schedule"]
+    assert schedule["checkpoint_every"] == 600.0
+    assert main([*argv[:-5], "--checkpoint-every", "soon", "--out", "r2", "--quiet"]) == 2

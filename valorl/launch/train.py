@@ -87,10 +87,21 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         "--log-every",
         type=int,
         default=1000,
-        help="steps per compiled call; metrics and a checkpoint after each (default: 1000)",
+        help="steps per compiled call, with a metrics line after each (default: 1000)",
     )
     run.add_argument(
-        "--eval-every", type=int, default=10_000, help="steps between evaluations (default: 10000)"
+        "--eval-every",
+        type=int,
+        default=10_000,
+        help="steps between evaluations, each at the end of the call that reaches it "
+        "(default: 10000)",
+    )
+    run.add_argument(
+        "--checkpoint-every",
+        default=None,
+        metavar="STEPS|DURATION",
+        help="steps between checkpoints, or wall-clock time such as 10min, 90s, 1h (default: at "
+        "every evaluation); the last step and Ctrl-C always write one",
     )
     run.add_argument(
         "--eval-episodes",
@@ -222,6 +233,7 @@ def train_from_args(args: argparse.Namespace) -> RunResult:
         seed=args.seed,
         log_every=args.log_every,
         eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
         eval_episodes=args.eval_episodes,
         env=args.env,
         out=args.out,
