@@ -545,10 +545,9 @@ def test_critic_steps_equal_a_loop_of_critic_steps(name, settings):
 def test_bc_run_exports_a_policy_file(tmp_path):
     """BC's state holds its policy as `actor` like every agent's, so a BC run exports a policy
     file (`valorl datasets export-policy`) that acts as the run does."""
-    from valorl.data.policy_file import PolicyFile
-
     import valorl
     from valorl.cli.main import main
+    from valorl.collection import PolicyFile
 
     run = tmp_path / "bc"
     valorl.train(

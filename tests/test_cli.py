@@ -226,7 +226,7 @@ def test_collect_train_eval(isolated):
 TRAIN_IQL = (
     "train", "iql", "--dataset", "data.npz", "--steps", 4000, "--log-every", 100,
     "--eval-episodes", 0, "--out", "r", "--quiet", "--hidden-dims", "64,64",
-    "--batch-size", 256,
+    "--batch-size", 256, "--checkpoint-every", 100,
 )  # fmt: skip
 """A run of 40 chunks, each slow enough (tens of ms, even on a loaded machine) that the run
 can be stopped midway."""

@@ -4,6 +4,7 @@ back with the tool's own reader; no network is used."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 import sys
 from pathlib import Path
@@ -228,7 +229,9 @@ def test_wandb_resume_keeps_the_run_id(tmp_path):
     run_id = json.loads((tmp_path / TRACKERS).read_text())["wandb"]
     write_session("wandb", tmp_path, RECORDS[1:], evaluate=False)
     sessions = sorted(tmp_path.glob("wandb/offline-run-*"))
-    assert sessions and all(s.name.endswith(f"-{run_id}") for s in sessions)
+    # two sessions started within one second get "-<id>" and "-<id>-1"
+    named = re.compile(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?")
+    assert len(sessions) == 2 and all(named.fullmatch(s.name) for s in sessions)
     assert wandb_history(tmp_path)["critic/loss/mean"] == [(10, 1.0), (20, 0.25)]
 
 

@@ -227,15 +227,20 @@ def test_toml_blocks_parse_and_sweep_toml_is_saved(blocks):
 
 def test_shell_commands_parse_and_run_in_order(blocks):
     made = Made(save_files(blocks))
-    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([\w-]+):", makefile, re.MULTILINE))
+    variables = set(re.findall(r"^(\w+)\s*[?:]?=", makefile, re.MULTILINE))
     cheap = []
     for block in blocks:
         if block.info not in ("bash", "sh"):
             continue
         for argv in shell_commands(block):
             program, rest = argv[0], argv[1:]
-            if program == "make":
-                assert set(rest) <= targets, f"README.md line {block.line}: make {rest}"
+            if program == "make":  # targets, and VARIABLE=value for variables it defines
+                names = {a for a in rest if "=" not in a}
+                assigned = {a.split("=", 1)[0] for a in rest if "=" in a}
+                assert names <= targets, f"README.md line {block.line}: make {rest}"
+                assert assigned <= variables, f"README.md line {block.line}: make {rest}"
             elif program == "valorl":
                 made.use(rest, parse_valorl(rest))
                 if {"--dry-run", "--help", "-h"} & set(rest):

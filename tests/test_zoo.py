@@ -219,6 +219,7 @@ def sac_run(tmp_path_factory):
         start_steps=100,
         log_every=100,
         eval_every=300,
+        checkpoint_every=100,
         eval_episodes=0,
         hidden_dims=(8, 8),
         batch_size=16,

@@ -27,6 +27,7 @@ from valorl.data.dataset import Batch, Dataset
 from valorl.data.transforms import Normalizer
 from valorl.nets import GaussianPolicy, gaussian_log_prob
 from valorl.training.fused import scan_updates
+from valorl.training.sources import DATASET_ROWS
 from valorl.ui import progress_bar
 
 STORED = "stored at collection"
@@ -114,7 +115,10 @@ class BehaviourModel:
 
 @functools.cache
 def _train(model: BehaviourModel, num_updates: int):
-    return jax.jit(functools.partial(scan_updates, model, num_updates))
+    def chunk(state, key, data):
+        return scan_updates(model, DATASET_ROWS, num_updates, state, key, None, data)
+
+    return jax.jit(chunk)
 
 
 def behaviour_log_probs(
