@@ -1,7 +1,8 @@
 """Shared fixtures: every test runs in its own temporary directory with its own Minari root,
 on the CPU, with tiny networks.
 
-Most of the suite's time is XLA compiling tiny networks, so compiled programs are kept: in
+Most of the suite's time is XLA compiling tiny networks, so compilation is made cheap (no LLVM
+optimisation passes: see FAST_COMPILE) and compiled programs are kept: in
 memory for the length of a test module (tests in a module share agents and shapes), and on
 disk in `.jax-cache/` at the repository root (JAX's persistent compilation cache), where the
 other pytest-xdist worker, a later module that builds the same program after the in-memory
@@ -20,6 +21,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).parents[1] / ".jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+# Tiny networks run in microseconds whatever the optimisation level, while LLVM's optimisation
+# passes are most of XLA's compile time on the CPU: skipping them makes the suite about a third
+# faster. Results stay IEEE-exact (no fast-math); only the generated code is slower.
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
 import gymnasium as gym
 import numpy as np
