@@ -2,7 +2,7 @@
 on the CPU, with tiny networks.
 
 Most of the suite's time is XLA compiling tiny networks, so compilation is made cheap (no LLVM
-optimisation passes: see FAST_COMPILE) and compiled programs are kept: in
+optimisation passes: see XLA_FLAGS below) and compiled programs are kept: in
 memory for the length of a test module (tests in a module share agents and shapes), and on
 disk in `.jax-cache/` at the repository root (JAX's persistent compilation cache), where the
 other pytest-xdist worker, a later module that builds the same program after the in-memory
@@ -23,10 +23,17 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # Tiny networks run in microseconds whatever the optimisation level, while LLVM's optimisation
 # passes are most of XLA's compile time on the CPU: skipping them makes the suite about a third
-# faster. Results stay IEEE-exact (no fast-math); only the generated code is slower.
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+# faster. Results stay IEEE-exact (no fast-math); only the generated code is slower. The user's
+# own XLA_FLAGS come first, and each flag is added once (subprocesses inherit them).
+os.environ["XLA_FLAGS"] = " ".join(
+    dict.fromkeys(
+        [
+            *os.environ.get("XLA_FLAGS", "").split(),
+            "--xla_backend_optimization_level=0",
+            "--xla_llvm_disable_expensive_passes=true",
+        ]
+    )
+)
 
 import gymnasium as gym
 import numpy as np
