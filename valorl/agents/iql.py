@@ -126,20 +126,21 @@ class IQL(CriticAgentBase):
         return GaussianPolicy(self.hidden_dims, action_dim)
 
     def weighted_loss(
-        self, params: Params, state: IQLState, batch: Batch
+        self, params: Params, state: IQLState, batch: Batch, weights: jax.Array
     ) -> tuple[jax.Array, Metrics]:
-        """The per-transition loss that the advantage weights multiply, (B,): −log π(a|s)."""
+        """The advantage-weighted regression loss for weights (B,) (Eq. 7):
+        −mean(w · log π(a|s)). Written as the reference does, so results stay bit for bit."""
         mean, log_std = apply(state.actor, params, batch.observations)
         log_prob = gaussian_log_prob(mean, log_std, batch.actions)
-        return -log_prob, {"bc_mse": ((mean - batch.actions) ** 2).mean()}
+        return -(weights * log_prob).mean(), {"bc_mse": ((mean - batch.actions) ** 2).mean()}
 
     def actor_loss(
         self, params: Params, state: IQLState, batch: Batch, q: jax.Array
     ) -> tuple[jax.Array, Metrics]:
         v = apply(state.value, state.value.params, batch.observations)
         weights = awr_weights(q - v, self.beta, self.max_weight)
-        loss, metrics = self.weighted_loss(params, state, batch)
-        return (weights * loss).mean(), {
+        loss, metrics = self.weighted_loss(params, state, batch, weights)
+        return loss, {
             "advantage_mean": (q - v).mean(),
             "weight_mean": weights.mean(),
             **metrics,

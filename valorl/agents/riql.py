@@ -65,13 +65,14 @@ class RIQL(IQL):
         return DeterministicPolicy(self.hidden_dims, action_dim)
 
     def weighted_loss(
-        self, params: Params, state: IQLState, batch: Batch
+        self, params: Params, state: IQLState, batch: Batch, weights: jax.Array
     ) -> tuple[jax.Array, Metrics]:
-        """‖π(s) − a‖² per transition, or IQL's −log π(a|s) with `deterministic_actor=False`."""
+        """mean(w · ‖π(s) − a‖²), or IQL's −mean(w · log π(a|s)) with
+        `deterministic_actor=False`."""
         if not self.deterministic_actor:
-            return super().weighted_loss(params, state, batch)
+            return super().weighted_loss(params, state, batch, weights)
         error = (apply(state.actor, params, batch.observations) - batch.actions) ** 2
-        return error.sum(axis=-1), {"bc_mse": error.mean()}
+        return (weights * error.sum(axis=-1)).mean(), {"bc_mse": error.mean()}
 
     def act(
         self, state: IQLState, obs: jax.Array, key: jax.Array, deterministic: bool = True
