@@ -23,7 +23,7 @@ from conftest import TINY, synthetic_dataset
 import valorl
 from valorl.config import to_dict
 from valorl.errors import ValorlError
-from valorl.training import loop, offline
+from valorl.training import loop
 from valorl.training.run_dir import RunDir
 
 SETTINGS = dict(
@@ -230,7 +230,7 @@ def test_finished_run_is_not_retrained(pendulum_dataset, finished, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(offline, "Loop", forbidden)
+    monkeypatch.setattr(loop, "Loop", forbidden)
     monkeypatch.setattr(loop, "update_chunk", forbidden)
     again = train(pendulum_dataset, path)
     assert snapshot(path) == before

@@ -14,6 +14,7 @@ buffers and evaluation history; a resumed offline run equals an uninterrupted on
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import Any
 
@@ -26,12 +27,14 @@ from valorl.data.sources import make_env
 from valorl.data.transforms import Normalizer
 from valorl.envs.rollouts import Evaluator
 from valorl.training import checkpoint
+from valorl.training.diagnostics import diagnose_run
 from valorl.training.evaluation import evaluation_round
 from valorl.training.fused import init_seeds, seed_keys, update_chunk
 from valorl.training.interaction import environment_phase
-from valorl.training.plan import RunPlan
+from valorl.training.loggers import open_logger
+from valorl.training.plan import RunPlan, default_run_path
 from valorl.training.restore import restore
-from valorl.training.results import write_result
+from valorl.training.results import RunResult, write_result
 from valorl.training.run_dir import RunDir
 from valorl.training.schedule import Cadence
 from valorl.training.sources import dataset_rows
@@ -179,3 +182,33 @@ class Loop:
             self.step,
         )
         self.last_checkpoint = clock()
+
+
+def run_plan(
+    plan: RunPlan,
+    out: str | os.PathLike | None,
+    *,
+    keep_checkpoints: bool,
+    progress: bool,
+    logger: str | None,
+    data: Dataset | None,
+    normalizer: Normalizer,
+    diagnose_with: Dataset | None,
+    env: str | None = None,
+    mix: OfflineMix | None = None,
+) -> RunResult:
+    """Open (or reopen) the plan's run directory and run the loop unless it has finished.
+    `data` gives the offline rows; critic agents get value diagnostics (`diagnostics.json`)
+    on `diagnose_with`, the whole dataset, when there is one."""
+    config = plan.config()
+    run = RunDir.open(out if out is not None else default_run_path(config), config)
+    run.keep_checkpoints = keep_checkpoints
+    with run:
+        if run.finished:
+            console.print(f"{run.path} already finished; nothing to do")
+            return RunResult.load(run.path)
+        run.attach_logger(open_logger(logger, run.path, config))  # closed with the lock
+        Loop(run, plan, data, normalizer, env, mix).run(progress)
+        if diagnose_with is not None and plan.agent.has_critic:
+            diagnose_run(run.path, diagnose_with)
+    return RunResult.load(run.path)

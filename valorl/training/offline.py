@@ -18,14 +18,10 @@ from valorl.data.dataset import Dataset
 from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import fit_normalizer
 from valorl.errors import ValorlError
-from valorl.training.diagnostics import diagnose_run
-from valorl.training.loggers import open_logger
-from valorl.training.loop import Loop
-from valorl.training.plan import RunPlan, data_record, default_run_path
+from valorl.training.loop import run_plan
+from valorl.training.plan import RunPlan, data_record
 from valorl.training.results import RunResult
-from valorl.training.run_dir import RunDir
 from valorl.training.schedule import Schedule, flag, parse_checkpoint_every
-from valorl.ui import console
 
 
 def train(
@@ -70,12 +66,7 @@ def train(
             (each an optional extra; see valorl/training/loggers.py).
         **hyperparameters: agent fields to override when `agent` is a name.
     """
-    if isinstance(agent, str):
-        agent = make_agent(agent, **hyperparameters)
-    elif hyperparameters:  # through make_agent, so overrides are type-checked too
-        agent = make_agent(agent.name, **(to_dict(agent) | hyperparameters))
-    if agent.batch_size < 1:
-        raise ValorlError(f"--batch-size must be at least 1, got {agent.batch_size}")
+    agent = configured_agent(agent, hyperparameters)
     full_data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     data, _ = full_data.split_episodes(holdout)
     if steps < 1:
@@ -89,10 +80,7 @@ def train(
     )
     schedule.check()
     check_multiples(schedule, agent)
-    if seeds < 1:
-        raise ValorlError(f"--seeds must be at least 1, got {seeds}")
-    if eval_episodes < 0:
-        raise ValorlError(f"--eval-episodes must be 0 or more, got {eval_episodes}")
+    check_counts(seeds, eval_episodes)
     action_space, env_id = None, env or data.info.env_id
     if eval_episodes > 0:
         probe = make_env(data.info, env)
@@ -117,8 +105,35 @@ def train(
         eval_episodes=eval_episodes,
     )
     return run_plan(
-        plan, out, keep_checkpoints, progress, logger, data, normalizer, full_data, env=env
+        plan,
+        out,
+        keep_checkpoints=keep_checkpoints,
+        progress=progress,
+        logger=logger,
+        data=data,
+        normalizer=normalizer,
+        diagnose_with=full_data,
+        env=env,
     )
+
+
+def configured_agent(agent: Agent | str, hyperparameters: dict[str, Any]) -> Agent:
+    """The agent named (or given) with `hyperparameters` overridden, through `make_agent` so
+    that overrides are type-checked; its batch size checked."""
+    if isinstance(agent, str):
+        agent = make_agent(agent, **hyperparameters)
+    elif hyperparameters:
+        agent = make_agent(agent.name, **(to_dict(agent) | hyperparameters))
+    if agent.batch_size < 1:
+        raise ValorlError(f"--batch-size must be at least 1, got {agent.batch_size}")
+    return agent
+
+
+def check_counts(seeds: int, eval_episodes: int) -> None:
+    if seeds < 1:
+        raise ValorlError(f"--seeds must be at least 1, got {seeds}")
+    if eval_episodes < 0:
+        raise ValorlError(f"--eval-episodes must be 0 or more, got {eval_episodes}")
 
 
 def check_multiples(schedule: Schedule, agent: Agent) -> None:
@@ -132,30 +147,3 @@ def check_multiples(schedule: Schedule, agent: Agent) -> None:
                 f"{agent.name} consumes {k} batches per update, so {flag(name)} must be a "
                 f"multiple of {k} (got {value})"
             )
-
-
-def run_plan(
-    plan: RunPlan,
-    out: str | os.PathLike | None,
-    keep_checkpoints: bool,
-    progress: bool,
-    logger: str | None,
-    data: Dataset | None,
-    normalizer,
-    full_data: Dataset | None,
-    **loop_options: Any,
-) -> RunResult:
-    """Open (or reopen) the plan's run directory and run the loop unless it has finished;
-    critic agents trained on a dataset get their value diagnostics (`diagnostics.json`)."""
-    config = plan.config()
-    run = RunDir.open(out if out is not None else default_run_path(config), config)
-    run.keep_checkpoints = keep_checkpoints
-    with run:
-        if run.finished:
-            console.print(f"{run.path} already finished; nothing to do")
-            return RunResult.load(run.path)
-        run.attach_logger(open_logger(logger, run.path, config))  # closed with the lock
-        Loop(run, plan, data, normalizer, **loop_options).run(progress)
-        if full_data is not None and plan.agent.has_critic:
-            diagnose_run(run.path, full_data)
-    return RunResult.load(run.path)

@@ -36,8 +36,7 @@ import gymnasium as gym
 import jax.numpy as jnp
 import numpy as np
 
-from valorl.agents import Agent, agent_class, make_agent
-from valorl.config import to_dict
+from valorl.agents import Agent, agent_class
 from valorl.critics import resolve_agent_support
 from valorl.critics.heads import needs_support
 from valorl.data import replay
@@ -46,7 +45,8 @@ from valorl.data.replay import OfflineMix
 from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import Normalizer, fit_normalizer
 from valorl.errors import ValorlError
-from valorl.training.offline import check_multiples, run_plan
+from valorl.training.loop import run_plan
+from valorl.training.offline import check_counts, check_multiples, configured_agent
 from valorl.training.plan import Interaction, RunPlan, data_record, environment_record
 from valorl.training.results import RunResult
 from valorl.training.schedule import Schedule, flag, parse_checkpoint_every
@@ -130,22 +130,14 @@ def train_online(
     utd_is_field = agent_type.utd_is_hyperparameter
     if utd is not None and utd_is_field:
         hyperparameters["utd"] = utd
-    if isinstance(agent, str):
-        agent = make_agent(agent, **hyperparameters)
-    elif hyperparameters:
-        agent = make_agent(agent.name, **(to_dict(agent) | hyperparameters))
+    agent = configured_agent(agent, hyperparameters)
     if utd_is_field:
         utd = agent.utd
     elif utd is None:
         utd = 1
     if env_steps_per_call is None:
         env_steps_per_call = agent.batches_per_update // math.gcd(utd, agent.batches_per_update)
-    if agent.batch_size < 1:
-        raise ValorlError(f"--batch-size must be at least 1, got {agent.batch_size}")
-    if seeds < 1:
-        raise ValorlError(f"--seeds must be at least 1, got {seeds}")
-    if eval_episodes < 0:
-        raise ValorlError(f"--eval-episodes must be 0 or more, got {eval_episodes}")
+    check_counts(seeds, eval_episodes)
 
     full_data: Dataset | None = None
     if mode == "online":
@@ -247,12 +239,12 @@ def train_online(
     return run_plan(
         plan,
         out,
-        keep_checkpoints,
-        progress,
-        logger,
-        full_data,
-        normalizer,
-        full_data,
+        keep_checkpoints=keep_checkpoints,
+        progress=progress,
+        logger=logger,
+        data=full_data,
+        normalizer=normalizer,
+        diagnose_with=full_data,
         env=env,
         mix=mix,
     )
