@@ -56,8 +56,16 @@ class Spec:
 
     obs_shape: tuple[int, ...]
     action_dim: int
+    """Numbers per continuous action; 0 for discrete actions."""
     total_updates: int = 1_000_000
     """How many times `update` will be called in training, for learning-rate schedules."""
+    num_actions: int | None = None
+    """Size of a discrete action space (actions are integers in [0, num_actions)); None for
+    continuous actions."""
+
+    @property
+    def discrete(self) -> bool:
+        return self.num_actions is not None
 
 
 class Agent(Protocol):

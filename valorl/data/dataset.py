@@ -6,6 +6,11 @@ true environment terminations (no bootstrapping past them) and `timeouts` mark t
 fields every agent uses: `masks = 1 - terminals` for bootstrapping and `dones = terminals |
 timeouts` for episode boundaries.
 
+Actions are continuous (float32 rows of `action_dim` numbers) or discrete: with `num_actions`
+set, one integer per row in [0, num_actions) (Gymnasium's `Discrete` space); `action_dim` is
+then 0. Image-like observations (bool or uint8, such as MinAtar's 10x10xC frames) stay uint8,
+a quarter of float32's memory; networks convert them at their input.
+
 Datasets are validated when built from host arrays: every error names the field, the first
 bad index and what was expected, because a NaN reward found after an hour of training is an
 hour lost.
@@ -72,6 +77,9 @@ class Dataset:
     terminals: np.ndarray
     timeouts: np.ndarray
     info: DatasetInfo = dataclasses.field(default_factory=DatasetInfo, metadata=dict(static=True))
+    num_actions: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+    """Size of a discrete action space (actions are integers in [0, num_actions)); None for
+    continuous actions."""
 
     def __post_init__(self) -> None:
         # jax rebuilds the pytree with device arrays, tracers and abstract values: skip those.
@@ -101,8 +109,13 @@ class Dataset:
         return tuple(self.observations.shape[1:])
 
     @property
+    def discrete(self) -> bool:
+        return self.num_actions is not None
+
+    @property
     def action_dim(self) -> int:
-        return int(self.actions.shape[1])
+        """Numbers per continuous action; 0 for discrete actions (see `num_actions`)."""
+        return 0 if self.discrete else int(self.actions.shape[1])
 
     def episode_slices(self) -> list[slice]:
         """Row ranges of each episode; a final episode without a done flag counts too."""
@@ -172,9 +185,13 @@ class Dataset:
 
     @classmethod
     def from_episodes(
-        cls, episodes: Sequence[dict[str, Any]], info: DatasetInfo | None = None
+        cls,
+        episodes: Sequence[dict[str, Any]],
+        info: DatasetInfo | None = None,
+        num_actions: int | None = None,
     ) -> Dataset:
-        """Build from Minari-layout episodes (observations of length T+1, the rest length T)."""
+        """Build from Minari-layout episodes (observations of length T+1, the rest length T);
+        `num_actions` for a discrete action space."""
         if not episodes:
             raise ValorlError("no episodes: a dataset needs at least one transition")
         parts: dict[str, list[np.ndarray]] = {f: [] for f in FLOAT_FIELDS + FLAG_FIELDS}
@@ -192,7 +209,8 @@ class Dataset:
             parts["rewards"].append(np.asarray(ep["rewards"]))
             parts["terminals"].append(np.asarray(ep["terminations"]))
             parts["timeouts"].append(np.asarray(ep["truncations"]))
-        return cls(**{k: np.concatenate(v) for k, v in parts.items()}, info=info or DatasetInfo())
+        arrays = {k: np.concatenate(v) for k, v in parts.items()}
+        return cls(**arrays, info=info or DatasetInfo(), num_actions=num_actions)
 
     def split_episodes(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset | None]:
         """(kept, held out): a random `fraction` of whole episodes held out (at least one when
@@ -214,7 +232,7 @@ class Dataset:
 
     def _rows(self, rows: np.ndarray) -> Dataset:
         fields = {f: getattr(self, f)[rows] for f in FLOAT_FIELDS + FLAG_FIELDS}
-        return Dataset(**fields, info=self.info)
+        return Dataset(**fields, info=self.info, num_actions=self.num_actions)
 
     def fingerprint(self) -> str:
         """A short content hash: two datasets with equal fingerprints hold the same data."""
@@ -223,6 +241,8 @@ class Dataset:
             array = np.ascontiguousarray(getattr(self, name))
             digest.update(f"{name}{array.shape}{array.dtype}".encode())
             digest.update(array.tobytes())
+        if self.discrete:  # continuous datasets keep the fingerprints they always had
+            digest.update(f"num_actions={self.num_actions}".encode())
         return digest.hexdigest()
 
     def to_batch(self, discount: float | None = None) -> Batch:
@@ -248,6 +268,13 @@ class Dataset:
                 f"observations have shape {self.obs_shape} per step but {env_name} "
                 f"expects {expected}"
             )
+        if self.discrete or hasattr(action_space, "n"):
+            n = getattr(action_space, "n", None)
+            if n is None or self.num_actions != int(n):
+                mine = f"Discrete({self.num_actions})" if self.discrete else "continuous"
+                theirs = f"Discrete({n})" if n is not None else "continuous"
+                raise ValorlError(f"the dataset has {mine} actions but {env_name} has {theirs}")
+            return
         act_shape = tuple(action_space.shape)
         if (self.action_dim,) != act_shape:
             raise ValorlError(
@@ -312,7 +339,9 @@ def _validated(ds: Dataset) -> dict[str, np.ndarray]:
             raise ValorlError(
                 f"{name} has {got} but rewards has {n}; all fields need one row per transition"
             )
-    expected_ndim = dict(rewards=1, terminals=1, timeouts=1, actions=2)
+    if ds.num_actions is not None:
+        out["actions"] = _discrete_actions(out["actions"], ds.num_actions)
+    expected_ndim = dict(rewards=1, terminals=1, timeouts=1, actions=1 if ds.num_actions else 2)
     for name, ndim in expected_ndim.items():
         if out[name].ndim != ndim:
             shape = "(N,)" if ndim == 1 else "(N, action_dim)"
@@ -326,7 +355,13 @@ def _validated(ds: Dataset) -> dict[str, np.ndarray]:
         raise ValorlError(
             f"observations has shape {out['observations'].shape}; expected (N, *observation_shape)"
         )
+    compact = {out["observations"].dtype.kind, out["next_observations"].dtype.kind} <= {"b", "u"}
+    if compact and out["observations"].max(initial=0) <= 255:
+        for name in ("observations", "next_observations"):
+            out[name] = out[name].astype(np.uint8)
     for name in FLOAT_FIELDS:
+        if out[name].dtype == np.uint8 or (name == "actions" and ds.num_actions is not None):
+            continue
         with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
             array = out[name].astype(np.float32)
         bad = ~np.isfinite(array)
@@ -343,3 +378,28 @@ def _validated(ds: Dataset) -> dict[str, np.ndarray]:
             raise ValorlError(f"{name}[{index}] is {array[index]}: flags must be 0/1 or bool")
         out[name] = array.astype(bool)
     return out
+
+
+def _discrete_actions(actions: np.ndarray, num_actions: int) -> np.ndarray:
+    """Actions of a Discrete(num_actions) space as int32 of shape (N,), or a one-line error."""
+    if num_actions < 1:
+        raise ValorlError(f"a discrete action space needs at least one action, got {num_actions}")
+    if actions.ndim == 2 and actions.shape[1] == 1:
+        actions = actions[:, 0]
+    if actions.ndim != 1:
+        raise ValorlError(
+            f"actions has shape {actions.shape}; a Discrete({num_actions}) space expects (N,)"
+        )
+    if actions.dtype.kind not in "iu":
+        raise ValorlError(
+            f"actions are {actions.dtype} but the action space is Discrete({num_actions}): "
+            "discrete actions must be integers"
+        )
+    bad = (actions < 0) | (actions >= num_actions)
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise ValorlError(
+            f"actions[{index}] = {actions[index]} is outside the action space "
+            f"Discrete({num_actions}) (0 to {num_actions - 1})"
+        )
+    return actions.astype(np.int32)

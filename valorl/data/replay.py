@@ -51,8 +51,9 @@ def init(
     action_dim: int,
     *,
     returns_to_go: bool = False,
+    discrete: bool = False,
 ) -> ReplayBuffer:
-    """An empty buffer of `capacity` rows (zeros, float32).
+    """An empty buffer of `capacity` rows (zeros, float32; discrete actions as int32).
 
     `returns_to_go=True` also stores each transition's discounted Monte-Carlo return, for
     agents that need it (Cal-QL); it needs a `Batch` with a `returns_to_go` field.
@@ -62,7 +63,11 @@ def init(
     scalar = jnp.zeros((capacity,), jnp.float32)
     fields = dict(
         observations=jnp.zeros((capacity, *obs_shape), jnp.float32),
-        actions=jnp.zeros((capacity, action_dim), jnp.float32),
+        actions=(
+            jnp.zeros((capacity,), jnp.int32)
+            if discrete
+            else jnp.zeros((capacity, action_dim), jnp.float32)
+        ),
         rewards=scalar,
         next_observations=jnp.zeros((capacity, *obs_shape), jnp.float32),
         masks=scalar,

@@ -24,7 +24,9 @@ OBS_STD_EPS = 1e-3  # TD3+BC's epsilon in (s - mu) / (sigma + eps)
 
 @flax.struct.dataclass
 class Normalizer:
-    """Affine maps: observations to standard units, actions to [-1, 1], rewards by a scale."""
+    """Affine maps: observations to standard units, actions to [-1, 1], rewards by a scale.
+
+    Discrete actions (bounds of width 0: `action_low.shape[-1] == 0`) pass through unchanged."""
 
     obs_mean: jax.Array
     obs_std: jax.Array
@@ -46,10 +48,18 @@ class Normalizer:
     def observations(self, obs: jax.Array) -> jax.Array:
         return (obs - self.obs_mean) / self.obs_std
 
+    @property
+    def discrete(self) -> bool:
+        return self.action_low.shape[-1] == 0
+
     def actions_to_unit(self, actions: jax.Array) -> jax.Array:
+        if self.discrete:
+            return actions
         return 2.0 * (actions - self.action_low) / (self.action_high - self.action_low) - 1.0
 
     def actions_to_env(self, unit_actions: jax.Array) -> jax.Array:
+        if self.discrete:
+            return unit_actions
         unit = jnp.clip(unit_actions, -1.0, 1.0)
         return self.action_low + 0.5 * (unit + 1.0) * (self.action_high - self.action_low)
 
@@ -67,7 +77,9 @@ class Normalizer:
 
 def action_bounds(dataset: Dataset, action_space=None) -> tuple[np.ndarray, np.ndarray]:
     """The environment's action bounds; without an environment, [-1, 1] when the data fit in it,
-    else the per-dimension range of the data."""
+    else the per-dimension range of the data. Discrete actions have none (width-0 bounds)."""
+    if dataset.discrete:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
     if action_space is not None:
         return (np.asarray(action_space.low, np.float32), np.asarray(action_space.high, np.float32))
     low, high = dataset.actions.min(axis=0), dataset.actions.max(axis=0)

@@ -50,9 +50,12 @@ class RunPlan:
     """The data record: name, source, fingerprint, size, environment, reference returns."""
     obs_shape: tuple[int, ...]
     action_dim: int
+    """Numbers per continuous action; 0 for discrete actions."""
     eval_episodes: int
     interaction: Interaction | None = None
     """None for an offline run."""
+    num_actions: int | None = None
+    """Size of a discrete action space; None for continuous actions."""
 
     @property
     def mode(self) -> str:
@@ -70,7 +73,10 @@ class RunPlan:
     @property
     def spec(self) -> Spec:
         return Spec(
-            obs_shape=self.obs_shape, action_dim=self.action_dim, total_updates=self.updates
+            obs_shape=self.obs_shape,
+            action_dim=self.action_dim,
+            total_updates=self.updates,
+            num_actions=self.num_actions,
         )
 
     @property
@@ -110,7 +116,12 @@ class RunPlan:
             "valorl_version": __version__,
             "agent": {"name": self.agent.name, "hyperparameters": to_dict(self.agent)},
             "data": self.data,
-            "spec": {"obs_shape": list(self.obs_shape), "action_dim": self.action_dim},
+            "spec": {
+                "obs_shape": list(self.obs_shape),
+                "action_dim": self.action_dim,
+                # only when discrete, so continuous runs' configs (and run paths) stay as they were
+                **({} if self.num_actions is None else {"num_actions": self.num_actions}),
+            },
             "schedule": schedule | {"eval_episodes": self.eval_episodes},
             "seeds": list(self.seeds),
         }
@@ -138,6 +149,7 @@ class RunPlan:
             action_dim=config["spec"]["action_dim"],
             eval_episodes=s.get("eval_episodes", 0),
             interaction=interaction,
+            num_actions=config["spec"].get("num_actions"),
         )
 
     # ---- the shapes of what a run holds ---------------------------------------------------
@@ -154,6 +166,7 @@ class RunPlan:
             self.obs_shape,
             self.action_dim,
             returns_to_go=self.agent.needs_returns_to_go,
+            discrete=self.num_actions is not None,
         )
         return jax.tree.map(lambda x: jnp.broadcast_to(x, (len(self.seeds), *x.shape)), rows)
 
