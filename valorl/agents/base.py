@@ -25,6 +25,12 @@ attributes the agent declares, never by probing for methods or fields. An agent 
     needs_returns_to_go    every batch carries Monte-Carlo returns-to-go (Cal-QL)
     has_critic             the agent is a `CriticAgent`: it learns Q and implements `q_values`
     utd_is_hyperparameter  the agent's `utd` field is the run's update-to-data ratio (SAC)
+    discrete               the agent acts in a discrete action space (DQN): integer actions
+                           in [0, spec.num_actions); otherwise actions in [-1, 1]^action_dim
+    return_steps           (a property) n of the n-step returns in its batches (1: one step)
+
+How an agent explores while it collects data is `explore(state, obs, key, env_step)`: by
+default a sample of the stochastic policy; DQN overrides it with its epsilon-greedy schedule.
 
 Every agent's state holds its policy network as `state.actor`, which policy export reads.
 """
@@ -190,6 +196,22 @@ class AgentBase:
     """The agent's own `utd` field sets how many batches (critic steps) one update consumes, so
     a run's update-to-data ratio sets that field instead of repeating updates (SAC, as REDQ and
     RLPD do: `utd` critic steps, then one actor step)."""
+    discrete: ClassVar[bool] = False
+    """The agent acts in a discrete action space: `act` returns integers in
+    [0, spec.num_actions) and batches carry integer actions of shape (batch,)."""
+
+    @property
+    def return_steps(self) -> int:
+        """n of the n-step transitions the agent learns from: each batch row then carries the
+        discounted sum of up to n rewards, the observation it bootstraps from, and in `masks`
+        γ^(k−1)·(1 − terminal) for the k rewards summed, so that the one-step target
+        r + γ·mask·V(s') is the n-step target (`valorl.data.nstep`). 1 for one-step."""
+        return 1
+
+    def explore(self, state: Any, obs: jax.Array, key: jax.Array, env_step: jax.Array):
+        """The action taken while collecting data at environment step `env_step` (after any
+        random warm-up): a sample of the stochastic policy unless the agent says otherwise."""
+        return self.act(state, obs, key, deterministic=False)
 
 
 class CriticAgentBase(AgentBase):
