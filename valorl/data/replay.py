@@ -52,8 +52,10 @@ def init(
     *,
     returns_to_go: bool = False,
     discrete: bool = False,
+    obs_dtype: jnp.dtype = jnp.float32,
 ) -> ReplayBuffer:
-    """An empty buffer of `capacity` rows (zeros, float32; discrete actions as int32).
+    """An empty buffer of `capacity` rows (zeros, float32; discrete actions as int32;
+    observations in `obs_dtype`: uint8 keeps image frames compact).
 
     `returns_to_go=True` also stores each transition's discounted Monte-Carlo return, for
     agents that need it (Cal-QL); it needs a `Batch` with a `returns_to_go` field.
@@ -62,14 +64,14 @@ def init(
         raise ValorlError(f"--buffer-size must be at least 1, got {capacity}")
     scalar = jnp.zeros((capacity,), jnp.float32)
     fields = dict(
-        observations=jnp.zeros((capacity, *obs_shape), jnp.float32),
+        observations=jnp.zeros((capacity, *obs_shape), obs_dtype),
         actions=(
             jnp.zeros((capacity,), jnp.int32)
             if discrete
             else jnp.zeros((capacity, action_dim), jnp.float32)
         ),
         rewards=scalar,
-        next_observations=jnp.zeros((capacity, *obs_shape), jnp.float32),
+        next_observations=jnp.zeros((capacity, *obs_shape), obs_dtype),
         masks=scalar,
         dones=scalar,
     )

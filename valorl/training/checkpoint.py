@@ -7,7 +7,9 @@ which the run's config rebuilds, and every restored array is checked against it.
 
 Online runs add an `online` section (`OnlineProgress`): the environment steps taken, the
 episodes each seed's environment has started, and every seed's replay buffer, stored up to
-its filled rows only. Checkpoints without it (offline runs) read as before.
+its filled rows only; runs in the compiled loop also store their JAX environments' states
+(`env_carry`), so they resume inside the same episodes. Checkpoints without an online
+section (offline runs) read as before.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class OnlineProgress:
     """(seeds,) episodes each seed's environment has started (their reset seeds follow it)."""
     buffers: Any
     """The seed-stacked `ReplayBuffer`."""
+    env_carry: Any = None
+    """The compiled loop's seed-stacked JAX environments (`training.compiled.EnvCarry`)."""
 
 
 def encode(ckpt: Checkpoint) -> bytes:
@@ -80,6 +84,9 @@ def encode(ckpt: Checkpoint) -> bytes:
                 "size": np.asarray(buffers.size),
             },
         }
+        if ckpt.online.env_carry is not None:
+            carry = flax.serialization.to_state_dict(ckpt.online.env_carry)
+            raw["online"]["env_carry"] = jax.device_get(carry)
     return flax.serialization.msgpack_serialize(raw)
 
 
@@ -89,11 +96,13 @@ def decode(
     normalizer_template: Normalizer,
     where: str = "checkpoint",
     buffers_template: Any = None,
+    carry_template: Any = None,
 ) -> Checkpoint:
     """Parse and check a checkpoint against the expected structure; ValorlError if it differs.
 
     With `buffers_template` (the seed-stacked replay buffers' shapes), an online section is
-    restored too; without it, or in a checkpoint that has none, `online` is None.
+    restored too; without it, or in a checkpoint that has none, `online` is None. With
+    `carry_template`, the compiled loop's environments are restored as well.
     """
     try:
         raw = flax.serialization.msgpack_restore(data)
@@ -109,6 +118,10 @@ def decode(
     online = None
     if buffers_template is not None and isinstance(raw.get("online"), dict):
         online = _restore_online(raw["online"], buffers_template, where)
+        if carry_template is not None:
+            if "env_carry" not in raw["online"]:
+                raise ValorlError(f"{where} holds no environment states for the compiled loop")
+            online.env_carry = _restore(carry_template, raw["online"]["env_carry"], where)
     return Checkpoint(
         step=int(raw["step"]),
         states=states,

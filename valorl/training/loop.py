@@ -27,6 +27,7 @@ from valorl.data.sources import make_env
 from valorl.data.transforms import Normalizer
 from valorl.envs.rollouts import Evaluator
 from valorl.training import checkpoint
+from valorl.training.compiled import CompiledEvaluator, jax_environment_phase
 from valorl.training.diagnostics import diagnose_run
 from valorl.training.evaluation import evaluation_round
 from valorl.training.fused import init_seeds, seed_keys, update_chunk
@@ -70,7 +71,9 @@ class Loop:
             self.online = None
             if plan.interaction is not None:
                 buffers = jax.jit(plan.empty_buffers)()
-                self.online = checkpoint.OnlineProgress(0, np.zeros(len(seeds), np.int64), buffers)
+                episodes = np.zeros(len(seeds), np.int64)
+                carry = jax.jit(plan.initial_env_carry)()
+                self.online = checkpoint.OnlineProgress(0, episodes, buffers, carry)
         else:
             self.step, self.states, self.keys = saved.step, saved.states, saved.keys
             self.normalizer = saved.normalizer
@@ -85,7 +88,9 @@ class Loop:
         plan = self.plan
         with contextlib.ExitStack() as stack:
             self.evaluator = None
-            if plan.eval_episodes:
+            if plan.eval_episodes and plan.jax_env is not None:
+                self.evaluator = CompiledEvaluator(plan.jax_env, plan.eval_episodes)
+            elif plan.eval_episodes:
                 make = lambda: make_env(plan.info, self.env)
                 self.evaluator = stack.enter_context(
                     Evaluator(make, len(plan.seeds), plan.eval_episodes)
@@ -101,7 +106,9 @@ class Loop:
             )
             if self.step < plan.schedule.offline_steps:
                 self.offline_phase()
-            if plan.interaction is not None:
+            if plan.compiled:
+                jax_environment_phase(self)
+            elif plan.interaction is not None:
                 environment_phase(self)
         write_result(self.run_dir, plan.info, self.eval_steps, self.eval_returns, self.step)
 
@@ -150,15 +157,21 @@ class Loop:
 
     def evaluate(self) -> str:
         """One evaluation round of every seed at the current step; returns a short summary."""
-        returns = evaluation_round(
-            self.evaluator,
-            self.plan.agent,
-            self.states,
-            self.normalizer,
-            self.eval_keys,
-            list(self.plan.seeds),
-            len(self.eval_steps),
-        )
+        round_index = len(self.eval_steps)
+        if isinstance(self.evaluator, CompiledEvaluator):
+            returns = self.evaluator.round(
+                self.plan.agent, self.states, self.eval_keys, round_index
+            )
+        else:
+            returns = evaluation_round(
+                self.evaluator,
+                self.plan.agent,
+                self.states,
+                self.normalizer,
+                self.eval_keys,
+                list(self.plan.seeds),
+                round_index,
+            )
         self.eval_steps.append(self.step)
         self.eval_returns = np.concatenate([self.eval_returns, returns[:, None]], axis=1)
         scores = self.plan.info.normalized_score(self.eval_returns)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from fractions import Fraction
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -44,6 +45,7 @@ from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.data.replay import OfflineMix
 from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import Normalizer, fit_normalizer
+from valorl.envs.gymnax_envs import JAX_ENVS, is_jax_env, make_jax_env
 from valorl.errors import ValorlError
 from valorl.training.loop import run_plan
 from valorl.training.offline import check_counts, check_multiples, configured_agent
@@ -70,12 +72,15 @@ def train_online(
     env: str | None = None,
     online_steps: int = 1_000_000,
     offline_steps: int = 0,
-    utd: int | None = None,
+    utd: float | None = None,
     start_steps: int | None = None,
     offline_ratio: replay.OfflineRatio | None = None,
     offline_ratio_schedule: Literal["constant", "linear"] = "constant",
     buffer_size: int | None = None,
     env_steps_per_call: int | None = None,
+    num_envs: int = 1,
+    host_loop: bool = False,
+    sticky_actions: float | None = None,
     seeds: int = 1,
     seed: int = 0,
     log_every: int = 1000,
@@ -98,8 +103,9 @@ def train_online(
         env: Gymnasium id; defaults to the dataset's environment in the hybrid modes.
         online_steps: environment steps per seed.
         offline_steps: gradient steps of offline pre-training (offline-to-online only).
-        utd: gradient steps (batches) per environment step; for an agent with a `utd`
-            hyperparameter (SAC) this sets it. Default: the agent's, else 1.
+        utd: gradient steps (batches) per environment step, fractions allowed (0.25: one
+            update every 4 steps); for an agent with a `utd` hyperparameter (SAC) this sets
+            it. Default: the agent's, else 1.
         start_steps: environment steps of uniform random actions before updates begin;
             default 5000 online, 10000 hybrid, 0 offline-to-online.
         offline_ratio: share of each batch from the dataset, in [0, 1], or "uniform"
@@ -108,7 +114,14 @@ def train_online(
         buffer_size: replay capacity per seed; default all online steps, at most 1,000,000.
         env_steps_per_call: environment steps between update calls (K in the module doc);
             default 1, or as many as an agent that consumes several batches per update
-            (DSAC-T's delayed actor) needs to keep `utd` critic steps per environment step.
+            (DSAC-T's delayed actor) needs to keep `utd` critic steps per environment step,
+            or as many as a fractional `utd` needs for whole updates.
+        num_envs: parallel environments per seed, for a JAX environment (valorl.envs) in the
+            compiled loop; each of their steps counts as an environment step.
+        host_loop: step a JAX environment from Python between compiled calls (as a
+            Gymnasium one) instead of inside the compiled loop, to compare the two.
+        sticky_actions: probability that a JAX environment repeats the previous action;
+            default 0.1 for MinAtar games (as the original MinAtar), 0 otherwise.
         seeds, seed: how many seeds to train together, from `seed` on.
         log_every: environment steps (gradient steps offline) per logged, checkpointed chunk.
         eval_every: environment steps (gradient steps offline) between evaluation rounds.
@@ -135,8 +148,9 @@ def train_online(
         utd = agent.utd
     elif utd is None:
         utd = 1
+    utd = int(utd) if float(utd).is_integer() else float(utd)  # configs keep whole ratios whole
     if env_steps_per_call is None:
-        env_steps_per_call = agent.batches_per_update // math.gcd(utd, agent.batches_per_update)
+        env_steps_per_call = default_steps_per_call(utd, num_envs, agent.batches_per_update)
     check_counts(seeds, eval_episodes)
 
     full_data: Dataset | None = None
@@ -168,14 +182,15 @@ def train_online(
     space = probe.action_space
     obs_space = probe.observation_space
     probe.close()
-    if (
-        not isinstance(space, gym.spaces.Box)
-        or not np.all(np.isfinite(space.low))
-        or not (np.all(np.isfinite(space.high)))
-    ):
+    check_action_space(agent, space, env_id)
+    jax_env = is_jax_env(env_id)
+    if not jax_env and (sticky_actions is not None or num_envs != 1 or host_loop):
         raise ValorlError(
-            f"online training needs a bounded continuous (Box) action space; {env_id} has {space}"
+            f"--sticky-actions, --num-envs and --host-loop apply to JAX environments "
+            f"({', '.join(JAX_ENVS)}); {env_id} is stepped by Gymnasium"
         )
+    if host_loop and num_envs != 1:
+        raise ValorlError("--host-loop steps one environment per seed: leave --num-envs at 1")
     if full_data is not None:
         full_data.check_env(obs_space, space, env_id or "the environment")
         normalizer = fit_normalizer(
@@ -186,6 +201,11 @@ def train_online(
         )
         agent = resolve_agent_support(agent, full_data, float(normalizer.reward_scale))
     else:
+        if jax_env and (agent.normalize_observations or agent.reward_normalization != "none"):
+            raise ValorlError(
+                f"{agent.name} asks for observation or reward normalisation, which needs a "
+                "dataset to fit it to; a JAX environment run has none"
+            )
         normalizer = _env_normalizer(obs_space, space)
         head = agent.critic if agent.has_critic else None
         if head is not None and needs_support(head):
@@ -219,6 +239,8 @@ def train_online(
         buffer_size=min(online_steps, 1_000_000) if buffer_size is None else buffer_size,
         offline_ratio=ratio,
         offline_ratio_schedule=offline_ratio_schedule,
+        num_envs=num_envs,
+        host_loop=host_loop,
     )
     check_schedule(schedule, interaction, agent)
     mix = None
@@ -226,15 +248,20 @@ def train_online(
         mix = OfflineMix(ratio, offline_ratio_schedule, online_steps, len(full_data))
     if agent.needs_returns_to_go:
         replay.init(1, (1,), 1, returns_to_go=True)  # fails early if Batch cannot carry them
+    record = environment_record(env_id) if full_data is None else data_record(full_data, env_id)
+    if jax_env:
+        record["sticky_actions"] = make_jax_env(env_id, sticky_actions).sticky_actions
+    discrete = isinstance(space, gym.spaces.Discrete)
     plan = RunPlan(
         agent=agent,
         schedule=schedule,
         seeds=tuple(range(seed, seed + seeds)),
-        data=environment_record(env_id) if full_data is None else data_record(full_data, env_id),
+        data=record,
         obs_shape=tuple(obs_space.shape),
-        action_dim=int(space.shape[0]),
+        action_dim=0 if discrete else int(space.shape[0]),
         eval_episodes=eval_episodes,
         interaction=interaction,
+        num_actions=int(space.n) if discrete else None,
     )
     return run_plan(
         plan,
@@ -250,14 +277,42 @@ def train_online(
     )
 
 
+def default_steps_per_call(utd: float, num_envs: int, batches_per_update: int) -> int:
+    """The fewest environment steps K per call for which K·num_envs·utd gradient steps are a
+    whole number of updates (`batches_per_update` batches each)."""
+    per_step = Fraction(utd).limit_denominator(10_000) * num_envs
+    k = per_step.denominator
+    batches = per_step.numerator
+    return k * (batches_per_update // math.gcd(batches, batches_per_update))
+
+
+def check_action_space(agent: Agent, space: gym.Space, env_id: str | None) -> None:
+    """A discrete agent needs a Discrete space; any other a bounded Box."""
+    if agent.discrete:
+        if not isinstance(space, gym.spaces.Discrete):
+            raise ValorlError(f"{agent.name} acts in a discrete action space; {env_id} has {space}")
+        return
+    if (
+        not isinstance(space, gym.spaces.Box)
+        or not np.all(np.isfinite(space.low))
+        or not (np.all(np.isfinite(space.high)))
+    ):
+        raise ValorlError(
+            f"{agent.name} needs a bounded continuous (Box) action space; {env_id} has {space}"
+        )
+
+
 def check_schedule(schedule: Schedule, interaction: Interaction, agent: Agent) -> None:
     """Lengths and cadences that fit the mode, the environment steps per call and the agent."""
-    s, i, k = schedule, interaction, interaction.env_steps_per_call
+    s, i = schedule, interaction
+    k = i.env_steps_per_call * i.num_envs  # environment steps per call, over all environments
     named = {"online_steps": s.online_steps, "log_every": s.log_every, "eval_every": s.eval_every}
-    named |= {"env_steps_per_call": k, "utd": i.utd}
+    named |= {"env_steps_per_call": i.env_steps_per_call, "num_envs": i.num_envs}
     for name, value in named.items():
         if value < 1:
             raise ValorlError(f"{flag(name)} must be at least 1, got {value}")
+    if not i.utd > 0:
+        raise ValorlError(f"--utd must be positive, got {i.utd}")
     s.check()
     if i.mode == "offline-to-online" and s.offline_steps < 1:
         raise ValorlError(
@@ -277,16 +332,16 @@ def check_schedule(schedule: Schedule, interaction: Interaction, agent: Agent) -
     named |= {"eval_every": min(s.eval_every, s.online_steps)}
     if isinstance(s.checkpoint_every, int):
         named["checkpoint_every"] = min(s.checkpoint_every, s.online_steps)
+    per_call = "--env-steps-per-call" if i.num_envs == 1 else "--env-steps-per-call × --num-envs"
     for name, value in named.items():
         if value % k:
-            raise ValorlError(
-                f"{flag(name)} ({value}) must be a multiple of --env-steps-per-call ({k})"
-            )
+            raise ValorlError(f"{flag(name)} ({value}) must be a multiple of {per_call} ({k})")
     bpu = agent.batches_per_update
-    if (k * i.utd) % bpu:
+    batches = k * i.utd
+    if batches != round(batches) or round(batches) % bpu:
         raise ValorlError(
-            f"{agent.name} consumes {bpu} batches per update, so --env-steps-per-call × --utd "
-            f"({k} × {i.utd}) must be a multiple of {bpu}"
+            f"{agent.name} consumes {bpu} batches per update, so {per_call} × --utd "
+            f"({k} × {i.utd}) must be a whole multiple of {bpu}"
         )
     if i.buffer_size < 1:
         raise ValorlError(f"--buffer-size must be at least 1, got {i.buffer_size}")
@@ -299,13 +354,15 @@ def check_schedule(schedule: Schedule, interaction: Interaction, agent: Agent) -
         check_multiples(offline, agent)
 
 
-def _env_normalizer(obs_space: gym.Space, action_space: gym.spaces.Box) -> Normalizer:
-    """No observation or reward transform; actions to [-1, 1] by the environment's bounds."""
+def _env_normalizer(obs_space: gym.Space, action_space: gym.Space) -> Normalizer:
+    """No observation or reward transform; actions to [-1, 1] by the environment's bounds
+    (discrete actions: width-0 bounds, no transform)."""
     obs_shape = tuple(obs_space.shape)
+    discrete = isinstance(action_space, gym.spaces.Discrete)
     return Normalizer(
         obs_mean=jnp.zeros(obs_shape),
         obs_std=jnp.ones(obs_shape),
-        action_low=jnp.asarray(action_space.low, jnp.float32),
-        action_high=jnp.asarray(action_space.high, jnp.float32),
+        action_low=jnp.zeros(0) if discrete else jnp.asarray(action_space.low, jnp.float32),
+        action_high=jnp.zeros(0) if discrete else jnp.asarray(action_space.high, jnp.float32),
         reward_scale=jnp.float32(1.0),  # not a weak type, as a restored one would not be
     )

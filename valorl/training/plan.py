@@ -23,6 +23,8 @@ from valorl.config import from_dict, to_dict
 from valorl.data import replay
 from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.data.transforms import Normalizer
+from valorl.envs.gymnax_envs import GymnaxEnv, is_jax_env, make_jax_env
+from valorl.training.compiled import initial_carry
 from valorl.training.fused import init_seeds, seed_keys
 from valorl.training.schedule import Schedule
 
@@ -32,13 +34,23 @@ class Interaction:
     """The environment phase of an online, hybrid or offline-to-online run (see online.py)."""
 
     mode: str
-    utd: int
-    """Gradient steps (batches) per environment step."""
+    utd: float
+    """Gradient steps (batches) per environment step (whole numbers stay ints in configs)."""
     start_steps: int
     env_steps_per_call: int
     buffer_size: int
     offline_ratio: float | str | None
     offline_ratio_schedule: str
+    num_envs: int = 1
+    """Parallel environments per seed (JAX environments in the compiled loop)."""
+    host_loop: bool = False
+    """Step a JAX environment from Python between compiled calls, as a Gymnasium one is
+    (for comparing the two loops), instead of inside the compiled loop."""
+
+
+INTERACTION_DEFAULTS = {"num_envs": 1, "host_loop": False}
+"""Interaction settings config.json records only when they differ from these, so the configs
+(and default run paths) of runs that predate them stay as they were."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +79,31 @@ class RunPlan:
         bpu = self.agent.batches_per_update
         if self.interaction is None:
             return self.schedule.offline_steps // bpu
-        online = (self.schedule.online_steps - self.interaction.start_steps) * self.interaction.utd
+        learning = self.schedule.online_steps - self.interaction.start_steps
+        online = round(learning * self.interaction.utd)
         return max(1, (self.schedule.offline_steps + online) // bpu)
+
+    @property
+    def jax_env(self) -> GymnaxEnv | None:
+        """The run's JAX environment (with its recorded sticky actions), if it names one."""
+        env_id = self.data.get("env_id")
+        if not is_jax_env(env_id):
+            return None
+        return make_jax_env(env_id, self.data.get("sticky_actions"))
+
+    @property
+    def compiled(self) -> bool:
+        """The environment phase runs inside the compiled loop (a JAX environment)."""
+        i = self.interaction
+        return i is not None and not i.host_loop and self.jax_env is not None
+
+    @property
+    def updates_per_iteration(self) -> int:
+        """Agent updates after each K = env_steps_per_call steps of the num_envs environments
+        of a seed: K·num_envs·utd gradient steps (batches)."""
+        i = self.interaction
+        batches = round(i.env_steps_per_call * i.num_envs * i.utd)
+        return batches // self.agent.batches_per_update
 
     @property
     def spec(self) -> Spec:
@@ -105,7 +140,12 @@ class RunPlan:
                 "mode": self.interaction.mode,
                 "offline_steps": s.offline_steps,
                 "online_steps": s.online_steps,
-                **{k: v for k, v in dataclasses.asdict(self.interaction).items() if k != "mode"},
+                **{
+                    k: v
+                    for k, v in dataclasses.asdict(self.interaction).items()
+                    if k != "mode"
+                    and not (k in INTERACTION_DEFAULTS and v == INTERACTION_DEFAULTS[k])
+                },
                 "log_every": s.log_every,
                 "eval_every": s.eval_every,
                 **checkpoints,
@@ -133,7 +173,7 @@ class RunPlan:
         interaction = None
         if "online_steps" in s:
             fields = [f.name for f in dataclasses.fields(Interaction)]
-            interaction = Interaction(**{k: s[k] for k in fields})
+            interaction = Interaction(**{k: s[k] for k in fields if k in s})
         return cls(
             agent=agent,
             schedule=Schedule(
@@ -161,14 +201,23 @@ class RunPlan:
     def empty_buffers(self) -> Any:
         """The seed-stacked empty replay buffers of the environment phase (call under
         `jax.jit`, or `jax.eval_shape` for their shapes without allocating them)."""
+        env = self.jax_env
         rows = replay.init(
             self.interaction.buffer_size,
             self.obs_shape,
             self.action_dim,
             returns_to_go=self.agent.needs_returns_to_go,
             discrete=self.num_actions is not None,
+            obs_dtype=jnp.float32 if env is None else env.obs_dtype,
         )
         return jax.tree.map(lambda x: jnp.broadcast_to(x, (len(self.seeds), *x.shape)), rows)
+
+    def initial_env_carry(self) -> Any:
+        """The compiled loop's seed-stacked environments, freshly reset (call under `jax.jit`,
+        or `jax.eval_shape` for their shapes); None for other runs."""
+        if not self.compiled:
+            return None
+        return initial_carry(self.jax_env, self.seeds, self.interaction.num_envs)
 
 
 def state_templates(agent: Agent, spec: Spec, seeds: list[int]) -> tuple[Any, Normalizer]:

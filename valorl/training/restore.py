@@ -25,11 +25,17 @@ def restore(
     if data is None:
         return None
     states, normalizer = plan.templates()
-    buffers = None
+    buffers = carry = None
     if with_buffers and plan.interaction is not None:
         buffers = jax.eval_shape(plan.empty_buffers)
+        carry = jax.eval_shape(plan.initial_env_carry) if plan.compiled else None
     return checkpoint.decode(
-        data, states, normalizer, where=str(run.path / CHECKPOINT), buffers_template=buffers
+        data,
+        states,
+        normalizer,
+        where=str(run.path / CHECKPOINT),
+        buffers_template=buffers,
+        carry_template=carry,
     )
 
 

@@ -1,0 +1,63 @@
+"""A JAX environment as a Gymnasium environment, stepped from Python one call at a time.
+
+This is how the host loop (`--host-loop`), Gymnasium tools (Minari's DataCollector) and the
+host evaluator run the same gymnax games that the compiled loop steps inside `lax.scan`: each
+`reset`/`step` is one jitted call. The JAX environments are registered with Gymnasium under
+their valorl ids (`valorl.envs` does this on import), so `gym.make("Breakout-MinAtar")` works.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import jax
+import numpy as np
+
+from valorl.envs.gymnax_envs import JAX_ENVS, default_sticky_actions, make_jax_env
+
+
+class HostEnv(gym.Env):
+    """`gym.Env` over a `GymnaxEnv`: Discrete actions, observations in the storage dtype."""
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
+
+    def __init__(self, env_id: str, sticky_actions: float | None = None):
+        self.jax_env = env = make_jax_env(env_id, sticky_actions)
+        if env.frames:
+            self.observation_space = gym.spaces.Box(0, 1, env.obs_shape, np.uint8)
+        else:
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, env.obs_shape, np.float32)
+        self.action_space = gym.spaces.Discrete(env.num_actions)
+        self._reset = jax.jit(env.reset)
+        self._step = jax.jit(env.step)
+        self._key = jax.random.key(0)
+        self._state = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._key = jax.random.key(seed)
+        self._key, key = jax.random.split(self._key)
+        obs, self._state = self._reset(key)
+        return np.asarray(obs), {}
+
+    def step(self, action):
+        self._key, key = jax.random.split(self._key)
+        obs, self._state, reward, terminated, truncated = self._step(
+            key, self._state, np.int32(action)
+        )
+        return np.asarray(obs), float(reward), bool(terminated), bool(truncated), {}
+
+
+def register_gymnasium_ids() -> None:
+    """Register every JAX environment with Gymnasium under its valorl id (once)."""
+    for env_id in JAX_ENVS:
+        if env_id not in gym.registry:
+            gym.register(
+                env_id,
+                entry_point="valorl.envs.host:HostEnv",
+                kwargs={"env_id": env_id, "sticky_actions": default_sticky_actions(env_id)},
+                max_episode_steps=None,
+                disable_env_checker=True,
+            )
