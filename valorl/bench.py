@@ -82,3 +82,66 @@ def throughput(
         "device": device_name(),
         "jax": jax.__version__,
     }
+
+
+def env_throughput(
+    agent: str = "dqn",
+    env: str = "Breakout-MinAtar",
+    *,
+    seeds: int = 1,
+    num_envs: int = 1,
+    host_loop: bool = False,
+    steps_per_chunk: int = 5000,
+    chunks: int = 3,
+    utd: float | None = None,
+    **hyperparameters: Any,
+) -> dict[str, Any]:
+    """Environment steps and gradient steps per second of online training in `env`, through
+    the real run loop (compiled, or `host_loop`), summed over seeds.
+
+    Runs `chunks + 1` logged chunks of `steps_per_chunk` environment steps per seed, with no
+    random warm-up and no evaluation, in a temporary run directory; the first chunk (which
+    compiles) is left out of the rates."""
+    import json
+    import tempfile
+
+    from valorl.training.online import train_online
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train_online(
+            agent,
+            env=env,
+            online_steps=steps_per_chunk * (chunks + 1),
+            start_steps=0,
+            log_every=steps_per_chunk,
+            eval_every=steps_per_chunk * (chunks + 1),
+            eval_episodes=0,
+            seeds=seeds,
+            num_envs=num_envs,
+            host_loop=host_loop,
+            utd=utd,
+            out=f"{tmp}/run",
+            progress=False,
+            **hyperparameters,
+        )
+        with open(f"{tmp}/run/metrics.jsonl") as f:
+            records = [json.loads(line) for line in f][1:]
+        with open(f"{tmp}/run/config.json") as f:
+            config = json.load(f)
+    wall = sum(r["wall_s"] for r in records)
+    env_steps = steps_per_chunk * len(records) * seeds
+    updates = sum(r["updates_per_s"] * r["wall_s"] for r in records)
+    return {
+        "agent": agent,
+        "env": env,
+        "loop": "host" if host_loop else "compiled",
+        "seeds": seeds,
+        "num_envs": num_envs,
+        "utd": config["schedule"]["utd"],
+        "batch_size": config["agent"]["hyperparameters"].get("batch_size"),
+        "env_steps_per_s": round(env_steps / wall, 1),
+        "updates_per_s": round(updates / wall, 1),
+        "timed_env_steps": env_steps,
+        "device": device_name(),
+        "jax": jax.__version__,
+    }

@@ -143,18 +143,28 @@ def build_parser() -> Parser:
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     tp = bench_commands.add_parser(
         "throughput",
-        help="gradient steps per second on synthetic data (obs 17, action 6), after compilation",
+        help="gradient steps per second on synthetic data (obs 17, action 6), after "
+        "compilation; with --env, environment and gradient steps per second of online "
+        "training in that environment",
+        description="Without --env: gradient steps per second of fused updates on synthetic "
+        "data (obs 17, action 6). With --env: online training through the run loop, "
+        "reporting env_steps_per_s and updates_per_s (a JAX environment such as "
+        "Breakout-MinAtar steps inside the compiled loop; --host-loop steps it from Python).",
     )
     tp.add_argument("--agent", default="iql", choices=sorted(AGENTS))
     hidden = tp.add_argument(
         "--hidden-dims",
-        default="256,256",
+        default=None,
         metavar="N,N,...",
-        help="hidden sizes (default: 256,256)",
+        help="hidden sizes (default: 256,256; with --env the agent's own)",
     )
     add_old_spelling(tp, "--hidden", hidden)
     batch = tp.add_argument(
-        "--batch-size", type=int, default=256, metavar="N", help="batch size (default: 256)"
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="batch size (default: 256; with --env the agent's own)",
     )
     add_old_spelling(tp, "--batch", batch)
     tp.add_argument("--seeds", type=int, default=1, help="seeds trained together (default: 1)")
@@ -165,6 +175,25 @@ def build_parser() -> Parser:
         help="steps fused in one compiled call (default: 1000)",
     )
     tp.add_argument("--calls", type=int, default=5, help="timed calls (default: 5)")
+    tp.add_argument(
+        "--env", default=None, help="measure online training in this environment instead"
+    )
+    tp.add_argument(
+        "--num-envs", type=int, default=1, help="with --env: environments per seed (default: 1)"
+    )
+    tp.add_argument(
+        "--host-loop",
+        action="store_true",
+        help="with --env: step the JAX environment from Python between compiled calls",
+    )
+    tp.add_argument(
+        "--env-steps",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="with --env: environment steps per seed in each timed chunk (default: 5000)",
+    )
+    tp.add_argument("--utd", type=float, default=None, help="with --env: updates per env step")
     tp.add_argument("--json", action="store_true", help="print one JSON object")
     tp.set_defaults(run=cmd_bench_throughput)
     add_report_parser(commands)
@@ -252,17 +281,42 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_throughput(args: argparse.Namespace) -> int:
-    from valorl.bench import throughput
+    from valorl.bench import env_throughput, throughput
     from valorl.config import coerce
 
-    hidden = coerce(tuple[int, ...], args.hidden_dims, "--hidden-dims")
+    sizes = {}
+    if args.hidden_dims is not None:
+        sizes["hidden_dims"] = coerce(tuple[int, ...], args.hidden_dims, "--hidden-dims")
+    if args.batch_size is not None:
+        sizes["batch_size"] = args.batch_size
+    if args.env is not None:
+        result = env_throughput(
+            args.agent,
+            args.env,
+            seeds=args.seeds,
+            num_envs=args.num_envs,
+            host_loop=args.host_loop,
+            steps_per_chunk=args.env_steps,
+            chunks=args.calls,
+            utd=args.utd,
+            **sizes,
+        )
+        if args.json:
+            print(json.dumps(result))
+        else:
+            out.print(
+                f"{result['agent']} in {result['env']} ({result['loop']} loop), "
+                f"{result['seeds']} seed(s) × {result['num_envs']} env(s) on "
+                f"{result['device']}: {result['env_steps_per_s']:,.0f} env steps/s, "
+                f"{result['updates_per_s']:,.0f} updates/s"
+            )
+        return 0
     result = throughput(
         args.agent,
-        hidden_dims=hidden,
-        batch_size=args.batch_size,
         seeds=args.seeds,
         steps_per_call=args.steps_per_call,
         calls=args.calls,
+        **({"hidden_dims": (256, 256), "batch_size": 256} | sizes),
     )
     if args.json:
         print(json.dumps(result))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any
 
 import flax.struct
@@ -50,6 +51,10 @@ def default_sticky_actions(env_id: str) -> float:
 def _gymnax(env_id: str) -> tuple[Any, Any]:
     import gymnax  # imported on first use: it pulls in seaborn and more
 
+    # gymnax 0.0.9's MinAtar code writes ints into bool arrays and asks for int64; both are
+    # harmless under JAX's defaults and would otherwise warn at every compilation.
+    warnings.filterwarnings("ignore", "scatter inputs have incompatible types", FutureWarning)
+    warnings.filterwarnings("ignore", "Explicitly requested dtype int64", UserWarning)
     return gymnax.make(env_id.removeprefix("gymnax/"))
 
 

@@ -147,6 +147,9 @@ ONLINE_FLAGS = (
     "offline_ratio_schedule",
     "buffer_size",
     "env_steps_per_call",
+    "num_envs",
+    "host_loop",
+    "sticky_actions",
 )
 """Flags of the online and hybrid modes (`_add_online_flags`), unset unless given."""
 
@@ -180,9 +183,10 @@ def _add_online_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     if not cls.utd_is_hyperparameter:
         group.add_argument(
             "--utd",
-            type=int,
+            type=float,
             default=None,
-            help="gradient steps (batches) per environment step (default: 1)",
+            help="gradient steps (batches) per environment step; fractions allowed, e.g. 0.25 "
+            "for one update every 4 steps (default: 1)",
         )
     group.add_argument(
         "--start-steps",
@@ -218,6 +222,34 @@ def _add_online_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         help="environment steps between compiled update calls, each running K × utd "
         "gradient steps (default: 1, the papers' order; 2 for dsac_t, whose update is two "
         "critic steps and one actor step)",
+    )
+    jax_envs = parser.add_argument_group(
+        "JAX environments (MinAtar: Breakout-MinAtar, Asterix-MinAtar, Freeway-MinAtar, "
+        "SpaceInvaders-MinAtar; gymnax/CartPole-v1)",
+        "these step inside the compiled loop with the updates, many per seed; Gymnasium ids "
+        "step on the host",
+    )
+    jax_envs.add_argument(
+        "--num-envs",
+        type=int,
+        default=None,
+        help="parallel environments per seed; every step of each counts as an environment "
+        "step (default: 1)",
+    )
+    jax_envs.add_argument(
+        "--host-loop",
+        action="store_true",
+        default=None,
+        help="step the JAX environment from Python between compiled calls, as a Gymnasium "
+        "one is (to compare the two loops)",
+    )
+    jax_envs.add_argument(
+        "--sticky-actions",
+        type=float,
+        default=None,
+        metavar="P",
+        help="probability of repeating the previous action (default: 0.1 for MinAtar, as the "
+        "original MinAtar; 0 otherwise)",
     )
 
 
@@ -286,5 +318,8 @@ def _train_online(args: argparse.Namespace, kwargs: dict) -> RunResult:
         offline_ratio_schedule=args.offline_ratio_schedule or "constant",
         buffer_size=args.buffer_size,
         env_steps_per_call=args.env_steps_per_call,
+        num_envs=args.num_envs or 1,
+        host_loop=bool(args.host_loop),
+        sticky_actions=args.sticky_actions,
         **kwargs,
     )
