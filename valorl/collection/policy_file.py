@@ -7,7 +7,13 @@ holding one ReLU MLP and the affine maps around it:
 
 which is the deterministic action of every valorl actor built on `nets.MLP`: SAC's
 tanh-Gaussian (the tanh of its mean), the deterministic policies of BC, TD3+BC and RIQL, and
-IQL's Gaussian policy (its mean). The forward pass runs in float64 NumPy and rounds to float32
+IQL's Gaussian policy (its mean). A discrete policy (DQN's greedy policy in a scalar-head
+Q-network) is stored the same way with `num_actions` set and, for frame observations, the
+convolution in front of the MLP (`nets.torsos.Torso`); its action is
+
+    a = argmax(MLP(flatten(relu(conv3x3(s)))))     (or argmax(MLP(s)) for vector observations)
+
+The forward pass runs in float64 NumPy and rounds to float32
 at the end, so a dataset rolled out with it is the same bit for bit on any machine: the float32
 result of a float64 computation does not depend on the BLAS kernel's summation order (an XLA
 float32 pass on another CPU could differ in the last bit, and a rollout amplifies that). The
@@ -44,22 +50,39 @@ class PolicyFile:
     action_low: np.ndarray
     action_high: np.ndarray
     provenance: dict[str, Any]
+    num_actions: int | None = None
+    """Discrete actions: the greedy action among this many outputs; None: continuous."""
+    conv_kernel: np.ndarray | None = None
+    """(3, 3, channels, filters) kernel of the frame torso's convolution (VALID, stride 1)."""
+    conv_bias: np.ndarray | None = None
 
     @property
     def obs_dim(self) -> int:
         return self.kernels[0].shape[0]
 
     @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """One observation's shape (frames keep theirs: the input of the convolution)."""
+        return tuple(int(n) for n in self.obs_mean.shape)
+
+    @property
     def action_dim(self) -> int:
         return self.action_low.shape[0]
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        """Actions for one observation (obs_dim,) or a batch (n, obs_dim)."""
+        """Actions for one observation (obs_dim,) or a batch (n, obs_dim); discrete policies
+        take frames (H, W, C) or a batch of them and return int64 actions."""
         x = (np.asarray(obs, np.float64) - self.obs_mean) / self.obs_std
+        if self.conv_kernel is not None:
+            x = _conv3x3_relu(x, self.conv_kernel, self.conv_bias)
+        if self.num_actions is not None:
+            x = x.reshape(*x.shape[: x.ndim - len(self.obs_shape)], -1)
         for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):
             x = x @ kernel + bias
             if i < len(self.kernels) - 1:
                 x = np.maximum(x, 0.0)
+        if self.num_actions is not None:
+            return np.argmax(x[..., : self.num_actions], axis=-1).astype(np.int64)
         unit = np.tanh(x[..., : self.action_dim])
         env = self.action_low + 0.5 * (unit + 1.0) * (self.action_high - self.action_low)
         return env.astype(np.float32)
@@ -78,6 +101,11 @@ class PolicyFile:
         for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):
             arrays[f"kernel_{i}"] = kernel.astype(np.float32)
             arrays[f"bias_{i}"] = bias.astype(np.float32)
+        if self.num_actions is not None:
+            arrays["num_actions"] = np.array(self.num_actions)
+        if self.conv_kernel is not None:
+            arrays["conv_kernel"] = self.conv_kernel.astype(np.float32)
+            arrays["conv_bias"] = self.conv_bias.astype(np.float32)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         atomic_write(path, buffer.getvalue())
@@ -104,6 +132,9 @@ class PolicyFile:
             action_low=as64("action_low"),
             action_high=as64("action_high"),
             provenance=json.loads(str(arrays["provenance"])),
+            num_actions=int(arrays["num_actions"]) if "num_actions" in arrays else None,
+            conv_kernel=as64("conv_kernel") if "conv_kernel" in arrays else None,
+            conv_bias=as64("conv_bias") if "conv_bias" in arrays else None,
         )
 
 
@@ -156,3 +187,13 @@ def export_policy(
             f"{policy.agent.name}'s actor is not supported by policy files"
         )
     return exported
+
+
+def _conv3x3_relu(frames: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """relu(VALID 3x3 convolution, stride 1) of frames (..., H, W, C) with a flax `nn.Conv`
+    kernel (3, 3, C, F): (..., H − 2, W − 2, F), in float64."""
+    windows = np.lib.stride_tricks.sliding_window_view(frames, (3, 3), axis=(-3, -2))
+    # windows: (..., H-2, W-2, C, 3, 3) -> (..., H-2, W-2, 3, 3, C), the kernel's order
+    patches = np.moveaxis(windows, -3, -1)
+    out = np.einsum("...ijc,ijcf->...f", patches, kernel) + bias
+    return np.maximum(out, 0.0)

@@ -7,11 +7,13 @@ A behaviour is named by a short spec, `KIND[:key=value,...]`:
     runs/iql-x:noise=0.1,index=2  a valorl run's policy (its seed list's index 2) with noise
     policies/hopper.npz:noise=0.1  a policy file (`policy_file.py`) with Gaussian noise
     random:share=2               any of the above, given twice the default share of steps
+    policies/breakout.npz:eps=0.05  discrete actions: epsilon-greedy in the policy's actions
 
 `noise` is the standard deviation of Gaussian action noise as a fraction of half the action
-range; `share` weighs how many of the steps a behaviour collects. Several behaviours make a
-mixed-quality dataset. Collection is deterministic for a given seed: episode reset seeds and
-noise come from `numpy.random.SeedSequence(seed)`.
+range (continuous actions); `eps` the probability of a uniform random action instead of the
+policy's (discrete actions, as DQN explores); `share` weighs how many of the steps a behaviour
+collects. Several behaviours make a mixed-quality dataset. Collection is deterministic for a
+given seed: episode reset seeds and noise come from `numpy.random.SeedSequence(seed)`.
 
 The dataset records its reference returns for normalised scores: `ref_min_score` is the mean
 return of uniform random actions and `ref_max_score` that of the best noise-free behaviour
@@ -96,6 +98,7 @@ class Behaviour:
     noise: float = 0.0
     share: float = 1.0
     seed_index: int = 0
+    eps: float = 0.0
 
     @classmethod
     def parse(cls, spec: str) -> Behaviour:
@@ -103,10 +106,11 @@ class Behaviour:
         fields: dict[str, Any] = {"kind": kind}
         for item in filter(None, options.split(",")):
             key, sep, value = item.partition("=")
-            names = {"noise": "noise", "share": "share", "index": "seed_index"}
+            names = {"noise": "noise", "share": "share", "index": "seed_index", "eps": "eps"}
             if not sep or key not in names:
                 raise ValorlError(
-                    f"behaviour {spec!r}: unknown option {item!r}; use noise=, share= or index="
+                    f"behaviour {spec!r}: unknown option {item!r}; use noise=, eps=, share= "
+                    "or index="
                 )
             try:
                 fields[names[key]] = int(value) if key == "index" else float(value)
@@ -115,15 +119,23 @@ class Behaviour:
         behaviour = cls(**fields)
         if not (0 <= behaviour.noise < math.inf and 0 < behaviour.share < math.inf):
             raise ValorlError(f"behaviour {spec!r}: noise must be >= 0 and share > 0")
+        if not 0 <= behaviour.eps <= 1:
+            raise ValorlError(f"behaviour {spec!r}: eps must be in [0, 1]")
         return behaviour
 
     def build(self, env: gym.Env) -> Act:
         """The behaviour's action function (environment units, with each action's
         log-probability), validated against `env`."""
         space = env.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            return self._build_discrete(env, int(space.n))
         if not isinstance(space, gym.spaces.Box):
             raise ValorlError(
-                f"collect supports continuous (Box) actions; {env.spec.id} has {space}"
+                f"collect supports Box and Discrete action spaces; {env.spec.id} has {space}"
+            )
+        if self.eps:
+            raise ValorlError(
+                f"eps= is for discrete actions; {env.spec.id}'s are continuous (use noise=)"
             )
         low, high = space.low.astype(np.float32), space.high.astype(np.float32)
         if self.kind == "random":
@@ -159,6 +171,39 @@ class Behaviour:
         return act
 
 
+    def _build_discrete(self, env: gym.Env, n: int) -> Act:
+        """Epsilon-greedy in a discrete space: the policy's action with probability 1 − ε, a
+        uniform one with ε, so log π_b(a|s) = log(1 − ε + ε/n) at the policy's action and
+        log(ε/n) elsewhere (uniform random: log(1/n))."""
+        if self.noise:
+            raise ValorlError(
+                f"noise= is for continuous actions; {env.spec.id}'s are discrete (use eps=)"
+            )
+        if self.kind == "random":
+            if self.eps:
+                raise ValorlError("behaviour 'random' takes no eps= (its actions are uniform)")
+            return lambda obs, rng: (np.int64(rng.integers(n)), -math.log(n))
+        if Path(self.kind).is_dir():
+            base = _run_policy(Path(self.kind), self.seed_index, env)
+        elif Path(self.kind).suffix == ".npz" and Path(self.kind).is_file():
+            base = _file_policy(Path(self.kind), env)
+        else:
+            raise ValorlError(
+                f"unknown behaviour {self.kind!r} for discrete actions: use random, a run "
+                "directory or a policy file (.npz)"
+            )
+        eps = self.eps
+        chosen, other = math.log(1 - eps + eps / n), (math.log(eps / n) if eps else -math.inf)
+
+        def act(obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+            greedy = int(base(obs))
+            explore = eps > 0 and rng.random() < eps
+            action = int(rng.integers(n)) if explore else greedy
+            return np.int64(action), chosen if action == greedy else other
+
+        return act
+
+
 def _run_policy(path: Path, seed_index: int, env: gym.Env) -> Callable[[np.ndarray], np.ndarray]:
     policy = load_policy(path)
     if not 0 <= seed_index < len(policy.seeds):
@@ -175,6 +220,15 @@ def _run_policy(path: Path, seed_index: int, env: gym.Env) -> Callable[[np.ndarr
 
 def _file_policy(path: Path, env: gym.Env) -> Callable[[np.ndarray], np.ndarray]:
     policy = PolicyFile.load(path)
+    if isinstance(env.action_space, gym.spaces.Discrete):
+        n, obs_shape = int(env.action_space.n), tuple(env.observation_space.shape)
+        if policy.num_actions != n or policy.obs_shape != obs_shape:
+            raise ValorlError(
+                f"{path} maps observations of shape {policy.obs_shape} to "
+                f"{policy.num_actions or 'continuous'} actions, but {env.spec.id} has "
+                f"{obs_shape} and {n}"
+            )
+        return policy
     obs_dim, action_dim = env.observation_space.shape, env.action_space.shape
     if (policy.obs_dim,) != obs_dim or (policy.action_dim,) != action_dim:
         raise ValorlError(
@@ -203,9 +257,11 @@ def run_episode(
         truncations.append(truncated or (max_steps is not None and len(rewards) >= max_steps))
         if terminations[-1] or truncations[-1]:
             break
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    obs_dtype = env.observation_space.dtype if discrete else np.float32  # MinAtar frames: uint8
     return dict(
-        observations=np.asarray(observations, np.float32),
-        actions=np.asarray(actions, np.float32),
+        observations=np.asarray(observations, obs_dtype),
+        actions=np.asarray(actions, np.int64 if discrete else np.float32),
         rewards=np.asarray(rewards, np.float32),
         terminations=np.asarray(terminations),
         truncations=np.asarray(truncations),
@@ -291,7 +347,9 @@ def collect(
         random_act = Behaviour("random").build(env)
         ref_min_score = mean_return(env, random_act, reference_episodes, seed)
     if ref_max_score is None:
-        candidates = [dataclasses.replace(b, noise=0.0) for b in parsed if b.kind != "random"]
+        candidates = [
+            dataclasses.replace(b, noise=0.0, eps=0.0) for b in parsed if b.kind != "random"
+        ]
         if candidates:
             ref_max_score = max(
                 mean_return(env, b.build(env), reference_episodes, seed) for b in candidates
@@ -306,7 +364,9 @@ def collect(
         ref_min_score=ref_min_score,
         ref_max_score=ref_max_score,
     )
-    dataset = Dataset.from_episodes(episodes, info)
+    space = env.action_space
+    num_actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
+    dataset = Dataset.from_episodes(episodes, info, num_actions=num_actions)
     if dataset_id is not None:
         provenance = {
             "valorl_version": __version__,

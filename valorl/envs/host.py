@@ -29,8 +29,10 @@ class HostEnv(gym.Env):
         else:
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, env.obs_shape, np.float32)
         self.action_space = gym.spaces.Discrete(env.num_actions)
-        self._reset = jax.jit(env.reset)
-        self._step = jax.jit(env.step)
+        self._reset = jax.jit(lambda key: (jax.random.split(key)[0], *env.reset(key)))
+        self._step = jax.jit(
+            lambda key, state, a: (jax.random.split(key)[0], *env.step(key, state, a))
+        )
         self._key = jax.random.key(0)
         self._state = None
 
@@ -38,16 +40,17 @@ class HostEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._key = jax.random.key(seed)
-        self._key, key = jax.random.split(self._key)
-        obs, self._state = self._reset(key)
+        self._key, obs, self._state = self._reset(self._key)
         return np.asarray(obs), {}
 
     def step(self, action):
-        self._key, key = jax.random.split(self._key)
-        obs, self._state, reward, terminated, truncated = self._step(
-            key, self._state, np.int32(action)
+        # One compiled call per step: the key advances inside it (a second dispatch for
+        # splitting keys on the host would double the cost of a step).
+        self._key, obs, self._state, reward, terminated, truncated = self._step(
+            self._key, self._state, np.int32(action)
         )
-        return np.asarray(obs), float(reward), bool(terminated), bool(truncated), {}
+        obs, reward, terminated, truncated = jax.device_get((obs, reward, terminated, truncated))
+        return obs, float(reward), bool(terminated), bool(truncated), {}
 
 
 def register_gymnasium_ids() -> None:
