@@ -23,7 +23,7 @@ from valorl.config import from_dict, to_dict
 from valorl.data import replay
 from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.data.transforms import Normalizer
-from valorl.envs.gymnax_envs import GymnaxEnv, is_jax_env, make_jax_env
+from valorl.envs.gymnax_envs import GymnaxEnv, default_sticky_actions, is_jax_env, make_jax_env
 from valorl.training.compiled import initial_carry
 from valorl.training.fused import init_seeds, seed_keys
 from valorl.training.schedule import Schedule
@@ -243,6 +243,9 @@ def data_record(dataset: Dataset, env_id: str | None, holdout: float = 0.0) -> d
     }
     if holdout:  # only when used, so configs of runs without a split stay as they were
         record["holdout"] = holdout
+    if is_jax_env(env_id):  # evaluate with the sticky actions the data was collected with
+        kwargs = json.loads(record["env_spec_json"] or "{}").get("kwargs", {})
+        record["sticky_actions"] = kwargs.get("sticky_actions", default_sticky_actions(env_id))
     return record
 
 

@@ -1,0 +1,111 @@
+"""Online DQN on MinAtar with each critic head: learning curves, and "Stop Regressing" scaled down.
+
+    python benchmarks/minatar_dqn.py --out runs/minatar-dqn                 # as in BENCHMARKS.md
+    python benchmarks/minatar_dqn.py --out runs/minatar-dqn --frames 20000  # a quick look
+
+Trains `valorl train dqn --mode online --env GAME` with every seed of a run in one process (the
+compiled loop, seeds vmapped) for each game and critic head: huber (DQN as Young & Tian 2019
+train it), mse, and the classification heads of Farebrother et al. 2024 ("Stop Regressing"):
+hl-gauss, two-hot and c51 (a distributional backup). Classification heads get a fixed value
+support, as online runs have no dataset to fit one to. Finished runs are reused, so an
+interrupted benchmark resumes (and an interrupted run resumes from its checkpoint).
+
+Prints, per game, each head's final greedy evaluation return (mean over seeds, 95% Student-t
+interval) and over games × seeds the IQM of DQN-normalised scores, (R − R_random) /
+(R_huber − R_random) with R_huber the mean final return of the huber arm (JOWA's
+"DQN-normalised"), with a 95% stratified-bootstrap interval; and writes learning curves to
+`OUT/curves-GAME.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from common import iqm_cell, mean_cell, valorl
+
+from valorl.envs.gymnax_envs import make_jax_env, random_returns
+from valorl.training.results import RunResult
+
+GAMES = ("Breakout-MinAtar", "Asterix-MinAtar", "SpaceInvaders-MinAtar")
+HEADS = ("huber", "mse", "hl-gauss", "two-hot", "c51")
+SUPPORT = ("-5", "25")
+"""[vmin, vmax] of the classification heads: MinAtar rewards are 0 or 1 per step, and at γ 0.99
+returns of these games at our budgets stay well inside."""
+
+
+def run_dir(out: Path, game: str, head: str) -> Path:
+    return out / f"dqn-{head}-{game.split('-')[0].lower()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/minatar-dqn")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--frames", type=int, default=200_000, help="environment steps per seed")
+    parser.add_argument("--utd", default="0.25", help="updates per environment step")
+    parser.add_argument("--games", default=",".join(GAMES))
+    parser.add_argument("--heads", default=",".join(HEADS))
+    args = parser.parse_args()
+    out, games, heads = Path(args.out), args.games.split(","), args.heads.split(",")
+    eval_every = max(args.frames // 10, 1000)
+    for game in games:
+        for head in heads:
+            support = ["--vmin", SUPPORT[0], "--vmax", SUPPORT[1]] if head in (
+                "hl-gauss",
+                "two-hot",
+                "c51",
+            ) else []
+            valorl(
+                "train", "dqn", "--mode", "online", "--env", game, "--critic", head, *support,
+                "--online-steps", str(args.frames), "--utd", args.utd,
+                "--start-steps", "5000", "--eps-decay-steps", str(min(100_000, args.frames // 2)),
+                "--log-every", str(eval_every // 5), "--eval-every", str(eval_every),
+                "--eval-episodes", "10", "--seeds", str(args.seeds),
+                "--out", str(run_dir(out, game, head)), "--quiet",
+            )  # fmt: skip
+
+    finals: dict[str, dict[str, np.ndarray]] = {h: {} for h in heads}
+    for game in games:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for head in heads:
+            result = RunResult.load(run_dir(out, game, head))
+            per_seed = result.eval_returns.mean(axis=2)  # (seeds, rounds)
+            finals[head][game] = per_seed[:, -1]
+            mean, sem = per_seed.mean(0), per_seed.std(0, ddof=1) / np.sqrt(len(per_seed))
+            ax.plot(result.eval_steps, mean, label=head)
+            ax.fill_between(result.eval_steps, mean - 1.96 * sem, mean + 1.96 * sem, alpha=0.2)
+        ax.set(title=f"DQN on {game} ({args.seeds} seeds)", xlabel="environment steps",
+               ylabel="greedy return (10 episodes)")  # fmt: skip
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"curves-{game}.png", dpi=120)
+        plt.close(fig)
+
+    print("\n| head | " + " | ".join(f"{g} final return (95% CI)" for g in games) + " |")
+    print("|---|" + "---|" * len(games))
+    for head in heads:
+        print(f"| {head} | " + " | ".join(mean_cell(finals[head][g]) for g in games) + " |")
+    if "huber" in heads:
+        randoms = {g: float(random_returns(make_jax_env(g), 100).mean()) for g in games}
+        print("\nrandom-policy returns: " + ", ".join(f"{g} {r:.2f}" for g, r in randoms.items()))
+        print("\n| head | IQM DQN-normalised score over games × seeds (95% stratified bootstrap) |")
+        print("|---|---|")
+        for head in heads:
+            matrix = np.stack(
+                [
+                    (finals[head][g] - randoms[g]) / (finals["huber"][g].mean() - randoms[g])
+                    for g in games
+                ],
+                axis=1,
+            )
+            print(f"| {head} | {iqm_cell(matrix)} |")
+
+
+if __name__ == "__main__":
+    main()
