@@ -39,7 +39,7 @@ def main() -> None:
         host = bench("--seeds", str(seeds), "--host-loop", "--env-steps", str(host_steps))
         compiled = bench("--seeds", str(seeds), "--env-steps", str(steps))
         rows.append((seeds, host, compiled))
-    header = "| seeds | host env steps/s | compiled env steps/s | ratio | updates/s host, compiled |"
+    header = "| seeds | host env steps/s | compiled env steps/s | ratio | updates/s host, compiled|"
     print("\n" + header)
     print("|---|---|---|---|---|")
     for seeds, host, compiled in rows:
