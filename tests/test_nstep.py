@@ -128,6 +128,38 @@ def test_replay_n_step_stops_at_the_newest_row():
         assert float(out.next_observations[i, 0]) == start + k - 1 + 0.5
 
 
+def test_replay_n_step_with_environments_stepped_together():
+    """Two environments adding a row each per step (rows: env 0 step 0, env 1 step 0, env 0
+    step 1, …): with stride 2 a window follows its own environment, and env 1's episode ends
+    at its step 1 while env 0's goes on."""
+    t = np.arange(6, dtype=np.float32)
+    data = Batch(
+        observations=jnp.asarray(t[:, None]),
+        actions=jnp.zeros(6, jnp.int32),
+        rewards=jnp.asarray([1.0, 10.0, 2.0, 20.0, 4.0, 40.0]),
+        next_observations=jnp.asarray(t[:, None] + 0.5),
+        masks=jnp.asarray([1.0, 1.0, 1.0, 0.0, 1.0, 1.0]),
+        dones=jnp.asarray([0.0, 0.0, 0.0, 1.0, 0.0, 0.0]),
+    )
+    buffer = replay.add(replay.init(8, (1,), 0, discrete=True), data)
+    out = replay.sample_n_step(buffer, jax.random.key(3), 100, 3, GAMMA, stride=2)
+    # per start row: (sum, mask, bootstrap row)
+    expected = {
+        0: (1 + 0.5 * 2 + 0.25 * 4, 0.25, 4),  # env 0, steps 0-2
+        1: (10 + 0.5 * 20, 0.0, 3),  # env 1, steps 0-1, terminated
+        2: (2 + 0.5 * 4, 0.5, 4),  # env 0, steps 1-2 (newest)
+        3: (20.0, 0.0, 3),
+        4: (4.0, 1.0, 4),
+        5: (40.0, 1.0, 5),
+    }
+    starts = np.asarray(out.observations[:, 0]).astype(int)
+    assert set(starts) == set(expected)
+    for i, start in enumerate(starts):
+        reward, mask, row = expected[start]
+        assert float(out.rewards[i]) == reward and float(out.masks[i]) == mask, start
+        assert float(out.next_observations[i, 0]) == row + 0.5, start
+
+
 def test_sources_are_chosen_from_the_agent():
     """One-step agents get today's sources (the same objects, so the same compiled chunks);
     an n-step agent gets n-step ones at its discount."""
@@ -137,6 +169,7 @@ def test_sources_are_chosen_from_the_agent():
     mix = OfflineMix(0.5)
     assert replay_source(IQL(), mix) == Replay(mix)
     assert replay_source(DQN(n_step=3, discount=0.9), mix) == Replay(mix, 3, 0.9)
+    assert replay_source(DQN(n_step=3, discount=0.9), None, num_envs=4).stride == 4
 
 
 def test_mixed_n_step_replay_source():

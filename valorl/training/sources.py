@@ -79,6 +79,9 @@ class Replay:
     """n of n-step transitions (`valorl.data.nstep`); 1: one-step rows."""
     discount: float = 1.0
     """The discount of the n-step sums (unused for one-step rows)."""
+    stride: int = 1
+    """Rows between one environment's consecutive steps in the buffer: the number of
+    environments adding a row each per step (n-step rows only)."""
 
     def sample(
         self, state: ReplayBuffer, shared: ReplayInputs, key, batch_size: int, num_batches: int
@@ -87,7 +90,7 @@ class Replay:
             if self.n_step == 1:
                 return replay.sample(state, key, batch_size, num_batches)
             return replay.sample_n_step(
-                state, key, batch_size, self.n_step, self.discount, num_batches
+                state, key, batch_size, self.n_step, self.discount, num_batches, self.stride
             )
         fraction = jnp.where(state.size > 0, self.mix.fraction(shared.env_step, state.size), 1.0)
         return replay.mixed_sample(
@@ -99,6 +102,7 @@ class Replay:
             num_batches,
             n_step=self.n_step,
             discount=self.discount,
+            stride=self.stride,
         )
 
 
@@ -110,12 +114,13 @@ def dataset_source(agent: Agent) -> DatasetRows:
     return DatasetRows(n_step=agent.return_steps, discount=float(agent.discount))
 
 
-def replay_source(agent: Agent, mix: OfflineMix | None = None) -> Replay:
+def replay_source(agent: Agent, mix: OfflineMix | None = None, num_envs: int = 1) -> Replay:
     """The replay source for `agent` (with an offline `mix` in the hybrid modes): one-step
-    rows, or n-step transitions at its discount (`agent.return_steps` > 1)."""
+    rows, or n-step transitions at its discount (`agent.return_steps` > 1) from a buffer that
+    `num_envs` environments fill together, one row each per step in a fixed order."""
     if agent.return_steps == 1:
         return Replay(mix)
-    return Replay(mix, n_step=agent.return_steps, discount=float(agent.discount))
+    return Replay(mix, n_step=agent.return_steps, discount=float(agent.discount), stride=num_envs)
 
 
 def dataset_rows(agent: Agent, data: Dataset, normalizer: Normalizer) -> Batch:
