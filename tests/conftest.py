@@ -51,6 +51,10 @@ TINY = {
     "cql": dict(hidden_dims=(8, 8), batch_size=16, cql_n_actions=2),
     "calql": dict(hidden_dims=(8, 8), batch_size=16, cql_n_actions=2),
     "dsac_t": dict(hidden_dims=(8, 8), batch_size=16),
+    "dqn": dict(hidden_dims=(8,), batch_size=16),
+    "cql_discrete": dict(hidden_dims=(8,), batch_size=16),
+    "bc_discrete": dict(hidden_dims=(8,), batch_size=16),
+    "iql_discrete": dict(hidden_dims=(8,), batch_size=16),
 }
 """Hyperparameters that make every agent fast enough for unit tests."""
 

@@ -81,7 +81,12 @@ def kernels(tree):
     ]
 
 
-@pytest.fixture(scope="module", params=sorted(AGENTS))
+CONTINUOUS = sorted(name for name, cls in AGENTS.items() if not cls.discrete)
+"""The agents this harness checks (continuous actions; tests/test_discrete_agents.py checks the
+discrete ones)."""
+
+
+@pytest.fixture(scope="module", params=CONTINUOUS)
 def h(request):
     """An agent with TINY settings: 3 seeds initialised and trained K updates together, and
     seed 1 initialised and trained K updates alone."""
@@ -116,7 +121,10 @@ def h(request):
 
 def test_registry_names_match_classes():
     """AGENTS maps each agent's own `name` to its class, so configs can rebuild agents."""
-    assert set(AGENTS) == {"bc", "td3_bc", "iql", "riql", "sac", "cql", "calql", "dsac_t"}
+    assert set(AGENTS) == {
+        *("bc", "td3_bc", "iql", "riql", "sac", "cql", "calql", "dsac_t"),
+        *("dqn", "cql_discrete", "bc_discrete", "iql_discrete"),
+    }
     for name, cls in AGENTS.items():
         assert cls.name == name
 

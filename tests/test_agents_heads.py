@@ -32,7 +32,13 @@ from valorl.critics import HEADS, HLGauss, QEnsemble, resolve_support
 from valorl.nets.spectral import COLLECTION
 from valorl.training.fused import init_seeds, seed_keys, update_chunk
 
-CRITIC_AGENTS = [name for name, cls in AGENTS.items() if "critic" in cls.__dataclass_fields__]
+CRITIC_AGENTS = [
+    name
+    for name, cls in AGENTS.items()
+    if "critic" in cls.__dataclass_fields__ and not cls.discrete
+]
+"""Continuous-action critic agents (tests/test_discrete_agents.py trains the discrete ones with
+every head)."""
 SPEC = Spec(obs_shape=(3,), action_dim=2, total_updates=10)
 DATA = synthetic_dataset(obs_dim=3, action_dim=2).to_batch(discount=0.99)  # returns for Cal-QL
 ENSEMBLES = {

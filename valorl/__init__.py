@@ -11,7 +11,22 @@ Python API (the CLI calls the same functions):
 
 from valorl import zoo  # noqa: F401  (registers its recipe names with load_dataset)
 from valorl._version import __version__
-from valorl.agents import AGENTS, BC, CQL, DSACT, IQL, RIQL, SAC, TD3BC, CalQL, make_agent
+from valorl.agents import (
+    AGENTS,
+    BC,
+    CQL,
+    DQN,
+    DSACT,
+    IQL,
+    RIQL,
+    SAC,
+    TD3BC,
+    CalQL,
+    DiscreteBC,
+    DiscreteCQL,
+    DiscreteIQL,
+    make_agent,
+)
 from valorl.data import Dataset, DatasetInfo, load_dataset, save_minari, save_npz
 from valorl.errors import ValorlError
 from valorl.eval.policy import Policy, load_policy
@@ -23,6 +38,7 @@ __all__ = [
     "AGENTS",
     "BC",
     "CQL",
+    "DQN",
     "DSACT",
     "IQL",
     "RIQL",
@@ -31,6 +47,9 @@ __all__ = [
     "CalQL",
     "Dataset",
     "DatasetInfo",
+    "DiscreteBC",
+    "DiscreteCQL",
+    "DiscreteIQL",
     "Policy",
     "RunResult",
     "ValorlError",

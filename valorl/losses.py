@@ -52,3 +52,13 @@ def cql_logsumexp(
     log_uniform = -action_dim * jnp.log(2.0)
     weighted = jnp.concatenate([q_random - log_uniform, q_policy - log_probs], axis=-1)
     return temperature * jax.scipy.special.logsumexp(weighted / temperature, axis=-1)
+
+
+def discrete_cql_gap(q_all: jax.Array, actions: jax.Array) -> jax.Array:
+    """CQL(H)'s conservative gap for a discrete action space, per sample: log Σ_a exp Q(s, a)
+    − Q(s, a_data) (Kumar et al. 2020, Eq. 4, with the soft maximum exact over the actions
+    instead of sampled). `q_all` (..., num_actions), integer `actions` broadcastable to its
+    leading axes (an ensemble's (members, B, A) with the batch's (B,)) -> (...). Positive:
+    the log-sum-exp exceeds every single Q(s, a)."""
+    q_data = jnp.sum(q_all * jax.nn.one_hot(actions, q_all.shape[-1], dtype=q_all.dtype), -1)
+    return jax.scipy.special.logsumexp(q_all, axis=-1) - q_data

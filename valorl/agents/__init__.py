@@ -6,6 +6,11 @@ from valorl.agents.base import Agent, AgentBase, CriticAgent, CriticAgentBase, S
 from valorl.agents.bc import BC
 from valorl.agents.calql import CalQL
 from valorl.agents.cql import CQL
+from valorl.agents.discrete import DiscreteCriticAgentBase
+from valorl.agents.discrete_bc import DiscreteBC
+from valorl.agents.discrete_cql import DiscreteCQL
+from valorl.agents.discrete_iql import DiscreteIQL
+from valorl.agents.dqn import DQN
 from valorl.agents.dsac_t import DSACT
 from valorl.agents.iql import IQL
 from valorl.agents.riql import RIQL
@@ -14,7 +19,13 @@ from valorl.agents.td3_bc import TD3BC
 from valorl.config import from_dict
 from valorl.errors import ValorlError
 
-AGENTS: dict[str, type] = {cls.name: cls for cls in (BC, TD3BC, IQL, RIQL, SAC, CQL, CalQL, DSACT)}
+AGENTS: dict[str, type] = {
+    cls.name: cls
+    for cls in (
+        *(BC, TD3BC, IQL, RIQL, SAC, CQL, CalQL, DSACT),
+        *(DQN, DiscreteCQL, DiscreteBC, DiscreteIQL),
+    )
+}
 
 
 def agent_class(name: str) -> type:
@@ -35,6 +46,7 @@ __all__ = [
     "AGENTS",
     "BC",
     "CQL",
+    "DQN",
     "DSACT",
     "IQL",
     "RIQL",
@@ -45,6 +57,10 @@ __all__ = [
     "CalQL",
     "CriticAgent",
     "CriticAgentBase",
+    "DiscreteBC",
+    "DiscreteCQL",
+    "DiscreteCriticAgentBase",
+    "DiscreteIQL",
     "Spec",
     "agent_class",
     "make_agent",

@@ -166,11 +166,22 @@ def polyak(params: Params, target: Params, tau: float) -> Params:
     return optax.incremental_update(params, target, tau)
 
 
-def adam(learning_rate: float, cosine_steps: int | None = None) -> optax.GradientTransformation:
-    """Adam, optionally with the learning rate decayed to zero over `cosine_steps` (IQL's actor)."""
+def adam(
+    learning_rate: float, cosine_steps: int | None = None, eps: float = 1e-8
+) -> optax.GradientTransformation:
+    """Adam, optionally with the learning rate decayed to zero over `cosine_steps` (IQL's actor);
+    `eps` is Adam's ε (DQN-style agents use a large one, see `valorl.agents.dqn`)."""
     if cosine_steps is None:
-        return optax.adam(learning_rate)
-    return optax.adam(optax.cosine_decay_schedule(learning_rate, cosine_steps))
+        return optax.adam(learning_rate, eps=eps)
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, cosine_steps), eps=eps)
+
+
+def periodic_copy(params: Params, target: Params, step: jax.Array, period: int) -> Params:
+    """target <- params when `step` is a multiple of `period`, else unchanged: DQN's hard
+    target update (Mnih et al. 2015). A select, not a `lax.cond`, so it stays one cheap branch
+    under a seed `vmap`."""
+    copy = jnp.mod(step, period) == 0
+    return jax.tree.map(lambda p, t: jnp.where(copy, p, t), params, target)
 
 
 def prefix(part: str, metrics: Metrics) -> Metrics:
@@ -235,6 +246,15 @@ class CriticAgentBase(AgentBase):
             adam(self.critic_lr),
         )
 
+    def critic_outputs(
+        self, critic: NetState, params: Params, obs: jax.Array, actions: jax.Array
+    ) -> jax.Array:
+        """The head's raw outputs at (s, a) of every member, (members, batch, out_dim), with
+        the critic's `params` (its own, a target's, or traced ones). Discrete agents read
+        them off Q(s, ·) at the integer actions (`valorl.agents.discrete`)."""
+        return apply(critic, params, obs, actions)
+
     def q_values(self, state: Any, obs: jax.Array, actions: jax.Array) -> jax.Array:
         """`CriticAgent.q_values`: Q(s, a) of every member, shape (members, batch)."""
-        return self.critic.value(apply(state.critic, state.critic.params, obs, actions))
+        outputs = self.critic_outputs(state.critic, state.critic.params, obs, actions)
+        return self.critic.value(outputs)

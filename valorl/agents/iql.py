@@ -117,7 +117,7 @@ class IQL(CriticAgentBase):
     ) -> tuple[jax.Array, Metrics]:
         next_v = apply(state.value, state.value.params, batch.next_observations)
         target = batch.rewards + self.discount * batch.masks * next_v
-        outputs = apply(state.critic, params, batch.observations, batch.actions)
+        outputs = self.critic_outputs(state.critic, params, batch.observations, batch.actions)
         loss = self.critic.loss(outputs, target).mean(axis=-1).sum()
         return loss, {"q_mean": self.critic.value(outputs).mean()}
 
@@ -148,7 +148,9 @@ class IQL(CriticAgentBase):
 
     def update(self, state: IQLState, batch: Batch, key: jax.Array) -> tuple[IQLState, Metrics]:
         # Q̂(s, a) from the target critic, reduced over the ensemble; shared by Eq. 5 and 7.
-        outputs = apply(state.critic, state.target_critic, batch.observations, batch.actions)
+        outputs = self.critic_outputs(
+            state.critic, state.target_critic, batch.observations, batch.actions
+        )
         q = self.ensemble.reduce(self.critic.value(outputs), key)
         value, value_metrics = grad_step(state.value, lambda p: self.value_loss(p, state, batch, q))
         state = state.replace(value=value)

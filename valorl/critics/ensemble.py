@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from valorl.errors import ValorlError
-from valorl.nets import Ensemble, StateActionValue
+from valorl.nets import ActionValues, Ensemble, StateActionValue
 
 Reduction = Literal["min", "mean", "subset-min", "pessimistic", "quantile"]
 
@@ -64,6 +64,17 @@ class QEnsemble:
     def network(self, hidden_dims: tuple[int, ...], out_dim: int) -> nn.Module:
         """The Q-networks: outputs of shape (num_qs, batch, out_dim)."""
         q = StateActionValue(hidden_dims, out_dim, self.layer_norm, self.spectral_norm)
+        return Ensemble(q, self.num_qs)
+
+    def discrete_network(
+        self, hidden_dims: tuple[int, ...], num_actions: int, out_dim: int, obs_rank: int = 1
+    ) -> nn.Module:
+        """The Q-networks of a discrete action space: observations only in, outputs of shape
+        (num_qs, batch, num_actions, out_dim), on a CNN torso for frames (`obs_rank` 3). The
+        reductions apply unchanged to values of shape (num_qs, batch, num_actions)."""
+        q = ActionValues(
+            hidden_dims, num_actions, out_dim, obs_rank, self.layer_norm, self.spectral_norm
+        )
         return Ensemble(q, self.num_qs)
 
     def members(self, key: jax.Array) -> jax.Array:

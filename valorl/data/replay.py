@@ -22,6 +22,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from valorl.data import nstep
 from valorl.data.dataset import Batch, sample_batch
 from valorl.errors import ValorlError
 
@@ -128,6 +129,31 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, num_batches: i
     return jax.tree.map(lambda x: x[idx], buffer.data)
 
 
+def sample_n_step(
+    buffer: ReplayBuffer,
+    key: jax.Array,
+    batch_size: int,
+    n: int,
+    discount: float,
+    num_batches: int = 1,
+    stride: int = 1,
+) -> Batch:
+    """n-step transitions (`valorl.data.nstep`) starting at rows drawn as `sample` draws them.
+    A window continues into the rows written after its first (in ring order), never past the
+    newest row: the window's step k is the row k·`stride` rows on, and exists when at least
+    that many rows were written after the first. `stride` is the number of environments that
+    add one row each per step, in the same order every step (1: one environment per buffer;
+    E for E environments stepped together, as the compiled environment phase adds them)."""
+    capacity = buffer.data.rewards.shape[0]
+    shape = (batch_size,) if num_batches == 1 else (num_batches, batch_size)
+    start = jax.random.randint(key, shape, 0, jnp.maximum(buffer.size, 1))
+    written_after = jnp.mod(buffer.position - 1 - start, capacity)
+    offsets = nstep.window_rows(jnp.zeros_like(start), n) * stride
+    available = offsets <= written_after[..., None]
+    steps = jax.tree.map(lambda x: x[(start[..., None] + offsets) % capacity], buffer.data)
+    return nstep.batched_transitions(steps, available, discount, num_batches)
+
+
 def mixed_sample(
     offline: Batch,
     buffer: ReplayBuffer,
@@ -135,13 +161,26 @@ def mixed_sample(
     batch_size: int,
     offline_fraction: float | jax.Array,
     num_batches: int = 1,
+    n_step: int = 1,
+    discount: float = 1.0,
+    stride: int = 1,
 ) -> Batch:
     """A batch whose first round(f·B) rows come from `offline` and the other B − round(f·B)
     from the buffer (each uniformly with replacement), for every one of `num_batches`
-    batches. f may be traced (a schedule), so the split is a mask, not a shape."""
+    batches. f may be traced (a schedule), so the split is a mask, not a shape. With
+    `n_step` > 1 both parts are n-step transitions at `discount` (`valorl.data.nstep`), the
+    buffer's with its environments' `stride` (see `sample_n_step`)."""
     key_offline, key_online = jax.random.split(key)
-    from_offline = sample_batch(offline, key_offline, batch_size, num_batches)
-    from_buffer = sample(buffer, key_online, batch_size, num_batches)
+    if n_step == 1:
+        from_offline = sample_batch(offline, key_offline, batch_size, num_batches)
+        from_buffer = sample(buffer, key_online, batch_size, num_batches)
+    else:
+        from_offline = nstep.sample_n_step(
+            offline, key_offline, batch_size, n_step, discount, num_batches
+        )
+        from_buffer = sample_n_step(
+            buffer, key_online, batch_size, n_step, discount, num_batches, stride
+        )
     count = jnp.round(jnp.asarray(offline_fraction, jnp.float32) * batch_size)
     take = jnp.arange(batch_size) < count  # (B,), broadcast over batches and features
 

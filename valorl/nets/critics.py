@@ -8,8 +8,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from valorl.nets.mlp import MLP
+from valorl.nets.mlp import MLP, default_init
 from valorl.nets.spectral import COLLECTION
+from valorl.nets.torsos import Torso
 
 
 class StateValue(nn.Module):
@@ -40,6 +41,44 @@ class StateActionValue(nn.Module):
             layer_norm=self.layer_norm,
             spectral_norm=self.spectral_norm,
         )(inputs)
+
+
+class ActionValues(nn.Module):
+    """Q(s, ·) for a discrete action space: raw outputs of shape (batch, num_actions, out_dim),
+    one head's worth (`out_dim`) per action, read by a critic head; the observation goes
+    through a `Torso` (a CNN for frames). One forward pass gives every action's value, as in
+    DQN (Mnih et al. 2015)."""
+
+    hidden_dims: Sequence[int]
+    num_actions: int
+    out_dim: int = 1
+    obs_rank: int = 1
+    layer_norm: bool = False
+    spectral_norm: bool = False
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> jax.Array:
+        features = Torso(
+            self.hidden_dims,
+            self.obs_rank,
+            layer_norm=self.layer_norm,
+            spectral_norm=self.spectral_norm,
+        )(observations)
+        outputs = nn.Dense(self.num_actions * self.out_dim, kernel_init=default_init())(features)
+        return outputs.reshape(*outputs.shape[:-1], self.num_actions, self.out_dim)
+
+
+class TorsoValue(nn.Module):
+    """V(s) -> shape (batch,) on a `Torso`: the state value of agents whose observations may
+    be frames (discrete IQL)."""
+
+    hidden_dims: Sequence[int]
+    obs_rank: int = 1
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> jax.Array:
+        features = Torso(self.hidden_dims, self.obs_rank)(observations)
+        return nn.Dense(1, kernel_init=default_init())(features)[..., 0]
 
 
 class Ensemble(nn.Module):

@@ -8,7 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from valorl.nets.mlp import MLP
+from valorl.nets.mlp import MLP, default_init
+from valorl.nets.torsos import Torso
 
 
 class DeterministicPolicy(nn.Module):
@@ -100,3 +101,23 @@ def tanh_gaussian_log_prob(
     to ±(1 − eps) first, so actions on the bounds get a finite (very low) density."""
     u = jnp.arctanh(jnp.clip(actions, -1.0 + eps, 1.0 - eps))
     return gaussian_log_prob(mean, log_std, u) - tanh_log_det(u)
+
+
+class CategoricalPolicy(nn.Module):
+    """π(a|s) = softmax(logits(s)) over `num_actions` discrete actions; returns the logits,
+    (..., num_actions). The observation goes through a `Torso` (a CNN for frames)."""
+
+    hidden_dims: Sequence[int]
+    num_actions: int
+    obs_rank: int = 1
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> jax.Array:
+        features = Torso(self.hidden_dims, self.obs_rank)(observations)
+        return nn.Dense(self.num_actions, kernel_init=default_init())(features)
+
+
+def categorical_log_prob(logits: jax.Array, actions: jax.Array) -> jax.Array:
+    """log π(a|s) of integer actions (...,) under logits (..., num_actions)."""
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.take_along_axis(log_probs, actions[..., None].astype(jnp.int32), axis=-1)[..., 0]

@@ -5,7 +5,8 @@
 `vmap`: agent states, keys and the source's per-seed state carry a leading seed axis; the
 source's shared inputs (a dataset on the device) are the same for every seed. One call
 replaces `n × seeds` Python-dispatched steps, which is where valorl's speed comes from.
-`update_chunk(agent, n)` is the offline case (batches drawn from a dataset); the environment
+`update_chunk(agent, n)` is the offline case (batches drawn from a dataset, n-step transitions
+for agents that learn from them: `sources.dataset_source`); the environment
 phase builds its own chunk the same way (interaction.py).
 
 With one seed the chunk is compiled without `vmap` (the seed axis is dropped and restored
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from valorl.agents.base import Agent, Metrics, Spec
-from valorl.training.sources import DATASET_ROWS, BatchSource
+from valorl.training.sources import BatchSource, dataset_source
 
 ChunkFn = Callable[..., tuple[Any, ...]]
 CACHE_SIZE = 32
@@ -102,8 +103,9 @@ def update_chunk(agent: Agent, num_updates: int, num_seeds: int = 2) -> ChunkFn:
 @compiled_cache
 def _dataset_chunk(agent: Agent, num_updates: int, vmapped: bool) -> ChunkFn:
     def one_seed(state, key, data):
-        return scan_updates(agent, DATASET_ROWS, num_updates, state, key, None, data)
+        return scan_updates(agent, source, num_updates, state, key, None, data)
 
+    source = dataset_source(agent)
     return over_seeds(one_seed, (0, 0, None), 2 if vmapped else 1, donate=(0, 1))
 
 

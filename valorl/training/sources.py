@@ -7,9 +7,11 @@ seed: a dataset on the device, the step of a schedule). The fused chunk (fused.p
 hashable dataclass of static settings whose methods are pure functions of JAX arrays.
 
 Sources here: `DatasetRows` (rows of a fixed dataset) and `Replay` (a replay buffer, mixed with
-offline rows in the hybrid modes). A new kind of data (model-generated rows in a model buffer,
-h-step sequences with n-step rewards, relabelled goals) is a new source: its state carries
-what it needs between chunks, and the loop only passes it along.
+offline rows in the hybrid modes), each one-step or n-step (`valorl.data.nstep`);
+`dataset_source(agent)` and `replay_source(agent, mix)` pick the one an agent learns from.
+A new kind of data (model-generated rows in a model buffer, h-step sequences, relabelled
+goals) is a new source: its state carries what it needs between chunks, and the loop only
+passes it along.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import jax.numpy as jnp
 from valorl.agents.base import Agent
 from valorl.data import replay
 from valorl.data.dataset import Batch, Dataset, sample_batch
+from valorl.data.nstep import sample_n_step
 from valorl.data.replay import OfflineMix, ReplayBuffer
 from valorl.data.transforms import Normalizer
 
@@ -38,13 +41,23 @@ class BatchSource(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class DatasetRows:
-    """Rows drawn uniformly with replacement from a dataset on the device (`shared`)."""
+    """Rows drawn uniformly with replacement from a dataset on the device (`shared`); with
+    `n_step` > 1, n-step transitions at `discount` starting at those rows
+    (`valorl.data.nstep`)."""
+
+    n_step: int = 1
+    discount: float = 1.0
+    """The discount of the n-step sums (unused for one-step rows)."""
 
     def sample(self, state: None, shared: Batch, key, batch_size: int, num_batches: int) -> Batch:
-        return sample_batch(shared, key, batch_size, num_batches)
+        if self.n_step == 1:
+            return sample_batch(shared, key, batch_size, num_batches)
+        return sample_n_step(shared, key, batch_size, self.n_step, self.discount, num_batches)
 
 
 DATASET_ROWS = DatasetRows()
+"""One-step rows of a dataset: the source of every one-step agent (and of FQE, behaviour
+models)."""
 
 
 @flax.struct.dataclass
@@ -62,14 +75,52 @@ class Replay:
     (RLPD's symmetric sampling, IQL's uniform union; see `valorl.data.replay.OfflineMix`)."""
 
     mix: OfflineMix | None = None
+    n_step: int = 1
+    """n of n-step transitions (`valorl.data.nstep`); 1: one-step rows."""
+    discount: float = 1.0
+    """The discount of the n-step sums (unused for one-step rows)."""
+    stride: int = 1
+    """Rows between one environment's consecutive steps in the buffer: the number of
+    environments adding a row each per step (n-step rows only)."""
 
     def sample(
         self, state: ReplayBuffer, shared: ReplayInputs, key, batch_size: int, num_batches: int
     ) -> Batch:
         if self.mix is None:
-            return replay.sample(state, key, batch_size, num_batches)
+            if self.n_step == 1:
+                return replay.sample(state, key, batch_size, num_batches)
+            return replay.sample_n_step(
+                state, key, batch_size, self.n_step, self.discount, num_batches, self.stride
+            )
         fraction = jnp.where(state.size > 0, self.mix.fraction(shared.env_step, state.size), 1.0)
-        return replay.mixed_sample(shared.offline, state, key, batch_size, fraction, num_batches)
+        return replay.mixed_sample(
+            shared.offline,
+            state,
+            key,
+            batch_size,
+            fraction,
+            num_batches,
+            n_step=self.n_step,
+            discount=self.discount,
+            stride=self.stride,
+        )
+
+
+def dataset_source(agent: Agent) -> DatasetRows:
+    """The dataset source for `agent`: one-step rows, or n-step transitions at its discount
+    when it learns from them (`agent.return_steps` > 1)."""
+    if agent.return_steps == 1:
+        return DATASET_ROWS
+    return DatasetRows(n_step=agent.return_steps, discount=float(agent.discount))
+
+
+def replay_source(agent: Agent, mix: OfflineMix | None = None, num_envs: int = 1) -> Replay:
+    """The replay source for `agent` (with an offline `mix` in the hybrid modes): one-step
+    rows, or n-step transitions at its discount (`agent.return_steps` > 1) from a buffer that
+    `num_envs` environments fill together, one row each per step in a fixed order."""
+    if agent.return_steps == 1:
+        return Replay(mix)
+    return Replay(mix, n_step=agent.return_steps, discount=float(agent.discount), stride=num_envs)
 
 
 def dataset_rows(agent: Agent, data: Dataset, normalizer: Normalizer) -> Batch:
