@@ -143,7 +143,7 @@ def test_registered_with_gymnasium_for_host_stepping():
     assert env.spec.kwargs["sticky_actions"] == 0.1
     obs, _ = env.reset(seed=5)
     assert obs.dtype == np.uint8 and obs.shape == (10, 10, 4)
-    obs2, reward, terminated, truncated, _ = env.step(1)
+    obs2, reward, *_ = env.step(1)
     assert obs2.shape == obs.shape and isinstance(reward, float)
     # Same seed, same actions: the same episode.
     again = gym.make("Breakout-MinAtar")

@@ -32,7 +32,7 @@ from valorl.data import replay
 from valorl.data.dataset import Batch
 from valorl.envs.jax_env import JaxEnv, episode_returns, reset_many, step_many
 from valorl.training.fused import compiled_cache, over_seeds, scan_updates
-from valorl.training.sources import Replay, ReplayInputs
+from valorl.training.sources import ReplayInputs, replay_source
 
 if TYPE_CHECKING:
     from valorl.training.loop import Loop
@@ -106,7 +106,14 @@ def jax_environment_phase(loop: Loop) -> None:
                 continue
             n = 0 if uniform else updates
             fn = env_chunk(
-                agent, env, iterations, interaction.env_steps_per_call, n, uniform, seeds
+                agent,
+                env,
+                interaction.num_envs,
+                iterations,
+                interaction.env_steps_per_call,
+                n,
+                uniform,
+                seeds,
             )
             loop.states, loop.keys, progress.buffers, progress.env_carry, m, episodes = fn(
                 loop.states,
@@ -149,6 +156,7 @@ def jax_environment_phase(loop: Loop) -> None:
 def env_chunk(
     agent: Agent,
     env: JaxEnv,
+    num_envs: int,
     iterations: int,
     steps_per_iteration: int,
     updates_per_iteration: int,
@@ -158,9 +166,11 @@ def env_chunk(
     """jit(vmap over seeds): `(states, keys, buffers, carry, env_step) -> (states, keys,
     buffers, carry, metrics, episodes)`; states, keys, buffers and carry are donated.
 
-    Each of `iterations` iterations takes `steps_per_iteration` steps of every environment
-    (uniform random actions when `uniform`) and then `updates_per_iteration` updates."""
-    source = Replay()
+    Each of `iterations` iterations takes `steps_per_iteration` steps of each seed's
+    `num_envs` environments (uniform random actions when `uniform`) and then
+    `updates_per_iteration` updates. The environments' rows interleave in the replay buffer,
+    so n-step rows follow a stride of `num_envs`."""
+    source = replay_source(agent, None, num_envs)
 
     def env_step(carry, _):
         state, key, buffer, envs, step, episodes = carry
