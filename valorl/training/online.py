@@ -46,7 +46,12 @@ from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import Normalizer, fit_normalizer
 from valorl.errors import ValorlError
 from valorl.training.loop import run_plan
-from valorl.training.offline import check_counts, check_multiples, configured_agent
+from valorl.training.offline import (
+    check_action_kind,
+    check_counts,
+    check_multiples,
+    configured_agent,
+)
 from valorl.training.plan import Interaction, RunPlan, data_record, environment_record
 from valorl.training.results import RunResult
 from valorl.training.schedule import Schedule, flag, parse_checkpoint_every
@@ -168,14 +173,8 @@ def train_online(
     space = probe.action_space
     obs_space = probe.observation_space
     probe.close()
-    if (
-        not isinstance(space, gym.spaces.Box)
-        or not np.all(np.isfinite(space.low))
-        or not (np.all(np.isfinite(space.high)))
-    ):
-        raise ValorlError(
-            f"online training needs a bounded continuous (Box) action space; {env_id} has {space}"
-        )
+    num_actions = _num_actions(space, env_id)
+    check_action_kind(agent, num_actions is not None, str(env_id))
     if full_data is not None:
         full_data.check_env(obs_space, space, env_id or "the environment")
         normalizer = fit_normalizer(
@@ -232,9 +231,10 @@ def train_online(
         seeds=tuple(range(seed, seed + seeds)),
         data=environment_record(env_id) if full_data is None else data_record(full_data, env_id),
         obs_shape=tuple(obs_space.shape),
-        action_dim=int(space.shape[0]),
+        action_dim=0 if num_actions is not None else int(space.shape[0]),
         eval_episodes=eval_episodes,
         interaction=interaction,
+        num_actions=num_actions,
     )
     return run_plan(
         plan,
@@ -299,13 +299,32 @@ def check_schedule(schedule: Schedule, interaction: Interaction, agent: Agent) -
         check_multiples(offline, agent)
 
 
-def _env_normalizer(obs_space: gym.Space, action_space: gym.spaces.Box) -> Normalizer:
-    """No observation or reward transform; actions to [-1, 1] by the environment's bounds."""
+def _num_actions(space: gym.Space, env_id: str | None) -> int | None:
+    """n of a `Discrete(n)` action space starting at 0; None for a bounded `Box`; any other
+    space is refused."""
+    if isinstance(space, gym.spaces.Discrete) and int(space.start) == 0:
+        return int(space.n)
+    if (
+        not isinstance(space, gym.spaces.Box)
+        or not np.all(np.isfinite(space.low))
+        or not (np.all(np.isfinite(space.high)))
+    ):
+        raise ValorlError(
+            "online training needs a bounded continuous (Box) action space or a Discrete(n) "
+            f"one; {env_id} has {space}"
+        )
+    return None
+
+
+def _env_normalizer(obs_space: gym.Space, action_space: gym.Space) -> Normalizer:
+    """No observation or reward transform; actions to [-1, 1] by the environment's bounds
+    (discrete actions pass through: bounds of width 0)."""
     obs_shape = tuple(obs_space.shape)
+    discrete = isinstance(action_space, gym.spaces.Discrete)
     return Normalizer(
         obs_mean=jnp.zeros(obs_shape),
         obs_std=jnp.ones(obs_shape),
-        action_low=jnp.asarray(action_space.low, jnp.float32),
-        action_high=jnp.asarray(action_space.high, jnp.float32),
+        action_low=jnp.zeros(0) if discrete else jnp.asarray(action_space.low, jnp.float32),
+        action_high=jnp.zeros(0) if discrete else jnp.asarray(action_space.high, jnp.float32),
         reward_scale=jnp.float32(1.0),  # not a weak type, as a restored one would not be
     )
