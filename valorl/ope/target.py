@@ -10,6 +10,14 @@ noise (a fraction of half the range, i.e. a standard deviation in [-1, 1] action
 collection's `noise=`). Its probabilities are `clipped_gaussian_log_prob`, the same function
 that scores collection behaviours, and its true value is measured by rolling out exactly this
 stochastic policy.
+
+In a discrete action space (`num_actions` = n) the candidate's deterministic action g(s) is
+its greedy action, and the evaluated policy is ε-greedy around it, with ε the target noise:
+
+    π_e(a|s) = (1 − ε)·1[a = g(s)] + ε/n.
+
+ε = 0 evaluates the greedy policy itself: π_e is one-hot, so an episode's importance weight
+is zero as soon as the data took another action (exact, but few episodes keep any weight).
 """
 
 from __future__ import annotations
@@ -55,11 +63,14 @@ class TargetPolicies:
         self,
         runs: dict[str, Policy],
         noise: float,
-        low: np.ndarray,
-        high: np.ndarray,
+        low: np.ndarray | None = None,
+        high: np.ndarray | None = None,
+        num_actions: int | None = None,
     ):
         self.runs = runs
-        self.noise = noise
+        self.noise, self.num_actions = noise, num_actions
+        if num_actions is not None:  # bounds of width 0, as a discrete normaliser's
+            low = high = np.zeros(0)
         self.low, self.high = np.asarray(low, np.float64), np.asarray(high, np.float64)
         self.std = noise * 0.5 * (self.high - self.low)
         self.candidates = [
@@ -84,7 +95,10 @@ class TargetPolicies:
         return np.concatenate(parts, axis=1)
 
     def log_probs(self, actions: np.ndarray, means: np.ndarray) -> np.ndarray:
-        """log π_e(a|s) of `actions` (N, action_dim) given every candidate's means (K, N, A)."""
+        """log π_e(a|s) of `actions` (N, action_dim) given every candidate's means (K, N, A);
+        for discrete actions, of integer actions (N,) given greedy actions (K, N)."""
+        if self.num_actions is not None:
+            return epsilon_greedy_log_prob(actions[None], means, self.noise, self.num_actions)
         return clipped_gaussian_log_prob(actions[None], means, self.std, self.low, self.high)
 
     def act(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -94,6 +108,10 @@ class TargetPolicies:
             means.append(_run_means(policy, obs[offset : offset + len(policy.seeds)]))
             offset += len(policy.seeds)
         means = np.concatenate(means)
+        if self.num_actions is not None:
+            explore = rng.random(means.shape) < self.noise
+            uniform = rng.integers(0, self.num_actions, means.shape)
+            return np.where(explore, uniform, means).astype(np.int32)
         noise = self.std * rng.standard_normal(means.shape)
         return np.clip(means + noise, self.low, self.high).astype(np.float32)
 
@@ -127,6 +145,16 @@ class TargetPolicies:
                 return self.act(obs, rng)
 
             return ev.returns(act, [starts] * len(self))
+
+
+def epsilon_greedy_log_prob(
+    actions: np.ndarray, greedy: np.ndarray, epsilon: float, num_actions: int
+) -> np.ndarray:
+    """log π(a|s) of the ε-greedy policy around `greedy` (broadcast with `actions`):
+    log((1 − ε)·1[a = g] + ε/n); −inf where ε = 0 and a ≠ g."""
+    probs = (1.0 - epsilon) * (np.asarray(actions) == np.asarray(greedy)) + epsilon / num_actions
+    with np.errstate(divide="ignore"):
+        return np.log(probs)
 
 
 class DiscountedReward(gym.Wrapper):
