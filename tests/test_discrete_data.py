@@ -335,3 +335,39 @@ def test_online_discrete_resume_matches_the_uninterrupted_run(
     for name, value in buffer_rows(saved).items():
         np.testing.assert_array_equal(buffer_rows(resumed)[name][:80], value, err_msg=name)
         np.testing.assert_array_equal(buffer_rows(uninterrupted)[name][:80], value, err_msg=name)
+
+
+def test_hybrid_mode_mixes_a_discrete_dataset_with_replay(cartpole, discrete_agent, tmp_path):
+    out = tmp_path / "run"
+    settings = ONLINE | dict(mode="hybrid", online_steps=40, start_steps=0, log_every=40)
+    train_online(discrete_agent, DATASET_ID, out=out, **(settings | dict(eval_every=40)))
+    ckpt = load_progress(out)
+    np.testing.assert_array_equal(ckpt.states.actor.step, [40, 40])
+    assert buffer_rows(ckpt)["actions"].dtype == np.int32
+
+
+def test_cli_trains_a_discrete_agent_online_on_cartpole(discrete_agent, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", NAME, "--mode", "online", "--env", "CartPole-v1", "--online-steps", "40"]
+    args += ["--start-steps", "20", "--log-every", "20", "--eval-every", "40"]
+    args += ["--eval-episodes", "1", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert json.loads((out / "config.json").read_text())["spec"]["num_actions"] == 2
+    assert main(["eval", str(out), "--episodes", "1"]) == 0
+
+
+# ---- corruption -------------------------------------------------------------------------------
+
+
+def test_corruption_of_discrete_data(cartpole):
+    from valorl.corruption import corrupt
+
+    data = load_dataset(DATASET_ID)
+    corrupted = corrupt(data, "rewards", rate=0.5, seed=0).dataset
+    assert corrupted.num_actions == 2
+    np.testing.assert_array_equal(corrupted.actions, data.actions)
+    assert (corrupted.rewards != data.rewards).sum() == round(0.5 * len(data))
+    with pytest.raises(ValorlError, match=r"^--kind actions perturbs continuous actions.*Discr"):
+        corrupt(data, "actions")
+    with pytest.raises(ValorlError, match=r"^--kind obs perturbs continuous observations"):
+        corrupt(frames_dataset(), "obs")
