@@ -371,3 +371,40 @@ def test_corruption_of_discrete_data(cartpole):
         corrupt(data, "actions")
     with pytest.raises(ValorlError, match=r"^--kind obs perturbs continuous observations"):
         corrupt(frames_dataset(), "obs")
+
+
+# ---- collection -------------------------------------------------------------------------------
+
+
+def test_collect_in_a_discrete_space_stores_epsilon_greedy_log_probs(
+    cartpole, discrete_agent, tmp_path
+):
+    """`valorl collect` on CartPole: uniform integers (log 1/2) and ε-greedy around a run's
+    greedy action (ε = 0.2: log 0.9 for the greedy action, log 0.1 for the other), stored with
+    the Minari dataset, which loads with num_actions = 2."""
+    from valorl.collection import LOG_PROB_KEY, collect
+    from valorl.ope.behaviour import stored_log_probs
+
+    run = tmp_path / "run"
+    valorl.train(discrete_agent, DATASET_ID, steps=20, log_every=20, eval_every=20,
+                 eval_episodes=0, progress=False, out=run)  # fmt: skip
+    data = collect(
+        "CartPole-v1",
+        ["random", f"{run}:noise=0.2"],
+        100,
+        dataset_id="valorl/cartpole-mixed-v0",
+        reference_episodes=1,
+        progress=False,
+    )
+    assert data.num_actions == 2 and data.actions.dtype == np.int32
+    log_probs = stored_log_probs(load_dataset("valorl/cartpole-mixed-v0"))
+    assert log_probs is not None and len(log_probs) == 100
+    np.testing.assert_allclose(log_probs[:50], np.log(0.5))
+    greedy = valorl.load_policy(run)(data.observations[50:])
+    expected = np.where(data.actions[50:] == greedy, np.log(0.9), np.log(0.1))
+    np.testing.assert_allclose(log_probs[50:], expected)
+    assert LOG_PROB_KEY == "behaviour_log_prob"
+    with pytest.raises(ValorlError, match="noise= is epsilon of epsilon-greedy"):
+        collect("CartPole-v1", [f"{run}:noise=2"], 10, progress=False)
+    with pytest.raises(ValorlError, match="cannot act in CartPole-v1's Discrete"):
+        collect("CartPole-v1", ["pendulum-swingup"], 10, progress=False)

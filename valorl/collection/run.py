@@ -9,9 +9,12 @@ A behaviour is named by a short spec, `KIND[:key=value,...]`:
     random:share=2               any of the above, given twice the default share of steps
 
 `noise` is the standard deviation of Gaussian action noise as a fraction of half the action
-range; `share` weighs how many of the steps a behaviour collects. Several behaviours make a
-mixed-quality dataset. Collection is deterministic for a given seed: episode reset seeds and
-noise come from `numpy.random.SeedSequence(seed)`.
+range; in a discrete (`Discrete(n)`) action space it is ε of ε-greedy exploration around the
+policy's action instead (uniform actions with probability ε), and `random` draws uniform
+integers; controllers and policy files act in continuous spaces only. `share` weighs how
+many of the steps a behaviour collects. Several behaviours make a mixed-quality dataset.
+Collection is deterministic for a given seed: episode reset seeds and noise come from
+`numpy.random.SeedSequence(seed)`.
 
 The dataset records its reference returns for normalised scores: `ref_min_score` is the mean
 return of uniform random actions and `ref_max_score` that of the best noise-free behaviour
@@ -121,9 +124,12 @@ class Behaviour:
         """The behaviour's action function (environment units, with each action's
         log-probability), validated against `env`."""
         space = env.action_space
+        if isinstance(space, gym.spaces.Discrete) and int(space.start) == 0:
+            return self._build_discrete(env, int(space.n))
         if not isinstance(space, gym.spaces.Box):
             raise ValorlError(
-                f"collect supports continuous (Box) actions; {env.spec.id} has {space}"
+                f"collect supports continuous (Box) and Discrete(n) actions; {env.spec.id} "
+                f"has {space}"
             )
         low, high = space.low.astype(np.float32), space.high.astype(np.float32)
         if self.kind == "random":
@@ -158,6 +164,33 @@ class Behaviour:
 
         return act
 
+    def _build_discrete(self, env: gym.Env, n: int) -> Act:
+        """Uniform integers, or ε-greedy (ε = `noise`) around a run's greedy action."""
+        if self.kind == "random":
+            if self.noise:
+                raise ValorlError("behaviour 'random' takes no noise= (its actions are uniform)")
+            log_uniform = -float(np.log(n))
+            return lambda obs, rng: (np.int32(rng.integers(n)), log_uniform)
+        if not Path(self.kind).is_dir():
+            raise ValorlError(
+                f"behaviour {self.kind!r} cannot act in {env.spec.id}'s Discrete({n}) action "
+                "space: use random or a run directory of a discrete agent"
+            )
+        if self.noise > 1:
+            raise ValorlError(
+                f"behaviour {self.kind!r}: in a discrete action space noise= is epsilon of "
+                f"epsilon-greedy, in [0, 1]; got {self.noise}"
+            )
+        greedy, epsilon = _run_policy(Path(self.kind), self.seed_index, env), self.noise
+
+        def act(obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+            best = int(greedy(obs))
+            action = int(rng.integers(n)) if epsilon and rng.random() < epsilon else best
+            p = (1.0 - epsilon) * (action == best) + epsilon / n
+            return np.int32(action), float(np.log(p))
+
+        return act
+
 
 def _run_policy(path: Path, seed_index: int, env: gym.Env) -> Callable[[np.ndarray], np.ndarray]:
     policy = load_policy(path)
@@ -170,6 +203,12 @@ def _run_policy(path: Path, seed_index: int, env: gym.Env) -> Callable[[np.ndarr
             f"{path} was trained on observations of shape {policy.obs_shape}, but "
             f"{env.spec.id} has {tuple(env.observation_space.shape)}"
         )
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    if policy.agent.discrete != discrete:
+        mine, theirs = (
+            ("discrete", "continuous") if policy.agent.discrete else ("continuous", "discrete")
+        )
+        raise ValorlError(f"{path} acts with {mine} actions, but {env.spec.id} has {theirs} ones")
     return lambda obs: policy(obs, seed_index=seed_index)
 
 
@@ -189,12 +228,13 @@ def run_episode(
 ) -> dict[str, np.ndarray]:
     """One episode in Minari's layout, plus each action's behaviour log-probability under
     `LOG_PROB_KEY`; cut (as a truncation) after `max_steps` if given."""
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
     obs, _ = env.reset(seed=reset_seed)
     observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
     log_probs = []
     while True:
         action, log_prob = act(obs, rng)
-        obs, reward, terminated, truncated, _ = env.step(action)
+        obs, reward, terminated, truncated, _ = env.step(int(action) if discrete else action)
         observations.append(obs)
         actions.append(action)
         log_probs.append(log_prob)
@@ -205,7 +245,7 @@ def run_episode(
             break
     return dict(
         observations=np.asarray(observations, np.float32),
-        actions=np.asarray(actions, np.float32),
+        actions=np.asarray(actions, np.int32 if discrete else np.float32),
         rewards=np.asarray(rewards, np.float32),
         terminations=np.asarray(terminations),
         truncations=np.asarray(truncations),
@@ -297,6 +337,8 @@ def collect(
                 mean_return(env, b.build(env), reference_episodes, seed) for b in candidates
             )
     spec_json = env.spec.to_json() if env.spec is not None else None
+    space = env.action_space
+    num_actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
     env.close()
     info = DatasetInfo(
         name=dataset_id or env_id,
@@ -306,7 +348,7 @@ def collect(
         ref_min_score=ref_min_score,
         ref_max_score=ref_max_score,
     )
-    dataset = Dataset.from_episodes(episodes, info)
+    dataset = Dataset.from_episodes(episodes, info, num_actions=num_actions)
     if dataset_id is not None:
         provenance = {
             "valorl_version": __version__,
