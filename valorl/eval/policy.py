@@ -22,6 +22,7 @@ class Policy:
     """Every seed's policy from a run: `policy(obs)` returns actions for environment units.
 
     `obs` may be one observation or a batch; `seed_index` picks the seed (default: the first).
+    A discrete agent's actions are int32 (one per observation).
     """
 
     agent: Agent
