@@ -311,10 +311,12 @@ def adversarial_values(
 
 
 def _padded(x: np.ndarray, size: int) -> jax.Array:
-    """`x` with zero rows appended up to `size` rows, so every chunk compiles once."""
-    x = np.asarray(x, np.float32)
+    """`x` with zero rows appended up to `size` rows, so every chunk compiles once (float32;
+    integers, discrete actions, keep their type)."""
+    x = np.asarray(x)
+    x = x if x.dtype.kind in "iu" else x.astype(np.float32)
     if len(x) < size:
-        x = np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), np.float32)])
+        x = np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), x.dtype)])
     return jnp.asarray(x)
 
 
