@@ -408,3 +408,36 @@ def test_collect_in_a_discrete_space_stores_epsilon_greedy_log_probs(
         collect("CartPole-v1", [f"{run}:noise=2"], 10, progress=False)
     with pytest.raises(ValorlError, match="cannot act in CartPole-v1's Discrete"):
         collect("CartPole-v1", ["pendulum-swingup"], 10, progress=False)
+
+
+class TinyCritic(TinyDiscrete):
+    """TinyDiscrete read as a critic: Q(s, a) = its logit of a (one ensemble member)."""
+
+    def q_values(self, state, obs, actions):
+        logits = self.logits(state, obs)
+        return jnp.take_along_axis(logits, actions[:, None], axis=-1)[:, 0][None]
+
+
+def test_adversarial_observation_attack_on_a_discrete_critic(cartpole):
+    """Q is linear in s, so projected sign steps of half the box reach the corner of the box
+    that minimises Q(ŝ, a) at the logged (integer) action: never above the clean Q."""
+    import jax
+
+    from valorl.agents.base import Spec
+    from valorl.corruption import Attack, corrupt
+
+    data = load_dataset(DATASET_ID)
+    agent = TinyCritic()
+    state = agent.init(jax.random.key(0), Spec((4,), 0, num_actions=2))
+    normalizer = fit_normalizer(data, normalize_observations=False, reward_normalization="none")
+    attack = Attack(agent=agent, state=state, normalizer=normalizer)
+    result = corrupt(
+        data, "obs", "adversarial", rate=0.2, attack=attack, attack_steps=5, attack_step_size=0.5
+    )
+    new = result.dataset
+    assert new.num_actions == 2
+    np.testing.assert_array_equal(new.actions, data.actions)
+    rows = np.flatnonzero((new.observations != data.observations).any(axis=1))
+    assert len(rows) == round(0.2 * len(data))
+    q = lambda obs: np.asarray(agent.q_values(state, jnp.asarray(obs), data.actions[rows]))[0]
+    assert (q(new.observations[rows]) <= q(data.observations[rows]) + 1e-5).all()
