@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import jax
+import jax.numpy as jnp
 import minari
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from valorl.ope.behaviour import (
 )
 from valorl.ope.estimators import pad_episodes, pdis, weighted_pdis
 from valorl.ope.fqe import FQE, fit_fqe
-from valorl.ope.target import TargetPolicies, epsilon_greedy_log_prob
+from valorl.ope.target import TargetPolicies, epsilon_greedy_log_prob, epsilon_greedy_probs
 
 
 def two_action_data(actions, rewards, ends, obs=None) -> Dataset:
@@ -58,7 +59,9 @@ def test_importance_ratios_and_pdis_by_hand():
     (rewards 1, 1), episode B takes 1, 0 (rewards 0, 2)."""
     data = two_action_data([1, 1, 1, 0], [1, 1, 0, 2], [False, True, False, True])
     targets = TargetPolicies({}, 0.2, num_actions=2)
-    log_e = targets.log_probs(data.actions, np.ones((1, 4), np.int32))[0]
+    probs = targets._discrete_probabilities(None, np.ones((1, 4), np.int32))
+    np.testing.assert_allclose(probs[0, 0], [0.1, 0.9])
+    log_e = targets.log_probs(data.actions, probs)[0]
     log_b = epsilon_greedy_behaviour(data, np.zeros(4, np.int32), 1.0)  # ε = 1: uniform
     np.testing.assert_allclose(np.exp(log_b), 0.5)
     ratios = np.exp(log_e - log_b)
@@ -102,8 +105,8 @@ def test_fqe_takes_the_exact_expectation_over_discrete_actions():
     data = two_action_data(actions, actions.astype(np.float32), np.ones(200, bool))
     normalizer = fit_normalizer(data, normalize_observations=False, reward_normalization="none")
     fqe = FQE(0.9, 0.5, (16,), 1e-2, batch_size=64, steps=400, num_actions=2)
-    greedy = np.ones((1, 200), np.int32)
-    q, v = fit_fqe(fqe, data, normalizer, greedy, greedy, None, jax.random.key(0), False)
+    probs = epsilon_greedy_probs(np.ones((1, 200), np.int32), 0.5, 2)  # [0.25, 0.75] each
+    q, v = fit_fqe(fqe, data, normalizer, probs, probs, None, jax.random.key(0), False)
     np.testing.assert_allclose(q[0, :2], [0.0, 1.0], atol=0.05)
     np.testing.assert_allclose(v[0], 0.75, atol=0.05)
 
@@ -151,3 +154,48 @@ def test_run_ope_on_cartpole_with_a_discrete_agent(tmp_path, monkeypatch):
     assert greedy["behaviour"]["log_probs"].startswith("epsilon-greedy")
     with pytest.raises(ValorlError, match=r"must be in \[0, 1\]"):
         run_ope([run], data, target_noise=1.5, **settings)
+    with pytest.raises(ValorlError, match="softmax over Q, but .* has no Q-function"):
+        run_ope([run], data, target_temperature=1.0, **settings)
+
+
+def test_softmax_over_q_target_policy():
+    """With a temperature the evaluated policy is softmax(Q(s, ·)/T) of the candidate's critic
+    (here Q = the tiny agent's logits), and its samples follow those probabilities."""
+    from discrete_agent import TinyDiscrete
+
+    from valorl.agents.base import Spec
+    from valorl.eval.policy import Policy
+
+    class LogitCritic(TinyDiscrete):
+        def q_values(self, state, obs, actions):
+            logits = self.logits(state, obs)
+            return jnp.take_along_axis(logits, actions[:, None], axis=-1)[:, 0][None]
+
+    agent = LogitCritic()
+    state = agent.init(jax.random.key(1), Spec((3,), 0, num_actions=3))
+    data = Dataset(
+        observations=np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32),
+        actions=np.array([0, 1, 2, 0, 1]),
+        rewards=np.zeros(5, np.float32),
+        next_observations=np.zeros((5, 3), np.float32),
+        terminals=np.eye(5, dtype=bool)[-1],
+        timeouts=np.zeros(5, bool),
+        num_actions=3,
+    )
+    normalizer = fit_normalizer(data, normalize_observations=False, reward_normalization="none")
+    stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], state)
+    policy = Policy(agent, stacked, normalizer, [0], DatasetInfo(), 0, num_actions=3)
+    targets = TargetPolicies({"run": policy}, 0.0, num_actions=3, temperature=0.5)
+    probs = targets.probabilities(data.observations)
+    logits = np.asarray(agent.logits(state, jnp.asarray(data.observations)), np.float64) / 0.5
+    expected = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(probs[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        targets.log_probs(data.actions, probs)[0],
+        np.log(expected[np.arange(5), data.actions]),
+        rtol=1e-5,
+    )
+    obs = np.broadcast_to(data.observations[:1], (1, 4000, 3))
+    samples = targets.act(obs, np.random.default_rng(0))[0]
+    frequencies = np.bincount(samples, minlength=3) / len(samples)
+    np.testing.assert_allclose(frequencies, expected[0], atol=0.03)

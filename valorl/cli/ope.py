@@ -78,6 +78,14 @@ def add_ope_parser(commands) -> None:
         "range (default: 0.2)",
     )
     parser.add_argument(
+        "--target-temperature",
+        type=float,
+        default=None,
+        metavar="T",
+        help="discrete actions: evaluate the softmax over each candidate's Q-values at "
+        "temperature T (critic agents) instead of epsilon-greedy",
+    )
+    parser.add_argument(
         "--episodes", type=int, default=10, help="rollouts per policy for true values (default: 10)"
     )
     fit = parser.add_argument_group("fitted models")
@@ -140,6 +148,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
         env=args.env,
         discount=args.discount,
         target_noise=args.target_noise,
+        target_temperature=args.target_temperature,
         episodes=args.episodes,
         fqe_steps=args.fqe_steps,
         hidden_dims=coerce(tuple[int, ...], args.hidden_dims, "--hidden-dims"),

@@ -31,6 +31,8 @@ class Policy:
     seeds: list[int]
     info: DatasetInfo
     step: int
+    num_actions: int | None = None
+    """Size of a discrete action space (the run's `RunPlan.num_actions`); None: continuous."""
 
     def __call__(
         self,
@@ -77,4 +79,5 @@ def load_policy(run_dir: str | os.PathLike, step: int | None = None) -> Policy:
         seeds=list(plan.seeds),
         info=plan.info,
         step=ckpt.step,
+        num_actions=plan.num_actions,
     )

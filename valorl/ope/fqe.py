@@ -16,9 +16,9 @@ limit; an episode cut earlier (data that ran out) still bootstraps. Without a ti
 stationary and m = 1 − terminal, the usual target.
 
 Discrete actions (Dataset.num_actions = n): the network maps s to Q(s, ·), one output per
-action (as DQN's), and the evaluated policy is ε-greedy around the candidate's action g(s)
-(`target.py`), so the expectation over its actions is exact instead of sampled:
-E_{a~π_e} Q(s, a) = (1 − ε)·Q(s, g(s)) + ε·mean_a Q(s, a).
+action (as DQN's), and the evaluated policy is given by its action probabilities π_e(·|s)
+(`target.py`: ε-greedy, or a softmax over the candidate's Q), so the expectation over its
+actions is exact instead of sampled: E_{a~π_e} Q(s, a) = Σ_a π_e(a|s)·Q(s, a).
 
 All candidates train together: the network is the same, only the evaluated policy's actions at
 the next states differ, so they are precomputed per candidate and the candidates are `vmap`ped
@@ -74,8 +74,8 @@ class FQEData(flax.struct.PyTreeNode):
     masks: jax.Array
     """0 where the episode ends for good (termination or time limit), else 1."""
     next_means: jax.Array
-    """The evaluated policy's deterministic action at s', in [-1, 1] (an integer for discrete
-    actions)."""
+    """The evaluated policy's deterministic action at s', in [-1, 1] (for discrete actions, its
+    action probabilities π_e(·|s'))."""
 
 
 class FQEState(flax.struct.PyTreeNode):
@@ -85,15 +85,16 @@ class FQEState(flax.struct.PyTreeNode):
 
 @dataclasses.dataclass(frozen=True)
 class FQE:
-    """Fitted Q evaluation of a clipped-Gaussian policy around each candidate's actions (an
-    ε-greedy one for discrete actions)."""
+    """Fitted Q evaluation of a clipped-Gaussian policy around each candidate's actions (for
+    discrete actions, of a policy given by its action probabilities)."""
 
     batches_per_update: ClassVar[int] = 1
 
     discount: float = 0.99
     """Discount factor γ of the estimated value."""
     noise: float = 0.2
-    """Target-policy noise σ in [-1, 1] action units; for discrete actions, ε of ε-greedy."""
+    """Target-policy noise σ in [-1, 1] action units (unused for discrete actions, whose
+    probabilities are given)."""
     hidden_dims: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of the Q-network."""
     lr: float = 3e-4
@@ -133,12 +134,10 @@ class FQE:
         return apply(state.q, params, obs, actions)[..., 0]
 
     def discrete_value(
-        self, state: FQEState, params: Params, obs: jax.Array, greedy: jax.Array
+        self, state: FQEState, params: Params, obs: jax.Array, probs: jax.Array
     ) -> jax.Array:
-        """E_{a~π_e} Q(s, a) of the ε-greedy policy around `greedy`: exact over the actions."""
-        values = apply(state.q, params, obs)
-        at_greedy = jnp.take_along_axis(values, greedy[:, None], axis=-1)[:, 0]
-        return (1.0 - self.noise) * at_greedy + self.noise * values.mean(axis=-1)
+        """E_{a~π_e} Q(s, a) = Σ_a π_e(a|s)·Q(s, a), exact over the actions."""
+        return (apply(state.q, params, obs) * probs).sum(axis=-1)
 
     def loss(
         self, params: Params, state: FQEState, batch: FQEData, key: jax.Array
@@ -193,8 +192,9 @@ def fit_fqe(
     each (candidates, rows) in the data's reward units.
 
     `means` and `next_means` are each candidate's deterministic actions (environment units) at
-    the observations and next observations, (candidates, rows, action_dim), or integers of
-    shape (candidates, rows) for discrete actions (then `fqe.num_actions` must be set).
+    the observations and next observations, (candidates, rows, action_dim); for discrete
+    actions (then `fqe.num_actions` must be set) the evaluated policies' action probabilities
+    there, (candidates, rows, num_actions).
     """
     t = time_index(dataset)
     features = _features(normalizer.observations(jnp.asarray(dataset.observations)), t, horizon)
@@ -241,9 +241,9 @@ def fit_fqe(
 
 
 def _unit_actions(normalizer: Normalizer, actions: np.ndarray) -> jax.Array:
-    """Actions in [-1, 1] units (float32), or discrete actions as they are (int32)."""
+    """Actions in [-1, 1] units, or a discrete policy's action probabilities as they are."""
     if normalizer.discrete:
-        return jnp.asarray(actions, jnp.int32)
+        return jnp.asarray(actions, jnp.float32)
     return normalizer.actions_to_unit(jnp.asarray(actions, jnp.float32))
 
 

@@ -17,9 +17,10 @@ assumed to start at a reset, as `valorl collect` makes them.
 
 Discrete actions (a dataset with `num_actions`, runs of discrete agents): every candidate is
 evaluated as the ε-greedy policy around its greedy action, ε = `target_noise` (0: the greedy
-policy itself, see `target.py`); the behaviour is a fitted softmax policy, or ε-greedy around
-a given run's policy (`behaviour_run`, `behaviour_epsilon`); FQE learns Q(s, ·) over the
-actions and takes the exact expectation under the ε-greedy policy.
+policy itself, see `target.py`), or with `target_temperature` T as the softmax over its
+Q-values at temperature T (critic agents); the behaviour is a fitted softmax policy, or
+ε-greedy around a given run's policy (`behaviour_run`, `behaviour_epsilon`); FQE learns
+Q(s, ·) over the actions and takes the exact expectation under the evaluated policy.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def run_ope(
     env: str | None = None,
     discount: float = 0.99,
     target_noise: float = 0.2,
+    target_temperature: float | None = None,
     episodes: int = 10,
     fqe_steps: int = 10_000,
     hidden_dims: Sequence[int] = (256, 256),
@@ -112,7 +114,7 @@ def run_ope(
         },
     )
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
-    _check_noise(data, target_noise)
+    _check_noise(data, target_noise, target_temperature)
     if behaviour_run is not None and not data.discrete:
         raise ValorlError(
             "--behaviour-run (an epsilon-greedy behaviour) needs discrete actions; dataset "
@@ -139,10 +141,16 @@ def run_ope(
             data, normalizer, behaviour_key, model, progress
         )
     if data.discrete:
-        targets = TargetPolicies(runs, target_noise, num_actions=data.num_actions)
+        if target_temperature is not None:
+            _check_critics(runs)
+        targets = TargetPolicies(
+            runs, target_noise, num_actions=data.num_actions, temperature=target_temperature
+        )
+        policy_at = targets.probabilities  # discrete policies by their action probabilities
     else:
         targets = TargetPolicies(runs, target_noise, action_space.low, action_space.high)
-    means = targets.means(data.observations)
+        policy_at = targets.means
+    means = policy_at(data.observations)
     log_e = targets.log_probs(data.actions, means)
     fqe = FQE(
         discount,
@@ -153,7 +161,7 @@ def run_ope(
         steps=fqe_steps,
         num_actions=data.num_actions,
     )
-    next_means = targets.means(data.next_observations)
+    next_means = policy_at(data.next_observations)
     q, v = fit_fqe(fqe, data, normalizer, means, next_means, horizon, fqe_key, progress)
     estimates, ess = _estimates(data, complete, log_e - log_b, q, v, discount, bootstrap, seed)
     returns = targets.true_values(
@@ -203,6 +211,9 @@ def run_ope(
             "settings": {
                 "discount": discount,
                 "target_noise": target_noise,
+                **(
+                    {} if target_temperature is None else {"target_temperature": target_temperature}
+                ),
                 "horizon": horizon,
                 "rollout_episodes": episodes,
                 "bootstrap_resamples": bootstrap,
@@ -350,8 +361,26 @@ def _check_settings(
         raise ValorlError(f"--top-k values must be at least 1, got {list(top_k)}")
 
 
-def _check_noise(data: Dataset, target_noise: float) -> None:
-    """Continuous actions need Gaussian noise > 0; discrete ones an ε in [0, 1] (0: greedy)."""
+def _check_critics(runs: dict[str, Policy]) -> None:
+    """A softmax over Q needs every evaluated run to have a Q-function."""
+    for path, policy in runs.items():
+        if not policy.agent.has_critic:
+            raise ValorlError(
+                f"--target-temperature evaluates a softmax over Q, but {path} trained "
+                f"{policy.agent.name}, which has no Q-function"
+            )
+
+
+def _check_noise(data: Dataset, target_noise: float, temperature: float | None = None) -> None:
+    """Continuous actions need Gaussian noise > 0; discrete ones an ε in [0, 1] (0: greedy)
+    or a softmax temperature > 0."""
+    if temperature is not None and not data.discrete:
+        raise ValorlError(
+            "--target-temperature (a softmax over Q) needs discrete actions; dataset "
+            f"{data.info.name!r} has continuous ones"
+        )
+    if temperature is not None and not 0 < temperature < np.inf:
+        raise ValorlError(f"--target-temperature must be > 0, got {temperature}")
     if data.discrete and target_noise > 1:
         raise ValorlError(
             f"--target-noise is epsilon of the epsilon-greedy evaluated policies for discrete "
