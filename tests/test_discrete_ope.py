@@ -154,7 +154,7 @@ def test_run_ope_on_cartpole_with_a_discrete_agent(tmp_path, monkeypatch):
     assert greedy["behaviour"]["log_probs"].startswith("epsilon-greedy")
     with pytest.raises(ValorlError, match=r"must be in \[0, 1\]"):
         run_ope([run], data, target_noise=1.5, **settings)
-    with pytest.raises(ValorlError, match="softmax over Q, but .* has no Q-function"):
+    with pytest.raises(ValorlError, match=r"softmax over Q, but .* has no Q-function"):
         run_ope([run], data, target_temperature=1.0, **settings)
 
 
