@@ -107,6 +107,8 @@ def test_trains_and_evaluates_a_discrete_agent_in_cartpole(cartpole, discrete_ag
     assert actions.dtype == np.int32 and actions.shape == (5,) and set(actions) <= {0, 1}
     evaluation = evaluate_run(out, episodes=2)
     assert evaluation.returns.shape == (2, 2) and (evaluation.returns >= 1).all()
+    with pytest.raises(ValorlError, match="acts with discrete actions, but the environment has"):
+        evaluate_run(out, episodes=1, env="Pendulum-v1")
 
 
 def test_agent_and_data_must_agree_on_discreteness(cartpole, discrete_agent):
