@@ -193,13 +193,14 @@ def test_behaviour_parse_rejects_non_finite(spec):
          "policy file (.npz), or one of: mountaincar-pump, pendulum-swingup"),
         ("MountainCarContinuous-v0", "pendulum-swingup", "controller 'pendulum-swingup' drives "
          "Pendulum-v1, not MountainCarContinuous-v0"),
-        ("CartPole-v1", "random", "collect supports continuous (Box) actions; CartPole-v1 has "
-         "Discrete(2)"),
+        ("CartPole-v1", "pendulum-swingup", "behaviour 'pendulum-swingup' cannot act in "
+         "CartPole-v1's Discrete(2) action space: use random or a run directory of a discrete "
+         "agent"),
     ],
 )  # fmt: skip
 def test_behaviour_does_not_fit_environment(env_id, spec, message):
-    """Unknown behaviours, controllers for another environment and discrete action spaces are
-    refused before anything is collected or written."""
+    """Unknown behaviours, controllers for another environment and continuous controllers in a
+    discrete action space are refused before anything is collected or written."""
     with pytest.raises(ValorlError) as info:
         quick(env_id, [spec], 10, dataset_id="valorl/never-v0")
     assert str(info.value) == message

@@ -401,13 +401,12 @@ def test_corrupt_npz(tmp_path):
 
 @pytest.mark.parametrize("writer", [write_hdf5, write_npz])
 def test_nan_reward_in_file(tmp_path, writer):
-    """Dataset validation runs on file data too: the NaN's index is reported."""
+    """Dataset validation runs on file data too: the file and the NaN's index are reported."""
     arrays = d4rl_six_rows()
     arrays["rewards"][2] = np.nan
     suffix = ".hdf5" if writer is write_hdf5 else ".npz"
-    assert error_of(writer(tmp_path / f"d{suffix}", arrays)) == (
-        "rewards[2] is nan: all values must be finite"
-    )
+    path = writer(tmp_path / f"d{suffix}", arrays)
+    assert error_of(path) == f"{path}: rewards[2] is nan: all values must be finite"
 
 
 def test_minari_episode_file_passed_directly():

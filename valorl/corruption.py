@@ -26,6 +26,12 @@ a uniform random start, then `attack_steps` (100) steps of δ ← clip(δ − η
 a freshly created Adam optimiser of learning rate 0.01·ε, whose first step is exactly such a
 sign step (up to Adam's ε), so this is the same attack written as PGD.
 
+Discrete actions (`Dataset.num_actions`) have no neighbourhood to perturb within, so the
+actions corruption refuses them, as the observation corruptions refuse compact (uint8)
+observations such as MinAtar's boolean frames; rewards corrupt as usual, and the adversarial
+obs and dynamics corruptions attack a discrete critic agent's Q(s, a) at the logged (integer)
+actions.
+
 Transitions are chosen without replacement: exactly round(c·N) of them (the reference code
 picks each with probability c, so its count varies). Everything is reproducible from `seed`:
 the rows, the noise and the attack's random start come from separate streams of
@@ -305,10 +311,12 @@ def adversarial_values(
 
 
 def _padded(x: np.ndarray, size: int) -> jax.Array:
-    """`x` with zero rows appended up to `size` rows, so every chunk compiles once."""
-    x = np.asarray(x, np.float32)
+    """`x` with zero rows appended up to `size` rows, so every chunk compiles once (float32;
+    integers, discrete actions, keep their type)."""
+    x = np.asarray(x)
+    x = x if x.dtype.kind in "iu" else x.astype(np.float32)
     if len(x) < size:
-        x = np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), np.float32)])
+        x = np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), x.dtype)])
     return jnp.asarray(x)
 
 
@@ -357,6 +365,7 @@ def corrupt(
     )
     field = KINDS[kind]
     clean = getattr(dataset, field)
+    _check_kind_fits(kind, dataset)
     if attack is not None:
         _check_attack_fits(attack, dataset)
     index_stream, noise_stream, attack_stream = np.random.SeedSequence(seed).spawn(3)
@@ -432,15 +441,40 @@ def corrupt(
         source="",
     )
     fields = {f: getattr(dataset, f) for f in _FIELDS}
-    return Corrupted(Dataset(**(fields | {field: values}), info=info), record)
+    new = Dataset(**(fields | {field: values}), info=info, num_actions=dataset.num_actions)
+    return Corrupted(new, record)
 
 
 _FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 
 
+def _check_kind_fits(kind: str, dataset: Dataset) -> None:
+    """The additive corruptions need continuous values: refuse discrete actions and compact
+    (uint8) observations with a one-line error."""
+    name = dataset.info.name or "the dataset"
+    if kind == "actions" and dataset.discrete:
+        raise ValorlError(
+            f"--kind actions perturbs continuous actions (a + noise within the action bounds); "
+            f"{name} has discrete actions (Discrete({dataset.num_actions}))"
+        )
+    if kind in ("obs", "dynamics") and dataset.observations.dtype == np.uint8:
+        raise ValorlError(
+            f"--kind {kind} perturbs continuous observations; {name} has compact uint8 "
+            "observations (image-like frames)"
+        )
+
+
 def _check_attack_fits(attack: Attack, dataset: Dataset) -> None:
     obs_shape = tuple(attack.normalizer.obs_mean.shape)
     action_dim = int(attack.normalizer.action_low.shape[0])
+    if attack.agent.discrete != dataset.discrete:
+        mine, theirs = (
+            ("discrete", "continuous") if attack.agent.discrete else ("continuous", "discrete")
+        )
+        raise ValorlError(
+            f"the attacked run {attack.run} acts with {mine} actions, but the dataset has "
+            f"{theirs} ones"
+        )
     if obs_shape != dataset.obs_shape or action_dim != dataset.action_dim:
         raise ValorlError(
             f"the attacked run {attack.run} was trained on observations of shape {obs_shape} and "

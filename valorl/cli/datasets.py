@@ -124,7 +124,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from valorl import zoo
-    from valorl.data.catalog import read_entry
+    from valorl.data.catalog import read_entry, space_summary
     from valorl.data.sources import minari_root
 
     recipe = zoo.find(args.name)
@@ -151,6 +151,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             "path": str(entry.path),
             "env_id": entry.env_id,
             "size_mb": round(entry.size_mb, 2),
+            "observation_space": space_summary(entry.metadata, "observation_space"),
+            "action_space": space_summary(entry.metadata, "action_space"),
             **{k: v for k, v in entry.metadata.items() if k not in hidden},
         }
     out.print_json(json.dumps(shown))

@@ -16,7 +16,10 @@ against rollouts. Every seed of every RUN_DIR is one candidate policy.
 
 The evaluated policy is the candidate's deterministic action plus Gaussian noise of standard
 deviation --target-noise (a fraction of half the action range), clipped to the action bounds:
-importance sampling needs a stochastic policy. Its true value is measured by rolling out exactly
+importance sampling needs a stochastic policy. With discrete actions it is epsilon-greedy
+around the candidate's greedy action, epsilon = --target-noise in [0, 1] (0: the greedy policy
+itself), and the behaviour is a fitted softmax policy, or epsilon-greedy around a given run's
+policy (--behaviour-run, --behaviour-epsilon). Its true value is measured by rolling out exactly
 that policy for --episodes episodes. Values are expected discounted returns (--discount) over
 the environment's episodes, time limit included.
 
@@ -75,6 +78,14 @@ def add_ope_parser(commands) -> None:
         "range (default: 0.2)",
     )
     parser.add_argument(
+        "--target-temperature",
+        type=float,
+        default=None,
+        metavar="T",
+        help="discrete actions: evaluate the softmax over each candidate's Q-values at "
+        "temperature T (critic agents) instead of epsilon-greedy",
+    )
+    parser.add_argument(
         "--episodes", type=int, default=10, help="rollouts per policy for true values (default: 10)"
     )
     fit = parser.add_argument_group("fitted models")
@@ -94,6 +105,19 @@ def add_ope_parser(commands) -> None:
         default=5000,
         help="gradient steps of a fitted behaviour model, when the data store no "
         "log-probabilities (default: 5000)",
+    )
+    fit.add_argument(
+        "--behaviour-run",
+        default=None,
+        metavar="RUN_DIR",
+        help="discrete actions: the data were collected epsilon-greedily around this run's "
+        "policy (its first seed), instead of fitting a behaviour model",
+    )
+    fit.add_argument(
+        "--behaviour-epsilon",
+        type=float,
+        default=0.1,
+        help="epsilon of --behaviour-run's collection (default: 0.1)",
     )
     report = parser.add_argument_group("report")
     reps = report.add_argument(
@@ -124,12 +148,15 @@ def cmd_ope(args: argparse.Namespace) -> int:
         env=args.env,
         discount=args.discount,
         target_noise=args.target_noise,
+        target_temperature=args.target_temperature,
         episodes=args.episodes,
         fqe_steps=args.fqe_steps,
         hidden_dims=coerce(tuple[int, ...], args.hidden_dims, "--hidden-dims"),
         batch_size=args.batch_size,
         lr=args.lr,
         behaviour_steps=args.behaviour_steps,
+        behaviour_run=args.behaviour_run,
+        behaviour_epsilon=args.behaviour_epsilon,
         bootstrap=args.bootstrap_reps,
         top_k=coerce(tuple[int, ...], args.top_k, "--top-k"),
         seed=args.seed,

@@ -151,6 +151,11 @@ def export_policy(
     and the file's actions must match the run's own policy on random observations.
     """
     policy = load_policy(run_dir, step=step)
+    if policy.agent.discrete:
+        raise ValorlError(
+            f"{run_dir}: {policy.agent.name} acts with discrete actions, and a policy file holds "
+            "a tanh policy over continuous ones; collect with the run directory as the policy"
+        )
     mlp = policy.states.actor.params.get("MLP_0")  # every agent's state holds `actor`
     dense = sorted(mlp or {}, key=lambda name: int(name.rsplit("_", 1)[-1]))
     if not dense or any(not name.startswith("Dense_") for name in dense):

@@ -7,13 +7,16 @@ A behaviour is named by a short spec, `KIND[:key=value,...]`:
     runs/iql-x:noise=0.1,index=2  a valorl run's policy (its seed list's index 2) with noise
     policies/hopper.npz:noise=0.1  a policy file (`policy_file.py`) with Gaussian noise
     random:share=2               any of the above, given twice the default share of steps
-    policies/breakout.npz:eps=0.05  discrete actions: epsilon-greedy in the policy's actions
+    policies/breakout.npz:noise=0.05  discrete actions: epsilon-greedy (ε = noise) around the
+                                   policy file's greedy action
 
 `noise` is the standard deviation of Gaussian action noise as a fraction of half the action
-range (continuous actions); `eps` the probability of a uniform random action instead of the
-policy's (discrete actions, as DQN explores); `share` weighs how many of the steps a behaviour
-collects. Several behaviours make a mixed-quality dataset. Collection is deterministic for a
-given seed: episode reset seeds and noise come from `numpy.random.SeedSequence(seed)`.
+range; in a discrete (`Discrete(n)`) action space it is ε of ε-greedy exploration around the
+policy's action instead (uniform actions with probability ε), and `random` draws uniform
+integers; controllers act in continuous spaces only. `share` weighs how
+many of the steps a behaviour collects. Several behaviours make a mixed-quality dataset.
+Collection is deterministic for a given seed: episode reset seeds and noise come from
+`numpy.random.SeedSequence(seed)`.
 
 The dataset records its reference returns for normalised scores: `ref_min_score` is the mean
 return of uniform random actions and `ref_max_score` that of the best noise-free behaviour
@@ -98,7 +101,6 @@ class Behaviour:
     noise: float = 0.0
     share: float = 1.0
     seed_index: int = 0
-    eps: float = 0.0
 
     @classmethod
     def parse(cls, spec: str) -> Behaviour:
@@ -106,11 +108,10 @@ class Behaviour:
         fields: dict[str, Any] = {"kind": kind}
         for item in filter(None, options.split(",")):
             key, sep, value = item.partition("=")
-            names = {"noise": "noise", "share": "share", "index": "seed_index", "eps": "eps"}
+            names = {"noise": "noise", "share": "share", "index": "seed_index"}
             if not sep or key not in names:
                 raise ValorlError(
-                    f"behaviour {spec!r}: unknown option {item!r}; use noise=, eps=, share= "
-                    "or index="
+                    f"behaviour {spec!r}: unknown option {item!r}; use noise=, share= or index="
                 )
             try:
                 fields[names[key]] = int(value) if key == "index" else float(value)
@@ -119,23 +120,18 @@ class Behaviour:
         behaviour = cls(**fields)
         if not (0 <= behaviour.noise < math.inf and 0 < behaviour.share < math.inf):
             raise ValorlError(f"behaviour {spec!r}: noise must be >= 0 and share > 0")
-        if not 0 <= behaviour.eps <= 1:
-            raise ValorlError(f"behaviour {spec!r}: eps must be in [0, 1]")
         return behaviour
 
     def build(self, env: gym.Env) -> Act:
         """The behaviour's action function (environment units, with each action's
         log-probability), validated against `env`."""
         space = env.action_space
-        if isinstance(space, gym.spaces.Discrete):
+        if isinstance(space, gym.spaces.Discrete) and int(space.start) == 0:
             return self._build_discrete(env, int(space.n))
         if not isinstance(space, gym.spaces.Box):
             raise ValorlError(
-                f"collect supports Box and Discrete action spaces; {env.spec.id} has {space}"
-            )
-        if self.eps:
-            raise ValorlError(
-                f"eps= is for discrete actions; {env.spec.id}'s are continuous (use noise=)"
+                f"collect supports continuous (Box) and Discrete(n) actions; {env.spec.id} "
+                f"has {space}"
             )
         low, high = space.low.astype(np.float32), space.high.astype(np.float32)
         if self.kind == "random":
@@ -170,36 +166,35 @@ class Behaviour:
 
         return act
 
-
     def _build_discrete(self, env: gym.Env, n: int) -> Act:
-        """Epsilon-greedy in a discrete space: the policy's action with probability 1 − ε, a
-        uniform one with ε, so log π_b(a|s) = log(1 − ε + ε/n) at the policy's action and
-        log(ε/n) elsewhere (uniform random: log(1/n))."""
-        if self.noise:
-            raise ValorlError(
-                f"noise= is for continuous actions; {env.spec.id}'s are discrete (use eps=)"
-            )
+        """Uniform integers, or ε-greedy (ε = `noise`) around a run's greedy action."""
         if self.kind == "random":
-            if self.eps:
-                raise ValorlError("behaviour 'random' takes no eps= (its actions are uniform)")
-            return lambda obs, rng: (np.int64(rng.integers(n)), -math.log(n))
+            if self.noise:
+                raise ValorlError("behaviour 'random' takes no noise= (its actions are uniform)")
+            log_uniform = -float(np.log(n))
+            return lambda obs, rng: (np.int32(rng.integers(n)), log_uniform)
         if Path(self.kind).is_dir():
-            base = _run_policy(Path(self.kind), self.seed_index, env)
+            greedy = _run_policy(Path(self.kind), self.seed_index, env)
         elif Path(self.kind).suffix == ".npz" and Path(self.kind).is_file():
-            base = _file_policy(Path(self.kind), env)
+            greedy = _file_policy(Path(self.kind), env)
         else:
             raise ValorlError(
-                f"unknown behaviour {self.kind!r} for discrete actions: use random, a run "
-                "directory or a policy file (.npz)"
+                f"behaviour {self.kind!r} cannot act in {env.spec.id}'s Discrete({n}) action "
+                "space: use random, a run directory of a discrete agent or a discrete policy "
+                "file (.npz)"
             )
-        eps = self.eps
-        chosen, other = math.log(1 - eps + eps / n), (math.log(eps / n) if eps else -math.inf)
+        if self.noise > 1:
+            raise ValorlError(
+                f"behaviour {self.kind!r}: in a discrete action space noise= is epsilon of "
+                f"epsilon-greedy, in [0, 1]; got {self.noise}"
+            )
+        epsilon = self.noise
 
         def act(obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-            greedy = int(base(obs))
-            explore = eps > 0 and rng.random() < eps
-            action = int(rng.integers(n)) if explore else greedy
-            return np.int64(action), chosen if action == greedy else other
+            best = int(greedy(obs))
+            action = int(rng.integers(n)) if epsilon and rng.random() < epsilon else best
+            p = (1.0 - epsilon) * (action == best) + epsilon / n
+            return np.int32(action), float(np.log(p))
 
         return act
 
@@ -215,6 +210,12 @@ def _run_policy(path: Path, seed_index: int, env: gym.Env) -> Callable[[np.ndarr
             f"{path} was trained on observations of shape {policy.obs_shape}, but "
             f"{env.spec.id} has {tuple(env.observation_space.shape)}"
         )
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    if policy.agent.discrete != discrete:
+        mine, theirs = (
+            ("discrete", "continuous") if policy.agent.discrete else ("continuous", "discrete")
+        )
+        raise ValorlError(f"{path} acts with {mine} actions, but {env.spec.id} has {theirs} ones")
     return lambda obs: policy(obs, seed_index=seed_index)
 
 
@@ -226,7 +227,7 @@ def _file_policy(path: Path, env: gym.Env) -> Callable[[np.ndarray], np.ndarray]
             raise ValorlError(
                 f"{path} maps observations of shape {policy.obs_shape} to "
                 f"{policy.num_actions or 'continuous'} actions, but {env.spec.id} has "
-                f"{obs_shape} and {n}"
+                f"{obs_shape} and Discrete({n})"
             )
         return policy
     obs_dim, action_dim = env.observation_space.shape, env.action_space.shape
@@ -243,12 +244,13 @@ def run_episode(
 ) -> dict[str, np.ndarray]:
     """One episode in Minari's layout, plus each action's behaviour log-probability under
     `LOG_PROB_KEY`; cut (as a truncation) after `max_steps` if given."""
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
     obs, _ = env.reset(seed=reset_seed)
     observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
     log_probs = []
     while True:
         action, log_prob = act(obs, rng)
-        obs, reward, terminated, truncated, _ = env.step(action)
+        obs, reward, terminated, truncated, _ = env.step(int(action) if discrete else action)
         observations.append(obs)
         actions.append(action)
         log_probs.append(log_prob)
@@ -257,11 +259,10 @@ def run_episode(
         truncations.append(truncated or (max_steps is not None and len(rewards) >= max_steps))
         if terminations[-1] or truncations[-1]:
             break
-    discrete = isinstance(env.action_space, gym.spaces.Discrete)
-    obs_dtype = env.observation_space.dtype if discrete else np.float32  # MinAtar frames: uint8
+    frames = env.observation_space.dtype == np.uint8  # MinAtar's boolean frames stay compact
     return dict(
-        observations=np.asarray(observations, obs_dtype),
-        actions=np.asarray(actions, np.int64 if discrete else np.float32),
+        observations=np.asarray(observations, np.uint8 if frames else np.float32),
+        actions=np.asarray(actions, np.int32 if discrete else np.float32),
         rewards=np.asarray(rewards, np.float32),
         terminations=np.asarray(terminations),
         truncations=np.asarray(truncations),
@@ -347,14 +348,14 @@ def collect(
         random_act = Behaviour("random").build(env)
         ref_min_score = mean_return(env, random_act, reference_episodes, seed)
     if ref_max_score is None:
-        candidates = [
-            dataclasses.replace(b, noise=0.0, eps=0.0) for b in parsed if b.kind != "random"
-        ]
+        candidates = [dataclasses.replace(b, noise=0.0) for b in parsed if b.kind != "random"]
         if candidates:
             ref_max_score = max(
                 mean_return(env, b.build(env), reference_episodes, seed) for b in candidates
             )
     spec_json = env.spec.to_json() if env.spec is not None else None
+    space = env.action_space
+    num_actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
     env.close()
     info = DatasetInfo(
         name=dataset_id or env_id,
@@ -364,8 +365,6 @@ def collect(
         ref_min_score=ref_min_score,
         ref_max_score=ref_max_score,
     )
-    space = env.action_space
-    num_actions = int(space.n) if isinstance(space, gym.spaces.Discrete) else None
     dataset = Dataset.from_episodes(episodes, info, num_actions=num_actions)
     if dataset_id is not None:
         provenance = {

@@ -47,10 +47,20 @@ FORMAT = 1
 
 FIELDS = FLOAT_FIELDS + FLAG_FIELDS
 KEY = "valorl_cache_key"
+NUM_ACTIONS = "num_actions"
+"""Present only in the cache of a discrete dataset (so continuous caches stay as they were)."""
 
 
-def load_cached(data_dir: Path, info: DatasetInfo, read: Callable[[], Dataset]) -> Dataset:
+def load_cached(
+    data_dir: Path,
+    info: DatasetInfo,
+    read: Callable[[], Dataset],
+    num_actions: int | None = None,
+) -> Dataset:
     """`read()`, or the same rows from the cache when it was written from the same data.
+
+    `num_actions` is the size of the dataset's discrete action space (None: continuous); a
+    cache that records another is not used.
 
     `data_dir` holds the dataset's `metadata.json` and `main_data.hdf5`; in Minari's layout it
     is named `data`, and its parent holds the cache. `info` is the dataset's info, which the
@@ -76,8 +86,12 @@ def load_cached(data_dir: Path, info: DatasetInfo, read: Callable[[], Dataset]) 
     arrays = _read(file, key)
     if arrays is not None:
         try:
-            return Dataset(**arrays, info=info)
-        except ValorlError as exc:
+            cached_n = arrays.pop(NUM_ACTIONS, None)
+            cached_n = None if cached_n is None else int(cached_n)
+            if cached_n != num_actions:
+                raise ValorlError(f"it records {cached_n} actions, the dataset {num_actions}")
+            return Dataset(**arrays, info=info, num_actions=cached_n)
+        except (ValorlError, TypeError, ValueError) as exc:
             _warn(f"ignoring the damaged dataset cache {file} ({exc}); rebuilding it")
     dataset = read()
     if _identity(data_file) == before:
@@ -94,11 +108,12 @@ def _read(file: Path, key: str) -> dict[str, np.ndarray] | None:
     """The cached arrays if `file` holds a complete cache for `key`; None otherwise."""
     try:
         with np.load(file, allow_pickle=False) as archive:
-            if sorted(archive.files) != sorted((*FIELDS, KEY)):
-                raise ValueError(f"it holds {', '.join(sorted(archive.files))}")
+            names = sorted(archive.files)
+            if names not in (sorted((*FIELDS, KEY)), sorted((*FIELDS, KEY, NUM_ACTIONS))):
+                raise ValueError(f"it holds {', '.join(names)}")
             if str(archive[KEY]) != key:
                 return None  # written from other data: rebuild silently
-            return {name: archive[name] for name in FIELDS}
+            return {name: archive[name] for name in names if name != KEY}
     except FileNotFoundError:
         return None
     # np.load raises many types for a damaged file (BadZipFile, ValueError, EOFError, OSError)
@@ -110,7 +125,10 @@ def _read(file: Path, key: str) -> dict[str, np.ndarray] | None:
 def _write(file: Path, key: str, dataset: Dataset) -> None:
     try:
         with atomic_file(file) as f:
-            np.savez(f, **{name: getattr(dataset, name) for name in FIELDS}, **{KEY: key})
+            arrays = {name: getattr(dataset, name) for name in FIELDS} | {KEY: key}
+            if dataset.discrete:
+                arrays[NUM_ACTIONS] = np.int64(dataset.num_actions)
+            np.savez(f, **arrays)
     except OSError as exc:  # a read-only or full disk: loading still works, only slower
         _warn(f"could not write the dataset cache {file}: {exc.strerror or exc}")
 

@@ -46,6 +46,20 @@ def read_entry(path: Path) -> DatasetEntry:
     )
 
 
+def space_summary(metadata: dict[str, Any], key: str) -> str | None:
+    """A Minari dataset's `key` space ("action_space", "observation_space") as Gymnasium
+    prints it: `Discrete(2)`, `Box(-1.0, 1.0, (3,), float32)`; None when it is not recorded."""
+    serialized = metadata.get(key)
+    if serialized is None:
+        return None
+    from minari.serialization import deserialize_space
+
+    try:
+        return str(deserialize_space(serialized))
+    except Exception:  # a space minari cannot rebuild: show what is stored
+        return str(serialized)
+
+
 def local_datasets(root: Path | None = None) -> list[DatasetEntry]:
     """Every Minari dataset under the root (`<namespace>/<name>-v<k>/data/metadata.json`)."""
     root = root or minari_root()

@@ -99,11 +99,7 @@ def _load_minari_dir(path: Path) -> Dataset:
                 f"{path}: observation space {mds.observation_space} is not "
                 "supported yet; valorl reads Box observations"
             )
-        if not isinstance(mds.action_space, gym.spaces.Box):
-            raise ValorlError(
-                f"{path}: action space {mds.action_space} is not supported yet; "
-                "valorl reads continuous (Box) actions"
-            )
+        num_actions = _num_actions(mds.action_space, path)
     except ValorlError:
         raise
     except Exception as exc:  # h5py/minari raise many types for damaged files
@@ -117,10 +113,26 @@ def _load_minari_dir(path: Path) -> Dataset:
         ref_min_score=_float_or_none(metadata.get("ref_min_score")),
         ref_max_score=_float_or_none(metadata.get("ref_max_score")),
     )
-    return load_cached(data_path, info, lambda: _read_minari_episodes(mds, info, path))
+    read = lambda: _read_minari_episodes(mds, info, path, num_actions)
+    return load_cached(data_path, info, read, num_actions)
 
 
-def _read_minari_episodes(mds: Any, info: DatasetInfo, path: Path) -> Dataset:
+def _num_actions(space: gym.Space, path: Path) -> int | None:
+    """n of a `Discrete(n)` action space (starting at 0), None for a `Box`; any other space is
+    refused."""
+    if isinstance(space, gym.spaces.Box):
+        return None
+    if isinstance(space, gym.spaces.Discrete) and int(space.start) == 0:
+        return int(space.n)
+    raise ValorlError(
+        f"{path}: action space {space} is not supported; valorl reads continuous (Box) "
+        "actions and Discrete(n) actions starting at 0"
+    )
+
+
+def _read_minari_episodes(
+    mds: Any, info: DatasetInfo, path: Path, num_actions: int | None = None
+) -> Dataset:
     """Every episode of the MinariDataset `mds`, as rows: the slow part that the cache skips."""
     try:
         episodes = [
@@ -135,7 +147,10 @@ def _read_minari_episodes(mds: Any, info: DatasetInfo, path: Path) -> Dataset:
         ]
     except Exception as exc:  # h5py/minari raise many types for damaged files
         raise ValorlError(f"could not read Minari dataset at {path}: {_reason(exc)}") from None
-    dataset = Dataset.from_episodes(episodes, info=info)
+    try:
+        dataset = Dataset.from_episodes(episodes, info=info, num_actions=num_actions)
+    except ValorlError as exc:  # name the dataset: validation names only the field
+        raise ValorlError(f"dataset {info.name!r} at {path}: {exc}") from None
     # Rows where the writer had to split an episode (its next observation is not the following
     # row's observation, as in corrupted data) were stored as truncations: undo that.
     splits = np.asarray(mds.storage.metadata.get("valorl_split_rows", []), np.int64)
@@ -224,7 +239,13 @@ def _from_d4rl_arrays(arrays: dict[str, np.ndarray], attrs: dict[str, Any], path
         ref_min_score=_float_or_none(attrs.get("ref_min_score")),
         ref_max_score=_float_or_none(attrs.get("ref_max_score")),
     )
-    return Dataset(**fields, info=info)
+    n_actions = attrs.get("num_actions")  # written by `save_npz` for discrete actions
+    try:
+        return Dataset(
+            **fields, info=info, num_actions=None if n_actions is None else int(n_actions)
+        )
+    except ValorlError as exc:  # name the dataset: validation names only the field
+        raise ValorlError(f"{path}: {exc}") from None
 
 
 def save_minari(
@@ -331,6 +352,8 @@ def save_npz(dataset: Dataset, path: str | os.PathLike) -> Path:
         ref_min_score=dataset.info.ref_min_score,
         ref_max_score=dataset.info.ref_max_score,
     )
+    if dataset.discrete:  # only then, so continuous files stay as they were
+        info["num_actions"] = dataset.num_actions
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.npz")
     np.savez(
         tmp,
@@ -364,13 +387,21 @@ def make_env(info: DatasetInfo, env_id: str | None = None, **kwargs: Any) -> gym
 
 
 def _spaces(dataset: Dataset):
-    """Gymnasium spaces for writing: the environment's when known, else boxes fitted to the data."""
+    """Gymnasium spaces for writing: the environment's when known, else boxes fitted to the data
+    (compact observations as a uint8 box; discrete actions as `Discrete(num_actions)`)."""
     if dataset.info.env_spec_json or dataset.info.env_id:
         env = make_env(dataset.info)
         spec = env.spec
         env.close()
+        if dataset.discrete or isinstance(env.action_space, gym.spaces.Discrete):
+            dataset.check_env(env.observation_space, env.action_space, spec.id if spec else "it")
         return spec, env.observation_space, env.action_space
-    obs_space = gym.spaces.Box(-np.inf, np.inf, dataset.obs_shape, np.float32)
+    if dataset.observations.dtype == np.uint8:
+        obs_space = gym.spaces.Box(0, 255, dataset.obs_shape, np.uint8)
+    else:
+        obs_space = gym.spaces.Box(-np.inf, np.inf, dataset.obs_shape, np.float32)
+    if dataset.discrete:
+        return None, obs_space, gym.spaces.Discrete(dataset.num_actions)
     low, high = dataset.actions.min(axis=0), dataset.actions.max(axis=0)
     return None, obs_space, gym.spaces.Box(low, high, (dataset.action_dim,), np.float32)
 

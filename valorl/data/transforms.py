@@ -63,10 +63,13 @@ class Normalizer:
         unit = jnp.clip(unit_actions, -1.0, 1.0)
         return self.action_low + 0.5 * (unit + 1.0) * (self.action_high - self.action_low)
 
-    def batch(self, batch: Batch) -> Batch:
+    def batch(self, batch: Batch, observations: bool = True) -> Batch:
+        """`batch` in agent units; `observations=False` leaves the observations as they are
+        (compact uint8 frames of an agent that does not standardise them stay uint8)."""
+        obs = self.observations if observations else lambda x: x
         return batch.replace(
-            observations=self.observations(batch.observations),
-            next_observations=self.observations(batch.next_observations),
+            observations=obs(batch.observations),
+            next_observations=obs(batch.next_observations),
             actions=self.actions_to_unit(batch.actions),
             rewards=batch.rewards * self.reward_scale,
             returns_to_go=(

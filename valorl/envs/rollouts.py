@@ -22,11 +22,14 @@ class Evaluator:
     The policies act together: `act(obs)` receives observations of shape
     `(policies, episodes, *obs_shape)` and returns actions `(policies, episodes, action_dim)`,
     so one jitted call serves every seed of a run. Environments are made once and reused.
+    In a `Discrete` action space actions are integers of shape `(policies, episodes)`, passed
+    to `env.step` as Python ints.
     """
 
     def __init__(self, make_env: Callable[[], gym.Env], num_policies: int, episodes: int):
         self.num_policies, self.episodes = num_policies, episodes
         self.envs = [make_env() for _ in range(num_policies * episodes)]
+        self.discrete = isinstance(self.envs[0].action_space, gym.spaces.Discrete)
 
     def returns(self, act: ActFn, reset_seeds: list[list[int]]) -> np.ndarray:
         """Undiscounted returns, shape (policies, episodes)."""
@@ -37,9 +40,10 @@ class Evaluator:
         active = np.ones(len(self.envs), bool)
         while active.any():
             actions = np.asarray(act(obs.reshape(self.num_policies, self.episodes, *obs.shape[1:])))
-            actions = actions.reshape(len(self.envs), -1)
+            actions = actions.reshape(len(self.envs), *(() if self.discrete else (-1,)))
             for i in np.flatnonzero(active):
-                next_obs, reward, terminated, truncated, _ = self.envs[i].step(actions[i])
+                action = int(actions[i]) if self.discrete else actions[i]
+                next_obs, reward, terminated, truncated, _ = self.envs[i].step(action)
                 obs[i] = next_obs
                 returns[i] += reward
                 active[i] = not (terminated or truncated)

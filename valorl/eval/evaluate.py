@@ -37,6 +37,13 @@ def evaluate_run(
         raise ValorlError(f"--episodes must be at least 1, got {episodes}")
     policy = load_policy(run_dir)
     evaluator = Evaluator(lambda: make_env(policy.info, env), len(policy.seeds), episodes)
+    if evaluator.discrete != policy.agent.discrete:
+        evaluator.close()
+        kind = lambda discrete: "discrete" if discrete else "continuous"
+        raise ValorlError(
+            f"{run_dir} acts with {kind(policy.agent.discrete)} actions, but the environment "
+            f"has {kind(evaluator.discrete)} ones"
+        )
     act = seed_policies(policy.agent)
     keys = jax.random.split(jax.random.key(seed), len(policy.seeds))
     try:

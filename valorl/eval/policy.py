@@ -22,6 +22,7 @@ class Policy:
     """Every seed's policy from a run: `policy(obs)` returns actions for environment units.
 
     `obs` may be one observation or a batch; `seed_index` picks the seed (default: the first).
+    A discrete agent's actions are int32 (one per observation).
     """
 
     agent: Agent
@@ -30,6 +31,8 @@ class Policy:
     seeds: list[int]
     info: DatasetInfo
     step: int
+    num_actions: int | None = None
+    """Size of a discrete action space (the run's `RunPlan.num_actions`); None: continuous."""
 
     def __call__(
         self,
@@ -76,4 +79,5 @@ def load_policy(run_dir: str | os.PathLike, step: int | None = None) -> Policy:
         seeds=list(plan.seeds),
         info=plan.info,
         step=ckpt.step,
+        num_actions=plan.num_actions,
     )

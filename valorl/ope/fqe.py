@@ -15,6 +15,11 @@ that measure true values. So the time limit is part of the state: Q sees t / H n
 limit; an episode cut earlier (data that ran out) still bootstraps. Without a time limit, Q is
 stationary and m = 1 − terminal, the usual target.
 
+Discrete actions (Dataset.num_actions = n): the network maps s to Q(s, ·), one output per
+action (as DQN's), and the evaluated policy is given by its action probabilities π_e(·|s)
+(`target.py`: ε-greedy, or a softmax over the candidate's Q), so the expectation over its
+actions is exact instead of sampled: E_{a~π_e} Q(s, a) = Σ_a π_e(a|s)·Q(s, a).
+
 All candidates train together: the network is the same, only the evaluated policy's actions at
 the next states differ, so they are precomputed per candidate and the candidates are `vmap`ped
 over `scan_updates`, many updates fused into one compiled call. Rewards are divided by the
@@ -47,7 +52,7 @@ from valorl.agents.base import (
 )
 from valorl.data.dataset import Dataset
 from valorl.data.transforms import Normalizer
-from valorl.nets import StateActionValue
+from valorl.nets import MLP, StateActionValue
 from valorl.training.fused import init_seeds, scan_updates
 from valorl.training.sources import DATASET_ROWS
 from valorl.ui import progress_bar
@@ -62,14 +67,15 @@ class FQEData(flax.struct.PyTreeNode):
     observations: jax.Array
     """Standardised observations, plus t / H when there is a time limit H."""
     actions: jax.Array
-    """Logged actions in [-1, 1]."""
+    """Logged actions in [-1, 1] (integers for discrete actions)."""
     rewards: jax.Array
     """Rewards divided by the value scale."""
     next_observations: jax.Array
     masks: jax.Array
     """0 where the episode ends for good (termination or time limit), else 1."""
     next_means: jax.Array
-    """The evaluated policy's deterministic action at s', in [-1, 1]."""
+    """The evaluated policy's deterministic action at s', in [-1, 1] (for discrete actions, its
+    action probabilities π_e(·|s'))."""
 
 
 class FQEState(flax.struct.PyTreeNode):
@@ -79,14 +85,16 @@ class FQEState(flax.struct.PyTreeNode):
 
 @dataclasses.dataclass(frozen=True)
 class FQE:
-    """Fitted Q evaluation of a clipped-Gaussian policy around each candidate's actions."""
+    """Fitted Q evaluation of a clipped-Gaussian policy around each candidate's actions (for
+    discrete actions, of a policy given by its action probabilities)."""
 
     batches_per_update: ClassVar[int] = 1
 
     discount: float = 0.99
     """Discount factor γ of the estimated value."""
     noise: float = 0.2
-    """Target-policy noise σ in [-1, 1] action units."""
+    """Target-policy noise σ in [-1, 1] action units (unused for discrete actions, whose
+    probabilities are given)."""
     hidden_dims: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of the Q-network."""
     lr: float = 3e-4
@@ -98,11 +106,20 @@ class FQE:
     steps: int = 10_000
     """Gradient steps."""
     value_samples: int = 16
-    """Actions sampled from π_e to average Q into V(s) = E_a Q(s, a) after training."""
+    """Actions sampled from π_e to average Q into V(s) = E_a Q(s, a) after training
+    (continuous actions; the discrete expectation is exact)."""
+    num_actions: int | None = None
+    """Size of a discrete action space (Q(s, ·) has one output per action); None: continuous."""
 
     def init(self, key: jax.Array, spec: Spec) -> FQEState:
-        module = StateActionValue(self.hidden_dims)
-        inputs = (jnp.zeros((1, *spec.obs_shape)), jnp.zeros((1, spec.action_dim)))
+        if self.num_actions is not None:
+            module, inputs = (
+                MLP(self.hidden_dims, self.num_actions),
+                (jnp.zeros((1, *spec.obs_shape)),),
+            )
+        else:
+            module = StateActionValue(self.hidden_dims)
+            inputs = (jnp.zeros((1, *spec.obs_shape)), jnp.zeros((1, spec.action_dim)))
         q = create_train_state(module, key, inputs, adam(self.lr))
         return FQEState(q=q, target=q.params)
 
@@ -111,13 +128,27 @@ class FQE:
         return jnp.clip(means + self.noise * jax.random.normal(key, means.shape), -1.0, 1.0)
 
     def q(self, state: FQEState, params: Params, obs: jax.Array, actions: jax.Array) -> jax.Array:
+        if self.num_actions is not None:
+            values = apply(state.q, params, obs)
+            return jnp.take_along_axis(values, actions[:, None], axis=-1)[:, 0]
         return apply(state.q, params, obs, actions)[..., 0]
+
+    def discrete_value(
+        self, state: FQEState, params: Params, obs: jax.Array, probs: jax.Array
+    ) -> jax.Array:
+        """E_{a~π_e} Q(s, a) = Σ_a π_e(a|s)·Q(s, a), exact over the actions."""
+        return (apply(state.q, params, obs) * probs).sum(axis=-1)
 
     def loss(
         self, params: Params, state: FQEState, batch: FQEData, key: jax.Array
     ) -> tuple[jax.Array, Metrics]:
-        next_actions = self.sample_actions(key, batch.next_means)
-        next_q = self.q(state, state.target, batch.next_observations, next_actions)
+        if self.num_actions is not None:
+            next_q = self.discrete_value(
+                state, state.target, batch.next_observations, batch.next_means
+            )
+        else:
+            next_actions = self.sample_actions(key, batch.next_means)
+            next_q = self.q(state, state.target, batch.next_observations, next_actions)
         target = jax.lax.stop_gradient(batch.rewards + self.discount * batch.masks * next_q)
         q = self.q(state, params, batch.observations, batch.actions)
         return ((q - target) ** 2).mean(), {"q_mean": q.mean()}
@@ -133,6 +164,8 @@ class FQE:
         """(Q(s, a) at the given actions, V(s) as the mean of Q over `value_samples` actions
         drawn from π_e around `means`)."""
         q = self.q(state, state.q.params, obs, actions)
+        if self.num_actions is not None:
+            return q, self.discrete_value(state, state.q.params, obs, means)
         samples = jax.vmap(lambda k: self.sample_actions(k, means))(
             jax.random.split(key, self.value_samples)
         )
@@ -159,7 +192,9 @@ def fit_fqe(
     each (candidates, rows) in the data's reward units.
 
     `means` and `next_means` are each candidate's deterministic actions (environment units) at
-    the observations and next observations, (candidates, rows, action_dim).
+    the observations and next observations, (candidates, rows, action_dim); for discrete
+    actions (then `fqe.num_actions` must be set) the evaluated policies' action probabilities
+    there, (candidates, rows, num_actions).
     """
     t = time_index(dataset)
     features = _features(normalizer.observations(jnp.asarray(dataset.observations)), t, horizon)
@@ -175,7 +210,7 @@ def fit_fqe(
         rewards=jnp.asarray(dataset.rewards / scale),
         next_observations=next_features,
         masks=jnp.asarray(masks, jnp.float32),
-        next_means=normalizer.actions_to_unit(jnp.asarray(next_means, jnp.float32)),
+        next_means=_unit_actions(normalizer, next_means),
     )
     init_key, train_key, value_key = jax.random.split(key, 3)
     candidates = len(next_means)
@@ -191,7 +226,7 @@ def fit_fqe(
             states, keys, metrics = _train_chunk(fqe, n)(states, keys, data)
             loss = float(np.mean(metrics["fqe/loss"]))
             bar.update(task, advance=n, note=f"td loss {loss:.2e}")
-    unit_means = normalizer.actions_to_unit(jnp.asarray(means, jnp.float32))
+    unit_means = _unit_actions(normalizer, means)
     value_keys = jax.random.split(value_key, candidates)
     q, v = [], []
     for start in range(0, len(dataset), CHUNK):
@@ -203,6 +238,13 @@ def fit_fqe(
         q.append(np.asarray(q_part, np.float64))
         v.append(np.asarray(v_part, np.float64))
     return scale * np.concatenate(q, axis=1), scale * np.concatenate(v, axis=1)
+
+
+def _unit_actions(normalizer: Normalizer, actions: np.ndarray) -> jax.Array:
+    """Actions in [-1, 1] units, or a discrete policy's action probabilities as they are."""
+    if normalizer.discrete:
+        return jnp.asarray(actions, jnp.float32)
+    return normalizer.actions_to_unit(jnp.asarray(actions, jnp.float32))
 
 
 def _value_scale(dataset: Dataset, discount: float, horizon: int | None) -> float:

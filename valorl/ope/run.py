@@ -14,6 +14,13 @@ estimator selects policies (Spearman ρ, regret@k, SharpeRatio@k against the beh
 the data's mean discounted episode return). Values are expected discounted returns from the
 environment's start states, over its episodes (time limit included); the data's episodes are
 assumed to start at a reset, as `valorl collect` makes them.
+
+Discrete actions (a dataset with `num_actions`, runs of discrete agents): every candidate is
+evaluated as the ε-greedy policy around its greedy action, ε = `target_noise` (0: the greedy
+policy itself, see `target.py`), or with `target_temperature` T as the softmax over its
+Q-values at temperature T (critic agents); the behaviour is a fitted softmax policy, or
+ε-greedy around a given run's policy (`behaviour_run`, `behaviour_epsilon`); FQE learns
+Q(s, ·) over the actions and takes the exact expectation under the evaluated policy.
 """
 
 from __future__ import annotations
@@ -34,7 +41,12 @@ from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import fit_normalizer
 from valorl.errors import ValorlError
 from valorl.eval.policy import Policy, load_policy
-from valorl.ope.behaviour import BehaviourModel, behaviour_log_probs
+from valorl.ope.behaviour import (
+    EPSILON_GREEDY,
+    BehaviourModel,
+    behaviour_log_probs,
+    epsilon_greedy_behaviour,
+)
 from valorl.ope.estimators import (
     bootstrap_interval,
     direct_method,
@@ -60,12 +72,15 @@ def run_ope(
     env: str | None = None,
     discount: float = 0.99,
     target_noise: float = 0.2,
+    target_temperature: float | None = None,
     episodes: int = 10,
     fqe_steps: int = 10_000,
     hidden_dims: Sequence[int] = (256, 256),
     batch_size: int = 256,
     lr: float = 3e-4,
     behaviour_steps: int = 5000,
+    behaviour_run: str | os.PathLike | None = None,
+    behaviour_epsilon: float = 0.1,
     bootstrap: int = 1000,
     top_k: Sequence[int] = (1, 2, 3, 5),
     seed: int = 0,
@@ -78,6 +93,8 @@ def run_ope(
 
     `hidden_dims`, `batch_size` and `lr` configure the networks OPE fits (FQE, and a behaviour
     model when the data hold no behaviour log-probabilities; `behaviour_steps` trains that).
+    For discrete actions, `behaviour_run` names a run whose (first seed's) greedy policy took
+    the data ε-greedily with ε = `behaviour_epsilon`, instead of a fitted behaviour model.
     """
     if isinstance(run_dirs, str | os.PathLike):
         run_dirs = [run_dirs]
@@ -97,6 +114,12 @@ def run_ope(
         },
     )
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    _check_noise(data, target_noise, target_temperature)
+    if behaviour_run is not None and not data.discrete:
+        raise ValorlError(
+            "--behaviour-run (an epsilon-greedy behaviour) needs discrete actions; dataset "
+            f"{data.info.name!r} has continuous ones"
+        )
     env_name, action_space, horizon = _environment(data, env)
     runs = {str(path): _load_run(path, data, env_name, env) for path in run_dirs}
     complete = _complete_episodes(data, horizon)
@@ -105,13 +128,40 @@ def run_ope(
         data, normalize_observations=True, reward_normalization="none", action_space=action_space
     )
     behaviour_key, fqe_key = jax.random.split(jax.random.key(seed))
-    model = BehaviourModel(hidden_dims, lr=lr, batch_size=batch_size, steps=behaviour_steps)
-    log_b, behaviour_source = behaviour_log_probs(data, normalizer, behaviour_key, model, progress)
-    targets = TargetPolicies(runs, target_noise, action_space.low, action_space.high)
-    means = targets.means(data.observations)
+    if behaviour_run is not None:
+        behaviour = {str(behaviour_run): _load_run(behaviour_run, data, env_name, env)}
+        greedy = TargetPolicies(behaviour, 0.0, num_actions=data.num_actions)
+        log_b = epsilon_greedy_behaviour(
+            data, greedy.means(data.observations)[0], behaviour_epsilon
+        )
+        behaviour_source = f"{EPSILON_GREEDY} ({behaviour_run}, epsilon {behaviour_epsilon})"
+    else:
+        model = BehaviourModel(hidden_dims, lr=lr, batch_size=batch_size, steps=behaviour_steps)
+        log_b, behaviour_source = behaviour_log_probs(
+            data, normalizer, behaviour_key, model, progress
+        )
+    if data.discrete:
+        if target_temperature is not None:
+            _check_critics(runs)
+        targets = TargetPolicies(
+            runs, target_noise, num_actions=data.num_actions, temperature=target_temperature
+        )
+        policy_at = targets.probabilities  # discrete policies by their action probabilities
+    else:
+        targets = TargetPolicies(runs, target_noise, action_space.low, action_space.high)
+        policy_at = targets.means
+    means = policy_at(data.observations)
     log_e = targets.log_probs(data.actions, means)
-    fqe = FQE(discount, target_noise, hidden_dims, lr, batch_size=batch_size, steps=fqe_steps)
-    next_means = targets.means(data.next_observations)
+    fqe = FQE(
+        discount,
+        target_noise,
+        hidden_dims,
+        lr,
+        batch_size=batch_size,
+        steps=fqe_steps,
+        num_actions=data.num_actions,
+    )
+    next_means = policy_at(data.next_observations)
     q, v = fit_fqe(fqe, data, normalizer, means, next_means, horizon, fqe_key, progress)
     estimates, ess = _estimates(data, complete, log_e - log_b, q, v, discount, bootstrap, seed)
     returns = targets.true_values(
@@ -161,12 +211,19 @@ def run_ope(
             "settings": {
                 "discount": discount,
                 "target_noise": target_noise,
+                **(
+                    {} if target_temperature is None else {"target_temperature": target_temperature}
+                ),
                 "horizon": horizon,
                 "rollout_episodes": episodes,
                 "bootstrap_resamples": bootstrap,
                 "confidence": CONFIDENCE,
                 "seed": seed,
-                "fqe": dataclasses.asdict(fqe),
+                "fqe": {  # num_actions only when discrete: continuous results stay as they were
+                    k: v
+                    for k, v in dataclasses.asdict(fqe).items()
+                    if k != "num_actions" or v is not None
+                },
             },
             "policies": policies,
             "selection": selection,
@@ -262,6 +319,11 @@ def _load_run(path: str | os.PathLike, data: Dataset, env_name: str, env: str | 
     if trained_on and trained_on != env_name:
         source = "--env is" if env else f"dataset {data.info.name!r} comes from"
         raise ValorlError(f"{path} was trained on {trained_on}, but {source} {env_name}")
+    if policy.agent.discrete != data.discrete:
+        mine, theirs = ("discrete", "continuous") if data.discrete else ("continuous", "discrete")
+        raise ValorlError(
+            f"{path} acts with {theirs} actions, but dataset {data.info.name!r} has {mine} ones"
+        )
     if policy.obs_shape != data.obs_shape:
         raise ValorlError(
             f"{path} expects observations of shape {policy.obs_shape}, but dataset "
@@ -284,7 +346,7 @@ def _check_settings(
         raise ValorlError("name at least one run directory to evaluate")
     if not 0 < discount <= 1:
         raise ValorlError(f"--discount must be in (0, 1], got {discount}")
-    if not 0 < target_noise < np.inf:
+    if not 0 <= target_noise < np.inf:  # 0 only for discrete actions: see `_check_noise`
         raise ValorlError(
             f"--target-noise must be > 0 (importance sampling needs a stochastic policy), "
             f"got {target_noise}"
@@ -297,6 +359,38 @@ def _check_settings(
         raise ValorlError(f"--hidden-dims must be positive layer sizes, got {list(hidden_dims)}")
     if not top_k or min(top_k) < 1:
         raise ValorlError(f"--top-k values must be at least 1, got {list(top_k)}")
+
+
+def _check_critics(runs: dict[str, Policy]) -> None:
+    """A softmax over Q needs every evaluated run to have a Q-function."""
+    for path, policy in runs.items():
+        if not policy.agent.has_critic:
+            raise ValorlError(
+                f"--target-temperature evaluates a softmax over Q, but {path} trained "
+                f"{policy.agent.name}, which has no Q-function"
+            )
+
+
+def _check_noise(data: Dataset, target_noise: float, temperature: float | None = None) -> None:
+    """Continuous actions need Gaussian noise > 0; discrete ones an ε in [0, 1] (0: greedy)
+    or a softmax temperature > 0."""
+    if temperature is not None and not data.discrete:
+        raise ValorlError(
+            "--target-temperature (a softmax over Q) needs discrete actions; dataset "
+            f"{data.info.name!r} has continuous ones"
+        )
+    if temperature is not None and not 0 < temperature < np.inf:
+        raise ValorlError(f"--target-temperature must be > 0, got {temperature}")
+    if data.discrete and target_noise > 1:
+        raise ValorlError(
+            f"--target-noise is epsilon of the epsilon-greedy evaluated policies for discrete "
+            f"actions and must be in [0, 1], got {target_noise}"
+        )
+    if not data.discrete and target_noise <= 0:
+        raise ValorlError(
+            f"--target-noise must be > 0 (importance sampling needs a stochastic policy), "
+            f"got {target_noise}"
+        )
 
 
 def _strict(value: Any) -> Any:

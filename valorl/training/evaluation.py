@@ -19,7 +19,8 @@ def seed_policies(agent: Agent, deterministic: bool = True) -> Callable[..., jax
     """jit(vmap over seeds) of `(states, normalizer, obs, keys) -> env actions`.
 
     `obs` has shape (seeds, batch, *obs_shape) in environment units; actions come back in
-    environment units, shape (seeds, batch, action_dim).
+    environment units, shape (seeds, batch, action_dim), or integers of shape (seeds, batch)
+    for a discrete agent.
     """
 
     def one_seed(state: Any, normalizer: Normalizer, obs: jax.Array, key: jax.Array):

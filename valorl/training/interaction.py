@@ -3,8 +3,10 @@
 Each seed has its own environment on the host and its own replay buffer on the device (a
 `ReplayBuffer` pytree with a leading seed axis). Per environment step one jitted, seed-vmapped
 call picks every seed's action: uniform random for the first `start_steps` steps (then no
-updates either, as in RLPD and SAC's reference code), afterwards a sample from the agent's
-stochastic policy. The host steps the environments. After every K = `env_steps_per_call`
+updates either, as in RLPD and SAC's reference code; uniform integers in [0, n) in a
+`Discrete(n)` space), afterwards the agent's exploration action, `agent.explore(state, obs, key,
+env_step)` (a sample of its stochastic policy unless the agent says otherwise, as DQN's
+epsilon-greedy schedule does). The host steps the environments. After every K = `env_steps_per_call`
 environment steps one jitted call adds the K transitions to the buffers and runs K·`utd`
 gradient steps (batches) in one `lax.scan`, for all seeds at once. K = 1 (the default) is the
 papers' order exactly: act, step, store, `utd` updates. A larger K takes the same number of
@@ -67,7 +69,9 @@ def _interact(loop: Loop, envs: list[gym.Env]) -> None:
     seeds, cadence = list(plan.seeds), plan.schedule.phase(online=True)
     k = interaction.env_steps_per_call
     rtg = agent.needs_returns_to_go
-    stager = Stager(len(seeds), plan.obs_shape, plan.action_dim, k, agent.discount if rtg else None)
+    discount = agent.discount if rtg else None
+    discrete = plan.num_actions is not None
+    stager = Stager(len(seeds), plan.obs_shape, plan.action_dim, k, discount, discrete)
     explore_keys = jnp.stack([jax.random.fold_in(jax.random.key(s), EXPLORATION) for s in seeds])
     progress = loop.online
     reset = lambda i: _reset(envs[i], seeds[i], progress.episodes, i)
@@ -83,13 +87,14 @@ def _interact(loop: Loop, envs: list[gym.Env]) -> None:
         call_metrics, updates, finished = [], 0, [[] for _ in seeds]
         while progress.env_step < end:
             warm = progress.env_step < interaction.start_steps
-            act = explore(agent, warm)
+            act = explore(agent, warm, plan.num_actions)
             for _ in range(k):
                 actions = np.asarray(
                     act(loop.states, loop.normalizer, obs, explore_keys, progress.env_step)
                 )
                 for i, e in enumerate(envs):
-                    next_obs, reward, terminated, truncated, _ = e.step(actions[i])
+                    action = int(actions[i]) if discrete else actions[i]
+                    next_obs, reward, terminated, truncated, _ = e.step(action)
                     stager.record(i, obs[i], actions[i], reward, next_obs, terminated, truncated)
                     episode_return[i] += reward
                     if terminated or truncated:
@@ -170,18 +175,21 @@ def online_chunk(agent: Agent, num_updates: int, mix: OfflineMix | None, num_see
 
 
 @compiled_cache
-def explore(agent: Agent, uniform: bool):
-    """jit(vmap): `(states, normalizer, obs, keys, env_step) -> env actions (seeds, A)`: a
-    sample of each seed's stochastic policy, or uniform random actions over the action box.
-    The key of a step is the seed's exploration key folded with the step, so a resumed run
-    draws what an uninterrupted one would have at the same step."""
+def explore(agent: Agent, uniform: bool, num_actions: int | None = None):
+    """jit(vmap): `(states, normalizer, obs, keys, env_step) -> env actions (seeds, A)`, or
+    integers `(seeds,)` in a `Discrete(num_actions)` space: each seed's exploration action
+    (`agent.explore`), or uniform random actions over the action box (over the integers in
+    [0, num_actions)). The key of a step is the seed's exploration key folded with the step,
+    so a resumed run draws what an uninterrupted one would have at the same step."""
 
     def one_seed(state, normalizer: Normalizer, obs, key, env_step):
         key = jax.random.fold_in(key, env_step)
+        if uniform and num_actions is not None:
+            return jax.random.randint(key, (), 0, num_actions, jnp.int32)
         if uniform:
             unit = jax.random.uniform(key, normalizer.action_low.shape, minval=-1.0, maxval=1.0)
         else:
-            unit = agent.act(state, normalizer.observations(obs)[None], key, False)[0]
+            unit = agent.explore(state, normalizer.observations(obs)[None], key, env_step)[0]
         return normalizer.actions_to_env(unit)
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None, 0, 0, None)))
@@ -200,14 +208,24 @@ class Stager:
 
     Normally every transition is ready at once. With a `discount` (agents that need
     returns-to-go) an episode's transitions wait until it ends, and are then released with
-    their discounted Monte-Carlo returns.
+    their discounted Monte-Carlo returns. `discrete` actions are kept as int32 of shape (),
+    continuous ones as float32 rows of `action_dim`.
     """
 
     def __init__(
-        self, num_seeds: int, obs_shape, action_dim: int, block: int, discount: float | None
+        self,
+        num_seeds: int,
+        obs_shape,
+        action_dim: int,
+        block: int,
+        discount: float | None,
+        discrete: bool = False,
     ):
         self.obs_shape, self.action_dim, self.block = tuple(obs_shape), action_dim, block
-        self.discount = discount
+        self.discount, self.discrete = discount, discrete
+        self.action_shape, self.action_dtype = (
+            ((), np.int32) if discrete else ((action_dim,), np.float32)
+        )
         self.ready: list[list[tuple]] = [[] for _ in range(num_seeds)]
         self.episode: list[list[tuple]] = [[] for _ in range(num_seeds)]
 
@@ -215,7 +233,7 @@ class Stager:
         """Keep one transition of seed `i` (copies: the caller reuses its arrays)."""
         row = (
             np.array(obs, np.float32),
-            np.array(action, np.float32),
+            np.array(action, self.action_dtype),
             float(reward),
             np.array(next_obs, np.float32),
             bool(terminated),
@@ -240,7 +258,7 @@ class Stager:
         n = len(self.ready)
         obs = np.zeros((n, rows, *self.obs_shape), np.float32)
         next_obs = np.zeros_like(obs)
-        actions = np.zeros((n, rows, self.action_dim), np.float32)
+        actions = np.zeros((n, rows, *self.action_shape), self.action_dtype)
         rewards, masks, dones, rtg = (np.zeros((n, rows), np.float32) for _ in range(4))
         for i, ready in enumerate(self.ready):
             for t, row in enumerate(ready):

@@ -81,6 +81,7 @@ def train(
     schedule.check()
     check_multiples(schedule, agent)
     check_counts(seeds, eval_episodes)
+    check_action_kind(agent, full_data.discrete, f"dataset {full_data.info.name!r}")
     action_space, env_id = None, env or data.info.env_id
     if eval_episodes > 0:
         probe = make_env(data.info, env)
@@ -103,6 +104,7 @@ def train(
         obs_shape=full_data.obs_shape,
         action_dim=full_data.action_dim,
         eval_episodes=eval_episodes,
+        num_actions=full_data.num_actions,
     )
     return run_plan(
         plan,
@@ -127,6 +129,15 @@ def configured_agent(agent: Agent | str, hyperparameters: dict[str, Any]) -> Age
     if agent.batch_size < 1:
         raise ValorlError(f"--batch-size must be at least 1, got {agent.batch_size}")
     return agent
+
+
+def check_action_kind(agent: Agent, discrete: bool, source: str) -> None:
+    """A discrete agent needs discrete actions and a continuous agent continuous ones."""
+    if agent.discrete != discrete:
+        theirs, mine = ("discrete", "continuous") if discrete else ("continuous", "discrete")
+        raise ValorlError(
+            f"{agent.name} acts in a {mine} action space but {source} has {theirs} actions"
+        )
 
 
 def check_counts(seeds: int, eval_episodes: int) -> None:

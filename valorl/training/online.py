@@ -48,7 +48,12 @@ from valorl.data.transforms import Normalizer, fit_normalizer
 from valorl.envs.gymnax_envs import JAX_ENVS, is_jax_env, make_jax_env
 from valorl.errors import ValorlError
 from valorl.training.loop import run_plan
-from valorl.training.offline import check_counts, check_multiples, configured_agent
+from valorl.training.offline import (
+    check_action_kind,
+    check_counts,
+    check_multiples,
+    configured_agent,
+)
 from valorl.training.plan import Interaction, RunPlan, data_record, environment_record
 from valorl.training.results import RunResult
 from valorl.training.schedule import Schedule, flag, parse_checkpoint_every
@@ -182,7 +187,8 @@ def train_online(
     space = probe.action_space
     obs_space = probe.observation_space
     probe.close()
-    check_action_space(agent, space, env_id)
+    num_actions = _num_actions(space, env_id)
+    check_action_kind(agent, num_actions is not None, str(env_id))
     jax_env = is_jax_env(env_id)
     if not jax_env and (sticky_actions is not None or num_envs != 1 or host_loop):
         raise ValorlError(
@@ -251,17 +257,16 @@ def train_online(
     record = environment_record(env_id) if full_data is None else data_record(full_data, env_id)
     if jax_env:
         record["sticky_actions"] = make_jax_env(env_id, sticky_actions).sticky_actions
-    discrete = isinstance(space, gym.spaces.Discrete)
     plan = RunPlan(
         agent=agent,
         schedule=schedule,
         seeds=tuple(range(seed, seed + seeds)),
         data=record,
         obs_shape=tuple(obs_space.shape),
-        action_dim=0 if discrete else int(space.shape[0]),
+        action_dim=0 if num_actions is not None else int(space.shape[0]),
         eval_episodes=eval_episodes,
         interaction=interaction,
-        num_actions=int(space.n) if discrete else None,
+        num_actions=num_actions,
     )
     return run_plan(
         plan,
@@ -284,22 +289,6 @@ def default_steps_per_call(utd: float, num_envs: int, batches_per_update: int) -
     k = per_step.denominator
     batches = per_step.numerator
     return k * (batches_per_update // math.gcd(batches, batches_per_update))
-
-
-def check_action_space(agent: Agent, space: gym.Space, env_id: str | None) -> None:
-    """A discrete agent needs a Discrete space; any other a bounded Box."""
-    if agent.discrete:
-        if not isinstance(space, gym.spaces.Discrete):
-            raise ValorlError(f"{agent.name} acts in a discrete action space; {env_id} has {space}")
-        return
-    if (
-        not isinstance(space, gym.spaces.Box)
-        or not np.all(np.isfinite(space.low))
-        or not (np.all(np.isfinite(space.high)))
-    ):
-        raise ValorlError(
-            f"{agent.name} needs a bounded continuous (Box) action space; {env_id} has {space}"
-        )
 
 
 def check_schedule(schedule: Schedule, interaction: Interaction, agent: Agent) -> None:
@@ -354,9 +343,26 @@ def check_schedule(schedule: Schedule, interaction: Interaction, agent: Agent) -
         check_multiples(offline, agent)
 
 
+def _num_actions(space: gym.Space, env_id: str | None) -> int | None:
+    """n of a `Discrete(n)` action space starting at 0; None for a bounded `Box`; any other
+    space is refused."""
+    if isinstance(space, gym.spaces.Discrete) and int(space.start) == 0:
+        return int(space.n)
+    if (
+        not isinstance(space, gym.spaces.Box)
+        or not np.all(np.isfinite(space.low))
+        or not (np.all(np.isfinite(space.high)))
+    ):
+        raise ValorlError(
+            "online training needs a bounded continuous (Box) action space or a Discrete(n) "
+            f"one; {env_id} has {space}"
+        )
+    return None
+
+
 def _env_normalizer(obs_space: gym.Space, action_space: gym.Space) -> Normalizer:
     """No observation or reward transform; actions to [-1, 1] by the environment's bounds
-    (discrete actions: width-0 bounds, no transform)."""
+    (discrete actions pass through: bounds of width 0)."""
     obs_shape = tuple(obs_space.shape)
     discrete = isinstance(action_space, gym.spaces.Discrete)
     return Normalizer(
