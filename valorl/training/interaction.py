@@ -43,10 +43,11 @@ from valorl.data.replay import OfflineMix
 from valorl.data.sources import make_env
 from valorl.data.transforms import Normalizer
 from valorl.training.fused import compiled_cache, over_seeds, scan_updates
-from valorl.training.sources import Replay, ReplayInputs
+from valorl.training.sources import ReplayInputs, replay_source
 
 if TYPE_CHECKING:
     from valorl.training.loop import Loop
+    from valorl.training.plan import RunPlan
 
 TRAIN_EPISODES = 0x7E11
 """Tag of the stream of training-episode reset seeds (evaluation uses another stream)."""
@@ -56,7 +57,7 @@ EXPLORATION = 0xE4B1
 
 def environment_phase(loop: Loop) -> None:
     """Interact and learn until the run's last environment step (resuming where `loop` is)."""
-    envs = [make_env(loop.plan.info, loop.env) for _ in loop.plan.seeds]
+    envs = [host_env(loop.plan, loop.env) for _ in loop.plan.seeds]
     try:
         _interact(loop, envs)
     finally:
@@ -78,7 +79,7 @@ def _interact(loop: Loop, envs: list[gym.Env]) -> None:
     obs = np.stack([reset(i) for i in range(len(envs))]).astype(np.float32)
     episode_return = np.zeros(len(seeds))
     filled = np.array(jax.device_get(progress.buffers.size), np.int64)
-    updates_per_call = k * interaction.utd // agent.batches_per_update
+    updates_per_call = plan.updates_per_iteration
     offline_steps = plan.schedule.offline_steps
     while progress.env_step < cadence.steps:
         first_env_step = progress.env_step
@@ -145,6 +146,15 @@ def _interact(loop: Loop, envs: list[gym.Env]) -> None:
         loop.end_chunk(record, cadence, first_env_step, progress.env_step, rate)
 
 
+def host_env(plan: RunPlan, env_id: str | None) -> gym.Env:
+    """A seed's environment on the host: the run's Gymnasium environment, or its JAX
+    environment (`--host-loop`) with the sticky actions the run recorded."""
+    jax_env = plan.jax_env
+    if jax_env is not None:
+        return gym.make(jax_env.id, sticky_actions=jax_env.sticky_actions)
+    return make_env(plan.info, env_id)
+
+
 def _reset(env: gym.Env, seed: int, episodes: np.ndarray, i: int) -> np.ndarray:
     obs, _ = env.reset(seed=train_episode_seed(seed, int(episodes[i])))
     episodes[i] += 1
@@ -160,7 +170,7 @@ def online_chunk(agent: Agent, num_updates: int, mix: OfflineMix | None, num_see
     (states, keys, buffers, metrics)`, seed axis first on the first five; states, keys and
     buffers are donated. Stores the staged transitions (environment units), then runs
     `num_updates` agent updates on batches from the buffer, mixed with `offline` rows per `mix`."""
-    source = Replay(mix)
+    source = replay_source(agent, mix)
 
     def chunk(state, key, buffer, staged, count, normalizer, offline, env_step):
         buffer = replay.add(buffer, normalizer.batch(staged), count)
