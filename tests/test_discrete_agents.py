@@ -265,7 +265,7 @@ def test_frame_observations_go_through_the_cnn():
     agent = DiscreteIQL(**TINY["iql_discrete"])
     state = init(agent, FRAMES)
     for params in (state.critic.params["net"], state.value.params, state.actor.params):
-        assert params["Torso_0"]["Conv_0"]["kernel"].shape[-2:] == (2, 16)
+        assert params["Torso_0"]["Conv3x3_0"]["kernel"].shape[-2:] == (2, 16)
         assert params["Torso_0"]["MLP_0"]["Dense_0"]["kernel"].shape[-2:] == (3 * 3 * 16, 8)
     assert HARNESS["dqn"][0] is FRAMES and batch_for(FRAMES).observations.dtype == jnp.uint8
 
