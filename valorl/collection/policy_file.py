@@ -152,10 +152,7 @@ def export_policy(
     """
     policy = load_policy(run_dir, step=step)
     if policy.agent.discrete:
-        raise ValorlError(
-            f"{run_dir}: {policy.agent.name} acts with discrete actions, and a policy file holds "
-            "a tanh policy over continuous ones; collect with the run directory as the policy"
-        )
+        return _export_discrete(policy, run_dir, seed_index, provenance)
     mlp = policy.states.actor.params.get("MLP_0")  # every agent's state holds `actor`
     dense = sorted(mlp or {}, key=lambda name: int(name.rsplit("_", 1)[-1]))
     if not dense or any(not name.startswith("Dense_") for name in dense):
@@ -190,6 +187,58 @@ def export_policy(
             f"{run_dir}: the exported policy's actions differ from the run's own (largest "
             f"difference {np.abs(exported(probe) - expected).max():.2g}); "
             f"{policy.agent.name}'s actor is not supported by policy files"
+        )
+    return exported
+
+
+def _export_discrete(policy, run_dir, seed_index: int, provenance) -> PolicyFile:
+    """The greedy policy of a discrete agent: argmax of DQN's Q-network (one network, a scalar
+    critic head) or of a categorical policy's logits (discrete BC and IQL)."""
+    params = policy.states.actor.params
+    take = lambda x: np.asarray(jax.device_get(x[seed_index]), np.float32).astype(np.float64)
+    if "net" in params:  # a Q-ensemble: a member axis after the seed axis
+        members = jax.tree.leaves(params)[0].shape[1]
+        outputs = params["net"]["Dense_0"]["kernel"].shape[-1]
+        if members != 1 or outputs != policy.num_actions:
+            raise ValorlError(
+                f"{run_dir}: only a single Q-network with a scalar critic head (mse, huber) "
+                f"exports to a policy file; this one has {members} network(s) with "
+                f"{outputs // policy.num_actions} output(s) per action"
+            )
+        params = params["net"]
+        take1 = take
+        take = lambda x: take1(x)[0]
+    torso = params["Torso_0"]
+    dense = sorted(torso["MLP_0"], key=lambda name: int(name.rsplit("_", 1)[-1]))
+    layers = [torso["MLP_0"][name] for name in dense] + [params["Dense_0"]]
+    conv = torso.get("Conv3x3_0")
+    norm = policy.normalizer
+    exported = PolicyFile(
+        kernels=tuple(take(layer["kernel"]) for layer in layers),
+        biases=tuple(take(layer["bias"]) for layer in layers),
+        obs_mean=np.asarray(norm.obs_mean, np.float64),
+        obs_std=np.asarray(norm.obs_std, np.float64),
+        action_low=np.zeros(0),
+        action_high=np.zeros(0),
+        provenance={
+            "run": str(run_dir),
+            "agent": policy.agent.name,
+            "seed": policy.seeds[seed_index],
+            "step": policy.step,
+            **(provenance or {}),
+        },
+        num_actions=policy.num_actions,
+        conv_kernel=None if conv is None else take(conv["kernel"]),
+        conv_bias=None if conv is None else take(conv["bias"]),
+    )
+    rng = np.random.default_rng(0)
+    probe = (rng.random((64, *policy.obs_shape)) < 0.2).astype(np.float32)
+    expected = policy(probe, seed_index=seed_index)
+    if not np.array_equal(exported(probe), expected):
+        raise ValorlError(
+            f"{run_dir}: the exported policy's actions differ from the run's own on "
+            f"{int((exported(probe) != expected).sum())} of 64 observations; "
+            f"{policy.agent.name}'s network is not supported by policy files"
         )
     return exported
 
