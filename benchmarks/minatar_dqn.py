@@ -92,7 +92,7 @@ def main() -> None:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for head in heads:
             result = RunResult.load(run_dir(out, game, head))
-            per_seed = result.eval_returns.mean(axis=2)  # (seeds, rounds)
+            per_seed = result.returns.mean(axis=2)  # (seeds, rounds)
             at = list(result.eval_steps).index(args.frames)
             finals[head][game] = per_seed[:, at]
             mean, sem = per_seed.mean(0), per_seed.std(0, ddof=1) / np.sqrt(len(per_seed))
