@@ -88,17 +88,21 @@ def main() -> None:
     if args.skip_report:
         return
     finals: dict[str, dict[str, np.ndarray]] = {h: {} for h in heads}
+    budgets = {}
     for game in games:
+        # The comparison budget of a game: the length of its shorter (non-huber) runs.
+        others = [h for h in heads if h != "huber"] or heads
+        budgets[game] = int(RunResult.load(run_dir(out, game, others[0])).eval_steps[-1])
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for head in heads:
             result = RunResult.load(run_dir(out, game, head))
             per_seed = result.returns.mean(axis=2)  # (seeds, rounds)
-            at = list(result.eval_steps).index(args.frames)
+            at = list(result.eval_steps).index(budgets[game])
             finals[head][game] = per_seed[:, at]
             mean, sem = per_seed.mean(0), per_seed.std(0, ddof=1) / np.sqrt(len(per_seed))
             ax.plot(result.eval_steps, mean, label=head)
             ax.fill_between(result.eval_steps, mean - 1.96 * sem, mean + 1.96 * sem, alpha=0.2)
-        ax.axvline(args.frames, color="grey", lw=0.5)
+        ax.axvline(budgets[game], color="grey", lw=0.5)
         ax.set(title=f"DQN on {game} ({args.seeds} seeds)", xlabel="environment steps",
                ylabel="greedy return (10 episodes)")  # fmt: skip
         ax.legend(fontsize=8)
@@ -106,8 +110,8 @@ def main() -> None:
         fig.savefig(out / f"curves-{game}.png", dpi=120)
         plt.close(fig)
 
-    print(f"\nGreedy evaluation returns after {args.frames:,} environment steps:")
-    print("\n| head | " + " | ".join(f"{g} (95% CI)" for g in games) + " |")
+    print("\nGreedy evaluation returns at each game's comparison budget (environment steps):")
+    print("\n| head | " + " | ".join(f"{g} at {budgets[g]:,} (95% CI)" for g in games) + " |")
     print("|---|" + "---|" * len(games))
     for head in heads:
         print(f"| {head} | " + " | ".join(mean_cell(finals[head][g]) for g in games) + " |")
