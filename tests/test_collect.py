@@ -194,8 +194,8 @@ def test_behaviour_parse_rejects_non_finite(spec):
         ("MountainCarContinuous-v0", "pendulum-swingup", "controller 'pendulum-swingup' drives "
          "Pendulum-v1, not MountainCarContinuous-v0"),
         ("CartPole-v1", "pendulum-swingup", "behaviour 'pendulum-swingup' cannot act in "
-         "CartPole-v1's Discrete(2) action space: use random or a run directory of a discrete "
-         "agent"),
+         "CartPole-v1's Discrete(2) action space: use random, a run directory of a discrete "
+         "agent or a discrete policy file (.npz)"),
     ],
 )  # fmt: skip
 def test_behaviour_does_not_fit_environment(env_id, spec, message):

@@ -445,11 +445,13 @@ def test_adversarial_observation_attack_on_a_discrete_critic(cartpole):
     assert (q(new.observations[rows]) <= q(data.observations[rows]) + 1e-5).all()
 
 
-def test_a_discrete_run_does_not_export_to_a_policy_file(cartpole, discrete_agent, tmp_path):
+def test_a_discrete_run_of_another_network_does_not_export_to_a_policy_file(
+    cartpole, discrete_agent, tmp_path
+):
     from valorl.collection import export_policy
 
     run = tmp_path / "run"
     valorl.train(discrete_agent, DATASET_ID, steps=20, log_every=20, eval_every=20,
                  eval_episodes=0, progress=False, out=run)  # fmt: skip
-    with pytest.raises(ValorlError, match="acts with discrete actions, and a policy file"):
+    with pytest.raises(ValorlError, match="only such policies export to a policy file"):
         export_policy(run)

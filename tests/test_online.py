@@ -359,8 +359,14 @@ def test_offline_to_online_pretrains_then_fine_tunes(pendulum_dataset, tmp_path)
     [
         (["sac", "--mode", "online"], "--mode online needs an environment: pass --env ENV_ID"),
         (["sac", "--mode", "hybrid", "--env", "Pendulum-v1"], "--mode hybrid needs a dataset"),
-        (["sac", "--mode", "online", "--env", "Pendulum-v1", "--utd", "0"], "--utd must be at"),
-        (["iql", "--mode", "online", "--env", "Pendulum-v1", "--utd", "0"], "--utd must be at"),
+        (
+            ["sac", "--mode", "online", "--env", "Pendulum-v1", "--utd", "0"],
+            "--utd must be at least 1",
+        ),
+        (
+            ["iql", "--mode", "online", "--env", "Pendulum-v1", "--utd", "0"],
+            "--utd must be positive",
+        ),
         (["sac", "--env", "Pendulum-v1", "--online-steps", "10"], "--online-steps applies to"),
         (["sac"], "--mode offline needs --dataset ID_OR_PATH"),
         (

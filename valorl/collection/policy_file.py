@@ -196,6 +196,12 @@ def _export_discrete(policy, run_dir, seed_index: int, provenance) -> PolicyFile
     critic head) or of a categorical policy's logits (discrete BC and IQL)."""
     params = policy.states.actor.params
     take = lambda x: np.asarray(jax.device_get(x[seed_index]), np.float32).astype(np.float64)
+    if "Torso_0" not in params.get("net", params) or "Dense_0" not in params.get("net", params):
+        raise ValorlError(
+            f"{run_dir}: {policy.agent.name}'s network is not a torso and an output layer "
+            "(nets.Torso, as DQN's and discrete BC's and IQL's); only such policies export to a "
+            "policy file"
+        )
     if "net" in params:  # a Q-ensemble: a member axis after the seed axis
         members = jax.tree.leaves(params)[0].shape[1]
         outputs = params["net"]["Dense_0"]["kernel"].shape[-1]
