@@ -5,8 +5,10 @@
 
 Runs `valorl bench throughput --agent dqn --env Breakout-MinAtar` for the same agent and seeds
 in the compiled loop (environments stepped inside `lax.scan`) and with `--host-loop` (the same
-gymnax environment stepped from Python, one compiled call per environment step), then the
-compiled loop with more environments per seed and more seeds. Every number is measured after
+gymnax environment stepped from Python, one compiled call per environment step), with one
+update per 4 environment steps and with no updates at all (uniform random actions: the cost of
+stepping and storing alone), then the compiled loop with more environments per seed and more
+seeds. Every number is measured after
 compilation (the first chunk is left out); all of them in one process run, one after another.
 """
 
@@ -35,24 +37,28 @@ def main() -> None:
     args = parser.parse_args()
     host_steps, steps = (500, 2000) if args.quick else (2000, 10000)
     rows = []
-    for seeds in (1, 4):
-        host = bench("--seeds", str(seeds), "--host-loop", "--env-steps", str(host_steps))
-        compiled = bench("--seeds", str(seeds), "--env-steps", str(steps))
-        rows.append((seeds, host, compiled))
-    header = "| seeds | host env steps/s | compiled env steps/s | ratio | updates/s host, compiled|"
-    print("\n" + header)
+    for label, flags in (("utd 0.25", ["--utd", "0.25"]), ("no updates", ["--random-actions"])):
+        for seeds in (1, 4):
+            s = ["--seeds", str(seeds), *flags]
+            host = bench(*s, "--host-loop", "--env-steps", str(host_steps))
+            compiled = bench(*s, "--env-steps", str(steps))
+            rows.append((f"{label}, {seeds}", host, compiled))
+    print("\n| updates, seeds | host env steps/s | compiled env steps/s | ratio | updates/s |")
     print("|---|---|---|---|---|")
-    for seeds, host, compiled in rows:
+    for label, host, compiled in rows:
         ratio = compiled["env_steps_per_s"] / host["env_steps_per_s"]
         print(
-            f"| {seeds} | {host['env_steps_per_s']:,.0f} | {compiled['env_steps_per_s']:,.0f} | "
-            f"{ratio:.1f}x | {host['updates_per_s']:,.0f} / {compiled['updates_per_s']:,.0f} |"
+            f"| {label} | {host['env_steps_per_s']:,.0f} | {compiled['env_steps_per_s']:,.0f} | "
+            f"{ratio:.1f}x | {host['updates_per_s']:,.0f}, {compiled['updates_per_s']:,.0f} |"
         )
     print("\n| seeds | envs per seed | env steps/s (all seeds) | updates/s |")
     print("|---|---|---|---|")
     for seeds in (1, 4):
         for envs in (1, 4, 16, 64):
-            r = bench("--seeds", str(seeds), "--num-envs", str(envs), "--env-steps", str(steps))
+            r = bench(
+                "--seeds", str(seeds), "--num-envs", str(envs), "--env-steps", str(steps),
+                "--utd", "0.25",
+            )  # fmt: skip
             print(f"| {seeds} | {envs} | {r['env_steps_per_s']:,.0f} | {r['updates_per_s']:,.0f} |")
     print(f"\ndevice {r['device']}, jax {r['jax']}, utd {r['utd']}, batch {r['batch_size']}")
 

@@ -94,6 +94,7 @@ def env_throughput(
     steps_per_chunk: int = 5000,
     chunks: int = 3,
     utd: float | None = None,
+    random_actions: bool = False,
     **hyperparameters: Any,
 ) -> dict[str, Any]:
     """Environment steps and gradient steps per second of online training in `env`, through
@@ -101,7 +102,8 @@ def env_throughput(
 
     Runs `chunks + 1` logged chunks of `steps_per_chunk` environment steps per seed, with no
     random warm-up and no evaluation, in a temporary run directory; the first chunk (which
-    compiles) is left out of the rates."""
+    compiles) is left out of the rates. `random_actions` makes every step a warm-up step
+    (uniform random actions, no updates): the cost of stepping and storing alone."""
     import json
     import tempfile
 
@@ -112,7 +114,7 @@ def env_throughput(
             agent,
             env=env,
             online_steps=steps_per_chunk * (chunks + 1),
-            start_steps=0,
+            start_steps=steps_per_chunk * (chunks + 1) if random_actions else 0,
             log_every=steps_per_chunk,
             eval_every=steps_per_chunk * (chunks + 1),
             eval_episodes=0,
@@ -135,6 +137,7 @@ def env_throughput(
         "agent": agent,
         "env": env,
         "loop": "host" if host_loop else "compiled",
+        "random_actions": random_actions,
         "seeds": seeds,
         "num_envs": num_envs,
         "utd": config["schedule"]["utd"],

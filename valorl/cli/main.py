@@ -194,6 +194,11 @@ def build_parser() -> Parser:
         help="with --env: environment steps per seed in each timed chunk (default: 5000)",
     )
     tp.add_argument("--utd", type=float, default=None, help="with --env: updates per env step")
+    tp.add_argument(
+        "--random-actions",
+        action="store_true",
+        help="with --env: uniform random actions and no updates (the cost of stepping alone)",
+    )
     tp.add_argument("--json", action="store_true", help="print one JSON object")
     tp.set_defaults(run=cmd_bench_throughput)
     add_report_parser(commands)
@@ -299,6 +304,7 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
             steps_per_chunk=args.env_steps,
             chunks=args.calls,
             utd=args.utd,
+            random_actions=args.random_actions,
             **sizes,
         )
         if args.json:
