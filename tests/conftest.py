@@ -161,3 +161,17 @@ def pendulum_env() -> gym.Env:
     env = gym.make("Pendulum-v1")
     yield env
     env.close()
+
+
+def interrupt_on_call(monkeypatch, owner, name, call):
+    """Make `owner.name` raise KeyboardInterrupt on its `call`-th call (1-based)."""
+    original = getattr(owner, name)
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)

@@ -14,7 +14,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, interrupt_on_call
 
 from valorl.bench import env_throughput
 from valorl.cli.main import main
@@ -79,17 +79,8 @@ def test_resume_inside_the_same_episodes_equals_an_uninterrupted_run(
     finished, tmp_path, monkeypatch
 ):
     path = tmp_path / "run"
-    calls = []
-    original = RunDir.write_checkpoint
-
-    def interrupt_second(self, data, step):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(self, data, step)
-
     with monkeypatch.context() as patch:
-        patch.setattr(RunDir, "write_checkpoint", interrupt_second)
+        interrupt_on_call(patch, RunDir, "write_checkpoint", 2)
         with pytest.raises(KeyboardInterrupt):
             train(path)
     assert load_progress(path).online.env_step == 400

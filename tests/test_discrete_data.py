@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import minari
 import numpy as np
 import pytest
-from conftest import synthetic_dataset
+from conftest import interrupt_on_call, synthetic_dataset
 from discrete_agent import NAME, TinyDiscrete, registered
 
 import valorl
@@ -315,17 +315,8 @@ def test_online_discrete_resume_matches_the_uninterrupted_run(
     reference = tmp_path / "reference"
     train_online(discrete_agent, out=reference, **ONLINE)
     path = tmp_path / "run"
-    calls = []
-    original = RunDir.write_checkpoint
-
-    def interrupt_third(self, data, step):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return original(self, data, step)
-
     with monkeypatch.context() as patch:
-        patch.setattr(RunDir, "write_checkpoint", interrupt_third)
+        interrupt_on_call(patch, RunDir, "write_checkpoint", 3)
         with pytest.raises(KeyboardInterrupt):
             train_online(discrete_agent, out=path, **ONLINE)
     saved = load_progress(path)

@@ -14,7 +14,7 @@ import gymnasium as gym
 import jax
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, interrupt_on_call
 
 import valorl
 from valorl.cli.main import main
@@ -222,17 +222,8 @@ def test_resume_continues_from_the_checkpoint_with_its_buffer(finished, tmp_path
     and 200 updates in all, the first 200 stored transitions those of the uninterrupted run,
     and new episodes started at resume."""
     path = tmp_path / "run"
-    calls = []
-    original = RunDir.write_checkpoint
-
-    def interrupt_third(self, data, step):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return original(self, data, step)
-
     with monkeypatch.context() as patch:
-        patch.setattr(RunDir, "write_checkpoint", interrupt_third)
+        interrupt_on_call(patch, RunDir, "write_checkpoint", 3)
         with pytest.raises(KeyboardInterrupt):
             train(path)
     saved = load_progress(path)

@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, synthetic_dataset
+from conftest import TINY, interrupt_on_call, synthetic_dataset
 
 import valorl
 from valorl.config import to_dict
@@ -151,20 +151,6 @@ def test_evaluations_and_result_are_consistent(finished, pendulum_dataset):
 
 
 # ---- resuming --------------------------------------------------------------------------------
-
-
-def interrupt_on_call(monkeypatch, owner, name, call):
-    """Make `owner.name` raise KeyboardInterrupt on its `call`-th call (1-based)."""
-    original = getattr(owner, name)
-    calls = []
-
-    def wrapper(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapper)
 
 
 def assert_same_metrics(a: list[dict], b: list[dict]):

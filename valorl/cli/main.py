@@ -307,15 +307,16 @@ def cmd_bench_throughput(args: argparse.Namespace) -> int:
             random_actions=args.random_actions,
             **sizes,
         )
+        summary = (
+            f"{result['agent']} in {result['env']} ({result['loop']} loop), "
+            f"{result['seeds']} seed(s) × {result['num_envs']} env(s) on "
+            f"{result['device']}: {result['env_steps_per_s']:,.0f} env steps/s, "
+            f"{result['updates_per_s']:,.0f} updates/s"
+        )
         if args.json:
             print(json.dumps(result))
         else:
-            out.print(
-                f"{result['agent']} in {result['env']} ({result['loop']} loop), "
-                f"{result['seeds']} seed(s) × {result['num_envs']} env(s) on "
-                f"{result['device']}: {result['env_steps_per_s']:,.0f} env steps/s, "
-                f"{result['updates_per_s']:,.0f} updates/s"
-            )
+            out.print(summary)
         return 0
     result = throughput(
         args.agent,
