@@ -33,7 +33,6 @@ import numpy as np
 from common import iqm_cell, mean_cell, valorl
 
 from valorl.envs.gymnax_envs import make_jax_env, random_returns
-from valorl.training.results import RunResult
 
 GAMES = ("Breakout-MinAtar", "Asterix-MinAtar", "SpaceInvaders-MinAtar")
 HEADS = ("huber", "mse", "hl-gauss", "two-hot", "c51")
@@ -44,6 +43,13 @@ returns of these games at our budgets stay well inside."""
 
 def run_dir(out: Path, game: str, head: str) -> Path:
     return out / f"dqn-{head}-{game.split('-')[0].lower()}"
+
+
+def evaluations(out: Path, game: str, head: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, returns (seeds, rounds, episodes)) of a run so far: a run stopped before its
+    end still has every evaluation it reached."""
+    with np.load(run_dir(out, game, head) / "evaluations.npz") as f:
+        return f["steps"], f["returns"]
 
 
 def main() -> None:
@@ -92,16 +98,15 @@ def main() -> None:
     for game in games:
         # The comparison budget of a game: the length of its shorter (non-huber) runs.
         others = [h for h in heads if h != "huber"] or heads
-        budgets[game] = int(RunResult.load(run_dir(out, game, others[0])).eval_steps[-1])
+        budgets[game] = int(evaluations(out, game, others[0])[0][-1])
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for head in heads:
-            result = RunResult.load(run_dir(out, game, head))
-            per_seed = result.returns.mean(axis=2)  # (seeds, rounds)
-            at = list(result.eval_steps).index(budgets[game])
-            finals[head][game] = per_seed[:, at]
+            steps, returns = evaluations(out, game, head)
+            per_seed = returns.mean(axis=2)  # (seeds, rounds)
+            finals[head][game] = per_seed[:, list(steps).index(budgets[game])]
             mean, sem = per_seed.mean(0), per_seed.std(0, ddof=1) / np.sqrt(len(per_seed))
-            ax.plot(result.eval_steps, mean, label=head)
-            ax.fill_between(result.eval_steps, mean - 1.96 * sem, mean + 1.96 * sem, alpha=0.2)
+            ax.plot(steps, mean, label=head)
+            ax.fill_between(steps, mean - 1.96 * sem, mean + 1.96 * sem, alpha=0.2)
         ax.axvline(budgets[game], color="grey", lw=0.5)
         ax.set(title=f"DQN on {game} ({args.seeds} seeds)", xlabel="environment steps",
                ylabel="greedy return (10 episodes)")  # fmt: skip
