@@ -29,15 +29,15 @@ CARTPOLE = "gymnax/CartPole-v1"
 SETTINGS = dict(
     mode="online",
     env=CARTPOLE,
-    online_steps=1200,
-    start_steps=400,
-    log_every=400,
-    eval_every=800,
-    checkpoint_every=400,
+    online_steps=600,
+    start_steps=200,
+    log_every=200,
+    eval_every=400,
+    checkpoint_every=200,
     eval_episodes=2,
     seeds=2,
     utd=0.5,
-    eps_decay_steps=800,
+    eps_decay_steps=400,
     target_update_every=50,
     progress=False,
 )
@@ -56,19 +56,19 @@ def finished(tmp_path_factory):
 def test_a_jax_environment_runs_in_the_compiled_loop(finished):
     path, result = finished
     records = RunDir(path).metrics()
-    assert [r["step"] for r in records] == [400, 800, 1200]
+    assert [r["step"] for r in records] == [200, 400, 600]
     assert [r["updates_per_s"] > 0 for r in records] == [False, True, True]  # warm-up first
     assert all(len(r["rollout/episode_return"]) == 2 for r in records)
     config = json.loads((path / "config.json").read_text())
     assert config["spec"] == {"obs_shape": [4], "action_dim": 0, "num_actions": 2}
     assert config["data"]["env_id"] == CARTPOLE and config["data"]["sticky_actions"] == 0.0
     assert config["schedule"]["utd"] == 0.5
-    np.testing.assert_array_equal(result.eval_steps, [800, 1200])
+    np.testing.assert_array_equal(result.eval_steps, [400, 600])
     assert result.returns.shape == (2, 2, 2)
     progress = load_progress(path)
-    # 1200 transitions per seed in the buffer; (1200 − 400) · 0.5 updates.
-    np.testing.assert_array_equal(progress.online.buffers.size, [1200, 1200])
-    np.testing.assert_array_equal(progress.states.critic.step, [400, 400])
+    # 600 transitions per seed in the buffer; (600 − 200) · 0.5 updates.
+    np.testing.assert_array_equal(progress.online.buffers.size, [600, 600])
+    np.testing.assert_array_equal(progress.states.critic.step, [200, 200])
     actions = np.asarray(progress.online.buffers.data.actions)
     assert actions.dtype == np.int32 and set(np.unique(actions)) == {0, 1}
     seeds_differ = not np.array_equal(actions[0], actions[1])
@@ -83,21 +83,21 @@ def test_resume_inside_the_same_episodes_equals_an_uninterrupted_run(
         interrupt_on_call(patch, RunDir, "write_checkpoint", 2)
         with pytest.raises(KeyboardInterrupt):
             train(path)
-    assert load_progress(path).online.env_step == 400
+    assert load_progress(path).online.env_step == 200
     train(path)
     resumed, reference = load_progress(path), load_progress(finished[0])
     leaves = lambda c: jax.tree.leaves((c.states, c.online.buffers, c.online.env_carry))
     for a, b in zip(leaves(resumed), leaves(reference), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert [r["step"] for r in RunDir(path).metrics()] == [400, 800, 1200]
+    assert [r["step"] for r in RunDir(path).metrics()] == [200, 400, 600]
 
 
 def test_parallel_environments_fill_the_buffer_with_n_step_rows(tmp_path):
-    result = train(tmp_path / "run", num_envs=4, n_step=3, seeds=1, online_steps=800)
+    result = train(tmp_path / "run", num_envs=4, n_step=3, seeds=1, online_steps=400)
     progress = load_progress(tmp_path / "run")
-    assert progress.online.env_step == 800
-    np.testing.assert_array_equal(progress.online.buffers.size, [800])
-    np.testing.assert_array_equal(progress.states.critic.step, [200])  # (800 − 400) · 0.5
+    assert progress.online.env_step == 400
+    np.testing.assert_array_equal(progress.online.buffers.size, [400])
+    np.testing.assert_array_equal(progress.states.critic.step, [100])  # (400 − 200) · 0.5
     assert result.returns.shape == (1, 1, 2)
     # Rows interleave the environments: row i + 4 continues row i's episode unless it ended.
     data = progress.online.buffers.data
@@ -108,20 +108,20 @@ def test_parallel_environments_fill_the_buffer_with_n_step_rows(tmp_path):
 
 
 def test_the_host_loop_steps_the_same_game_from_python(tmp_path):
-    result = train(tmp_path / "run", host_loop=True, online_steps=800, seeds=1)
+    result = train(tmp_path / "run", host_loop=True, online_steps=400, seeds=1)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["schedule"]["host_loop"] is True
     assert result.returns.shape == (1, 1, 2)
-    np.testing.assert_array_equal(load_progress(tmp_path / "run").online.buffers.size, [800])
+    np.testing.assert_array_equal(load_progress(tmp_path / "run").online.buffers.size, [400])
 
 
 def test_throughput_of_both_loops(tmp_path):
-    fast = env_throughput("dqn", CARTPOLE, steps_per_chunk=400, chunks=1, **TINY["dqn"])
+    fast = env_throughput("dqn", CARTPOLE, steps_per_chunk=200, chunks=1, **TINY["dqn"])
     slow = env_throughput(
-        "dqn", CARTPOLE, host_loop=True, steps_per_chunk=400, chunks=1, **TINY["dqn"]
+        "dqn", CARTPOLE, host_loop=True, steps_per_chunk=200, chunks=1, **TINY["dqn"]
     )
     assert (fast["loop"], slow["loop"]) == ("compiled", "host")
-    assert fast["timed_env_steps"] == slow["timed_env_steps"] == 400
+    assert fast["timed_env_steps"] == slow["timed_env_steps"] == 200
     assert fast["env_steps_per_s"] > 0 and slow["updates_per_s"] > 0
 
 
@@ -149,7 +149,7 @@ def test_discrete_policy_file_from_a_run_and_collected_from(finished, tmp_path):
             dict(utd=0.3, env_steps_per_call=1),
             r"--env-steps-per-call × --utd \(1 × 0.3\) must be a whole multiple",
         ),
-        (dict(num_envs=7), r"--online-steps \(1200\) must be a multiple of"),
+        (dict(num_envs=7), r"--online-steps \(600\) must be a multiple of"),
         (dict(env="Pendulum-v1"), "dqn acts in a discrete action space"),
     ],
 )
