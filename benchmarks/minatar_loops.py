@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    host_steps, steps = (500, 2000) if args.quick else (2000, 10000)
+    host_steps, steps = (512, 2048) if args.quick else (2048, 10240)
     rows = []
     for label, flags in (("utd 0.25", ["--utd", "0.25"]), ("no updates", ["--random-actions"])):
         for seeds in (1, 4):
