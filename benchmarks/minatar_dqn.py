@@ -1,7 +1,11 @@
 """Online DQN on MinAtar with each critic head: learning curves, and "Stop Regressing" scaled down.
 
-    python benchmarks/minatar_dqn.py --out runs/minatar-dqn                 # as in BENCHMARKS.md
+    python benchmarks/minatar_dqn.py --out runs/minatar-dqn                 # every game and head
     python benchmarks/minatar_dqn.py --out runs/minatar-dqn --frames 20000 --curve-frames 20000
+
+BENCHMARKS.md's numbers came from `--games Breakout-MinAtar --frames 150000` (all heads; the
+huber arm stopped at 415k of its 500k steps for time) and `--games
+SpaceInvaders-MinAtar,Asterix-MinAtar --heads huber --frames 100000 --curve-frames 100000`.
 
 Trains `valorl train dqn --mode online --env GAME` with every seed of a run in one process (the
 compiled loop, seeds vmapped) for each game and critic head: huber (DQN as Young & Tian 2019
