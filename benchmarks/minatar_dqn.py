@@ -100,9 +100,8 @@ def main() -> None:
     finals: dict[str, dict[str, np.ndarray]] = {h: {} for h in heads}
     budgets = {}
     for game in games:
-        # The comparison budget of a game: the length of its shorter (non-huber) runs.
-        others = [h for h in heads if h != "huber"] or heads
-        budgets[game] = int(evaluations(out, game, others[0])[0][-1])
+        # The comparison budget of a game: the last evaluation every head reached.
+        budgets[game] = min(int(evaluations(out, game, h)[0][-1]) for h in heads)
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for head in heads:
             steps, returns = evaluations(out, game, head)
