@@ -67,13 +67,16 @@ def main() -> None:
         "--curve-frames", type=int, default=500_000, help="environment steps of the huber arm"
     )
     parser.add_argument("--skip-report", action="store_true", help="train only")
+    parser.add_argument(
+        "--report-only", action="store_true", help="report the runs as far as they got"
+    )
     parser.add_argument("--utd", default="0.25", help="updates per environment step")
     parser.add_argument("--games", default=",".join(GAMES))
     parser.add_argument("--heads", default=",".join(HEADS))
     args = parser.parse_args()
     out, games, heads = Path(args.out), args.games.split(","), args.heads.split(",")
     eval_every = 25_000 if args.frames % 25_000 == 0 else args.frames // 5
-    for game in games:
+    for game in [] if args.report_only else games:
         for head in heads:
             frames = args.curve_frames if head == "huber" else args.frames
             support = (

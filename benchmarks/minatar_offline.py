@@ -33,9 +33,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000, help="gradient steps per run")
     parser.add_argument("--games", default=",".join(GAMES))
     parser.add_argument("--agents", default=",".join(AGENTS))
+    parser.add_argument("--kinds", default=",".join(KINDS), help="datasets of each game")
     args = parser.parse_args()
     out, agents = Path(args.out), args.agents.split(",")
-    datasets = [f"valorl/{g}-minatar-{k}-v0" for g in args.games.split(",") for k in KINDS]
+    kinds = args.kinds.split(",")
+    datasets = [f"valorl/{g}-minatar-{k}-v0" for g in args.games.split(",") for k in kinds]
     scores: dict[str, dict[str, np.ndarray]] = {a: {} for a in agents}
     for dataset in datasets:
         for agent in agents:
