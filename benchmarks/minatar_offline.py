@@ -50,8 +50,8 @@ def main() -> None:
             valorl(
                 "train", agent, "--dataset", dataset, "--steps", str(args.steps),
                 "--log-every", str(args.steps // 4), "--eval-every", str(args.steps // 2),
-                "--eval-episodes", "10", "--seeds", str(args.seeds), "--batch-size", args.batch_size,
-                "--out", str(run), "--quiet",
+                "--eval-episodes", "10", "--seeds", str(args.seeds),
+                "--batch-size", args.batch_size, "--out", str(run), "--quiet",
             )  # fmt: skip
             scores[agent][dataset] = RunResult.load(run).final_scores
     names = [d.split("/")[-1].removesuffix("-v0") for d in datasets]
