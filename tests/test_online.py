@@ -12,6 +12,7 @@ import json
 
 import gymnasium as gym
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import TINY, interrupt_on_call
@@ -19,8 +20,10 @@ from conftest import TINY, interrupt_on_call
 import valorl
 from valorl.cli.main import main
 from valorl.collection import collect
+from valorl.data import replay
+from valorl.data.dataset import Batch
 from valorl.training import online
-from valorl.training.interaction import Stager
+from valorl.training.interaction import Stager, _at_episode_start
 from valorl.training.online import train_online
 from valorl.training.restore import load_progress
 from valorl.training.run_dir import RunDir
@@ -219,8 +222,7 @@ def test_returns_to_go_wait_for_the_episode_end():
 def test_resume_continues_from_the_checkpoint_with_its_buffer(finished, tmp_path, monkeypatch):
     """Killed before its last checkpoint, the run keeps the one at step 200 (buffer of 200
     transitions, not empty); the same call resumes there: each chunk logged once, 300 steps
-    and 200 updates in all, the first 200 stored transitions those of the uninterrupted run,
-    and new episodes started at resume."""
+    and 200 updates in all, and every stored transition that of the uninterrupted run."""
     path = tmp_path / "run"
     with monkeypatch.context() as patch:
         interrupt_on_call(patch, RunDir, "write_checkpoint", 3)
@@ -240,10 +242,26 @@ def test_resume_continues_from_the_checkpoint_with_its_buffer(finished, tmp_path
     for name, value in rows(saved).items():
         np.testing.assert_array_equal(rows(resumed)[name][:200], value, err_msg=name)
         np.testing.assert_array_equal(rows(reference)[name][:200], value, err_msg=name)
-    # the environments restarted at resume: a new episode, so different transitions
-    np.testing.assert_array_equal(resumed.online.episodes, [3, 3])
-    assert not np.allclose(
-        rows(resumed)["observations"][200:], rows(reference)["observations"][200:]
+    # step 200 ended Pendulum's first episode: the resumed environments replay the episode
+    # that had just begun (the same reset seed), so the run continues as the uninterrupted one
+    np.testing.assert_array_equal(resumed.online.episodes, [2, 2])
+    np.testing.assert_array_equal(rows(resumed)["observations"], rows(reference)["observations"])
+
+
+def test_resume_replays_an_episode_only_if_it_had_just_begun():
+    """An environment whose newest stored transition ended an episode had been reset and not
+    stepped: resume reuses that episode's seed; any other starts the next episode."""
+    buffer = replay.init(4, (1,), 1)
+    one = lambda done: Batch(
+        observations=jnp.zeros((1, 1)), actions=jnp.zeros((1, 1)), rewards=jnp.zeros(1),
+        next_observations=jnp.zeros((1, 1)), masks=jnp.ones(1), dones=jnp.full(1, done),
+    )  # fmt: skip
+    ended = replay.add(replay.add(buffer, one(0.0)), one(1.0))
+    midway = replay.add(ended, one(0.0))
+    wrapped = replay.add(replay.add(replay.add(midway, one(0.0)), one(0.0)), one(1.0))
+    stack = lambda *b: jax.tree.map(lambda *x: jnp.stack(x), *b)
+    np.testing.assert_array_equal(
+        _at_episode_start(stack(buffer, ended, midway, wrapped)), [0, 1, 0, 1]
     )
 
 

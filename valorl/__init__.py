@@ -7,6 +7,7 @@ Python API (the CLI calls the same functions):
     result = valorl.train("iql", ds, steps=20_000, seeds=3, out="runs/iql")
     online = valorl.train_online("sac", env="Pendulum-v1", online_steps=15_000, seeds=2)
     policy = valorl.load_policy("runs/iql")                     # obs -> environment action
+    model = valorl.load_model("runs/mopo")                      # a model-based run's dynamics
 """
 
 from valorl import zoo  # noqa: F401  (registers its recipe names with load_dataset)
@@ -18,6 +19,9 @@ from valorl.agents import (
     DQN,
     DSACT,
     IQL,
+    MBPO,
+    MOBILE,
+    MOPO,
     RIQL,
     SAC,
     TD3BC,
@@ -29,6 +33,7 @@ from valorl.agents import (
 )
 from valorl.data import Dataset, DatasetInfo, load_dataset, save_minari, save_npz
 from valorl.errors import ValorlError
+from valorl.eval.model import LearnedModel, load_model
 from valorl.eval.policy import Policy, load_policy
 from valorl.training.offline import train
 from valorl.training.online import train_online
@@ -41,6 +46,9 @@ __all__ = [
     "DQN",
     "DSACT",
     "IQL",
+    "MBPO",
+    "MOBILE",
+    "MOPO",
     "RIQL",
     "SAC",
     "TD3BC",
@@ -50,11 +58,13 @@ __all__ = [
     "DiscreteBC",
     "DiscreteCQL",
     "DiscreteIQL",
+    "LearnedModel",
     "Policy",
     "RunResult",
     "ValorlError",
     "__version__",
     "load_dataset",
+    "load_model",
     "load_policy",
     "make_agent",
     "save_minari",

@@ -13,6 +13,10 @@ from valorl.agents.discrete_iql import DiscreteIQL
 from valorl.agents.dqn import DQN
 from valorl.agents.dsac_t import DSACT
 from valorl.agents.iql import IQL
+from valorl.agents.mbpo import MBPO
+from valorl.agents.mobile import MOBILE
+from valorl.agents.model_based import ModelBasedSAC
+from valorl.agents.mopo import MOPO
 from valorl.agents.riql import RIQL
 from valorl.agents.sac import SAC
 from valorl.agents.td3_bc import TD3BC
@@ -24,6 +28,7 @@ AGENTS: dict[str, type] = {
     for cls in (
         *(BC, TD3BC, IQL, RIQL, SAC, CQL, CalQL, DSACT),
         *(DQN, DiscreteCQL, DiscreteBC, DiscreteIQL),
+        *(MBPO, MOPO, MOBILE),
     )
 }
 
@@ -49,6 +54,9 @@ __all__ = [
     "DQN",
     "DSACT",
     "IQL",
+    "MBPO",
+    "MOBILE",
+    "MOPO",
     "RIQL",
     "SAC",
     "TD3BC",
@@ -61,6 +69,7 @@ __all__ = [
     "DiscreteCQL",
     "DiscreteCriticAgentBase",
     "DiscreteIQL",
+    "ModelBasedSAC",
     "Spec",
     "agent_class",
     "make_agent",

@@ -28,6 +28,7 @@ attributes the agent declares, never by probing for methods or fields. An agent 
     discrete               the agent acts in a discrete action space (DQN): integer actions
                            in [0, spec.num_actions); otherwise actions in [-1, 1]^action_dim
     return_steps           (a property) n of the n-step returns in its batches (1: one step)
+    model_based            the agent learns a dynamics model and learns from imagined rows too
 
 How an agent explores while it collects data is `explore(state, obs, key, env_step)`: by
 default a sample of the stochastic policy; DQN overrides it with its epsilon-greedy schedule.
@@ -210,6 +211,11 @@ class AgentBase:
     discrete: ClassVar[bool] = False
     """The agent acts in a discrete action space: `act` returns integers in
     [0, spec.num_actions) and batches carry integer actions of shape (batch,)."""
+
+    model_based: ClassVar[bool] = False
+    """The agent learns a dynamics model (`state.model`, hyperparameters in its `model` and
+    `rollouts` fields) and learns from a mix of real and imagined rows
+    (`valorl.agents.model_based`); the run loop fits the model and imagines the rollouts."""
 
     @property
     def return_steps(self) -> int:

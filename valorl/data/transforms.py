@@ -48,6 +48,10 @@ class Normalizer:
     def observations(self, obs: jax.Array) -> jax.Array:
         return (obs - self.obs_mean) / self.obs_std
 
+    def observations_to_env(self, obs: jax.Array) -> jax.Array:
+        """The inverse of `observations`: agent units back to the environment's."""
+        return obs * self.obs_std + self.obs_mean
+
     @property
     def discrete(self) -> bool:
         return self.action_low.shape[-1] == 0

@@ -186,7 +186,8 @@ def parse_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 def _add_flag(group, name: str, tp: Any, default: Any, doc: str, dest: str) -> None:
     shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-    kwargs: dict[str, Any] = dict(dest=dest, default=None, help=f"{doc} (default: {shown})")
+    text = f"{doc} (default: {shown})".replace("%", "%%")  # argparse formats help with %
+    kwargs: dict[str, Any] = dict(dest=dest, default=None, help=text)
     if typing.get_origin(tp) is Literal:
         kwargs["choices"] = typing.get_args(tp)
     else:

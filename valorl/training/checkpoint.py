@@ -41,6 +41,8 @@ class Checkpoint:
     """(seeds, num_evals, episodes) undiscounted returns."""
     online: OnlineProgress | None = None
     """Where an online phase stands (online and hybrid runs only)."""
+    model_buffers: Any = None
+    """The seed-stacked buffers of imagined rows (model-based agents only)."""
 
 
 @dataclasses.dataclass
@@ -69,25 +71,28 @@ def encode(ckpt: Checkpoint) -> bytes:
         "eval_returns": np.asarray(ckpt.eval_returns, np.float64),
     }
     if ckpt.online is not None:
-        buffers = ckpt.online.buffers
-        filled = int(jnp.max(buffers.size))  # rows beyond every seed's size are still zeros
         raw["online"] = {
             "env_step": int(ckpt.online.env_step),
             "episodes": np.asarray(ckpt.online.episodes, np.int64),
-            "buffers": {
-                "data": jax.device_get(
-                    flax.serialization.to_state_dict(
-                        jax.tree.map(lambda x: x[:, :filled], buffers.data)
-                    )
-                ),
-                "position": np.asarray(buffers.position),
-                "size": np.asarray(buffers.size),
-            },
+            "buffers": _encode_buffers(ckpt.online.buffers),
         }
         if ckpt.online.env_carry is not None:
             carry = flax.serialization.to_state_dict(ckpt.online.env_carry)
             raw["online"]["env_carry"] = jax.device_get(carry)
+    if ckpt.model_buffers is not None:
+        raw["model_buffers"] = _encode_buffers(ckpt.model_buffers)
     return flax.serialization.msgpack_serialize(raw)
+
+
+def _encode_buffers(buffers: Any) -> dict[str, Any]:
+    """Seed-stacked replay buffers, without the rows no seed has filled yet (still zeros)."""
+    filled = int(jnp.max(buffers.size))
+    data = jax.tree.map(lambda x: x[:, :filled], buffers.data)
+    return {
+        "data": jax.device_get(flax.serialization.to_state_dict(data)),
+        "position": np.asarray(buffers.position),
+        "size": np.asarray(buffers.size),
+    }
 
 
 def decode(
@@ -97,12 +102,14 @@ def decode(
     where: str = "checkpoint",
     buffers_template: Any = None,
     carry_template: Any = None,
+    model_buffers_template: Any = None,
 ) -> Checkpoint:
     """Parse and check a checkpoint against the expected structure; ValorlError if it differs.
 
     With `buffers_template` (the seed-stacked replay buffers' shapes), an online section is
     restored too; without it, or in a checkpoint that has none, `online` is None. With
-    `carry_template`, the compiled loop's environments are restored as well.
+    `carry_template`, the compiled loop's environments are restored as well, and with
+    `model_buffers_template` a model-based agent's buffers of imagined rows.
     """
     try:
         raw = flax.serialization.msgpack_restore(data)
@@ -122,6 +129,11 @@ def decode(
             if "env_carry" not in raw["online"]:
                 raise ValorlError(f"{where} holds no environment states for the compiled loop")
             online.env_carry = _restore(carry_template, raw["online"]["env_carry"], where)
+    model_buffers = None
+    if model_buffers_template is not None:
+        if not isinstance(raw.get("model_buffers"), dict):
+            raise ValorlError(f"{where} holds no model buffers")
+        model_buffers = _decode_buffers(raw["model_buffers"], model_buffers_template, where)
     return Checkpoint(
         step=int(raw["step"]),
         states=states,
@@ -130,13 +142,28 @@ def decode(
         eval_steps=np.asarray(raw["eval_steps"]),
         eval_returns=np.asarray(raw["eval_returns"]),
         online=online,
+        model_buffers=model_buffers,
     )
 
 
 def _restore_online(raw: dict[str, Any], template: Any, where: str) -> OnlineProgress:
-    """The online section, with each buffer's stored rows padded back to its capacity."""
+    """The online section, with the replay buffers restored against `template`."""
     try:
+        progress = OnlineProgress(
+            env_step=int(raw["env_step"]),
+            episodes=np.array(raw["episodes"], np.int64),  # a writable copy
+            buffers=None,
+        )
         stored = raw["buffers"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValorlError(f"{where} has a damaged replay buffer: {exc}") from None
+    progress.buffers = _decode_buffers(stored, template, where)
+    return progress
+
+
+def _decode_buffers(stored: Any, template: Any, where: str) -> Any:
+    """Buffers written by `_encode_buffers`, each padded back to its capacity."""
+    try:
         capacity = template.data.rewards.shape[1]
 
         def pad(x: Any) -> np.ndarray:
@@ -150,15 +177,9 @@ def _restore_online(raw: dict[str, Any], template: Any, where: str) -> OnlinePro
             "position": stored["position"],
             "size": stored["size"],
         }
-        progress = OnlineProgress(
-            env_step=int(raw["env_step"]),
-            episodes=np.array(raw["episodes"], np.int64),  # a writable copy
-            buffers=None,
-        )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValorlError(f"{where} has a damaged replay buffer: {exc}") from None
-    progress.buffers = _restore(template, state_dict, where)
-    return progress
+    return _restore(template, state_dict, where)
 
 
 def _restore(template: Any, state_dict: Any, where: str) -> Any:

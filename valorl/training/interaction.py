@@ -22,8 +22,11 @@ transitions wait on the host until the episode ends, and are then stored with
 mean reward).
 
 Exploration keys and episode reset seeds are functions of the seed and the step or episode
-count, so a resumed run continues them; the environments' internal state cannot be saved, so at
-resume every environment starts a new episode (the next reset seed).
+count, so a resumed run continues them. The environments' internal state cannot be saved: an
+environment whose episode had just ended at the checkpoint (its last stored transition ends an
+episode) restarts the episode that followed, with the same reset seed, so a run checkpointed at
+episode boundaries resumes exactly as it would have continued; one interrupted mid-episode
+starts a new episode (the next reset seed).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from valorl.data.replay import OfflineMix
 from valorl.data.sources import make_env
 from valorl.data.transforms import Normalizer
 from valorl.training.fused import compiled_cache, over_seeds, scan_updates
-from valorl.training.sources import ReplayInputs, replay_source
+from valorl.training.model_based import refresh
+from valorl.training.sources import ModelMix, ReplayInputs, replay_source
 
 if TYPE_CHECKING:
     from valorl.training.loop import Loop
@@ -76,6 +80,7 @@ def _interact(loop: Loop, envs: list[gym.Env]) -> None:
     explore_keys = jnp.stack([jax.random.fold_in(jax.random.key(s), EXPLORATION) for s in seeds])
     progress = loop.online
     reset = lambda i: _reset(envs[i], seeds[i], progress.episodes, i)
+    progress.episodes -= _at_episode_start(progress.buffers)  # replay the episode just begun
     obs = np.stack([reset(i) for i in range(len(envs))]).astype(np.float32)
     episode_return = np.zeros(len(seeds))
     filled = np.array(jax.device_get(progress.buffers.size), np.int64)
@@ -86,8 +91,12 @@ def _interact(loop: Loop, envs: list[gym.Env]) -> None:
         end = cadence.chunk_end(first_env_step)
         start = time.perf_counter()
         call_metrics, updates, finished = [], 0, [[] for _ in seeds]
+        model_metrics: list[dict[str, Any]] = []
         while progress.env_step < end:
             warm = progress.env_step < interaction.start_steps
+            refit = agent.model_based and progress.env_step % agent.rollouts.rollout_every == 0
+            if refit and not warm:
+                model_metrics.append(_refresh_models(loop, progress))
             act = explore(agent, warm, plan.num_actions)
             for _ in range(k):
                 actions = np.asarray(
@@ -110,9 +119,8 @@ def _interact(loop: Loop, envs: list[gym.Env]) -> None:
             # wait for it, unless offline data fills the batches meanwhile.
             empty = loop.mix is None and filled.min() == 0
             n = 0 if warm or empty else updates_per_call
-            loop.states, loop.keys, progress.buffers, metrics = online_chunk(
-                agent, n, loop.mix, len(seeds)
-            )(
+            chunk = online_chunk(agent, n, loop.mix, len(seeds))
+            loop.states, loop.keys, progress.buffers, loop.model_buffers, metrics = chunk(
                 loop.states,
                 loop.keys,
                 progress.buffers,
@@ -121,6 +129,7 @@ def _interact(loop: Loop, envs: list[gym.Env]) -> None:
                 loop.normalizer,
                 loop.offline,
                 jnp.int32(progress.env_step),
+                loop.model_buffers,
             )
             if n:
                 call_metrics.append(metrics)
@@ -136,14 +145,30 @@ def _interact(loop: Loop, envs: list[gym.Env]) -> None:
             "env_steps_per_s": round(steps_done / elapsed, 1),
             "updates_per_s": round(updates * len(seeds) / elapsed, 1),
         }
-        if call_metrics:
-            stacked = jax.device_get(call_metrics)
-            for name in stacked[0]:
-                values = np.mean([np.asarray(m[name]) for m in stacked], axis=0)
-                record[name] = values.tolist()
+        for logged in (call_metrics, model_metrics):
+            if logged:
+                stacked = jax.device_get(logged)
+                for name in stacked[0]:
+                    values = np.mean([np.asarray(m[name]) for m in stacked], axis=0)
+                    record[name] = values.tolist()
         record["rollout/episode_return"] = [float(np.mean(f)) if f else None for f in finished]
         rate = f"{steps_done / elapsed:,.0f} env steps/s"
         loop.end_chunk(record, cadence, first_env_step, progress.env_step, rate)
+
+
+def _refresh_models(loop: Loop, progress: Any) -> dict[str, Any]:
+    """Refit every seed's model on its replay buffer and imagine a round of rollouts (MBPO's
+    model step, every `rollout_every` environment steps); returns the metrics."""
+    refresh_fn = refresh(loop.plan.agent, len(loop.plan.seeds), loop.plan.data["env_id"])
+    loop.states, loop.model_buffers, metrics = refresh_fn(
+        loop.states,
+        loop.keys,
+        progress.buffers,
+        loop.model_buffers,
+        loop.normalizer,
+        jnp.int32(progress.env_step),
+    )
+    return metrics
 
 
 def host_env(plan: RunPlan, env_id: str | None) -> gym.Env:
@@ -153,6 +178,15 @@ def host_env(plan: RunPlan, env_id: str | None) -> gym.Env:
     if jax_env is not None:
         return gym.make(jax_env.id, sticky_actions=jax_env.sticky_actions)
     return make_env(plan.info, env_id)
+
+
+def _at_episode_start(buffers: Any) -> np.ndarray:
+    """(seeds,) 1 where the newest stored transition ended an episode: the environment had been
+    reset (one more episode counted) and had not stepped yet when the buffers were saved."""
+    dones, position, size = jax.device_get((buffers.data.dones, buffers.position, buffers.size))
+    last = (np.asarray(position) - 1) % dones.shape[1]
+    done = np.asarray(dones)[np.arange(len(last)), last] > 0
+    return (done & (np.asarray(size) > 0)).astype(np.int64)
 
 
 def _reset(env: gym.Env, seed: int, episodes: np.ndarray, i: int) -> np.ndarray:
@@ -166,21 +200,28 @@ def _reset(env: gym.Env, seed: int, episodes: np.ndarray, i: int) -> np.ndarray:
 
 @compiled_cache
 def online_chunk(agent: Agent, num_updates: int, mix: OfflineMix | None, num_seeds: int):
-    """jit(vmap): `(states, keys, buffers, staged, counts, normalizer, offline, env_step) ->
-    (states, keys, buffers, metrics)`, seed axis first on the first five; states, keys and
-    buffers are donated. Stores the staged transitions (environment units), then runs
-    `num_updates` agent updates on batches from the buffer, mixed with `offline` rows per `mix`."""
+    """jit(vmap): `(states, keys, buffers, staged, counts, normalizer, offline, env_step,
+    model_buffers) -> (states, keys, buffers, model_buffers, metrics)`, seed axis first on the
+    first five and on the model buffers; states, keys and buffers are donated. Stores the
+    staged transitions (environment units), then runs `num_updates` agent updates on batches
+    from the buffer, mixed with `offline` rows per `mix`, or for a model-based agent with rows
+    of its model buffer (None for other agents)."""
     source = replay_source(agent, mix)
+    if agent.model_based:
+        source = ModelMix(real=source, real_rows=agent.real_rows)
 
-    def chunk(state, key, buffer, staged, count, normalizer, offline, env_step):
+    def chunk(state, key, buffer, staged, count, normalizer, offline, env_step, model_buffer):
         buffer = replay.add(buffer, normalizer.batch(staged), count)
         if num_updates == 0:
-            return state, key, buffer, {}
+            return state, key, buffer, model_buffer, {}
         inputs = ReplayInputs(offline=offline, env_step=env_step)
-        state, key, metrics = scan_updates(agent, source, num_updates, state, key, buffer, inputs)
-        return state, key, buffer, metrics
+        source_state = buffer if model_buffer is None else (buffer, model_buffer)
+        state, key, metrics = scan_updates(
+            agent, source, num_updates, state, key, source_state, inputs
+        )
+        return state, key, buffer, model_buffer, metrics
 
-    in_axes = (0, 0, 0, 0, 0, None, None, None)
+    in_axes = (0, 0, 0, 0, 0, None, None, None, 0)
     return over_seeds(chunk, in_axes, num_seeds, donate=(0, 1, 2))
 
 

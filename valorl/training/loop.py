@@ -33,6 +33,7 @@ from valorl.training.evaluation import evaluation_round
 from valorl.training.fused import init_seeds, seed_keys, update_chunk
 from valorl.training.interaction import environment_phase
 from valorl.training.loggers import open_logger
+from valorl.training.model_based import fit_on_dataset, offline_model_chunk
 from valorl.training.plan import RunPlan, default_run_path
 from valorl.training.restore import restore
 from valorl.training.results import RunResult, write_result
@@ -69,6 +70,7 @@ class Loop:
             self.eval_steps: list[int] = []
             self.eval_returns = np.zeros((len(seeds), 0, plan.eval_episodes))
             self.online = None
+            self.model_buffers = jax.jit(plan.empty_model_buffers)()
             if plan.interaction is not None:
                 buffers = jax.jit(plan.empty_buffers)()
                 episodes = np.zeros(len(seeds), np.int64)
@@ -78,9 +80,10 @@ class Loop:
             self.step, self.states, self.keys = saved.step, saved.states, saved.keys
             self.normalizer = saved.normalizer
             self.eval_steps, self.eval_returns = list(saved.eval_steps), saved.eval_returns
-            self.online = saved.online
+            self.online, self.model_buffers = saved.online, saved.model_buffers
             console.print(f"resuming {run.path} from step {self.step}")
-        run.drop_metrics_after(self.step)  # forget chunks logged after the last checkpoint
+        # forget chunks logged after the last checkpoint (all of them when starting afresh)
+        run.drop_metrics_after(self.step if saved is not None else -1)
         self.offline = None if data is None else dataset_rows(plan.agent, data, self.normalizer)
         self.last_checkpoint = clock()
 
@@ -113,17 +116,27 @@ class Loop:
         write_result(self.run_dir, plan.info, self.eval_steps, self.eval_returns, self.step)
 
     def offline_phase(self) -> None:
-        """Fused chunks of updates on dataset rows up to the phase's last step."""
+        """Fused chunks of updates on dataset rows up to the phase's last step (for a
+        model-based agent: its models fitted first, and rounds of imagined rollouts)."""
         agent, seeds = self.plan.agent, len(self.plan.seeds)
         cadence = self.plan.schedule.phase(online=False)
         phase = "offline" if self.plan.interaction is not None else None
+        if agent.model_based and self.step == 0:
+            self.fit_models()
         while self.step < cadence.steps:
             start_step = self.step
             n = cadence.chunk_end(start_step) - start_step
             start = time.perf_counter()
-            self.states, self.keys, metrics = update_chunk(
-                agent, n // agent.batches_per_update, seeds
-            )(self.states, self.keys, self.offline)
+            if agent.model_based:
+                rounds = n // (agent.rollouts.rollout_every * agent.batches_per_update)
+                chunk = offline_model_chunk(agent, rounds, seeds, self.plan.data["env_id"])
+                self.states, self.keys, self.model_buffers, metrics = chunk(
+                    self.states, self.keys, self.model_buffers, self.offline, self.normalizer
+                )
+            else:
+                self.states, self.keys, metrics = update_chunk(
+                    agent, n // agent.batches_per_update, seeds
+                )(self.states, self.keys, self.offline)
             metrics = jax.device_get(metrics)
             elapsed = time.perf_counter() - start
             self.step += n
@@ -137,6 +150,16 @@ class Loop:
                 **{k: np.asarray(v).tolist() for k, v in metrics.items()},
             }
             self.end_chunk(record, cadence, start_step, self.step, f"{rate:,.0f} upd/s")
+
+    def fit_models(self) -> None:
+        """Fit every seed's dynamics model to the dataset before the first update, and log
+        it as a "model" line of metrics."""
+        start = time.perf_counter()
+        fit = fit_on_dataset(self.plan.agent, len(self.plan.seeds))
+        self.states, metrics = fit(self.states, self.keys, self.offline)
+        record = {"step": 0, "phase": "model", "wall_s": round(time.perf_counter() - start, 4)}
+        record |= {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}
+        self.run_dir.append_metrics(record)
 
     def end_chunk(
         self, record: dict[str, Any], cadence: Cadence, start: int, end: int, rate: str
@@ -190,6 +213,7 @@ class Loop:
                     eval_steps=np.array(self.eval_steps),
                     eval_returns=self.eval_returns,
                     online=self.online,
+                    model_buffers=self.model_buffers,
                 )
             ),
             self.step,

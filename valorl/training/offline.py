@@ -158,3 +158,12 @@ def check_multiples(schedule: Schedule, agent: Agent) -> None:
                 f"{agent.name} consumes {k} batches per update, so {flag(name)} must be a "
                 f"multiple of {k} (got {value})"
             )
+    if agent.model_based and schedule.offline_steps:
+        # offline chunks are whole rounds of rollouts and updates
+        r = agent.rollouts.rollout_every * k
+        for name in ("steps", "log_every"):
+            if named[name] % r:
+                raise ValorlError(
+                    f"{agent.name} imagines rollouts every {agent.rollouts.rollout_every} "
+                    f"updates, so {flag(name)} must be a multiple of {r} (got {named[name]})"
+                )

@@ -334,6 +334,8 @@ def check_schedule(schedule: Schedule, interaction: Interaction, agent: Agent) -
         )
     if i.buffer_size < 1:
         raise ValorlError(f"--buffer-size must be at least 1, got {i.buffer_size}")
+    if agent.model_based:
+        _check_model_cadence(i, agent, k)
     if s.offline_steps:
         offline = dataclasses.replace(
             s,
@@ -341,6 +343,28 @@ def check_schedule(schedule: Schedule, interaction: Interaction, agent: Agent) -
             eval_every=min(s.eval_every, s.offline_steps),
         )
         check_multiples(offline, agent)
+
+
+def _check_model_cadence(i: Interaction, agent: Agent, k: int) -> None:
+    """A model-based agent refits its model and imagines rollouts every `rollout_every`
+    environment steps, from the end of the warm-up on, and only online: the warm-up must fill
+    the replay buffer it first fits to, and calls must not straddle a refit."""
+    every = agent.rollouts.rollout_every
+    if i.mode != "online":
+        raise ValorlError(
+            f"{agent.name} trains with --mode online (MBPO) or offline (valorl train "
+            f"{agent.name} --dataset ...); --mode {i.mode} is not supported"
+        )
+    if i.start_steps < every or i.start_steps % every:
+        raise ValorlError(
+            f"{agent.name} first fits its model when the random warm-up ends, so "
+            f"--start-steps must be a positive multiple of --rollout-every ({every}), "
+            f"got {i.start_steps}"
+        )
+    if every % k:
+        raise ValorlError(
+            f"--rollout-every ({every}) must be a multiple of --env-steps-per-call ({k})"
+        )
 
 
 def _num_actions(space: gym.Space, env_id: str | None) -> int | None:

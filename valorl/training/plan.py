@@ -212,6 +212,14 @@ class RunPlan:
         )
         return jax.tree.map(lambda x: jnp.broadcast_to(x, (len(self.seeds), *x.shape)), rows)
 
+    def empty_model_buffers(self) -> Any:
+        """The seed-stacked empty model buffers of a model-based agent (call under `jax.jit`,
+        or `jax.eval_shape`); None for other agents."""
+        if not self.agent.model_based:
+            return None
+        rows = replay.init(self.agent.rollouts.capacity, self.obs_shape, self.action_dim)
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (len(self.seeds), *x.shape)), rows)
+
     def initial_env_carry(self) -> Any:
         """The compiled loop's seed-stacked environments, freshly reset (call under `jax.jit`,
         or `jax.eval_shape` for their shapes); None for other runs."""

@@ -20,7 +20,8 @@ def restore(
     run: RunDir, plan: RunPlan, step: int | None = None, with_buffers: bool = False
 ) -> checkpoint.Checkpoint | None:
     """The run's latest checkpoint (or the one kept at `step`), checked against `plan`; None if
-    it has none yet. `with_buffers` also restores an online run's replay buffers."""
+    it has none yet. `with_buffers` also restores an online run's replay buffers and a
+    model-based agent's buffers of imagined rows."""
     data = run.checkpoint_bytes(step)
     if data is None:
         return None
@@ -29,6 +30,9 @@ def restore(
     if with_buffers and plan.interaction is not None:
         buffers = jax.eval_shape(plan.empty_buffers)
         carry = jax.eval_shape(plan.initial_env_carry) if plan.compiled else None
+    model_buffers = None
+    if with_buffers and plan.agent.model_based:
+        model_buffers = jax.eval_shape(plan.empty_model_buffers)
     return checkpoint.decode(
         data,
         states,
@@ -36,6 +40,7 @@ def restore(
         where=str(run.path / CHECKPOINT),
         buffers_template=buffers,
         carry_template=carry,
+        model_buffers_template=model_buffers,
     )
 
 

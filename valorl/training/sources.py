@@ -107,6 +107,28 @@ class Replay:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelMix:
+    """`real_rows` rows from a source of real data, then the rest of the batch from a model
+    buffer of imagined rows (model-based agents: `valorl.agents.model_based`). The state is the
+    pair (the real source's state, the model buffer); the shared inputs are the real source's."""
+
+    real: BatchSource
+    real_rows: int
+
+    def sample(
+        self, state: tuple[Any, ReplayBuffer], shared: Any, key, batch_size: int, num_batches: int
+    ) -> Batch:
+        real_state, model_buffer = state
+        key_real, key_model = jax.random.split(key)
+        real = self.real.sample(real_state, shared, key_real, self.real_rows, num_batches)
+        imagined = replay.sample(model_buffer, key_model, batch_size - self.real_rows, num_batches)
+        axis = 0 if num_batches == 1 else 1
+        return jax.tree.map(
+            lambda a, b: jnp.concatenate([a, b.astype(a.dtype)], axis=axis), real, imagined
+        )
+
+
 def dataset_source(agent: Agent) -> DatasetRows:
     """The dataset source for `agent`: one-step rows, or n-step transitions at its discount
     when it learns from them (`agent.return_steps` > 1)."""

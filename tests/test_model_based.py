@@ -1,0 +1,143 @@
+"""Model-based training end to end: MOPO and MOBILE offline, MBPO online, resume, errors."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from conftest import interrupt_on_call, synthetic_dataset
+
+import valorl
+from valorl.errors import ValorlError
+from valorl.models import DynamicsModel, Rollouts
+from valorl.training.restore import load_checkpoint
+from valorl.training.run_dir import RunDir
+
+MODEL = DynamicsModel(
+    model_members=3, model_elites=2, model_hidden_dims=(8,), model_max_epochs=3,
+    model_batch_size=32,
+)  # fmt: skip
+TINY = dict(hidden_dims=(8, 8), batch_size=16, model=MODEL)
+OFFLINE = Rollouts(rollout_batch=16, rollout_length=3, rollout_every=5, rollout_retain=2)
+ONLINE = Rollouts(
+    rollout_batch=8, rollout_length=3, rollout_start_length=1, rollout_schedule=(100, 200),
+    rollout_every=50, rollout_retain=2,
+)  # fmt: skip
+
+
+def train_offline(out, agent="mopo", **kw):
+    settings = dict(steps=20, log_every=10, eval_every=20, eval_episodes=0, seeds=2)
+    settings |= dict(progress=False, out=out, rollouts=OFFLINE, **TINY)
+    return valorl.train(agent, synthetic_dataset(400), **(settings | kw))
+
+
+def train_mbpo(out, **kw):
+    settings = dict(env="Pendulum-v1", online_steps=300, start_steps=100, log_every=100)
+    settings |= dict(eval_every=100, eval_episodes=0, seeds=2, progress=False, out=out)
+    settings |= dict(utd=1, rollouts=ONLINE, **TINY)
+    return valorl.train_online("mbpo", **(settings | kw))
+
+
+@pytest.mark.parametrize("agent", ["mopo", "mobile"])
+def test_offline_model_based_runs_fit_imagine_and_learn(tmp_path, agent):
+    train_offline(tmp_path / "run", agent, robust_coef=0.1)
+    lines = RunDir(tmp_path / "run").metrics()
+    assert [(r["step"], r.get("phase")) for r in lines] == [(0, "model"), (10, None), (20, None)]
+    assert lines[0]["model/epochs"] == [3, 3]
+    for line in lines[1:]:
+        assert 0 < min(line["rollout/length"]) <= 3
+        assert all(v > 0 for v in line["critic/lipschitz"] + line["critic/robust"])
+    if agent == "mopo":  # a probabilistic model's uncertainty lowers imagined rewards
+        assert min(lines[1]["rollout/penalty"]) > 0
+    ckpt = load_checkpoint(tmp_path / "run", with_buffers=True)[1]
+    # two rounds of 16 rollouts per chunk, at most 3 steps each, two rounds kept
+    size = np.asarray(ckpt.model_buffers.size)
+    assert ckpt.model_buffers.data.rewards.shape == (2, 96)
+    assert np.all((size > 32) & (size <= 96))
+
+
+def test_a_resumed_offline_model_based_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    train_offline(tmp_path / "whole", checkpoint_every=10)
+    with monkeypatch.context() as patch:
+        interrupt_on_call(patch, RunDir, "write_checkpoint", 2)
+        with pytest.raises(KeyboardInterrupt):
+            train_offline(tmp_path / "cut", checkpoint_every=10)
+    train_offline(tmp_path / "cut", checkpoint_every=10)
+    whole = load_checkpoint(tmp_path / "whole", with_buffers=True)[1]
+    cut = load_checkpoint(tmp_path / "cut", with_buffers=True)[1]
+    jax.tree.map(np.testing.assert_array_equal, whole.states, cut.states)
+    jax.tree.map(np.testing.assert_array_equal, whole.model_buffers, cut.model_buffers)
+    steps = [r["step"] for r in RunDir(tmp_path / "cut").metrics()]
+    assert steps == [0, 10, 20]
+
+
+def test_a_resumed_mbpo_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Checkpointed at step 200, the end of Pendulum's first episode, the resumed run starts
+    the same next episode as the uninterrupted one, and everything else is in the checkpoint
+    (models, model buffers, replay, keys): the two end identical."""
+    train_mbpo(tmp_path / "whole", checkpoint_every=200)
+    with monkeypatch.context() as patch:
+        interrupt_on_call(patch, RunDir, "write_checkpoint", 2)
+        with pytest.raises(KeyboardInterrupt):
+            train_mbpo(tmp_path / "cut", checkpoint_every=200)
+    assert load_checkpoint(tmp_path / "cut")[1].step == 200
+    train_mbpo(tmp_path / "cut", checkpoint_every=200)
+    whole = load_checkpoint(tmp_path / "whole", with_buffers=True)[1]
+    cut = load_checkpoint(tmp_path / "cut", with_buffers=True)[1]
+    jax.tree.map(np.testing.assert_array_equal, whole.states, cut.states)
+    jax.tree.map(np.testing.assert_array_equal, whole.model_buffers, cut.model_buffers)
+    lines = RunDir(tmp_path / "whole").metrics()
+    # the model is refitted every 50 steps from the end of the warm-up, rollouts grow 1 -> 3
+    assert "model/epochs" not in lines[0] and lines[1]["model/epochs"] == [3.0, 3.0]
+    # lengths 1 + floor(2·(step − 100)/100): 1 and 2 at steps 100 and 150, then 3
+    assert lines[1]["rollout/length"] == [1.5, 1.5]
+    assert lines[2]["rollout/length"] == [3.0, 3.0]
+
+
+def test_load_model_predicts_in_environment_units(tmp_path):
+    train_offline(tmp_path / "run")
+    model = valorl.load_model(tmp_path / "run")
+    out = model.predict(np.zeros((4, 3)), np.zeros((4, 1)), seed_index=1)
+    assert out["next_obs_mean"].shape == (3, 4, 3) and out["reward_mean"].shape == (3, 4)
+    assert np.all(out["next_obs_std"] > 0) and len(out["elites"]) == 2
+    with pytest.raises(ValorlError, match="seed_index 2 is out of range"):
+        model.predict(np.zeros((4, 3)), np.zeros((4, 1)), seed_index=2)
+    valorl.train("bc", synthetic_dataset(400), steps=10, log_every=10, eval_every=10,
+                 eval_episodes=0, progress=False, out=tmp_path / "bc",
+                 hidden_dims=(8,), batch_size=16)  # fmt: skip
+    with pytest.raises(ValorlError, match="trained bc, which learns no model"):
+        valorl.load_model(tmp_path / "bc")
+
+
+def test_bad_model_based_settings_are_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValorlError, match="--steps must be a multiple of 5"):
+        train_offline(out, steps=12)
+    with pytest.raises(ValorlError, match="--start-steps must be a positive multiple"):
+        train_mbpo(out, start_steps=120)
+    with pytest.raises(ValorlError, match="--mode hybrid is not supported"):
+        valorl.train_online("mbpo", synthetic_dataset(400), mode="hybrid", env="Pendulum-v1",
+                            online_steps=300, start_steps=100, progress=False, out=out,
+                            rollouts=ONLINE, **TINY)  # fmt: skip
+    assert not out.exists()
+
+
+def test_the_cli_trains_mopo_with_model_flags(tmp_path):
+    from valorl.cli.main import main
+
+    path = tmp_path / "data.npz"
+    valorl.save_npz(synthetic_dataset(400), path)
+    args = ["train", "mopo", "--dataset", str(path), "--steps", "10", "--log-every", "10"]
+    args += ["--eval-episodes", "0", "--out", str(tmp_path / "run"), "--quiet"]
+    args += ["--hidden-dims", "8,8", "--batch-size", "16", "--model-members", "2"]
+    args += ["--model-elites", "1", "--model-hidden-dims", "8", "--model-max-epochs", "2"]
+    args += ["--model-kind", "deterministic", "--rollout-batch", "8", "--rollout-every", "5"]
+    args += ["--rollout-length", "2", "--penalty-coef", "0.5", "--spectral-norm", "true"]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    hp = config["agent"]["hyperparameters"]
+    assert hp["model"]["model_kind"] == "deterministic" and hp["model"]["model_members"] == 2
+    assert hp["rollouts"]["rollout_length"] == 2 and hp["penalty_coef"] == 0.5
+    assert hp["ensemble"]["spectral_norm"] is True

@@ -1,0 +1,289 @@
+"""Dynamics models, imagined rollouts, and the model-based penalties and losses, by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from valorl.agents import MOBILE, MOPO, Spec
+from valorl.agents.sac import SAC
+from valorl.critics.lipschitz import lipschitz_estimate, robust_loss, worst_perturbation
+from valorl.data import replay
+from valorl.data.dataset import Batch
+from valorl.errors import ValorlError
+from valorl.models import DynamicsModel, Prediction, Rollouts, add_valid, fit, rollout
+from valorl.models.termination import termination_rule
+
+S, A = 3, 2
+
+
+def linear_data(n: int = 2000, seed: int = 0):
+    """Transitions of s' = M s + N a, r = c·s (no terminations), and (M, N, c)."""
+    rng = np.random.default_rng(seed)
+    m, nm, c = rng.normal(size=(S, S)) * 0.3, rng.normal(size=(S, A)), rng.normal(size=S)
+    obs = rng.normal(size=(n, S)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(n, A)).astype(np.float32)
+    batch = Batch(
+        observations=jnp.asarray(obs),
+        actions=jnp.asarray(act),
+        rewards=jnp.asarray(obs @ c, jnp.float32),
+        next_observations=jnp.asarray(obs @ m.T + act @ nm.T, jnp.float32),
+        masks=jnp.ones(n),
+        dones=jnp.zeros(n),
+    )
+    return batch, (m, nm, c)
+
+
+def linear_model(**kw) -> DynamicsModel:
+    """Members without hidden layers: linear maps of standardised inputs."""
+    settings = dict(model_members=1, model_elites=1, model_kind="deterministic")
+    settings |= dict(model_hidden_dims=(), model_weight_decay=(0.0,), model_batch_size=64)
+    return DynamicsModel(**(settings | kw))
+
+
+def test_a_model_fitted_to_a_linear_system_recovers_it():
+    data, (m, nm, c) = linear_data()
+    model = linear_model(model_lr=1e-2, model_max_epochs=100, model_patience=100)
+    state, metrics = jax.jit(lambda s, k: fit(model, s, data, 2000, k))(
+        model.init(jax.random.key(0), S, A), jax.random.key(1)
+    )
+    assert metrics["holdout_mse"] < 1e-4
+    obs, act = jnp.ones((1, S)) * 0.5, jnp.full((1, A), -0.25)
+    jac_s = jax.jacobian(lambda s: model.predict(state, s, act).next_obs_mean[0, 0])(obs)[:, 0]
+    jac_a = jax.jacobian(lambda a: model.predict(state, obs, a).next_obs_mean[0, 0])(act)[:, 0]
+    jac_r = jax.grad(lambda s: model.predict(state, s, act).reward_mean[0, 0])(obs)[0]
+    np.testing.assert_allclose(jac_s, m, atol=1e-2)
+    np.testing.assert_allclose(jac_a, nm, atol=1e-2)
+    np.testing.assert_allclose(jac_r, c, atol=1e-2)
+
+
+def test_elites_are_the_members_with_the_lowest_held_out_error():
+    """Four linear members, set by hand to the true map plus noise of different sizes, are
+    not trained (learning rate 0): the elites are the two least perturbed, in order."""
+    data, _ = linear_data()
+    model = linear_model(model_members=4, model_elites=2, model_lr=0.0, model_max_epochs=1)
+    exact, _ = jax.jit(
+        lambda s, k: fit(linear_model(model_lr=1e-2, model_max_epochs=100), s, data, 2000, k)
+    )(linear_model().init(jax.random.key(0), S, A), jax.random.key(1))
+    state = model.init(jax.random.key(2), S, A)
+    noise = jnp.array([0.3, 0.0, 0.5, 0.1])  # member 1 exact, then 3, 0, 2
+    params = jax.tree.map(
+        lambda exact_p, p: exact_p[0] + noise.reshape(-1, *[1] * (p.ndim - 1)) * jnp.ones_like(p),
+        exact.net.params,
+        state.net.params,
+    )
+    state = state.replace(net=state.net.replace(params=params))
+    fitted, _ = fit(model, state, data, 2000, jax.random.key(3))
+    np.testing.assert_array_equal(fitted.elites, [1, 3])
+    errors = np.asarray(fitted.holdout_error)
+    assert errors[1] < errors[3] < errors[0] < errors[2]
+
+
+def test_fit_uses_only_the_first_size_rows():
+    """Rows beyond `size` (an unfilled replay buffer) never reach the fit: garbage there
+    changes nothing."""
+    data, _ = linear_data(512)
+    garbage = jax.tree.map(lambda x: x.at[256:].set(1e6), data)
+    model = linear_model(model_max_epochs=3)
+    run = jax.jit(
+        lambda d: fit(model, model.init(jax.random.key(0), S, A), d, 256, jax.random.key(1))
+    )
+    a, b = run(data), run(garbage)
+    jax.tree.map(np.testing.assert_array_equal, a[0].net.params, b[0].net.params)
+
+
+def step_model(reward: float = 2.0) -> tuple[DynamicsModel, object]:
+    """A deterministic one-member model that predicts s' = s + 1 and reward `reward` whatever
+    (s, a), and never terminates by its classifier."""
+    model = linear_model()
+    state = model.init(jax.random.key(0), 1, 1)
+    params = {
+        "layer_0": {
+            "kernel": jnp.zeros((1, 2, 3)),
+            "bias": jnp.array([[1.0, reward, -10.0]]),
+        }
+    }
+    return model, state.replace(net=state.net.replace(params=params))
+
+
+def test_rollouts_stop_at_terminations_and_after_their_length():
+    model, state = step_model()
+    start = jnp.array([[0.0], [1.5], [-10.0]])
+    ends = lambda next_obs, prob: next_obs[:, 0] >= 3.0
+    policy = lambda obs, key: jnp.zeros((obs.shape[0], 1))
+    rows, valid, metrics = rollout(
+        model, state, policy, start, jax.random.key(0), 4, 6, ends, lambda p: jnp.ones(3) * 0.5
+    )
+    valid = np.asarray(valid).reshape(6, 3)  # step-major
+    # from 0: s' = 1, 2, 3 (terminal); from 1.5: 2.5, 3.5 (terminal); from −10: 4 steps (length)
+    np.testing.assert_array_equal(valid.sum(axis=0), [3, 2, 4])
+    masks = np.asarray(rows.masks).reshape(6, 3)
+    np.testing.assert_array_equal(masks[:, 0][:3], [1, 1, 0])
+    np.testing.assert_array_equal(masks[:, 2][:4], [1, 1, 1, 1])
+    dones = np.asarray(rows.dones).reshape(6, 3)
+    np.testing.assert_array_equal(dones[:4, 2], [0, 0, 0, 1])  # the rollout's last step
+    np.testing.assert_allclose(np.asarray(rows.rewards), 2.0 - 0.5)  # penalised
+    assert float(metrics["length"]) == pytest.approx(3.0)
+    assert float(metrics["penalty"]) == pytest.approx(0.5)
+
+
+def test_imagined_rows_enter_the_buffer_in_order_and_wrap_within_its_capacity():
+    model, state = step_model()
+    start = jnp.array([[0.0], [1.5]])
+    ends = lambda next_obs, prob: next_obs[:, 0] >= 3.0
+    policy = lambda obs, key: jnp.zeros((obs.shape[0], 1))
+    rows, valid, _ = rollout(model, state, policy, start, jax.random.key(0), 5, 5, ends)
+    buffer = replay.init(4, (1,), 1)
+    buffer = add_valid(buffer, rows, valid)  # 5 valid rows into 4: the first is overwritten
+    assert int(buffer.size) == 4 and int(buffer.position) == 1
+    # valid rows in step-major order: s = 0, 1.5, 1, 2.5, 2  ->  the last four kept, wrapped
+    np.testing.assert_array_equal(np.asarray(buffer.data.observations[:, 0]), [2.0, 1.5, 1.0, 2.5])
+
+
+def test_a_growing_rollout_schedule_and_real_rows():
+    r = Rollouts(rollout_length=15, rollout_start_length=1, rollout_schedule=(20_000, 100_000))
+    assert [int(r.length_at(s)) for s in (0, 20_000, 60_000, 100_000, 10**6)] == [1, 1, 8, 15, 15]
+    assert int(Rollouts(rollout_length=5).length_at(10**6)) == 5
+    assert r.real_rows(256) == 13 and r.capacity == 50_000 * 15 * 5
+    with pytest.raises(ValorlError, match="--rollout-start-length must be between 1"):
+        Rollouts(rollout_length=3, rollout_start_length=4)
+    with pytest.raises(ValorlError, match="--model-elites must be between 1 and --model-members"):
+        DynamicsModel(model_members=2, model_elites=3)
+
+
+def test_known_termination_rules():
+    hopper = termination_rule("Hopper-v5")
+    obs = jnp.array([[1.2, 0.0, 0, 0], [0.6, 0.0, 0, 0], [1.2, 0.3, 0, 0], [1.2, 0.0, 200, 0]])
+    np.testing.assert_array_equal(hopper(obs), [False, True, True, True])
+    walker = termination_rule("Walker2d-v5")
+    np.testing.assert_array_equal(walker(jnp.array([[1.0, 0.5], [2.5, 0.0]])), [False, True])
+    assert termination_rule("HalfCheetah-v5")(jnp.ones((2, 17))).sum() == 0
+    assert termination_rule("InvertedDoublePendulum-v5") is None  # learned classifier
+
+
+def test_the_mopo_penalty_by_hand():
+    """λ · max over members of ‖(σ_s', σ_r)‖₂: member stds (3, 4 | 0) and (1, 1 | 1)."""
+    prediction = Prediction(
+        next_obs_mean=jnp.zeros((2, 1, 2)),
+        reward_mean=jnp.zeros((2, 1)),
+        next_obs_std=jnp.array([[[3.0, 4.0]], [[1.0, 1.0]]]),
+        reward_std=jnp.array([[0.0], [1.0]]),
+        terminal_prob=jnp.zeros((2, 1)),
+    )
+    np.testing.assert_allclose(MOPO(penalty_coef=2.0).rollout_penalty(prediction), [10.0])
+
+
+def test_the_vagram_loss_by_hand():
+    """Weighted squared error of each target dimension, mean over dimensions and rows."""
+    model = linear_model(model_weight_decay=(0.0,))
+    state = model.init(jax.random.key(0), 1, 1)
+    params = {"layer_0": {"kernel": jnp.zeros((1, 2, 3)), "bias": jnp.array([[1.0, 0.0, -50.0]])}}
+    inputs = jnp.zeros((1, 2, 2))
+    targets = jnp.array([[[0.0, 1.0], [3.0, 2.0]]])  # errors (1, −1) and (−2, −2)
+    weights = jnp.array([[[2.0, 1.0], [0.5, 0.0]]])
+    loss, _ = model.loss(params, state, inputs, targets, jnp.zeros((1, 2)), weights)
+    by_hand = ((2 * 1 + 1 * 1) / 2 + (0.5 * 4 + 0) / 2) / 2
+    assert float(loss) == pytest.approx(by_hand, abs=1e-6)  # termination BCE ≈ 2e-22
+
+
+def test_vagram_fits_the_directions_the_value_changes_along():
+    """With a value that depends on the first state dimension only, the fitted model learns
+    that dimension's dynamics and not the second's."""
+    data, _ = linear_data(2000)
+    model = linear_model(model_lr=1e-2, model_max_epochs=60, model_patience=60)
+    state = model.init(jax.random.key(0), S, A)
+    value_grad = lambda s: jnp.broadcast_to(jnp.array([1.0, 0.0, 0.0]), s.shape)
+    fitted, _ = jax.jit(lambda s, k: fit(model, s, data, 2000, k, value_grad))(
+        state, jax.random.key(1)
+    )
+    p = model.predict(fitted, data.observations, data.actions)
+    error = np.abs(np.asarray(p.next_obs_mean[0] - data.next_observations)).mean(axis=0)
+    assert error[0] < 0.02 and error[1] > 0.2
+
+
+def test_the_robust_loss_finds_the_worst_case_of_known_functions():
+    """Linear Q = w·s: the worst δ in the box is ε·sign(w) (or its negative), change (ε‖w‖₁)²;
+    quadratic Q = ‖s‖² at s = 0: a corner, change (ε²·S)²."""
+    eps, w = 0.1, jnp.array([1.0, -2.0, 0.5])
+    linear = lambda s, a: (s @ w)[None]
+    obs, act = jnp.zeros((4, 3)), jnp.zeros((4, 1))
+    delta = worst_perturbation(linear, obs, act, eps, 3, jnp.ones(3), jax.random.key(0))
+    np.testing.assert_allclose(jnp.abs(delta @ jnp.sign(w)), eps * 3, rtol=1e-5)
+    loss = robust_loss(linear, obs, act, eps, 3, jnp.ones(3), jax.random.key(0))
+    assert float(loss) == pytest.approx((eps * 3.5) ** 2, rel=1e-5)
+    quadratic = lambda s, a: jnp.square(s).sum(axis=-1)[None]
+    delta = worst_perturbation(quadratic, obs, act, eps, 5, jnp.ones(3), jax.random.key(1))
+    np.testing.assert_allclose(jnp.abs(delta), eps, rtol=1e-5)
+    # δ in standardised units: a scale of 2 doubles the perturbation of the state
+    loss = robust_loss(linear, obs, act, eps, 3, jnp.full(3, 2.0), jax.random.key(0))
+    assert float(loss) == pytest.approx((2 * eps * 3.5) ** 2, rel=1e-5)
+
+
+def test_the_lipschitz_estimate_of_linear_critics():
+    """Members w·s and 3·w·s: the largest gradient norm is 3‖w‖₂."""
+    w = jnp.array([1.0, -2.0, 2.0])
+    q = lambda s, a: jnp.stack([s @ w, 3 * s @ w])
+    estimate = lipschitz_estimate(q, jnp.ones((5, 3)), jnp.zeros((5, 1)))
+    assert float(estimate) == pytest.approx(9.0)
+
+
+def test_the_mobile_penalty_by_hand():
+    """Two elites that predict s' = s + 0.5 and s' = s − 0.5 without noise, and critics that
+    ignore the action: u = the standard deviation (n − 1) of min_j Q̄_j at the two next
+    states; the target drops by β·u on imagined rows only."""
+    agent = MOBILE(
+        hidden_dims=(8,),
+        batch_size=4,
+        model=DynamicsModel(
+            model_members=2, model_elites=2, model_kind="deterministic", model_hidden_dims=()
+        ),
+        rollouts=Rollouts(real_ratio=0.5),
+        penalty_coef=2.0,
+        penalty_samples=3,
+    )
+    state = agent.init(jax.random.key(0), Spec(obs_shape=(1,), action_dim=1))
+    bias = jnp.array([[0.5, 0.0, -50.0], [-0.5, 0.0, -50.0]])
+    model_params = {"layer_0": {"kernel": jnp.zeros((2, 2, 3)), "bias": bias}}
+    # the critics' first layer sees (s, a): zero the action's row so that Q̄(s', a') = Q̄(s')
+    target = jax.tree_util.tree_map_with_path(
+        lambda path, x: x.at[:, 1].set(0.0) if "Dense_0" in str(path) and x.ndim == 3 else x,
+        state.target_critic,
+    )
+    state = state.replace(
+        model=state.model.replace(net=state.model.net.replace(params=model_params)),
+        target_critic=target,
+    )
+    obs = jnp.array([[0.1], [0.2], [0.3], [-0.4]])
+    batch = Batch(
+        observations=obs,
+        actions=jnp.zeros((4, 1)),
+        rewards=jnp.full(4, 100.0),
+        next_observations=obs,
+        masks=jnp.ones(4),
+        dones=jnp.zeros(4),
+    )
+    target_params = state.replace(critic=state.critic.replace(params=target))
+    q_next = lambda s: np.asarray(agent.q_values(target_params, s, jnp.zeros((2, 1))).min(axis=0))
+    expected = np.array(
+        [np.std(q_next(obs[i] + jnp.array([[0.5], [-0.5]])), ddof=1) for i in (2, 3)]
+    )
+    key = jax.random.key(1)
+    u = agent.bellman_uncertainty(state, obs[2:], batch.actions[2:], key)
+    np.testing.assert_allclose(u, expected, rtol=1e-5)
+    key_target, key_penalty = jax.random.split(key)
+    plain = SAC.critic_target(agent, state, batch, key_target)
+    got = agent.critic_target(state, batch, key)
+    penalty = agent.bellman_uncertainty(state, obs[2:], batch.actions[2:], key_penalty)
+    np.testing.assert_allclose(got[:2], plain[:2], rtol=1e-6)
+    np.testing.assert_allclose(got[2:], plain[2:] - 2.0 * penalty, rtol=1e-6)
+
+
+def test_model_based_agents_refuse_discrete_actions_and_images():
+    with pytest.raises(ValorlError, match="mopo models flat observations and continuous actions"):
+        MOPO().init(jax.random.key(0), Spec(obs_shape=(10, 10, 4), action_dim=0, num_actions=3))
+    with pytest.raises(ValorlError, match="--robust-steps"):
+        dataclasses.replace(MOPO(), robust_steps=0)

@@ -1,0 +1,40 @@
+"""MBPO: Model-Based Policy Optimization (Janner, Fu, Zhang & Levine, "When to Trust Your
+Model", NeurIPS 2019, Alg. 2).
+
+Online: every `rollout_every` environment steps the dynamics ensemble is refitted on the replay
+buffer and `rollout_batch` branched rollouts of length h start from replayed states; after every
+environment step SAC takes `utd` critic steps on batches of 5% real and 95% imagined rows. h
+follows a linear schedule over environment steps (Sec. 4.1: short rollouts bound the model's
+compounding error). Defaults are the paper's Hopper configuration (App. C and its
+`examples/config/hopper.py`): 7 members, 5 elites, 4×200 swish layers, refit every 250 steps,
+100k rollouts per round, h from 1 to 15 over environment steps 20k to 100k, one epoch (4
+rounds) of imagined data kept, 20 critic steps per environment step. The rollout batch and UTD
+dominate the cost on a CPU: benchmarks scale them down and say by how much.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from valorl.agents.model_based import ModelBasedSAC
+from valorl.models import Rollouts
+
+
+@dataclasses.dataclass(frozen=True)
+class MBPO(ModelBasedSAC):
+    """SAC on a refitted model's short branched rollouts (online)."""
+
+    name: ClassVar[str] = "mbpo"
+
+    utd: int = 20
+    """Critic steps (batches) per environment step (MBPO's `n_train_repeat`)."""
+    rollouts: Rollouts = Rollouts(
+        rollout_batch=100_000,
+        rollout_length=15,
+        rollout_start_length=1,
+        rollout_schedule=(20_000, 100_000),
+        rollout_every=250,
+        rollout_retain=4,
+    )
+    """Imagined data: 100k rollouts every 250 environment steps, length 1 -> 15, one epoch kept."""

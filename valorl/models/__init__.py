@@ -1,0 +1,20 @@
+"""Learned dynamics models and the imagined data they produce (model-based RL)."""
+
+from __future__ import annotations
+
+from valorl.models.dynamics import DynamicsModel, ModelState, Prediction
+from valorl.models.fit import fit
+from valorl.models.rollouts import Rollouts, add_valid, rollout, termination_test
+from valorl.models.termination import termination_rule
+
+__all__ = [
+    "DynamicsModel",
+    "ModelState",
+    "Prediction",
+    "Rollouts",
+    "add_valid",
+    "fit",
+    "rollout",
+    "termination_rule",
+    "termination_test",
+]
