@@ -11,8 +11,8 @@ change its critic's target on imagined rows (MOBILE).
 The critic can be kept smooth in the state as Zheng et al. (ICLR 2023) propose instead of an
 ensemble: spectral normalisation (`--spectral-norm true`) or the adversarial robust loss on the
 imagined rows (`robust_coef` > 0; `valorl.critics.lipschitz`), perturbing states in the
-model's standardised units. Every critic step logs `critic/lipschitz`, the largest ‖∇_s Q‖ over
-its batch.
+model's standardised units. Every update logs `critic/lipschitz`, the largest ‖∇_s Q‖ over
+its last batch.
 """
 
 from __future__ import annotations
@@ -95,9 +95,6 @@ class ModelBasedSAC(SAC):
         key_sac, key_robust = jax.random.split(key)
         loss, metrics = super().critic_loss(params, state, batch, key_sac)
         q = self.q_function(state, params)
-        metrics["lipschitz"] = jax.lax.stop_gradient(
-            lipschitz_estimate(q, batch.observations, batch.actions)
-        )
         if self.robust_coef > 0:
             imagined = jax.tree.map(lambda x: x[self.real_rows :], batch)
             scale = state.model.input_std[: batch.observations.shape[-1]]
@@ -113,6 +110,16 @@ class ModelBasedSAC(SAC):
             loss = loss + self.robust_coef * robust
             metrics["robust"] = robust
         return loss, metrics
+
+    def update(
+        self, state: ModelBasedState, batch: Batch, key: jax.Array
+    ) -> tuple[ModelBasedState, Metrics]:
+        """SAC's update, and the updated critic's Lipschitz estimate on the last batch."""
+        state, metrics = super().update(state, batch, key)
+        last = batch if self.utd == 1 else jax.tree.map(lambda x: x[-1], batch)
+        q = self.q_function(state, state.critic.params)
+        metrics["critic/lipschitz"] = lipschitz_estimate(q, last.observations, last.actions)
+        return state, metrics
 
     def value_gradient(self, state: ModelBasedState) -> ValueGrad:
         """∂V/∂s' with V(s') = min_i Q_i(s', tanh μ(s')): the weights of VaGraM's model loss."""

@@ -46,7 +46,7 @@ from valorl.data.replay import OfflineMix
 from valorl.data.sources import make_env
 from valorl.data.transforms import Normalizer
 from valorl.training.fused import compiled_cache, over_seeds, scan_updates
-from valorl.training.model_based import refresh
+from valorl.training.model_based import imagine_from_replay, refit_on_replay
 from valorl.training.sources import ModelMix, ReplayInputs, replay_source
 
 if TYPE_CHECKING:
@@ -151,24 +151,35 @@ def _interact(loop: Loop, envs: list[gym.Env]) -> None:
                 for name in stacked[0]:
                     values = np.mean([np.asarray(m[name]) for m in stacked], axis=0)
                     record[name] = values.tolist()
+        for name in ("time/model_fit_s", "time/rollouts_s"):  # totals of the chunk
+            if model_metrics:
+                record[name] = round(sum(m[name] for m in model_metrics), 4)
         record["rollout/episode_return"] = [float(np.mean(f)) if f else None for f in finished]
         rate = f"{steps_done / elapsed:,.0f} env steps/s"
         loop.end_chunk(record, cadence, first_env_step, progress.env_step, rate)
 
 
 def _refresh_models(loop: Loop, progress: Any) -> dict[str, Any]:
-    """Refit every seed's model on its replay buffer and imagine a round of rollouts (MBPO's
-    model step, every `rollout_every` environment steps); returns the metrics."""
-    refresh_fn = refresh(loop.plan.agent, len(loop.plan.seeds), loop.plan.data["env_id"])
-    loop.states, loop.model_buffers, metrics = refresh_fn(
-        loop.states,
-        loop.keys,
-        progress.buffers,
-        loop.model_buffers,
-        loop.normalizer,
-        jnp.int32(progress.env_step),
+    """Refit every seed's model on its replay buffer, then imagine a round of rollouts (MBPO's
+    model step, every `rollout_every` environment steps); returns their metrics and wall-clock
+    seconds (`time/model_fit_s`, `time/rollouts_s`)."""
+    agent, seeds, step = loop.plan.agent, len(loop.plan.seeds), jnp.int32(progress.env_step)
+    start = time.perf_counter()
+    loop.states, fitted = refit_on_replay(agent, seeds)(
+        loop.states, loop.keys, progress.buffers, step
     )
-    return metrics
+    jax.block_until_ready(loop.states)
+    fitted_at = time.perf_counter()
+    imagine = imagine_from_replay(agent, seeds, loop.plan.data["env_id"])
+    loop.model_buffers, imagined = imagine(
+        loop.states, loop.keys, progress.buffers, loop.model_buffers, loop.normalizer, step
+    )
+    jax.block_until_ready(loop.model_buffers)
+    seconds = {
+        "time/model_fit_s": fitted_at - start,
+        "time/rollouts_s": time.perf_counter() - fitted_at,
+    }
+    return {**fitted, **imagined, **seconds}
 
 
 def host_env(plan: RunPlan, env_id: str | None) -> gym.Env:

@@ -5,9 +5,10 @@ For a model-based agent (`agent.model_based`; `valorl.agents.model_based`) the l
 model buffer per seed beside the agent states (and in the checkpoint). Offline (MOPO, MOBILE)
 the models are fitted once on the dataset before the first update; each offline chunk is then a
 `lax.scan` over rounds of [rollouts from dataset states with the current policy -> the model
-buffer, `rollout_every` updates on `ModelMix` batches]. Online (MBPO) the environment phase
-calls `refresh` every `rollout_every` environment steps: refit each seed's model on its replay
-buffer, then a round of rollouts from replayed states.
+buffer, `rollout_every` updates on `ModelMix` batches]. Online (MBPO) the environment phase,
+every `rollout_every` environment steps, refits each seed's model on its replay buffer
+(`refit_on_replay`), then imagines a round of rollouts from replayed states
+(`imagine_from_replay`): two calls, so that each is timed.
 
 A rollout ends where the environment's known termination rule (`valorl.models.termination`,
 applied in environment units) or else the model's learned classifier says so.
@@ -30,6 +31,8 @@ from valorl.training.sources import ModelMix, dataset_source
 
 FIT_KEYS = 0xF17
 """Tag folded into a seed's key for the keys of model fitting."""
+ROLLOUT_KEYS = 0x6011
+"""Tag folded into a seed's key for the keys of online rollouts."""
 
 
 def fit_model(agent: Agent, state: Any, rows: Batch, size: jax.Array, key: jax.Array):
@@ -110,21 +113,30 @@ def offline_model_chunk(agent: Agent, rounds: int, num_seeds: int, env_id: str |
 
 
 @compiled_cache
-def refresh(agent: Agent, num_seeds: int, env_id: str | None):
+def refit_on_replay(agent: Agent, num_seeds: int):
+    """jit(vmap): `(states, keys, replay_buffers, env_step) -> (states, metrics)`: every seed's
+    model refitted on its replay buffer (MBPO's model step, every `rollout_every` environment
+    steps)."""
+
+    def one_seed(state, key, buffer, env_step):
+        key = jax.random.fold_in(jax.random.fold_in(key, FIT_KEYS), env_step)
+        return fit_model(agent, state, buffer.data, buffer.size, key)
+
+    return over_seeds(one_seed, (0, 0, 0, None), num_seeds, donate=(0,))
+
+
+@compiled_cache
+def imagine_from_replay(agent: Agent, num_seeds: int, env_id: str | None):
     """jit(vmap): `(states, keys, replay_buffers, model_buffers, normalizer, env_step) ->
-    (states, model_buffers, metrics)`: every seed's model refitted on its replay buffer, then
-    one round of rollouts from replayed states at the schedule's length (MBPO's model step)."""
+    (model_buffers, metrics)`: one round of rollouts from replayed states at the schedule's
+    length into every seed's model buffer."""
     settings = agent.rollouts
 
     def one_seed(state, key, buffer, model_buffer, normalizer, env_step):
-        key = jax.random.fold_in(jax.random.fold_in(key, FIT_KEYS), env_step)
-        key_fit, key_start, key_rollout = jax.random.split(key, 3)
-        state, fitted = fit_model(agent, state, buffer.data, buffer.size, key_fit)
+        key = jax.random.fold_in(jax.random.fold_in(key, ROLLOUT_KEYS), env_step)
+        key_start, key_rollout = jax.random.split(key)
         start = replay.sample(buffer, key_start, settings.rollout_batch).observations
         length = settings.length_at(env_step)
-        model_buffer, imagined = imagine(
-            agent, state, model_buffer, start, key_rollout, length, normalizer, env_id
-        )
-        return state, model_buffer, {**fitted, **imagined}
+        return imagine(agent, state, model_buffer, start, key_rollout, length, normalizer, env_id)
 
-    return over_seeds(one_seed, (0, 0, 0, 0, None, None), num_seeds, donate=(0, 3))
+    return over_seeds(one_seed, (0, 0, 0, 0, None, None), num_seeds, donate=(3,))

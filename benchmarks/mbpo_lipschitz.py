@@ -1,0 +1,134 @@
+"""MBPO with a model ensemble against a single model with a Lipschitz-regularised critic.
+
+    python benchmarks/mbpo_lipschitz.py --out runs/mbpo-lipschitz
+    python benchmarks/mbpo_lipschitz.py --out runs/mbpo-lipschitz --arms robust-grid
+
+Tests the claim of Zheng et al. ("Is Model Ensemble Necessary? Model-based RL via a Single Model
+with Lipschitz Regularized Value Function", ICLR 2023) at CPU scale: MBPO (valorl train mbpo
+--mode online) on InvertedDoublePendulum-v5 with
+
+    ensemble       7 probabilistic members, 5 elites (MBPO's model)
+    single-prob    one probabilistic model
+    single-det     one deterministic model
+    single-det-sn  one deterministic model, spectrally normalised critic
+    single-det-robust   one deterministic model, robust loss (ε 0.01, λ 1, 5 PGD steps)
+    single-det-vagram   one deterministic model trained by VaGraM's value-gradient loss
+    sac            SAC at the same update-to-data ratio, no model
+
+and with `--arms robust-grid` the robust loss over ε ∈ {0.001, 0.01} × λ ∈ {0.1, 1}. Every arm
+trains the same seeds together (vmapped) with the same settings (`COMMON`), scaled down from
+MBPO's (see BENCHMARKS.md for the factors). Finished runs are reused and interrupted ones
+resume, so the script can be stopped and started again.
+
+Prints, per arm, the final greedy return (mean over seeds, 95% t-interval), the return at each
+evaluation, the critic's Lipschitz estimate (largest ‖∇_s Q‖ on a batch; mean over seeds at the
+end), and the wall-clock split into model fitting, rollouts and the rest (environment steps and
+agent updates); writes learning curves to `OUT/curves.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from common import mean_cell, valorl
+
+COMMON = (
+    "--mode online --env InvertedDoublePendulum-v5 --online-steps 6000 --start-steps 1000 "
+    "--log-every 250 --eval-every 1000 --eval-episodes 5 --seeds 3 --utd 5 --quiet"
+)
+MODEL = (
+    "--model-hidden-dims 200,200,200 --model-max-epochs 20 --rollout-batch 5000 "
+    "--rollout-length 1 --rollout-every 250 --rollout-retain 4"
+)
+SINGLE_DET = "--model-members 1 --model-elites 1 --model-kind deterministic"
+ARMS = {
+    "ensemble": f"mbpo {MODEL} --model-members 7 --model-elites 5",
+    "single-prob": f"mbpo {MODEL} --model-members 1 --model-elites 1",
+    "single-det": f"mbpo {MODEL} {SINGLE_DET}",
+    "single-det-sn": f"mbpo {MODEL} {SINGLE_DET} --spectral-norm true",
+    "single-det-robust": f"mbpo {MODEL} {SINGLE_DET} --robust-coef 1 --robust-radius 0.01",
+    "single-det-vagram": f"mbpo {MODEL} {SINGLE_DET} --model-loss vagram",
+    "sac": "sac",
+}
+GRID = {
+    f"robust-eps{eps}-lambda{lam}": (
+        f"mbpo {MODEL} {SINGLE_DET} --robust-coef {lam} --robust-radius {eps}"
+    )
+    for eps in ("0.001", "0.01")
+    for lam in ("0.1", "1")
+}
+
+
+def summary(run: Path) -> dict:
+    """Final returns per seed, the evaluation curve, the last Lipschitz estimate and the
+    wall-clock split of a run."""
+    with np.load(run / "evaluations.npz") as f:
+        steps, returns = f["steps"], f["returns"].mean(axis=-1)  # (seeds, rounds)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+    lipschitz = [x["critic/lipschitz"] for x in lines if "critic/lipschitz" in x]
+    total = sum(x.get("wall_s", 0.0) for x in lines)
+    fit = sum(x.get("time/model_fit_s", 0.0) for x in lines)
+    rollouts = sum(x.get("time/rollouts_s", 0.0) for x in lines)
+    return {
+        "steps": steps,
+        "returns": returns,
+        "lipschitz": float(np.mean(lipschitz[-1])) if lipschitz else float("nan"),
+        "wall": (total, fit, rollouts, total - fit - rollouts),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/mbpo-lipschitz")
+    parser.add_argument(
+        "--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}; robust-grid"
+    )
+    parser.add_argument("--skip-report", action="store_true", help="train only")
+    args = parser.parse_args()
+    out = Path(args.out)
+    arms: dict[str, str] = {}
+    for name in args.arms.split(","):
+        arms |= GRID if name == "robust-grid" else {name: ARMS[name]}
+    for name, flags in arms.items():
+        agent, *rest = flags.split()
+        valorl("train", agent, *COMMON.split(), *rest, "--out", str(out / name))
+    if args.skip_report:
+        return
+    results = {name: summary(out / name) for name in arms}
+    rounds = next(iter(results.values()))["steps"]
+    print(
+        f"\n| arm | final return (95% CI) | {' | '.join(f'{s:,}' for s in rounds)} | "
+        "Lipschitz | wall s: total / model fit / rollouts / rest |"
+    )
+    print("|---|---:|" + "---:|" * len(rounds) + "---:|---|")
+    for name, r in results.items():
+        curve = " | ".join(f"{v:.0f}" for v in r["returns"].mean(axis=0))
+        wall = " / ".join(f"{w:.0f}" for w in r["wall"])
+        print(
+            f"| {name} | {mean_cell(r['returns'][:, -1])} | {curve} | {r['lipschitz']:.1f} | "
+            f"{wall} |"
+        )
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, r in results.items():
+        mean = r["returns"].mean(axis=0)
+        sem = r["returns"].std(axis=0, ddof=1) / np.sqrt(len(r["returns"]))
+        ax.plot(r["steps"], mean, label=name)
+        ax.fill_between(r["steps"], mean - 1.96 * sem, mean + 1.96 * sem, alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("greedy return")
+    ax.set_title("MBPO on InvertedDoublePendulum-v5")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    print(f"curves: {out / 'curves.png'}")
+
+
+if __name__ == "__main__":
+    main()
