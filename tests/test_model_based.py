@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import interrupt_on_call, synthetic_dataset
@@ -42,7 +43,10 @@ def train_mbpo(out, **kw):
 
 @pytest.mark.parametrize("agent", ["mopo", "mobile"])
 def test_offline_model_based_runs_fit_imagine_and_learn(tmp_path, agent):
-    train_offline(tmp_path / "run", agent, robust_coef=0.1)
+    train_offline(tmp_path / "run", agent, robust_coef=0.1, holdout=0.25)
+    model = json.loads((tmp_path / "run" / "diagnostics.json").read_text())["model"]
+    assert model["split"] == "heldout" and model["episodes"] == 2  # of the 8 episodes
+    assert len(model["obs_mse"]) == 2 and len(model["obs_mse"][0]) == 5
     lines = RunDir(tmp_path / "run").metrics()
     assert [(r["step"], r.get("phase")) for r in lines] == [(0, "model"), (10, None), (20, None)]
     assert lines[0]["model/epochs"] == [3, 3]
@@ -141,3 +145,47 @@ def test_the_cli_trains_mopo_with_model_flags(tmp_path):
     assert hp["model"]["model_kind"] == "deterministic" and hp["model"]["model_members"] == 2
     assert hp["rollouts"]["rollout_length"] == 2 and hp["penalty_coef"] == 0.5
     assert hp["ensemble"]["spectral_norm"] is True
+
+
+def test_open_loop_model_errors_grow_as_a_biased_model_drifts():
+    """Episodes of s' = s + 1 and a model that predicts s + 1.1: the k-step open-loop error is
+    (0.1·k)², over the starts that have k steps left in their episode; the reward error is
+    (model 2 − data 0.5)²."""
+    from valorl.data.dataset import Dataset
+    from valorl.data.transforms import Normalizer
+    from valorl.training.model_diagnostics import model_diagnostics
+
+    episodes = [
+        dict(
+            observations=np.arange(length + 1, dtype=np.float32)[:, None],
+            actions=np.zeros((length, 1), np.float32),
+            rewards=np.full(length, 0.5, np.float32),
+            terminations=np.eye(length, dtype=bool)[-1],
+            truncations=np.zeros(length, bool),
+        )
+        for length in (4, 6)
+    ]
+    data = Dataset.from_episodes(episodes)
+    model = DynamicsModel(
+        model_members=1, model_elites=1, model_kind="deterministic", model_hidden_dims=()
+    )
+    state = model.init(jax.random.key(0), 1, 1)
+    params = {"layer_0": {"kernel": jnp.zeros((1, 2, 3)), "bias": jnp.array([[1.1, 2.0, -50.0]])}}
+    state = state.replace(net=state.net.replace(params=params))
+    stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], state)
+    result = model_diagnostics(model, stacked, Normalizer.identity((1,), 1), data, horizon=3)
+    assert result["starts"] == [10, 8, 6]  # rows with k steps left: 4 + 6, 3 + 5, 2 + 4
+    np.testing.assert_allclose(result["obs_mse"][0], [0.01, 0.04, 0.09], rtol=1e-4)
+    np.testing.assert_allclose(result["reward_mse"], [2.25], rtol=1e-5)
+
+
+def test_the_report_shows_the_model_errors():
+    from valorl.report.html import _diagnostics
+
+    diag = dict(path="runs/mopo", algorithm="mopo", task="hopper", step=10, seeds=[0, 1])
+    diag |= dict(q_mean=[1.0, 2.0], bias=[0.1, 0.2], mc_return_mean=3.0)
+    diag["model"] = dict(split="heldout", episodes=4, obs_mse=[[0.01, 0.04], [0.02, 0.05]],
+                         reward_mse=[0.5, 0.25])  # fmt: skip
+    html = _diagnostics({"diagnostics": [diag], "without_diagnostics": []})
+    assert "k steps ahead" in html and "on 4 held-out episodes" in html
+    assert "<th>k = 2</th>" in html and ">0.050<" in html and ">0.250<" in html

@@ -318,10 +318,35 @@ def _diagnostics(summary: dict[str, Any]) -> str:
                 "diagnostics",
             )
         )
+        if isinstance(diag.get("model"), dict):
+            parts.append(_model_errors(diag["model"], seeds))
     if summary["without_diagnostics"]:
         missing = ", ".join(f"<code>{escape(p)}</code>" for p in summary["without_diagnostics"])
         parts.append(f"<p class='note'>No diagnostics for {missing} ({hint}).</p>")
     return "\n".join(parts)
+
+
+def _model_errors(model: dict[str, Any], seeds: list[Any]) -> str:
+    """The dynamics model's open-loop errors k steps ahead, per seed."""
+    obs = model.get("obs_mse") or []
+    horizon = max((len(row) for row in obs if isinstance(row, list)), default=0)
+    rows = [
+        [(escape(str(seed)), True)]
+        + [_seed_cell(obs[i] if i < len(obs) else None, k) for k in range(horizon)]
+        + [_seed_cell(model.get("reward_mse"), i)]
+        for i, seed in enumerate(seeds)
+    ]
+    split = "held-out" if model.get("split") == "heldout" else "training"
+    return (
+        f"<p>Dynamics model: mean squared error of open-loop predictions k steps ahead "
+        f"(elites' mean, logged actions) on {escape(str(model.get('episodes', '–')))} "
+        f"{split} episodes, and of one-step rewards.</p>"
+        + _table(
+            ["seed", *(f"k = {k + 1}" for k in range(horizon)), "reward (k = 1)"],
+            rows,
+            "model-errors",
+        )
+    )
 
 
 def _seed_cell(values: Any, i: int) -> tuple[str, bool]:

@@ -12,7 +12,8 @@ Two checks on a run's critic, per seed, in the environment's reward units:
   held-out episodes (`valorl train --holdout`). A held-out error far above the training error
   means the critic memorised its data.
 
-Q is the mean over the ensemble (the estimate, not the pessimistic target).
+Q is the mean over the ensemble (the estimate, not the pessimistic target). A model-based run
+also gets its dynamics model's one- and k-step prediction errors (`model_diagnostics.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from valorl.data.files import atomic_write
 from valorl.data.sources import load_dataset
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
+from valorl.training.model_diagnostics import model_diagnostics
 from valorl.training.restore import load_checkpoint
 from valorl.training.run_dir import RunDir
 
@@ -85,6 +87,11 @@ def diagnose_run(
         "seeds": list(plan.seeds),
         **value_diagnostics(plan.agent, ckpt.states, ckpt.normalizer, train, heldout),
     }
+    if plan.agent.model_based:
+        episodes, split = (train, "train") if heldout is None else (heldout, "heldout")
+        result["model"] = model_diagnostics(
+            plan.agent.model, ckpt.states.model, ckpt.normalizer, episodes, split=split
+        )
     atomic_write(run.path / DIAGNOSTICS, (json.dumps(result, indent=2) + "\n").encode())
     return result
 
