@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/valorl demo
 
-# The suite, less the full agent x critic head matrix (marker full_matrix); lists the slowest
+# The suite, less the full agent x critic head matrix (marker full_matrix) and a few expensive
+# single checks (marker expensive); lists the slowest
 # tests. Compiled programs are cached in .jax-cache/, so a second run is faster.
 test: setup
 	$(BIN)/ruff check valorl tests benchmarks && $(BIN)/lint-imports
@@ -28,9 +29,10 @@ test: setup
 
 # The inner loop: no end-to-end runs (marker slow), and stop at the first failure.
 test-fast: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -x -m "not slow and not full_matrix"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -x -m "not slow and not full_matrix and not expensive"
 
-# Everything, the full agent x critic head and agent x ensemble matrices included.
+# Everything, the full agent x critic head and agent x ensemble matrices and the expensive
+# checks included.
 test-all: setup
 	$(BIN)/ruff check valorl tests benchmarks && $(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 -m ""

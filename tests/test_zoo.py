@@ -286,6 +286,7 @@ def test_export_policy_cli_records_the_measured_return(sac_run, tmp_path, capsys
     assert f"mean return {provenance['mean_return']:.1f} over 2 episodes" in capsys.readouterr().out
 
 
+@pytest.mark.expensive  # 17 s; the MuJoCo recipes' checksum tests cover the same builder
 def test_a_minatar_recipe_builds_to_its_recorded_checksum():
     """The MinAtar recipes rebuild bit for bit: gymnax's game (JAX's counter-based random
     numbers), stepped from Python with sticky actions 0.1, and the collection's own seeds."""
