@@ -11,7 +11,8 @@ penalty of the paper's practical algorithm, Sec. 4.3). Defaults are OfflineRL-Ki
 of length 5 from 50k states every 1000 gradient steps, 5 rounds kept, 5% real rows. λ depends on
 the dataset; OfflineRL-Kit uses (medium / medium-replay / medium-expert) halfcheetah 0.5 / 0.5 /
 2.5, hopper 5.0 / 2.5 / 5.0, walker2d 0.5 / 2.5 / 2.5, and h = 1 on walker2d medium-replay and
-medium-expert.
+medium-expert. The penalty is the model's own predicted spread, so a deterministic model
+(`--model-kind deterministic`) gets none: MOPO then is MBPO trained offline.
 """
 
 from __future__ import annotations

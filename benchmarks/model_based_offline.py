@@ -1,0 +1,88 @@
+"""Model-based offline RL (MOPO, MOBILE; ensemble and single model + Lipschitz) against IQL and
+CQL on the zoo's locomotion datasets.
+
+    MINARI_DATASETS_PATH=... python benchmarks/model_based_offline.py --out runs/mb-offline
+    python benchmarks/model_based_offline.py --datasets hopper-medium-replay-v0 --steps 20000
+
+Arms, on every dataset, the same seeds trained together (vmapped):
+
+    mopo              MOPO with MBPO's 7/5 probabilistic ensemble, OfflineRL-Kit's λ per dataset
+    mopo-single-lip   MOPO with one probabilistic model (its own σ is the penalty) and the
+                      robust Lipschitz loss on imagined states (ε 0.01, λ_robust 1)
+    mobile            MOBILE with the ensemble (β 1.0; `--penalty-samples 4` instead of 10)
+    iql, cql          the model-free baselines, valorl's defaults
+
+Scaled down from OfflineRL-Kit's protocol (3M gradient steps, 50k rollouts every 1000 steps,
+4x200 models): `--steps` gradient steps (default 20,000), 10k rollouts every 1000 steps of
+length 5 (1 on walker2d-medium-replay, as the reference), 3x200 models fitted for at most 30
+epochs. Datasets are the zoo's (valorl datasets build NAME), which are smaller and from
+short-budget experts (see BENCHMARKS.md), so scores are not D4RL's. Finished runs are reused,
+interrupted ones resume.
+
+Prints the final normalised score per arm and dataset (mean over seeds, 95% t-interval) and the
+IQM over datasets × seeds with a 95% stratified-bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from common import iqm_cell, mean_cell, valorl
+
+DATASETS = ("hopper-medium-replay-v0", "walker2d-medium-replay-v0", "halfcheetah-medium-replay-v0")
+MOPO_PENALTY = {"hopper": "2.5", "walker2d": "2.5", "halfcheetah": "0.5"}
+"""OfflineRL-Kit's MOPO λ on the medium-replay datasets."""
+MODEL = "--model-hidden-dims 200,200,200 --model-max-epochs 30 --rollout-batch 10000"
+SINGLE_LIP = "--model-members 1 --model-elites 1 --robust-coef 1 --robust-radius 0.01"
+
+
+def arms(dataset: str) -> dict[str, str]:
+    env = dataset.split("-")[0]
+    length = "1" if dataset.startswith("walker2d-medium-replay") else "5"
+    model = f"{MODEL} --rollout-length {length}"
+    penalty = MOPO_PENALTY[env]
+    return {
+        "mopo": f"mopo {model} --penalty-coef {penalty}",
+        "mopo-single-lip": f"mopo {model} {SINGLE_LIP} --penalty-coef {penalty}",
+        "mobile": f"mobile {model} --penalty-coef 1.0 --penalty-samples 4",
+        "iql": "iql",
+        "cql": "cql",
+    }
+
+
+def final_scores(run: Path) -> np.ndarray:
+    with np.load(run / "evaluations.npz") as f:
+        return f["normalized_scores"][:, -1].mean(axis=-1)  # (seeds,)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/mb-offline")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--arms", default="mopo,mopo-single-lip,mobile,iql,cql")
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--skip-report", action="store_true", help="train only")
+    args = parser.parse_args()
+    out, datasets, names = Path(args.out), args.datasets.split(","), args.arms.split(",")
+    common = f"--steps {args.steps} --log-every 1000 --eval-every {args.steps // 4} "
+    common += f"--eval-episodes 10 --seeds {args.seeds} --quiet"
+    for dataset in datasets:
+        for name in names:
+            agent, *flags = arms(dataset)[name].split()
+            run = out / f"{name}-{dataset}"
+            valorl("train", agent, "--dataset", dataset, *common.split(), *flags, "--out", str(run))
+    if args.skip_report:
+        return
+    print(f"\n| arm | IQM (95% CI) | {' | '.join(datasets)} |")
+    print("|---|---:|" + "---:|" * len(datasets))
+    for name in names:
+        scores = [final_scores(out / f"{name}-{d}") for d in datasets]
+        cells = " | ".join(mean_cell(s) for s in scores)
+        print(f"| {name} | {iqm_cell(np.stack(scores, axis=1))} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
