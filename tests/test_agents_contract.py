@@ -124,6 +124,7 @@ def test_registry_names_match_classes():
     assert set(AGENTS) == {
         *("bc", "td3_bc", "iql", "riql", "sac", "cql", "calql", "dsac_t"),
         *("dqn", "cql_discrete", "bc_discrete", "iql_discrete"),
+        *("model_dqn", "perfect_model_dqn"),
     }
     for name, cls in AGENTS.items():
         assert cls.name == name

@@ -13,6 +13,7 @@ from valorl.agents.discrete_iql import DiscreteIQL
 from valorl.agents.dqn import DQN
 from valorl.agents.dsac_t import DSACT
 from valorl.agents.iql import IQL
+from valorl.agents.model_dqn import ModelDQN, PerfectModelDQN
 from valorl.agents.riql import RIQL
 from valorl.agents.sac import SAC
 from valorl.agents.td3_bc import TD3BC
@@ -24,6 +25,7 @@ AGENTS: dict[str, type] = {
     for cls in (
         *(BC, TD3BC, IQL, RIQL, SAC, CQL, CalQL, DSACT),
         *(DQN, DiscreteCQL, DiscreteBC, DiscreteIQL),
+        *(ModelDQN, PerfectModelDQN),
     )
 }
 
@@ -61,6 +63,8 @@ __all__ = [
     "DiscreteCQL",
     "DiscreteCriticAgentBase",
     "DiscreteIQL",
+    "ModelDQN",
+    "PerfectModelDQN",
     "Spec",
     "agent_class",
     "make_agent",
