@@ -14,7 +14,7 @@ steps). The paper's ButtonGrid size in Fig. 4 is not in its code supplement; 4x4
 script's choice, like ProcMaze's 4x4 (the supplement's configs).
 
 Three arms, each `valorl train AGENT --mode online --env ENV` (the compiled loop, seeds
-vmapped), under the paper's controls: the same Q-network (three 200-unit layers), γ 0.9,
+vmapped), under the paper's controls: the same Q-network (three 200-unit ELU layers), γ 0.9,
 squared TD error with the plain DQN target, target copy every 100 updates, replay of 100k
 transitions, 1000 steps before learning, softmax(Q/T) exploration, and 320 transitions per Q
 update:
@@ -26,9 +26,9 @@ update:
 
 Step size and temperature per arm, environment and regime are the paper's grid-search winners
 (the supplement's README table; the model's own step size 2e-4, its configs'). Differences
-from the paper, stated: valorl's Q-network uses ReLU (the paper ELU; the learned model's
-networks are ELU), and Adam has β2 0.999 and no weight decay (the paper: AdamW β2 0.99,
-weight decay 1e-6); ε 1e-5 as the paper. Evaluation: `--eval-episodes` (32, as the paper)
+from the paper, stated: Adam has β2 0.999 and no weight decay (the paper: AdamW β2 0.99,
+weight decay 1e-6), ε 1e-5 as the paper; greedy evaluation episodes start fresh (the paper's
+continuing evaluations also start from a reset). Evaluation: `--eval-episodes` (32, as the paper)
 greedy episodes of 100 steps (ProcMaze: return until the goal; the continuing two: reward
 summed over 100 steps, i.e. 100 x the paper's reward rate) every `--steps`/20 steps.
 
@@ -85,7 +85,8 @@ def run_dir(out: Path, regime: str, env: str, arm: str) -> Path:
 def arm_flags(arm: str, env: str, regime: str, hidden: str) -> list[str]:
     lr, temperature = TUNED[regime, arm, env.split("-")[0]]
     flags = [
-        "--hidden-dims", hidden, "--discount", "0.9", "--critic", "mse", "--double-q", "false",
+        "--hidden-dims", hidden, "--activation", "elu", "--discount", "0.9", "--critic", "mse",
+        "--double-q", "false",
         "--target-update-every", "100", "--exploration", "softmax",
         "--temperature", str(temperature), "--critic-lr", str(lr), "--adam-eps", "1e-5",
     ]  # fmt: skip

@@ -28,7 +28,15 @@ def _other_value(tp, default):
             q_pessimism=0.5,
             layer_norm=True,
             spectral_norm=True,
+            activation="elu",
         )
+    if dataclasses.is_dataclass(tp):  # a nested settings dataclass (model_dqn's model)
+        hints = typing.get_type_hints(tp)
+        return tp(
+            **{f.name: _other_value(hints[f.name], f.default) for f in dataclasses.fields(tp)}
+        )
+    if tp is str:  # perfect_model_dqn's simulator: a JAX environment id
+        return "ProcMaze-4x4-v0"
     if typing.get_origin(tp) is Literal:
         return next(choice for choice in typing.get_args(tp) if choice != default)
     if type(None) in typing.get_args(tp):  # an optional value (X | None): a set X

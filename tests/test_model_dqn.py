@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from valorl.agents import DQN, ModelDQN, PerfectModelDQN, Spec
-from valorl.critics import Scalar
+from valorl.critics import QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.envs.gymnax_envs import make_jax_env
 from valorl.errors import ValorlError
@@ -208,9 +208,24 @@ def test_each_update_trains_q_on_320_imagined_transitions_and_the_model_on_32():
 
 
 def test_perfect_model_needs_a_simulator_that_matches_the_run():
-    with pytest.raises(ValorlError, match="--simulator"):
-        PerfectModelDQN()
+    with pytest.raises(ValorlError, match="needs --simulator"):
+        PerfectModelDQN().init(jax.random.key(0), VECTOR)
+    with pytest.raises(ValorlError, match="JAX environment"):
+        PerfectModelDQN(simulator="Hopper-v5")
     with pytest.raises(ValorlError, match="state_from_obs"):
         PerfectModelDQN(simulator="gymnax/CartPole-v1")
     with pytest.raises(ValorlError, match="observations"):
         PerfectModelDQN(simulator="PanFlute-v0").init(jax.random.key(0), VECTOR)
+
+
+def test_the_q_network_can_use_elu_as_the_paper():
+    """Same parameters (the nonlinearity has none), different outputs; DQN keeps ReLU and the
+    rollout agents default to ELU."""
+    relu = DQN(hidden_dims=(8,), ensemble=QEnsemble(num_qs=1))
+    elu = DQN(hidden_dims=(8,), ensemble=QEnsemble(num_qs=1, activation="elu"))
+    a, b = init(relu, VECTOR), init(elu, VECTOR)
+    obs = jax.random.normal(jax.random.key(1), (16, 4))
+    q_relu = relu.all_q_values(a, obs)
+    q_elu = elu.all_q_values(b.replace(critic=b.critic.replace(params=a.critic.params)), obs)
+    assert q_relu.shape == q_elu.shape and not np.allclose(q_relu, q_elu)
+    assert DQN().ensemble.activation == "relu" and ModelDQN().ensemble.activation == "elu"

@@ -19,8 +19,8 @@ by c_k:
 (the authors' code: kenjyoung/Model_Generalization_Code_supplement, train_simple_model_DQN.py
 and train_perfect_model_DQN.py; valorl's code is its own). The loss and target are DQN's
 (`valorl.agents.dqn`) with these weights and continuations; the defaults are the paper's (plain
-DQN targets, squared error, γ 0.9, target copy every 100 updates, three 200-unit layers; the
-step size and temperature of its ProcMaze high-data table).
+DQN targets, squared error, γ 0.9, target copy every 100 updates, three 200-unit ELU layers,
+Adam ε 1e-5; the step size and temperature of its ProcMaze high-data table).
 
 - `model_dqn`: the model is learned (`valorl.models.binary`: next-observation bits, Gaussian
   reward, Bernoulli continuation), one NLL step on the same 32 replayed transitions before each
@@ -48,7 +48,7 @@ import jax.numpy as jnp
 from valorl.agents.base import Metrics, Spec, prefix
 from valorl.agents.discrete import require_discrete, softmax_actions
 from valorl.agents.dqn import DQN, DQNState
-from valorl.critics import CriticHead, Scalar
+from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.envs.gymnax_envs import is_jax_env, make_jax_env
 from valorl.errors import ValorlError
@@ -74,6 +74,8 @@ class RolloutDQN(DQN):
     hidden_dims: tuple[int, ...] = (200, 200, 200)
     critic: CriticHead = Scalar()
     """Squared TD error, as the paper's agents."""
+    ensemble: QEnsemble = QEnsemble(num_qs=1, activation="elu")
+    """One Q-network with ELU layers, as the paper's."""
     double_q: bool = False
     exploration: Literal["epsilon", "softmax"] = "softmax"
     adam_eps: float = 1e-5
@@ -163,11 +165,10 @@ class PerfectModelDQN(RolloutDQN):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not self.simulator:  # checked when the agent initialises (`init`)
+            return
         if not is_jax_env(self.simulator):
-            raise ValorlError(
-                f"perfect_model_dqn needs --simulator, the id of the JAX environment it rolls "
-                f"out (e.g. ProcMaze-4x4-v0), got {self.simulator!r}"
-            )
+            raise ValorlError(f"--simulator must name a JAX environment, got {self.simulator!r}")
         if not hasattr(make_jax_env(self.simulator), "state_from_obs"):
             raise ValorlError(
                 f"{self.simulator} cannot be stepped from an observation: the perfect model "
@@ -175,6 +176,11 @@ class PerfectModelDQN(RolloutDQN):
             )
 
     def init(self, key: jax.Array, spec: Spec) -> ModelDQNState:
+        if not self.simulator:
+            raise ValorlError(
+                "perfect_model_dqn needs --simulator, the id of the JAX environment it rolls "
+                "out (the run's environment, e.g. ProcMaze-4x4-v0)"
+            )
         env = make_jax_env(self.simulator)
         if tuple(spec.obs_shape) != env.obs_shape or spec.num_actions != env.num_actions:
             raise ValorlError(
