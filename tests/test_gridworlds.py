@@ -280,3 +280,16 @@ def test_dqn_trains_on_a_gridworld_in_the_compiled_loop(tmp_path):
     # an evaluation episode is 100 steps; the reward needs at least 3 steps per success
     assert result.returns.shape == (2, 1, 2)
     assert ((result.returns >= 0) & (result.returns <= 34)).all()
+
+
+def test_the_host_loop_steps_a_gridworld_of_an_unregistered_size(tmp_path):
+    """`--host-loop` makes the run's environment with Gymnasium: a size not registered on
+    import ("ButtonGrid-3x3-v0") is registered when the run needs it."""
+    import valorl
+
+    result = valorl.train_online(
+        "dqn", mode="online", env="ButtonGrid-3x3-v0", host_loop=True, online_steps=200,
+        start_steps=100, log_every=100, eval_every=200, eval_episodes=1, utd=0.25,
+        progress=False, out=tmp_path / "run", **TINY["dqn"],
+    )  # fmt: skip
+    assert result.returns.shape == (1, 1, 1) and "ButtonGrid-3x3-v0" in gym.registry
