@@ -40,6 +40,7 @@ import numpy as np
 import pytest
 
 from valorl.data.dataset import Dataset, DatasetInfo
+from valorl.models.binary import BinaryModel
 from valorl.training.fused import free_compiled
 
 TINY = {
@@ -55,6 +56,10 @@ TINY = {
     "cql_discrete": dict(hidden_dims=(8,), batch_size=16),
     "bc_discrete": dict(hidden_dims=(8,), batch_size=16),
     "iql_discrete": dict(hidden_dims=(8,), batch_size=16),
+    "model_dqn": dict(
+        hidden_dims=(8,), batch_size=4, rollout_length=3, model=BinaryModel(model_hidden_dims=(8,))
+    ),
+    "perfect_model_dqn": dict(hidden_dims=(8,), batch_size=4, rollout_length=3),
 }
 """Hyperparameters that make every agent fast enough for unit tests."""
 

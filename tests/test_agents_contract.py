@@ -127,6 +127,7 @@ def test_registry_names_match_classes():
         *("bc", "td3_bc", "iql", "riql", "sac", "cql", "calql", "dsac_t"),
         *("dqn", "cql_discrete", "bc_discrete", "iql_discrete"),
         *("mbpo", "mopo", "mobile"),
+        *("model_dqn", "perfect_model_dqn"),
     }
     for name, cls in AGENTS.items():
         assert cls.name == name

@@ -13,6 +13,7 @@ from valorl.agents import AGENTS, IQL
 from valorl.config import coerce, field_docs, from_dict, to_dict
 from valorl.critics import Categorical, CriticHead, QEnsemble
 from valorl.errors import ValorlError
+from valorl.models import DynamicsModel, Rollouts
 
 
 def _other_value(tp, default):
@@ -28,7 +29,27 @@ def _other_value(tp, default):
             q_pessimism=0.5,
             layer_norm=True,
             spectral_norm=True,
+            activation="elu",
         )
+    if tp is DynamicsModel:
+        return DynamicsModel(
+            model_members=3, model_elites=2, model_kind="deterministic",
+            model_hidden_dims=(7, 5), model_weight_decay=(1e-4,), model_lr=5e-4,
+            model_batch_size=64, model_holdout=0.1, model_max_holdout=100, model_patience=2,
+            model_max_epochs=9, model_logvar_bound_loss=0.02, model_loss="vagram",
+        )  # fmt: skip
+    if tp is Rollouts:
+        return Rollouts(
+            rollout_batch=7, rollout_length=4, rollout_start_length=2, rollout_schedule=(3, 9),
+            rollout_every=11, rollout_retain=2, real_ratio=0.25,
+        )  # fmt: skip
+    if dataclasses.is_dataclass(tp):  # a nested settings dataclass (model_dqn's model)
+        hints = typing.get_type_hints(tp)
+        return tp(
+            **{f.name: _other_value(hints[f.name], f.default) for f in dataclasses.fields(tp)}
+        )
+    if tp is str:  # perfect_model_dqn's simulator: a JAX environment id
+        return "ProcMaze-4x4-v0"
     if typing.get_origin(tp) is Literal:
         return next(choice for choice in typing.get_args(tp) if choice != default)
     if type(None) in typing.get_args(tp):  # an optional value (X | None): a set X

@@ -205,7 +205,14 @@ def test_every_head_trains_dqn(head_name):
 
 # DQN in the harness: frames (its Q-network on the CNN torso), 3-step returns (n-step batches
 # drawn inside the compiled chunk) and two members; the others on vector observations.
-HARNESS = {"dqn": (FRAMES, dict(n_step=3, ensemble=QEnsemble(num_qs=2)))}
+# The perfect model rolls out a 3-pipe PanFlute (6 bits, 3 actions, as VECTOR's actions).
+HARNESS = {
+    "dqn": (FRAMES, dict(n_step=3, ensemble=QEnsemble(num_qs=2))),
+    "perfect_model_dqn": (
+        Spec((6,), 0, total_updates=20, num_actions=NUM_ACTIONS),
+        dict(simulator="PanFlute-3pipes-v0"),
+    ),
+}
 
 
 @pytest.fixture(scope="module", params=DISCRETE)

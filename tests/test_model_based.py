@@ -41,35 +41,53 @@ def train_mbpo(out, **kw):
     return valorl.train_online("mbpo", **(settings | kw))
 
 
-@pytest.mark.parametrize("agent", ["mopo", "mobile"])
-def test_offline_model_based_runs_fit_imagine_and_learn(tmp_path, agent):
-    train_offline(tmp_path / "run", agent, robust_coef=0.1, holdout=0.25)
-    model = json.loads((tmp_path / "run" / "diagnostics.json").read_text())["model"]
-    assert model["split"] == "heldout" and model["episodes"] == 2  # of the 8 episodes
-    assert len(model["obs_mse"]) == 2 and len(model["obs_mse"][0]) == 5
-    lines = RunDir(tmp_path / "run").metrics()
+MOPO_RUN = dict(robust_coef=0.1, holdout=0.25, checkpoint_every=10)
+"""The settings of the module's MOPO run (and of the interrupted copy that resumes)."""
+
+
+@pytest.fixture(scope="module")
+def mopo_run(tmp_path_factory):
+    """A MOPO run trained start to finish: 20 steps, 2 seeds, 8 synthetic episodes of which 2
+    held out, checkpoints at 10 and 20."""
+    path = tmp_path_factory.mktemp("mopo") / "run"
+    train_offline(path, "mopo", **MOPO_RUN)
+    return path
+
+
+def test_an_offline_model_based_run_fits_imagines_and_learns(mopo_run):
+    lines = RunDir(mopo_run).metrics()
     assert [(r["step"], r.get("phase")) for r in lines] == [(0, "model"), (10, None), (20, None)]
     assert lines[0]["model/epochs"] == [3, 3]
     for line in lines[1:]:
         assert 0 < min(line["rollout/length"]) <= 3
         assert all(v > 0 for v in line["critic/lipschitz"] + line["critic/robust"])
-    if agent == "mopo":  # a probabilistic model's uncertainty lowers imagined rewards
-        assert min(lines[1]["rollout/penalty"]) > 0
-    ckpt = load_checkpoint(tmp_path / "run", with_buffers=True)[1]
+        assert min(line["rollout/penalty"]) > 0  # a probabilistic model's σ lowers rewards
+    ckpt = load_checkpoint(mopo_run, with_buffers=True)[1]
     # two rounds of 16 rollouts per chunk, at most 3 steps each, two rounds kept
     size = np.asarray(ckpt.model_buffers.size)
     assert ckpt.model_buffers.data.rewards.shape == (2, 96)
     assert np.all((size > 32) & (size <= 96))
+    model = json.loads((mopo_run / "diagnostics.json").read_text())["model"]
+    assert model["split"] == "heldout" and model["episodes"] == 2
+    assert len(model["obs_mse"]) == 2 and len(model["obs_mse"][0]) == 5
 
 
-def test_a_resumed_offline_model_based_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    train_offline(tmp_path / "whole", checkpoint_every=10)
+def test_mobile_trains_on_its_penalised_targets(tmp_path):
+    train_offline(tmp_path / "run", "mobile", steps=10, penalty_samples=2)
+    line = RunDir(tmp_path / "run").metrics()[-1]
+    assert line["step"] == 10 and np.isfinite(line["critic/loss"]).all()
+    assert line["rollout/penalty"] == [0.0, 0.0]  # MOBILE penalises targets, not rewards
+
+
+def test_a_resumed_offline_model_based_run_equals_an_uninterrupted_one(
+    mopo_run, tmp_path, monkeypatch
+):
     with monkeypatch.context() as patch:
         interrupt_on_call(patch, RunDir, "write_checkpoint", 2)
         with pytest.raises(KeyboardInterrupt):
-            train_offline(tmp_path / "cut", checkpoint_every=10)
-    train_offline(tmp_path / "cut", checkpoint_every=10)
-    whole = load_checkpoint(tmp_path / "whole", with_buffers=True)[1]
+            train_offline(tmp_path / "cut", "mopo", **MOPO_RUN)
+    train_offline(tmp_path / "cut", "mopo", **MOPO_RUN)
+    whole = load_checkpoint(mopo_run, with_buffers=True)[1]
     cut = load_checkpoint(tmp_path / "cut", with_buffers=True)[1]
     jax.tree.map(np.testing.assert_array_equal, whole.states, cut.states)
     jax.tree.map(np.testing.assert_array_equal, whole.model_buffers, cut.model_buffers)
@@ -100,9 +118,8 @@ def test_a_resumed_mbpo_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     assert lines[2]["rollout/length"] == [3.0, 3.0]
 
 
-def test_load_model_predicts_in_environment_units(tmp_path):
-    train_offline(tmp_path / "run")
-    model = valorl.load_model(tmp_path / "run")
+def test_load_model_predicts_in_environment_units(mopo_run, tmp_path):
+    model = valorl.load_model(mopo_run)
     out = model.predict(np.zeros((4, 3)), np.zeros((4, 1)), seed_index=1)
     assert out["next_obs_mean"].shape == (3, 4, 3) and out["reward_mean"].shape == (3, 4)
     assert np.all(out["next_obs_std"] > 0) and len(out["elites"]) == 2

@@ -16,6 +16,7 @@ from valorl.agents.iql import IQL
 from valorl.agents.mbpo import MBPO
 from valorl.agents.mobile import MOBILE
 from valorl.agents.model_based import ModelBasedSAC
+from valorl.agents.model_dqn import ModelDQN, PerfectModelDQN
 from valorl.agents.mopo import MOPO
 from valorl.agents.riql import RIQL
 from valorl.agents.sac import SAC
@@ -29,6 +30,7 @@ AGENTS: dict[str, type] = {
         *(BC, TD3BC, IQL, RIQL, SAC, CQL, CalQL, DSACT),
         *(DQN, DiscreteCQL, DiscreteBC, DiscreteIQL),
         *(MBPO, MOPO, MOBILE),
+        *(ModelDQN, PerfectModelDQN),
     )
 }
 
@@ -70,6 +72,8 @@ __all__ = [
     "DiscreteCriticAgentBase",
     "DiscreteIQL",
     "ModelBasedSAC",
+    "ModelDQN",
+    "PerfectModelDQN",
     "Spec",
     "agent_class",
     "make_agent",

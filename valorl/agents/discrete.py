@@ -71,6 +71,13 @@ def epsilon_greedy(
     return jnp.where(explore, random, greedy).astype(jnp.int32)
 
 
+def softmax_actions(key: jax.Array, values: jax.Array, temperature: float) -> jax.Array:
+    """A sample of softmax(Q/temperature) over actions, Q the members' mean:
+    (members, ..., num_actions) -> (...) int32 (the exploration of Young et al., ICML 2023)."""
+    logits = values.mean(axis=0) / temperature
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
 class DiscreteCriticAgentBase(CriticAgentBase):
     """`CriticAgentBase` for a discrete action space: the Q-ensemble maps an observation to the
     head's outputs for every action (`all_outputs`); Q at given actions is read off them."""

@@ -16,7 +16,11 @@ members the greedy action follows the members' mean, the target's value the ense
 reduction (its chosen member for a distributional backup).
 
 Exploration is epsilon-greedy with ε decayed linearly over environment steps; `act` with
-`deterministic` is greedy, without it epsilon-greedy at the final ε.
+`deterministic` is greedy, without it epsilon-greedy at the final ε. With `exploration
+softmax` it instead samples softmax(Q(s, ·)/temperature), as Young, Ramesh, Kirsch &
+Schmidhuber (ICML 2023) explore in every agent they compare; `double_q false` gives the plain
+DQN target max_a Q̂_target(s', a) (Mnih et al. 2015), theirs. A subclass may weight each row's
+loss (`q_step`'s `weights`: rollouts from a model, `valorl.agents.model_dqn`).
 
 Defaults are Young & Tian's MinAtar DQN (2019, Sec. 4): batch 32, γ 0.99, learning rate
 2.5e-4, target copy every 1000 updates, ε 1.0 -> 0.1 over the first 100k steps, one-step
@@ -30,7 +34,7 @@ seen sparse rewards be very large, which RMSprop's ε of 0.01 also prevented.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 import flax.struct
 import jax
@@ -53,6 +57,7 @@ from valorl.agents.discrete import (
     epsilon_greedy,
     greedy_actions,
     linear_epsilon,
+    softmax_actions,
 )
 from valorl.critics import CriticHead, Huber, QEnsemble
 from valorl.data.dataset import Batch
@@ -106,6 +111,14 @@ class DQN(DiscreteCriticAgentBase):
     """Standardise observations with dataset statistics (DQN does not)."""
     reward_normalization: RewardNormalization = "none"
     """Reward scaling (none: MinAtar rewards are small integers)."""
+    exploration: Literal["epsilon", "softmax"] = "epsilon"
+    """How the agent explores: epsilon-greedy (the ε schedule above) or a sample of
+    softmax(Q/temperature) (Young et al. 2023)."""
+    temperature: float = 1.0
+    """Temperature of softmax exploration."""
+    double_q: bool = True
+    """Double-DQN targets (the online network picks the next action); false: max over the
+    target network (Mnih et al. 2015)."""
 
     def __post_init__(self) -> None:
         if self.n_step < 1:
@@ -119,6 +132,8 @@ class DQN(DiscreteCriticAgentBase):
                 raise ValorlError(
                     f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}"
                 )
+        if self.temperature <= 0:
+            raise ValorlError(f"--temperature must be positive, got {self.temperature}")
         if self.eps_decay_steps < 0:
             raise ValorlError(f"--eps-decay-steps must be at least 0, got {self.eps_decay_steps}")
         distributional = self.critic.distributional
@@ -142,11 +157,11 @@ class DQN(DiscreteCriticAgentBase):
     # ---- the target ---------------------------------------------------------------------
 
     def td_target(self, state: DQNState, batch: Batch, key: jax.Array) -> jax.Array:
-        """The Double-DQN target, stop-gradient: a scalar per sample (B,), or for a
-        distributional head the backed-up next-state distribution (B, ...)."""
+        """The Double-DQN target (or DQN's, `double_q` false), stop-gradient: a scalar per
+        sample (B,), or for a distributional head the backed-up next-state distribution (B, ...)."""
         next_obs = batch.next_observations
-        online = self.critic.value(self.all_outputs(state.critic, state.critic.params, next_obs))
-        best = greedy_actions(online)
+        chooser = state.critic.params if self.double_q else state.target_critic
+        best = greedy_actions(self.critic.value(self.all_outputs(state.critic, chooser, next_obs)))
         next_outputs = self.critic_outputs(state.critic, state.target_critic, next_obs, best)
         next_values = self.critic.value(next_outputs)  # (members, B)
         discounts = self.discount * batch.masks
@@ -162,11 +177,16 @@ class DQN(DiscreteCriticAgentBase):
             target = batch.rewards + discounts * self.ensemble.reduce(next_values, key)
         return jax.lax.stop_gradient(target)
 
-    def td_loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
-        """The head's loss at the data's actions, (members, B, D) -> (members,)."""
+    def td_loss(
+        self, outputs: jax.Array, target: jax.Array, weights: jax.Array | None = None
+    ) -> jax.Array:
+        """The head's loss at the data's actions, (members, B, D) -> (members,): the mean over
+        rows, each row's loss multiplied by its weight (B,) when given."""
         if self.critic.distributional:
-            return self.critic.backup_loss(outputs, target).mean(axis=-1)
-        return self.critic.loss(outputs, target).mean(axis=-1)
+            loss = self.critic.backup_loss(outputs, target)
+        else:
+            loss = self.critic.loss(outputs, target)
+        return (loss if weights is None else loss * weights).mean(axis=-1)
 
     # ---- the loss -----------------------------------------------------------------------
 
@@ -177,11 +197,16 @@ class DQN(DiscreteCriticAgentBase):
         return jnp.zeros(()), {}
 
     def critic_loss(
-        self, params: Params, state: DQNState, batch: Batch, target: jax.Array
+        self,
+        params: Params,
+        state: DQNState,
+        batch: Batch,
+        target: jax.Array,
+        weights: jax.Array | None = None,
     ) -> tuple[jax.Array, Metrics]:
         outputs = self.all_outputs(state.critic, params, batch.observations)
         at_data = at_actions(outputs, batch.actions)
-        td = self.td_loss(at_data, target)
+        td = self.td_loss(at_data, target, weights)
         penalty, metrics = self.penalty(self.critic.value(outputs), batch)
         return (td + penalty).sum(), {
             "td_loss": td.sum(),
@@ -190,9 +215,16 @@ class DQN(DiscreteCriticAgentBase):
         }
 
     def update(self, state: DQNState, batch: Batch, key: jax.Array) -> tuple[DQNState, Metrics]:
+        return self.q_step(state, batch, key)
+
+    def q_step(
+        self, state: Any, batch: Batch, key: jax.Array, weights: jax.Array | None = None
+    ) -> tuple[Any, Metrics]:
+        """One gradient step of the Q-network on `batch` (rows weighted by `weights` (B,) when
+        given) and the periodic target copy: DQN's whole update."""
         target = self.td_target(state, batch, key)
         critic, metrics = grad_step(
-            state.critic, lambda p: self.critic_loss(p, state, batch, target)
+            state.critic, lambda p: self.critic_loss(p, state, batch, target, weights)
         )
         target_critic = periodic_copy(
             critic.params, state.target_critic, critic.step, self.target_update_every
@@ -212,11 +244,15 @@ class DQN(DiscreteCriticAgentBase):
         greedy = greedy_actions(q_all)
         if deterministic:
             return greedy
+        if self.exploration == "softmax":
+            return softmax_actions(key, q_all, self.temperature)
         return epsilon_greedy(key, greedy, q_all.shape[-1], self.eps_end)
 
     def explore(
         self, state: DQNState, obs: jax.Array, key: jax.Array, env_step: jax.Array
     ) -> jax.Array:
-        """Epsilon-greedy with ε on the linear schedule at `env_step`."""
+        """Epsilon-greedy with ε on the linear schedule at `env_step`, or softmax(Q/T)."""
         q_all = self.all_q_values(state, obs)
+        if self.exploration == "softmax":
+            return softmax_actions(key, q_all, self.temperature)
         return epsilon_greedy(key, greedy_actions(q_all), q_all.shape[-1], self.epsilon(env_step))

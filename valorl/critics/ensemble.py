@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from valorl.errors import ValorlError
 from valorl.nets import ActionValues, Ensemble, StateActionValue
+from valorl.nets.mlp import Activation
 
 Reduction = Literal["min", "mean", "subset-min", "pessimistic", "quantile"]
 
@@ -48,6 +49,8 @@ class QEnsemble:
     """LayerNorm after each hidden layer of the Q-networks (as in RLPD)."""
     spectral_norm: bool = False
     """Spectral normalisation of the Q-networks' hidden layers (Miyato et al. 2018)."""
+    activation: Activation = "relu"
+    """Nonlinearity of the Q-networks' hidden layers: relu or elu (Young et al. 2023's)."""
 
     def __post_init__(self) -> None:
         if self.num_qs < 1:
@@ -63,7 +66,9 @@ class QEnsemble:
 
     def network(self, hidden_dims: tuple[int, ...], out_dim: int) -> nn.Module:
         """The Q-networks: outputs of shape (num_qs, batch, out_dim)."""
-        q = StateActionValue(hidden_dims, out_dim, self.layer_norm, self.spectral_norm)
+        q = StateActionValue(
+            hidden_dims, out_dim, self.layer_norm, self.spectral_norm, self.activation
+        )
         return Ensemble(q, self.num_qs)
 
     def discrete_network(
@@ -73,7 +78,13 @@ class QEnsemble:
         (num_qs, batch, num_actions, out_dim), on a CNN torso for frames (`obs_rank` 3). The
         reductions apply unchanged to values of shape (num_qs, batch, num_actions)."""
         q = ActionValues(
-            hidden_dims, num_actions, out_dim, obs_rank, self.layer_norm, self.spectral_norm
+            hidden_dims,
+            num_actions,
+            out_dim,
+            obs_rank,
+            self.layer_norm,
+            self.spectral_norm,
+            self.activation,
         )
         return Ensemble(q, self.num_qs)
 

@@ -1,4 +1,6 @@
-"""gymnax's environments behind valorl's `JaxEnv` protocol: MinAtar and CartPole.
+"""gymnax's environments behind valorl's `JaxEnv` protocol: MinAtar and CartPole; and the one
+registry of valorl's JAX environments by id (`is_jax_env`, `make_jax_env`), which also names the
+gridworlds of `valorl.envs.gridworlds`.
 
 MinAtar (Young & Tian 2019, "MinAtar: An Atari-Inspired Testbed for Thorough and Reproducible
 Reinforcement Learning Experiments") as gymnax implements it in JAX: 10x10 boolean frames with
@@ -27,20 +29,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from valorl.envs.gridworlds import GRIDWORLDS, GridWorld, gridworld, is_gridworld
 from valorl.errors import ValorlError
 
 MINATAR = ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar")
 """The MinAtar games valorl supports (gymnax ids)."""
 CARTPOLE = "gymnax/CartPole-v1"
 """gymnax's JAX CartPole; plain "CartPole-v1" stays Gymnasium's (stepped on the host)."""
-JAX_ENVS = (*MINATAR, CARTPOLE)
+GYMNAX_ENVS = (*MINATAR, CARTPOLE)
+JAX_ENVS = (*GYMNAX_ENVS, *GRIDWORLDS)
+"""Every JAX environment valorl names by id: gymnax's and the gridworlds (at their default
+sizes; any size of a gridworld is a JAX environment too, see `valorl.envs.gridworlds`)."""
 MINATAR_STICKY_ACTIONS = 0.1
 """The original MinAtar's sticky-action probability, valorl's default for MinAtar games."""
 
 
 def is_jax_env(env_id: str | None) -> bool:
     """Whether `env_id` names a JAX environment (stepped inside the compiled loop)."""
-    return env_id in JAX_ENVS
+    return env_id in GYMNAX_ENVS or is_gridworld(env_id)
 
 
 def default_sticky_actions(env_id: str) -> float:
@@ -75,7 +81,7 @@ class GymnaxEnv:
     """Probability of repeating the previous action instead of the chosen one."""
 
     def __post_init__(self) -> None:
-        if not is_jax_env(self.id):
+        if self.id not in GYMNAX_ENVS:
             raise ValorlError(
                 f"unknown JAX environment {self.id!r}; choose from {', '.join(JAX_ENVS)}"
             )
@@ -127,14 +133,21 @@ class GymnaxEnv:
         return obs.astype(self.obs_dtype), StickyState(inner, action), reward, terminated, truncated
 
 
-def make_jax_env(env_id: str, sticky_actions: float | None = None) -> GymnaxEnv:
-    """The JAX environment `env_id`; sticky actions at the game's default unless given."""
+def make_jax_env(env_id: str, sticky_actions: float | None = None) -> GymnaxEnv | GridWorld:
+    """The JAX environment `env_id`; sticky actions at the game's default unless given (the
+    gridworlds have none)."""
+    if is_gridworld(env_id):
+        if sticky_actions:
+            raise ValorlError(
+                f"{env_id} has no sticky actions, got --sticky-actions {sticky_actions}"
+            )
+        return gridworld(env_id)
     if sticky_actions is None:
         sticky_actions = default_sticky_actions(env_id)
     return GymnaxEnv(env_id, float(sticky_actions))
 
 
-def random_returns(env: GymnaxEnv, episodes: int = 100, seed: int = 0) -> np.ndarray:
+def random_returns(env: GymnaxEnv | GridWorld, episodes: int = 100, seed: int = 0) -> np.ndarray:
     """Returns of the uniform random policy (the 0 of normalised scores)."""
     from valorl.envs.jax_env import episode_returns
 

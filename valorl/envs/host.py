@@ -14,11 +14,13 @@ import gymnasium as gym
 import jax
 import numpy as np
 
+from valorl.envs.gridworlds import PAPER_SMALL
 from valorl.envs.gymnax_envs import JAX_ENVS, default_sticky_actions, make_jax_env
 
 
 class HostEnv(gym.Env):
-    """`gym.Env` over a `GymnaxEnv`: Discrete actions, observations in the storage dtype."""
+    """`gym.Env` over a JAX environment (gymnax's or a gridworld): Discrete actions,
+    observations in the storage dtype."""
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
 
@@ -53,9 +55,10 @@ class HostEnv(gym.Env):
         return obs, float(reward), bool(terminated), bool(truncated), {}
 
 
-def register_gymnasium_ids() -> None:
-    """Register every JAX environment with Gymnasium under its valorl id (once)."""
-    for env_id in JAX_ENVS:
+def register_gymnasium_ids(env_ids: tuple[str, ...] = (*JAX_ENVS, *PAPER_SMALL)) -> None:
+    """Register JAX environments with Gymnasium under their valorl ids (each once): by default
+    every named one; a gridworld of another size is registered when a run first needs it."""
+    for env_id in env_ids:
         if env_id not in gym.registry:
             gym.register(
                 env_id,

@@ -13,7 +13,7 @@ starts a new episode where one ended. Observations come in the environment's sto
 (`obs_dtype`: uint8 for MinAtar's boolean frames), which networks convert at their input.
 
 Any JAX environment with a discrete action space plugs in by implementing this protocol
-(gymnax_envs.py adapts gymnax's; the model-based issue's gridworlds, xminigrid or navix would
+(gymnax_envs.py adapts gymnax's; gridworlds.py implements it directly; xminigrid or navix would
 be further adapters).
 """
 

@@ -225,7 +225,8 @@ def _add_online_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     )
     jax_envs = parser.add_argument_group(
         "JAX environments (MinAtar: Breakout-MinAtar, Asterix-MinAtar, Freeway-MinAtar, "
-        "SpaceInvaders-MinAtar; gymnax/CartPole-v1)",
+        "SpaceInvaders-MinAtar; gymnax/CartPole-v1; gridworlds: ProcMaze-v0, ButtonGrid-v0, "
+        "PanFlute-v0 and sizes such as ProcMaze-4x4-v0)",
         "these step inside the compiled loop with the updates, many per seed; Gymnasium ids "
         "step on the host",
     )

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from valorl.nets.mlp import MLP, default_init
+from valorl.nets.mlp import ACTIVATIONS, MLP, Activation, default_init
 from valorl.nets.spectral import COLLECTION
 from valorl.nets.torsos import Torso
 
@@ -31,6 +31,7 @@ class StateActionValue(nn.Module):
     out_dim: int = 1
     layer_norm: bool = False
     spectral_norm: bool = False
+    activation: Activation = "relu"
 
     @nn.compact
     def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
@@ -38,6 +39,7 @@ class StateActionValue(nn.Module):
         return MLP(
             self.hidden_dims,
             self.out_dim,
+            activation=ACTIVATIONS[self.activation],
             layer_norm=self.layer_norm,
             spectral_norm=self.spectral_norm,
         )(inputs)
@@ -55,6 +57,7 @@ class ActionValues(nn.Module):
     obs_rank: int = 1
     layer_norm: bool = False
     spectral_norm: bool = False
+    activation: Activation = "relu"
 
     @nn.compact
     def __call__(self, observations: jax.Array) -> jax.Array:
@@ -63,6 +66,7 @@ class ActionValues(nn.Module):
             self.obs_rank,
             layer_norm=self.layer_norm,
             spectral_norm=self.spectral_norm,
+            activation=self.activation,
         )(observations)
         outputs = nn.Dense(self.num_actions * self.out_dim, kernel_init=default_init())(features)
         return outputs.reshape(*outputs.shape[:-1], self.num_actions, self.out_dim)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import flax.linen as nn
 import jax
 
 from valorl.nets.spectral import SpectralDense
+
+Activation = Literal["relu", "elu"]
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"relu": nn.relu, "elu": nn.elu}
+"""Hidden-layer nonlinearities a critic can be built with, by name (ReLU, valorl's default;
+ELU, Clevert et al. 2016, the Q-networks of Young et al. 2023)."""
 
 
 def default_init(scale: float = 1.0):

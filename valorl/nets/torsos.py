@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from valorl.errors import ValorlError
-from valorl.nets.mlp import MLP, default_init
+from valorl.nets.mlp import ACTIVATIONS, MLP, Activation, default_init
 
 FRAME_RANK = 3
 """Rank of an observation the convolutional torso reads (height, width, channels)."""
@@ -36,6 +36,8 @@ class Torso(nn.Module):
     """Filters of the convolution of the frame torso (Young & Tian: 16)."""
     layer_norm: bool = False
     spectral_norm: bool = False
+    activation: Activation = "relu"
+    """Nonlinearity of the dense layers (the convolution keeps ReLU, as Young & Tian's)."""
 
     @nn.compact
     def __call__(self, observations: jax.Array) -> jax.Array:
@@ -44,9 +46,12 @@ class Torso(nn.Module):
             x = nn.relu(Conv3x3(self.conv_features)(x))
         batch_axes = x.shape[: observations.ndim - self.obs_rank]
         x = x.reshape(*batch_axes, -1)
-        return MLP(self.hidden_dims, layer_norm=self.layer_norm, spectral_norm=self.spectral_norm)(
-            x
-        )
+        return MLP(
+            self.hidden_dims,
+            activation=ACTIVATIONS[self.activation],
+            layer_norm=self.layer_norm,
+            spectral_norm=self.spectral_norm,
+        )(x)
 
 
 class Conv3x3(nn.Module):

@@ -45,6 +45,7 @@ from valorl.data.dataset import Batch, Dataset
 from valorl.data.replay import OfflineMix
 from valorl.data.sources import make_env
 from valorl.data.transforms import Normalizer
+from valorl.envs.host import register_gymnasium_ids
 from valorl.training.fused import compiled_cache, over_seeds, scan_updates
 from valorl.training.model_based import imagine_from_replay, refit_on_replay
 from valorl.training.sources import ModelMix, ReplayInputs, replay_source
@@ -187,6 +188,7 @@ def host_env(plan: RunPlan, env_id: str | None) -> gym.Env:
     environment (`--host-loop`) with the sticky actions the run recorded."""
     jax_env = plan.jax_env
     if jax_env is not None:
+        register_gymnasium_ids((jax_env.id,))  # a gridworld of a size not registered on import
         return gym.make(jax_env.id, sticky_actions=jax_env.sticky_actions)
     return make_env(plan.info, env_id)
 

@@ -46,6 +46,7 @@ from valorl.data.replay import OfflineMix
 from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import Normalizer, fit_normalizer
 from valorl.envs.gymnax_envs import JAX_ENVS, is_jax_env, make_jax_env
+from valorl.envs.host import register_gymnasium_ids
 from valorl.errors import ValorlError
 from valorl.training.loop import run_plan
 from valorl.training.offline import (
@@ -182,6 +183,8 @@ def train_online(
                 "pass --env ENV_ID"
             )
     info = full_data.info if full_data is not None else DatasetInfo(name=env or "", env_id=env)
+    if is_jax_env(env):  # a gridworld of a size not registered on import
+        register_gymnasium_ids((env,))
     probe = make_env(info, env)
     env_id = probe.spec.id if probe.spec else env
     space = probe.action_space

@@ -23,6 +23,7 @@ from valorl.config import from_dict, to_dict
 from valorl.data import replay
 from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.data.transforms import Normalizer
+from valorl.envs.gridworlds import GridWorld
 from valorl.envs.gymnax_envs import GymnaxEnv, default_sticky_actions, is_jax_env, make_jax_env
 from valorl.training.compiled import initial_carry
 from valorl.training.fused import init_seeds, seed_keys
@@ -84,7 +85,7 @@ class RunPlan:
         return max(1, (self.schedule.offline_steps + online) // bpu)
 
     @property
-    def jax_env(self) -> GymnaxEnv | None:
+    def jax_env(self) -> GymnaxEnv | GridWorld | None:
         """The run's JAX environment (with its recorded sticky actions), if it names one."""
         env_id = self.data.get("env_id")
         if not is_jax_env(env_id):
