@@ -17,7 +17,8 @@ with Lipschitz Regularized Value Function", ICLR 2023) at CPU scale: MBPO (valor
 
 and with `--arms robust-grid` the robust loss over ε ∈ {0.001, 0.01} × λ ∈ {0.1, 1}. Every arm
 trains the same seeds together (vmapped) with the same settings (`COMMON`), scaled down from
-MBPO's (see BENCHMARKS.md for the factors). Finished runs are reused and interrupted ones
+MBPO's (see BENCHMARKS.md for the factors), for `--online-steps` environment steps; an arm
+trained longer is compared at that budget. Finished runs are reused and interrupted ones
 resume, so the script can be stopped and started again.
 
 Prints, per arm, the final greedy return (mean over seeds, 95% t-interval), the return at each
@@ -40,8 +41,8 @@ import numpy as np
 from common import mean_cell, valorl
 
 COMMON = (
-    "--mode online --env InvertedDoublePendulum-v5 --online-steps 6000 --start-steps 1000 "
-    "--log-every 250 --eval-every 1000 --eval-episodes 5 --seeds 3 --utd 5 --quiet"
+    "--mode online --env InvertedDoublePendulum-v5 --start-steps 1000 --log-every 250 "
+    "--eval-every 1000 --eval-episodes 5 --seeds 3 --utd 5 --quiet"
 )
 MODEL = (
     "--model-hidden-dims 200,200,200 --model-max-epochs 20 --rollout-batch 5000 "
@@ -66,12 +67,14 @@ GRID = {
 }
 
 
-def summary(run: Path) -> dict:
-    """Final returns per seed, the evaluation curve, the last Lipschitz estimate and the
-    wall-clock split of a run."""
+def summary(run: Path, budget: int) -> dict:
+    """Returns per seed at each evaluation up to `budget` environment steps (a run trained
+    longer is read at that budget), the Lipschitz estimate and the wall-clock split there."""
     with np.load(run / "evaluations.npz") as f:
-        steps, returns = f["steps"], f["returns"].mean(axis=-1)  # (seeds, rounds)
+        keep = f["steps"] <= budget
+        steps, returns = f["steps"][keep], f["returns"].mean(axis=-1)[:, keep]  # (seeds, rounds)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
+    lines = [x for x in lines if x["step"] <= budget]
     lipschitz = [x["critic/lipschitz"] for x in lines if "critic/lipschitz" in x]
     total = sum(x.get("wall_s", 0.0) for x in lines)
     fit = sum(x.get("time/model_fit_s", 0.0) for x in lines)
@@ -90,6 +93,7 @@ def main() -> None:
     parser.add_argument(
         "--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}; robust-grid"
     )
+    parser.add_argument("--online-steps", type=int, default=4000)
     parser.add_argument("--skip-report", action="store_true", help="train only")
     args = parser.parse_args()
     out = Path(args.out)
@@ -98,10 +102,11 @@ def main() -> None:
         arms |= GRID if name == "robust-grid" else {name: ARMS[name]}
     for name, flags in arms.items():
         agent, *rest = flags.split()
-        valorl("train", agent, *COMMON.split(), *rest, "--out", str(out / name))
+        steps = ["--online-steps", str(args.online_steps)]
+        valorl("train", agent, *COMMON.split(), *steps, *rest, "--out", str(out / name))
     if args.skip_report:
         return
-    results = {name: summary(out / name) for name in arms}
+    results = {name: summary(out / name, args.online_steps) for name in arms}
     rounds = next(iter(results.values()))["steps"]
     print(
         f"\n| arm | final return (95% CI) | {' | '.join(f'{s:,}' for s in rounds)} | "
