@@ -95,12 +95,13 @@ def main() -> None:
     )
     parser.add_argument("--online-steps", type=int, default=4000)
     parser.add_argument("--skip-report", action="store_true", help="train only")
+    parser.add_argument("--report-only", action="store_true", help="read the runs, train none")
     args = parser.parse_args()
     out = Path(args.out)
     arms: dict[str, str] = {}
     for name in args.arms.split(","):
         arms |= GRID if name == "robust-grid" else {name: ARMS[name]}
-    for name, flags in arms.items():
+    for name, flags in {} if args.report_only else arms.items():
         agent, *rest = flags.split()
         steps = ["--online-steps", str(args.online_steps)]
         valorl("train", agent, *COMMON.split(), *steps, *rest, "--out", str(out / name))
