@@ -159,6 +159,12 @@ def check_multiples(schedule: Schedule, agent: Agent) -> None:
                 f"multiple of {k} (got {value})"
             )
     if agent.model_based and schedule.offline_steps:
+        if agent.model.model_loss == "vagram":
+            raise ValorlError(
+                "--model-loss vagram weights the model's errors by the critic's value gradient, "
+                "so it needs a model refitted as the critic learns (--mode online); offline the "
+                "model is fitted once, before the critic has learned anything"
+            )
         # offline chunks are whole rounds of rollouts and updates
         r = agent.rollouts.rollout_every * k
         for name in ("steps", "log_every"):
