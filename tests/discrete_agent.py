@@ -5,6 +5,8 @@ trained by cross-entropy on the batch's integer actions (behaviour cloning).
 `act` returns the argmax (deterministic) or a sample of the softmax; `explore` is the
 contract's default. It declares `discrete = True` and is registered under NAME by
 `registered(monkeypatch)`, so runs of it resume and load like any agent's.
+`collect_cartpole` writes the discrete data these tests train on, with Minari's own
+DataCollector.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from typing import ClassVar
 
 import flax.linen as nn
 import flax.struct
+import gymnasium as gym
 import jax
 import jax.numpy as jnp
+import minari
+import numpy as np
 import optax
 
 from valorl.agents import AGENTS
@@ -90,3 +95,31 @@ def registered(monkeypatch) -> TinyDiscrete:
     """TinyDiscrete registered under its name for one test (runs rebuild agents by name)."""
     monkeypatch.setitem(AGENTS, NAME, TinyDiscrete)
     return TinyDiscrete()
+
+
+def collect_cartpole(dataset_id: str, episodes: int = 4, seed: int = 0) -> list[np.ndarray]:
+    """Random CartPole episodes recorded by Minari's DataCollector as `dataset_id` (under the
+    test's Minari root); returns each episode's actions."""
+    env = minari.DataCollector(gym.make("CartPole-v1"), data_format="hdf5")
+    env.action_space.seed(seed)
+    actions = []
+    for episode in range(episodes):
+        env.reset(seed=seed + episode)
+        taken, done = [], False
+        while not done:
+            action = env.action_space.sample()
+            _, _, terminated, truncated, _ = env.step(action)
+            taken.append(action)
+            done = terminated or truncated
+        actions.append(np.array(taken))
+    env.create_dataset(
+        dataset_id=dataset_id,
+        eval_env="CartPole-v1",
+        algorithm_name="random",
+        author="valorl",
+        author_email="valorl@example.com",
+        code_permalink="https://example.com/valorl",
+        description="random CartPole-v1 episodes",
+    )
+    env.close()
+    return actions

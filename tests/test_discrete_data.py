@@ -15,7 +15,7 @@ import minari
 import numpy as np
 import pytest
 from conftest import interrupt_on_call, synthetic_dataset
-from discrete_agent import NAME, TinyDiscrete, registered
+from discrete_agent import NAME, TinyDiscrete, collect_cartpole, registered
 
 import valorl
 from valorl.cli.main import main
@@ -39,37 +39,9 @@ def discrete_agent(monkeypatch) -> TinyDiscrete:
     return registered(monkeypatch)
 
 
-def collect_cartpole(episodes: int = 4, seed: int = 0) -> list[np.ndarray]:
-    """Random CartPole episodes recorded by Minari's DataCollector into DATASET_ID (under the
-    test's Minari root); returns each episode's actions."""
-    env = minari.DataCollector(gym.make("CartPole-v1"), data_format="hdf5")
-    env.action_space.seed(seed)
-    actions = []
-    for episode in range(episodes):
-        env.reset(seed=seed + episode)
-        taken, done = [], False
-        while not done:
-            action = env.action_space.sample()
-            _, _, terminated, truncated, _ = env.step(action)
-            taken.append(action)
-            done = terminated or truncated
-        actions.append(np.array(taken))
-    env.create_dataset(
-        dataset_id=DATASET_ID,
-        eval_env="CartPole-v1",
-        algorithm_name="random",
-        author="valorl",
-        author_email="valorl@example.com",
-        code_permalink="https://example.com/valorl",
-        description="random CartPole-v1 episodes",
-    )
-    env.close()
-    return actions
-
-
 @pytest.fixture
 def cartpole():
-    return collect_cartpole()
+    return collect_cartpole(DATASET_ID)
 
 
 def test_minari_discrete_dataset_loads_with_integer_actions(cartpole):

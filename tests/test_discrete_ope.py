@@ -5,13 +5,11 @@ tiny discrete agent (tests/discrete_agent.py)."""
 
 from __future__ import annotations
 
-import gymnasium as gym
 import jax
 import jax.numpy as jnp
-import minari
 import numpy as np
 import pytest
-from discrete_agent import registered
+from discrete_agent import collect_cartpole, registered
 
 import valorl
 from valorl.data.dataset import Dataset, DatasetInfo
@@ -113,24 +111,7 @@ def test_fqe_takes_the_exact_expectation_over_discrete_actions():
 
 def test_run_ope_on_cartpole_with_a_discrete_agent(tmp_path, monkeypatch):
     agent = registered(monkeypatch)
-    env = minari.DataCollector(gym.make("CartPole-v1"), data_format="hdf5")
-    env.action_space.seed(0)
-    for episode in range(4):
-        env.reset(seed=episode)
-        done = False
-        while not done:
-            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-            done = terminated or truncated
-    env.create_dataset(
-        dataset_id="valorl/cartpole-ope-v0",
-        eval_env="CartPole-v1",
-        algorithm_name="random",
-        author="valorl",
-        author_email="valorl@example.com",
-        code_permalink="https://example.com/valorl",
-        description="random CartPole-v1 episodes",
-    )
-    env.close()
+    collect_cartpole("valorl/cartpole-ope-v0")
     data = load_dataset("valorl/cartpole-ope-v0")
     run = tmp_path / "run"
     valorl.train(agent, data, steps=20, log_every=20, eval_every=20, eval_episodes=0,
