@@ -23,6 +23,7 @@ file also carries its provenance (the training command, seed, step and returns) 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -161,9 +162,7 @@ def export_policy(
             "only such policies export to a policy file"
         )
 
-    def take(x: jax.Array) -> np.ndarray:  # float32 weights held as float64, as a loaded file
-        return np.asarray(jax.device_get(x[seed_index]), np.float32).astype(np.float64)
-
+    take = functools.partial(_seed_weights, seed_index=seed_index)
     norm = policy.normalizer
     exported = PolicyFile(
         kernels=tuple(take(mlp[name]["kernel"]) for name in dense),
@@ -191,11 +190,16 @@ def export_policy(
     return exported
 
 
+def _seed_weights(x: jax.Array, seed_index: int) -> np.ndarray:
+    """One seed's weights, float32 held as float64 (as a loaded policy file holds them)."""
+    return np.asarray(jax.device_get(x[seed_index]), np.float32).astype(np.float64)
+
+
 def _export_discrete(policy, run_dir, seed_index: int, provenance) -> PolicyFile:
     """The greedy policy of a discrete agent: argmax of DQN's Q-network (one network, a scalar
     critic head) or of a categorical policy's logits (discrete BC and IQL)."""
     params = policy.states.actor.params
-    take = lambda x: np.asarray(jax.device_get(x[seed_index]), np.float32).astype(np.float64)
+    take = functools.partial(_seed_weights, seed_index=seed_index)
     if "Torso_0" not in params.get("net", params) or "Dense_0" not in params.get("net", params):
         raise ValorlError(
             f"{run_dir}: {policy.agent.name}'s network is not a torso and an output layer "

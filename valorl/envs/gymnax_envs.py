@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from valorl.envs.gridworlds import GRIDWORLDS, GridWorld, gridworld, is_gridworld
+from valorl.envs.jax_env import episode_returns
 from valorl.errors import ValorlError
 
 MINATAR = ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar", "SpaceInvaders-MinAtar")
@@ -149,7 +150,6 @@ def make_jax_env(env_id: str, sticky_actions: float | None = None) -> GymnaxEnv 
 
 def random_returns(env: GymnaxEnv | GridWorld, episodes: int = 100, seed: int = 0) -> np.ndarray:
     """Returns of the uniform random policy (the 0 of normalised scores)."""
-    from valorl.envs.jax_env import episode_returns
 
     def policy(obs, key):
         return jax.random.randint(key, obs.shape[:1], 0, env.num_actions)
