@@ -126,9 +126,23 @@ def test_rollouts_stop_at_terminations_and_after_their_length():
     np.testing.assert_array_equal(masks[:, 2][:4], [1, 1, 1, 1])
     dones = np.asarray(rows.dones).reshape(6, 3)
     np.testing.assert_array_equal(dones[:4, 2], [0, 0, 0, 1])  # the rollout's last step
-    np.testing.assert_allclose(np.asarray(rows.rewards), 2.0 - 0.5)  # penalised
+    rewards = np.asarray(rows.rewards).reshape(6, 3)
+    np.testing.assert_allclose(rewards[valid], 2.0 - 0.5)  # penalised
+    np.testing.assert_array_equal(rewards[~valid], 0.0)  # steps past the length: not computed
     assert float(metrics["length"]) == pytest.approx(3.0)
     assert float(metrics["penalty"]) == pytest.approx(0.5)
+
+
+def test_a_diverged_prediction_ends_its_rollout_unkept():
+    """A model whose reward is infinite: no row is kept, and no rollout goes on."""
+    model, state = step_model(reward=np.inf)
+    policy = lambda obs, key: jnp.zeros((obs.shape[0], 1))
+    never = lambda next_obs, prob: jnp.zeros(next_obs.shape[0], bool)
+    rows, valid, metrics = rollout(
+        model, state, policy, jnp.zeros((2, 1)), jax.random.key(0), 3, 3, never
+    )
+    assert not np.asarray(valid).any() and float(metrics["length"]) == 0.0
+    assert np.isfinite(np.asarray(rows.rewards)).all()
 
 
 def test_imagined_rows_enter_the_buffer_in_order_and_wrap_within_its_capacity():
@@ -287,3 +301,26 @@ def test_model_based_agents_refuse_discrete_actions_and_images():
         MOPO().init(jax.random.key(0), Spec(obs_shape=(10, 10, 4), action_dim=0, num_actions=3))
     with pytest.raises(ValorlError, match="--robust-steps"):
         dataclasses.replace(MOPO(), robust_steps=0)
+
+
+def test_mbpo_takes_utd_full_sac_updates_and_mobile_needs_two_elites():
+    """MBPO's `utd` repeats whole SAC updates (its n_train_repeat): 3 critic and 3 actor
+    steps, where SAC's `utd` 3 is 3 critic steps and one actor step."""
+    from valorl.agents import MBPO
+
+    model = DynamicsModel(model_members=2, model_elites=2, model_hidden_dims=(4,))
+    spec = Spec(obs_shape=(2,), action_dim=1)
+    batch = Batch(
+        observations=jnp.ones((3, 8, 2)), actions=jnp.zeros((3, 8, 1)), rewards=jnp.ones((3, 8)),
+        next_observations=jnp.ones((3, 8, 2)), masks=jnp.ones((3, 8)), dones=jnp.zeros((3, 8)),
+    )  # fmt: skip
+    for agent, actor_steps in ((MBPO(utd=3, hidden_dims=(4,), batch_size=8, model=model), 3),):
+        state = agent.init(jax.random.key(0), spec)
+        state, metrics = agent.update(state, batch, jax.random.key(1))
+        assert int(state.critic.step) == 3 and int(state.actor.step) == actor_steps
+        assert np.isfinite(float(metrics["critic/lipschitz"]))
+    sac_like = MOPO(utd=3, hidden_dims=(4,), batch_size=8, model=model)
+    state, _ = sac_like.update(sac_like.init(jax.random.key(0), spec), batch, jax.random.key(1))
+    assert int(state.critic.step) == 3 and int(state.actor.step) == 1
+    with pytest.raises(ValorlError, match="needs --model-elites of at least 2"):
+        MOBILE(model=DynamicsModel(model_members=1, model_elites=1))

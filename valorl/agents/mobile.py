@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from valorl.agents.base import apply
 from valorl.agents.model_based import ModelBasedSAC, ModelBasedState
 from valorl.data.dataset import Batch
+from valorl.errors import ValorlError
 from valorl.nets import tanh_gaussian_sample
 
 
@@ -42,6 +43,14 @@ class MOBILE(ModelBasedSAC):
     """N: next states sampled per elite."""
     target_floor: float | None = 0.0
     """Clip the target below at this value (the reference's 0); unset: no clip."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.model.model_elites < 2:
+            raise ValorlError(
+                "mobile's penalty is a standard deviation over elites: it needs "
+                f"--model-elites of at least 2, got {self.model.model_elites}"
+            )
 
     def bellman_uncertainty(
         self, state: ModelBasedState, obs: jax.Array, actions: jax.Array, key: jax.Array

@@ -114,12 +114,19 @@ class ModelBasedSAC(SAC):
     def update(
         self, state: ModelBasedState, batch: Batch, key: jax.Array
     ) -> tuple[ModelBasedState, Metrics]:
-        """SAC's update, and the updated critic's Lipschitz estimate on the last batch."""
-        state, metrics = super().update(state, batch, key)
+        """SAC's update (`sac_update`), and the updated critic's Lipschitz estimate on the last
+        batch."""
+        state, metrics = self.sac_update(state, batch, key)
         last = batch if self.utd == 1 else jax.tree.map(lambda x: x[-1], batch)
         q = self.q_function(state, state.critic.params)
         metrics["critic/lipschitz"] = lipschitz_estimate(q, last.observations, last.actions)
         return state, metrics
+
+    def sac_update(
+        self, state: ModelBasedState, batch: Batch, key: jax.Array
+    ) -> tuple[ModelBasedState, Metrics]:
+        """SAC's update: `utd` critic steps, then one actor and temperature step."""
+        return super().update(state, batch, key)
 
     def value_gradient(self, state: ModelBasedState) -> ValueGrad:
         """∂V/∂s' with V(s') = min_i Q_i(s', tanh μ(s')): the weights of VaGraM's model loss."""

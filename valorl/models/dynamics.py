@@ -9,8 +9,9 @@ Gaussian: mean μ and log-variance, trained by the Gaussian negative log-likelih
 
 with the log-variance softly clamped between learned bounds (PETS App. A.1; the last term, with
 c = 0.01, keeps the bounds tight) and L2 weight decay per layer (MBPO's 2.5e-5 ... 1e-4).
-Inputs (s, a) and targets (s' − s, r) are standardised with the training data's statistics. The
-E members with the lowest held-out error are the elites; an imagined step draws one elite per
+Inputs (s, a) are standardised with the training data's statistics, as MBPO does, and so are the
+targets (s' − s, r) (valorl's choice; `valorl.models.fit`). The E members with the lowest
+held-out error are the elites; an imagined step draws one elite per
 sample (`DynamicsModel.sample`).
 
 `model_members=1` is a single probabilistic model; `model_kind="deterministic"` drops the

@@ -1,8 +1,10 @@
 """Fitting a dynamics model to transitions: a held-out split, early stopping, elites.
 
-MBPO's procedure (Janner et al. 2019; its `BNN.train`): standardise inputs and targets with the
-training rows' statistics; hold out a random `model_holdout` share of the rows (at most
-`model_max_holdout`); train every member on its own minibatches, an epoch being one pass worth
+MBPO's procedure (Janner et al. 2019; its `BNN.train`): hold out a random `model_holdout`
+share of the rows (at most `model_max_holdout`); standardise inputs with the training rows'
+statistics (and targets too: valorl's choice, so that one learning rate and one held-out error
+serve every output; MBPO and OfflineRL-Kit standardise inputs only, so their elites are ranked by
+raw errors); train every member on its own minibatches, an epoch being one pass worth
 of minibatches over the training rows; after each epoch measure each member's held-out error
 and keep a snapshot of its parameters when the error improved by more than 1%; stop when no
 member improved for `model_patience` epochs (or at `model_max_epochs`), restore every member's
@@ -63,13 +65,6 @@ def fit(
     inputs = jnp.concatenate([obs, data.actions.reshape(n, -1)], axis=-1)
     targets = jnp.concatenate([next_obs - obs, data.rewards[:, None]], axis=-1)
     terminals = 1.0 - data.masks
-    input_mean, input_std = _moments(inputs, valid, size)
-    target_mean, target_std = _moments(targets, valid, size)
-    state = state.replace(
-        input_mean=input_mean, input_std=input_std, target_mean=target_mean, target_std=target_std
-    )
-    inputs = (inputs - input_mean) / input_std
-    targets = (targets - target_mean) / target_std
 
     key_split, key_train = jax.random.split(key)
     order = jnp.argsort(jnp.where(valid, jax.random.uniform(key_split, (n,)), 2.0))
@@ -77,6 +72,16 @@ def fit(
         model.model_max_holdout, jnp.floor(model.model_holdout * size).astype(jnp.int32)
     )
     num_holdout = jnp.clip(num_holdout, 1, size - 1)
+    # the statistics of the training rows: the valid rows after the held-out ones in `order`
+    rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+    train = valid & (rank >= num_holdout)
+    input_mean, input_std = _moments(inputs, train, size - num_holdout)
+    target_mean, target_std = _moments(targets, train, size - num_holdout)
+    state = state.replace(
+        input_mean=input_mean, input_std=input_std, target_mean=target_mean, target_std=target_std
+    )
+    inputs = (inputs - input_mean) / input_std
+    targets = (targets - target_mean) / target_std
     holdout_rows = order[: min(model.model_max_holdout, n)]
     holdout_valid = jnp.arange(holdout_rows.shape[0]) < num_holdout
     batch = model.model_batch_size

@@ -9,9 +9,10 @@ linearly with environment steps (MBPO's rollout schedule: Hopper 1 → 15 over e
 an epoch being 1000 environment steps); offline (MOPO, MOBILE) it is fixed.
 
 Rollouts are compiled at their longest length and the current length is a traced number, so a
-growing schedule never recompiles; the model buffer is a `valorl.data.replay.ReplayBuffer`
-holding `rollout_batch · rollout_length · rollout_retain` rows (MBPO resizes its buffer as h
-grows; a fixed capacity keeps more rounds while h is short).
+growing schedule never recompiles (steps past the current length are skipped, not computed);
+the model buffer is a `valorl.data.replay.ReplayBuffer` holding `rollout_batch ·
+rollout_length · rollout_retain` rows (MBPO resizes its buffer as h grows; a fixed capacity
+keeps more rounds while h is short).
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def rollout(
     learned classifier). Returns `max_length · B` transitions, step-major, with the imagined
     reward minus `penalty`, masks 1 − terminal and dones at terminations and at the last step;
     which rows are real steps of a rollout (`valid`: not past the length, not after a
-    termination); and the mean rollout length, reward and penalty."""
+    termination, not diverged to a non-finite prediction); and the mean rollout length, reward
+    and penalty."""
 
     def step(carry, t):
         obs, alive, key = carry
@@ -118,19 +120,42 @@ def rollout(
         )
         terminal = terminated(next_obs, terminal_prob)
         cost = jnp.zeros_like(reward) if penalty is None else penalty(prediction)
-        valid = alive & (t < length)
+        # a diverged prediction ends its rollout and is not kept
+        finite = jnp.isfinite(next_obs).all(axis=-1) & jnp.isfinite(reward - cost)
+        valid = alive & finite
         row = Batch(
             observations=obs,
             actions=actions,
-            rewards=reward - cost,
-            next_observations=next_obs,
+            rewards=jnp.where(valid, reward - cost, 0.0),
+            next_observations=jnp.where(valid[:, None], next_obs, obs),
             masks=1.0 - terminal.astype(jnp.float32),
             dones=(terminal | (t == length - 1)).astype(jnp.float32),
         )
-        return (next_obs, alive & ~terminal, key), (row, valid, cost)
+        carry = (row.next_observations, valid & ~terminal, key)
+        return carry, (row, valid, jnp.where(valid, cost, 0.0))
+
+    def skip(carry, t):
+        """A step past the current length: nothing computed, nothing kept (the length is the
+        same for every seed, so this is a real branch under a seed vmap)."""
+        obs, alive, key = carry
+        actions = jax.eval_shape(policy, obs, key)
+        zeros = jnp.zeros(obs.shape[:1])
+        row = Batch(
+            observations=obs,
+            actions=jnp.zeros(actions.shape, actions.dtype),
+            rewards=zeros,
+            next_observations=obs,
+            masks=zeros,
+            dones=zeros,
+        )
+        return carry, (row, jnp.zeros_like(alive), zeros)
+
+    def maybe_step(carry, t):
+        return jax.lax.cond(t < length, step, skip, carry, t)
 
     alive = jnp.ones(start_obs.shape[:1], bool)
-    _, (rows, valid, cost) = jax.lax.scan(step, (start_obs, alive, key), jnp.arange(max_length))
+    start = (start_obs, alive, key)
+    _, (rows, valid, cost) = jax.lax.scan(maybe_step, start, jnp.arange(max_length))
     flat = lambda x: x.reshape(-1, *x.shape[2:])
     rows, valid = jax.tree.map(flat, rows), valid.reshape(-1)
     count = jnp.maximum(valid.sum(), 1)

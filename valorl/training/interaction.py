@@ -26,7 +26,9 @@ count, so a resumed run continues them. The environments' internal state cannot 
 environment whose episode had just ended at the checkpoint (its last stored transition ends an
 episode) restarts the episode that followed, with the same reset seed, so a run checkpointed at
 episode boundaries resumes exactly as it would have continued; one interrupted mid-episode
-starts a new episode (the next reset seed).
+starts a new episode (the next reset seed). An agent that needs returns-to-go stores an
+episode's transitions only when it ends, so its interrupted episode is replayed from its start
+(with the same seed).
 """
 
 from __future__ import annotations
@@ -235,7 +237,7 @@ def online_chunk(agent: Agent, num_updates: int, mix: OfflineMix | None, num_see
         return state, key, buffer, model_buffer, metrics
 
     in_axes = (0, 0, 0, 0, 0, None, None, None, 0)
-    return over_seeds(chunk, in_axes, num_seeds, donate=(0, 1, 2))
+    return over_seeds(chunk, in_axes, num_seeds, donate=(0, 1, 2, 8))
 
 
 @compiled_cache

@@ -95,7 +95,7 @@ def offline_model_chunk(agent: Agent, rounds: int, num_seeds: int, env_id: str |
             state, key, buffer = carry
             key, key_start, key_rollout = jax.random.split(key, 3)
             start = sample_batch(data, key_start, settings.rollout_batch).observations
-            length = settings.length_at(0)
+            length = settings.rollout_length  # the growing schedule is online only
             buffer, imagined = imagine(
                 agent, state, buffer, start, key_rollout, length, normalizer, env_id
             )
