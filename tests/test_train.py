@@ -249,6 +249,24 @@ def test_reopening_with_another_config_is_refused(
     assert snapshot(path) == before
 
 
+def test_a_run_that_predates_a_new_hyperparameter_reopens(pendulum_dataset, finished, tmp_path):
+    """A config written before a hyperparameter existed (here: without IQL's `expectile` and
+    the ensemble's `layer_norm`) reopens when the value asked for is the default, and is
+    still refused when it is not."""
+    import shutil
+
+    path = tmp_path / "old"
+    shutil.copytree(finished[0], path)
+    config = json.loads((path / "config.json").read_text())
+    del config["agent"]["hyperparameters"]["expectile"]
+    del config["agent"]["hyperparameters"]["ensemble"]["layer_norm"]
+    (path / "config.json").write_text(json.dumps(config))
+    result = train(pendulum_dataset, path)  # finished: returned as it is
+    assert result.final_returns.shape == finished[1].final_returns.shape
+    with pytest.raises(ValorlError, match="agent.hyperparameters.expectile: 0.7 -> 0.8"):
+        train(pendulum_dataset, path, expectile=0.8)
+
+
 def test_changed_dataset_is_refused(pendulum_dataset, finished):
     """The same --out with data differing in a single reward is refused: the fingerprint
     differs, so a run never resumes (or reports) on data it was not trained on."""

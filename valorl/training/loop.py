@@ -34,7 +34,7 @@ from valorl.training.fused import init_seeds, seed_keys, update_chunk
 from valorl.training.interaction import environment_phase
 from valorl.training.loggers import open_logger
 from valorl.training.model_based import fit_on_dataset, offline_model_chunk
-from valorl.training.plan import RunPlan, default_run_path
+from valorl.training.plan import RunPlan, default_run_path, with_current_defaults
 from valorl.training.restore import restore
 from valorl.training.results import RunResult, write_result
 from valorl.training.run_dir import RunDir
@@ -238,7 +238,8 @@ def run_plan(
     `data` gives the offline rows; critic agents get value diagnostics (`diagnostics.json`)
     on `diagnose_with`, the whole dataset, when there is one."""
     config = plan.config()
-    run = RunDir.open(out if out is not None else default_run_path(config), config)
+    path = out if out is not None else default_run_path(config)
+    run = RunDir.open(path, config, upgrade=with_current_defaults)
     run.keep_checkpoints = keep_checkpoints
     with run:
         if run.finished:

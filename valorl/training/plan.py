@@ -25,6 +25,7 @@ from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.data.transforms import Normalizer
 from valorl.envs.gridworlds import GridWorld
 from valorl.envs.gymnax_envs import GymnaxEnv, default_sticky_actions, is_jax_env, make_jax_env
+from valorl.errors import ValorlError
 from valorl.training.compiled import initial_carry
 from valorl.training.fused import init_seeds, seed_keys
 from valorl.training.schedule import Schedule
@@ -227,6 +228,19 @@ class RunPlan:
         if not self.compiled:
             return None
         return initial_carry(self.jax_env, self.seeds, self.interaction.num_envs)
+
+
+def with_current_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the agent's hyperparameters rebuilt by this version of valorl:
+    hyperparameters added since it was written appear at their defaults, so a run that predates
+    them resumes (configs that cannot be rebuilt are returned as they are)."""
+    agent = config.get("agent", {})
+    try:
+        cls = agent_class(agent["name"])
+        hyperparameters = to_dict(from_dict(cls, agent["hyperparameters"]))
+    except (KeyError, TypeError, ValorlError):
+        return config
+    return config | {"agent": agent | {"hyperparameters": hyperparameters}}
 
 
 def state_templates(agent: Agent, spec: Spec, seeds: list[int]) -> tuple[Any, Normalizer]:

@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,21 @@ class RunDir:
     # ---- creation and identity -------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike, config: dict[str, Any]) -> RunDir:
+    def open(
+        cls,
+        path: str | os.PathLike,
+        config: dict[str, Any],
+        upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> RunDir:
         """Create the run with `config`, or reopen an existing run started with the same
-        config (to resume it). A different config in an existing run is an error."""
+        config (to resume it). A different config in an existing run is an error; `upgrade`
+        first brings the existing config up to this version of valorl (settings added since
+        it was written, at their defaults)."""
         run = cls(path)
         if run.path.exists():
             existing = run.config()
+            if upgrade is not None:
+                existing = upgrade(existing)
             diffs = _config_diffs(existing, config)
             if diffs:
                 raise ValorlError(
