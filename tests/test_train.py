@@ -263,7 +263,7 @@ def test_a_run_that_predates_a_new_hyperparameter_reopens(pendulum_dataset, fini
     (path / "config.json").write_text(json.dumps(config))
     result = train(pendulum_dataset, path)  # finished: returned as it is
     assert result.final_returns.shape == finished[1].final_returns.shape
-    with pytest.raises(ValorlError, match="agent.hyperparameters.expectile: 0.7 -> 0.8"):
+    with pytest.raises(ValorlError, match=re.escape("agent.hyperparameters.expectile: 0.7 -> 0.8")):
         train(pendulum_dataset, path, expectile=0.8)
 
 
