@@ -113,7 +113,7 @@ def step_model(reward: float = 2.0) -> tuple[DynamicsModel, object]:
 def test_rollouts_stop_at_terminations_and_after_their_length():
     model, state = step_model()
     start = jnp.array([[0.0], [1.5], [-10.0]])
-    ends = lambda next_obs, prob: next_obs[:, 0] >= 3.0
+    ends = lambda next_obs, prob, key: next_obs[:, 0] >= 3.0
     policy = lambda obs, key: jnp.zeros((obs.shape[0], 1))
     rows, valid, metrics = rollout(
         model, state, policy, start, jax.random.key(0), 4, 6, ends, lambda p: jnp.ones(3) * 0.5
@@ -137,7 +137,7 @@ def test_a_diverged_prediction_ends_its_rollout_unkept():
     """A model whose reward is infinite: no row is kept, and no rollout goes on."""
     model, state = step_model(reward=np.inf)
     policy = lambda obs, key: jnp.zeros((obs.shape[0], 1))
-    never = lambda next_obs, prob: jnp.zeros(next_obs.shape[0], bool)
+    never = lambda next_obs, prob, key: jnp.zeros(next_obs.shape[0], bool)
     rows, valid, metrics = rollout(
         model, state, policy, jnp.zeros((2, 1)), jax.random.key(0), 3, 3, never
     )
@@ -148,7 +148,7 @@ def test_a_diverged_prediction_ends_its_rollout_unkept():
 def test_imagined_rows_enter_the_buffer_in_order_and_wrap_within_its_capacity():
     model, state = step_model()
     start = jnp.array([[0.0], [1.5]])
-    ends = lambda next_obs, prob: next_obs[:, 0] >= 3.0
+    ends = lambda next_obs, prob, key: next_obs[:, 0] >= 3.0
     policy = lambda obs, key: jnp.zeros((obs.shape[0], 1))
     rows, valid, _ = rollout(model, state, policy, start, jax.random.key(0), 5, 5, ends)
     buffer = replay.init(4, (1,), 1)
@@ -176,7 +176,34 @@ def test_known_termination_rules():
     walker = termination_rule("Walker2d-v5")
     np.testing.assert_array_equal(walker(jnp.array([[1.0, 0.5], [2.5, 0.0]])), [False, True])
     assert termination_rule("HalfCheetah-v5")(jnp.ones((2, 17))).sum() == 0
-    assert termination_rule("InvertedDoublePendulum-v5") is None  # learned classifier
+    assert termination_rule("Ant-v5") is None  # the learned classifier
+
+
+def test_the_inverted_double_pendulum_rule_matches_the_simulator():
+    """The tip-height rule on observations agrees with Gymnasium's own termination."""
+    import gymnasium as gym
+
+    env = gym.make("InvertedDoublePendulum-v5")
+    obs, _ = env.reset(seed=0)
+    rows, ended = [], []
+    for _ in range(300):
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        rows.append(obs)
+        ended.append(terminated)
+        if terminated or truncated:
+            obs, _ = env.reset()
+    rule = termination_rule("InvertedDoublePendulum-v5")
+    assert any(ended)
+    np.testing.assert_array_equal(rule(jnp.asarray(np.array(rows))), ended)
+
+
+def test_a_learned_termination_is_drawn_from_its_probability():
+    from valorl.models import termination_test
+
+    test = termination_test(None, lambda x: x)
+    prob = jnp.full(20_000, 0.1)
+    ended = test(jnp.zeros((20_000, 1)), prob, jax.random.key(0))
+    assert abs(float(ended.mean()) - 0.1) < 0.01
 
 
 def test_the_mopo_penalty_by_hand():

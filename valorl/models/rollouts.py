@@ -99,26 +99,26 @@ def rollout(
     key: jax.Array,
     length: jax.Array | int,
     max_length: int,
-    terminated: Callable[[jax.Array, jax.Array], jax.Array],
+    terminated: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
     penalty: Penalty | None = None,
 ) -> tuple[Batch, jax.Array, dict[str, jax.Array]]:
     """Rollouts of `length` (≤ `max_length`) steps from `start_obs` (B, S).
 
-    `terminated(next_obs, terminal_prob)` decides where a rollout ends (a known rule, or the
-    learned classifier). Returns `max_length · B` transitions, step-major, with the imagined
-    reward minus `penalty`, masks 1 − terminal and dones at terminations and at the last step;
+    `terminated(next_obs, terminal_prob, key)` decides where a rollout ends (a known rule, or a
+    draw from the learned classifier: `termination_test`). Returns `max_length · B`
+    transitions, step-major, with the imagined reward minus `penalty`, masks 1 − terminal and dones at terminations and at the last step;
     which rows are real steps of a rollout (`valid`: not past the length, not after a
     termination, not diverged to a non-finite prediction); and the mean rollout length, reward
     and penalty."""
 
     def step(carry, t):
         obs, alive, key = carry
-        key, key_act, key_model = jax.random.split(key, 3)
+        key, key_act, key_model, key_end = jax.random.split(key, 4)
         actions = policy(obs, key_act)
         next_obs, reward, terminal_prob, prediction = model.sample(
             model_state, obs, actions, key_model
         )
-        terminal = terminated(next_obs, terminal_prob)
+        terminal = terminated(next_obs, terminal_prob, key_end)
         cost = jnp.zeros_like(reward) if penalty is None else penalty(prediction)
         # a diverged prediction ends its rollout and is not kept
         finite = jnp.isfinite(next_obs).all(axis=-1) & jnp.isfinite(reward - cost)
@@ -175,9 +175,12 @@ def add_valid(buffer: ReplayBuffer, rows: Batch, valid: jax.Array) -> ReplayBuff
 
 def termination_test(
     rule: TerminationFn | None, to_env_units: Callable[[jax.Array], jax.Array]
-) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """`terminated(next_obs, terminal_prob)`: the environment's known `rule` on observations
-    mapped back to the environment's units, or the learned classifier's probability > 1/2."""
+) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+    """`terminated(next_obs, terminal_prob, key)`: the environment's known `rule` on
+    observations mapped back to the environment's units, or a draw from the learned
+    classifier's probability. A draw, not a threshold: terminations are rare in the data, so a
+    calibrated classifier's probability stays below one half almost everywhere, and a threshold
+    would imagine no terminations at all."""
     if rule is None:
-        return lambda next_obs, prob: prob > 0.5
-    return lambda next_obs, prob: rule(to_env_units(next_obs))
+        return lambda next_obs, prob, key: jax.random.uniform(key, prob.shape) < prob
+    return lambda next_obs, prob, key: rule(to_env_units(next_obs))

@@ -4,7 +4,7 @@ MBPO (its `static_fns`) and OfflineRL-Kit end an imagined rollout with the envir
 termination rule applied to the predicted next observation wherever the rule is a function of
 the observation, rather than learning it. These are Gymnasium's v5 rules (observations in the
 environment's units); an environment without an entry here gets the model's learned termination
-classifier (`DynamicsModel`: probability above one half).
+classifier, whose probability is sampled (`valorl.models.rollouts.termination_test`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ def _inverted_pendulum(next_obs: jax.Array) -> jax.Array:
     return ~(jnp.isfinite(next_obs).all(axis=-1) & (jnp.abs(next_obs[:, 1]) <= 0.2))
 
 
+def _inverted_double_pendulum(next_obs: jax.Array) -> jax.Array:
+    """InvertedDoublePendulum-v5: ends when the tip's height 0.6·cos θ1 + 0.6·cos(θ1 + θ2)
+    falls to 1 (the observation holds sin θ1, sin θ2, cos θ1, cos θ2 at 1..4; checked against
+    MuJoCo's site position to 1e-5)."""
+    s1, s2, c1, c2 = next_obs[:, 1], next_obs[:, 2], next_obs[:, 3], next_obs[:, 4]
+    return 0.6 * c1 + 0.6 * (c1 * c2 - s1 * s2) <= 1.0
+
+
 RULES: dict[str, TerminationFn] = {
     "Hopper": _hopper,
     "Walker2d": _walker2d,
@@ -53,6 +61,7 @@ RULES: dict[str, TerminationFn] = {
     "Swimmer": _never,
     "Pendulum": _never,
     "InvertedPendulum": _inverted_pendulum,
+    "InvertedDoublePendulum": _inverted_double_pendulum,
 }
 """Rules by environment name (the id without its version)."""
 
