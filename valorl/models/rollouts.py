@@ -106,10 +106,10 @@ def rollout(
 
     `terminated(next_obs, terminal_prob, key)` decides where a rollout ends (a known rule, or a
     draw from the learned classifier: `termination_test`). Returns `max_length · B`
-    transitions, step-major, with the imagined reward minus `penalty`, masks 1 − terminal and dones at terminations and at the last step;
-    which rows are real steps of a rollout (`valid`: not past the length, not after a
-    termination, not diverged to a non-finite prediction); and the mean rollout length, reward
-    and penalty."""
+    transitions, step-major, with the imagined reward minus `penalty`, masks 1 − terminal and
+    dones at terminations and at the last step; which rows are real steps of a rollout
+    (`valid`: not past the length, not after a termination, not diverged to a non-finite
+    prediction); and the mean rollout length, reward and penalty."""
 
     def step(carry, t):
         obs, alive, key = carry
