@@ -70,7 +70,9 @@ class Loop:
             self.eval_steps: list[int] = []
             self.eval_returns = np.zeros((len(seeds), 0, plan.eval_episodes))
             self.online = None
-            self.model_buffers = jax.jit(plan.empty_model_buffers)()
+            self.model_buffers = None
+            if plan.agent.model_based:
+                self.model_buffers = jax.jit(plan.empty_model_buffers)()
             if plan.interaction is not None:
                 buffers = jax.jit(plan.empty_buffers)()
                 episodes = np.zeros(len(seeds), np.int64)
