@@ -119,6 +119,33 @@ def test_evaluator_counts_each_episode_once_when_lengths_differ():
     np.testing.assert_array_equal(returns, expected)
 
 
+def test_evaluator_executes_chunks_open_loop_and_asks_again_when_they_are_used_up():
+    """A policy returning chunks of 3 actions is asked once per 3 steps (every 3rd observation),
+    and the environments receive the chunk's actions in order: the same returns as a per-step
+    policy playing the chunk's sequence (+1, 0, −1 repeated)."""
+    sequence = np.array([1.0, 0.0, -1.0], np.float32)
+    calls = []
+
+    def chunked(obs):
+        calls.append(obs.copy())
+        return np.broadcast_to(sequence[None, None, :, None], (*obs.shape[:2], 3, 1))
+
+    steps = [0]
+
+    def per_step(obs):
+        action = sequence[steps[0] % 3]
+        steps[0] += 1
+        return np.full((*obs.shape[:2], 1), action, np.float32)
+
+    seeds = [[7, 8]]
+    results = []
+    for act in (chunked, per_step):
+        with Evaluator(lambda: gym.make("Pendulum-v1"), 1, 2) as evaluator:
+            results.append(evaluator.returns(act, seeds))
+    assert len(calls) == 67  # ceil(200 / 3) decisions in a 200-step episode
+    np.testing.assert_array_equal(results[0], results[1])
+
+
 # ---- episode_seeds ------------------------------------------------------------------------------
 
 

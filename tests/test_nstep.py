@@ -11,7 +11,7 @@ import numpy as np
 from valorl.agents import DQN, IQL
 from valorl.data import replay
 from valorl.data.dataset import Batch, sample_batch
-from valorl.data.nstep import n_step_transitions, sample_n_step
+from valorl.data.nstep import chunk_transitions, n_step_transitions, sample_n_step
 from valorl.data.replay import OfflineMix
 from valorl.training.sources import (
     DATASET_ROWS,
@@ -93,6 +93,20 @@ def test_one_step_transitions_are_the_rows():
     out = n_step_transitions(steps, available, GAMMA)
     for field in ("observations", "actions", "rewards", "next_observations", "masks", "dones"):
         np.testing.assert_array_equal(getattr(out, field), getattr(EPISODE, field))
+
+
+def test_chunk_rows_keep_the_actions_and_mark_steps_past_the_episode_end():
+    """An action chunk of length 3 is the n-step row of the table above with the 3 actions of
+    its window and `valid` true up to the row that ends the episode (or the data) only."""
+    steps, available = windows(EPISODE, [0, 1, 2, 3], 3)
+    out = chunk_transitions(steps, available, GAMMA)
+    np.testing.assert_array_equal(out.actions, [[0, 1, 2], [1, 2, 3], [2, 3, 3], [3, 3, 3]])
+    want_valid = [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 0, 0]]
+    np.testing.assert_array_equal(out.valid, np.asarray(want_valid, bool))
+    for i, want in EXPECTED.items():
+        assert float(out.rewards[i]) == want["reward"] and float(out.masks[i]) == want["mask"]
+    drawn = sample_n_step(EPISODE, jax.random.key(0), 16, 3, GAMMA, num_batches=2, chunks=True)
+    assert drawn.actions.shape == (2, 16, 3) and drawn.valid.shape == (2, 16, 3)
 
 
 def test_dataset_n_step_rows_match_the_hand_table():

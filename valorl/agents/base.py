@@ -29,6 +29,8 @@ attributes the agent declares, never by probing for methods or fields. An agent 
                            in [0, spec.num_actions); otherwise actions in [-1, 1]^action_dim
     return_steps           (a property) n of the n-step returns in its batches (1: one step)
     model_based            the agent learns a dynamics model and learns from imagined rows too
+    chunk_length           (a property) h of the action chunks in its batches (1: one action)
+    action_chunk           (a property) actions `act` returns per call, executed open-loop
 
 How an agent explores while it collects data is `explore(state, obs, key, env_step)`: by
 default a sample of the stochastic policy; DQN overrides it with its epsilon-greedy schedule.
@@ -88,6 +90,12 @@ class Agent(Protocol):
 
     @property
     def batches_per_update(self) -> int: ...
+
+    @property
+    def chunk_length(self) -> int: ...
+
+    @property
+    def action_chunk(self) -> int: ...
 
     def init(self, key: jax.Array, spec: Spec) -> Any: ...
 
@@ -223,6 +231,20 @@ class AgentBase:
         discounted sum of up to n rewards, the observation it bootstraps from, and in `masks`
         γ^(k−1)·(1 − terminal) for the k rewards summed, so that the one-step target
         r + γ·mask·V(s') is the n-step target (`valorl.data.nstep`). 1 for one-step."""
+        return 1
+
+    @property
+    def chunk_length(self) -> int:
+        """h of the action chunks the agent learns from (Q-chunking): each batch row then holds
+        h consecutive actions, shape (h, action_dim), their h-step discounted reward sum and
+        bootstrap (as `return_steps`), and `valid` (h,) (`valorl.data.nstep`). 1: one action."""
+        return 1
+
+    @property
+    def action_chunk(self) -> int:
+        """How many actions one `act` call returns: 1, actions (batch, action_dim); more,
+        chunks (batch, action_chunk, action_dim) that evaluation executes open-loop before
+        it asks again (`valorl.envs.rollouts.Evaluator`)."""
         return 1
 
     def explore(self, state: Any, obs: jax.Array, key: jax.Array, env_step: jax.Array):

@@ -307,6 +307,9 @@ class Batch:
     returns_to_go: jax.Array | None = None
     """Discounted Monte-Carlo return from each row to the end of its episode, for agents that
     set `needs_returns_to_go` (Cal-QL); None (an empty subtree) otherwise."""
+    valid: jax.Array | None = None
+    """Action-chunk batches only (`valorl.data.chunks`), shape (rows, h): whether step k of a
+    row's chunk lies in the episode of its first step; None (an empty subtree) otherwise."""
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])

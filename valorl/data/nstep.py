@@ -16,6 +16,12 @@ r + γ·mask·V(s') is the n-step target without the agent knowing n: with K ≤
     dones              whether the K-th row ends its episode
 
 and the observation, action and return-to-go of the first row.
+
+An action-chunk row (Q-chunking: Li, Zhou & Levine 2025, "Reinforcement Learning with Action
+Chunking", Sec. 4) is the same n-step row with the n actions a_t, …, a_(t+n−1) kept, shape
+(n, action_dim), and `valid` (n,): whether each step lies in the episode of the first. A
+critic of the whole chunk learns only from rows whose last step is valid; a policy imitates
+the valid steps. Steps past an episode's end hold whatever rows follow, so they must be masked.
 """
 
 from __future__ import annotations
@@ -24,6 +30,15 @@ import jax
 import jax.numpy as jnp
 
 from valorl.data.dataset import Batch
+
+
+def continuing_steps(steps: Batch, available: jax.Array) -> jax.Array:
+    """(B, n) whether row k of each window continues its first row's episode: row k exists
+    (`available`) and no row before it ended the episode (`dones`); column 0 is always taken."""
+    dones = steps.dones.astype(bool)
+    ended_before = jnp.cumsum(dones, axis=1) - dones > 0
+    continues = available.astype(bool) & ~ended_before
+    return jnp.cumprod(continues.at[:, 0].set(True), axis=1).astype(bool)
 
 
 def n_step_transitions(steps: Batch, available: jax.Array, discount: float) -> Batch:
@@ -36,11 +51,7 @@ def n_step_transitions(steps: Batch, available: jax.Array, discount: float) -> B
     ends an episode (`dones`) or before the first unavailable row. Returns a Batch of B rows
     (see the module docstring).
     """
-    dones = steps.dones.astype(bool)
-    # Row k continues the window when row k exists and no row before it ended the episode.
-    ended_before = jnp.cumsum(dones, axis=1) - dones > 0
-    continues = available.astype(bool) & ~ended_before
-    taken = jnp.cumprod(continues.at[:, 0].set(True), axis=1).astype(bool)  # (B, n)
+    taken = continuing_steps(steps, available)  # (B, n)
     count = taken.sum(axis=1)  # K ≥ 1
     n = available.shape[1]
     powers = jnp.asarray(discount, jnp.float32) ** jnp.arange(n, dtype=jnp.float32)
@@ -68,25 +79,41 @@ def window_rows(start: jax.Array, n: int) -> jax.Array:
     return start[..., None] + jnp.arange(n, dtype=start.dtype)
 
 
+def chunk_transitions(steps: Batch, available: jax.Array, discount: float) -> Batch:
+    """`n_step_transitions` with the window's n actions kept, (B, n, action_dim), and their
+    validity (B, n) (see the module docstring)."""
+    row = n_step_transitions(steps, available, discount)
+    return row.replace(actions=steps.actions, valid=continuing_steps(steps, available))
+
+
 def sample_n_step(
-    data: Batch, key: jax.Array, batch_size: int, n: int, discount: float, num_batches: int = 1
+    data: Batch,
+    key: jax.Array,
+    batch_size: int,
+    n: int,
+    discount: float,
+    num_batches: int = 1,
+    chunks: bool = False,
 ) -> Batch:
     """n-step transitions starting at rows drawn uniformly with replacement from `data` (the
     same draws as `sample_batch`), continuing into the rows that follow while they exist;
-    shape `(batch_size, ...)`, or `(num_batches, batch_size, ...)`."""
+    shape `(batch_size, ...)`, or `(num_batches, batch_size, ...)`. With `chunks`, action
+    chunks of length n (`chunk_transitions`)."""
     size = data.rewards.shape[0]
     shape = (batch_size,) if num_batches == 1 else (num_batches, batch_size)
     start = jax.random.randint(key, shape, 0, size)
     rows = window_rows(start, n)
     available = rows < size
     steps = jax.tree.map(lambda x: x[jnp.minimum(rows, size - 1)], data)
-    return batched_transitions(steps, available, discount, num_batches)
+    return batched_transitions(steps, available, discount, num_batches, chunks)
 
 
 def batched_transitions(
-    steps: Batch, available: jax.Array, discount: float, num_batches: int
+    steps: Batch, available: jax.Array, discount: float, num_batches: int, chunks: bool = False
 ) -> Batch:
-    """`n_step_transitions` of windows with a leading batches axis when `num_batches` > 1."""
+    """`n_step_transitions` (or `chunk_transitions`) of windows with a leading batches axis
+    when `num_batches` > 1."""
+    transitions = chunk_transitions if chunks else n_step_transitions
     if num_batches == 1:
-        return n_step_transitions(steps, available, discount)
-    return jax.vmap(lambda s, a: n_step_transitions(s, a, discount))(steps, available)
+        return transitions(steps, available, discount)
+    return jax.vmap(lambda s, a: transitions(s, a, discount))(steps, available)

@@ -23,7 +23,9 @@ class Evaluator:
     `(policies, episodes, *obs_shape)` and returns actions `(policies, episodes, action_dim)`,
     so one jitted call serves every seed of a run. Environments are made once and reused.
     In a `Discrete` action space actions are integers of shape `(policies, episodes)`, passed
-    to `env.step` as Python ints.
+    to `env.step` as Python ints. A policy that acts in chunks returns
+    `(policies, episodes, h, action_dim)`: each chunk is executed open-loop, and `act` is asked
+    again once an episode's chunk is used up (Q-chunking's evaluation, Li et al. 2025).
     """
 
     def __init__(self, make_env: Callable[[], gym.Env], num_policies: int, episodes: int):
@@ -38,9 +40,16 @@ class Evaluator:
         obs = obs.astype(np.float32)
         returns = np.zeros(len(self.envs))
         active = np.ones(len(self.envs), bool)
+        chunk, used = None, np.zeros(len(self.envs), int)  # each episode's chunk, steps used
         while active.any():
-            actions = np.asarray(act(obs.reshape(self.num_policies, self.episodes, *obs.shape[1:])))
-            actions = actions.reshape(len(self.envs), *(() if self.discrete else (-1,)))
+            if chunk is None or (used[active] == chunk.shape[1]).any():
+                shape = (self.num_policies, self.episodes, *obs.shape[1:])
+                fresh = self._chunks(np.asarray(act(obs.reshape(shape))))
+                replan = np.ones_like(used, bool) if chunk is None else used == chunk.shape[1]
+                chunk = fresh if chunk is None else np.where(_rows(replan, fresh), fresh, chunk)
+                used[replan] = 0
+            actions = chunk[np.arange(len(self.envs)), used]
+            used += 1
             for i in np.flatnonzero(active):
                 action = int(actions[i]) if self.discrete else actions[i]
                 next_obs, reward, terminated, truncated, _ = self.envs[i].step(action)
@@ -48,6 +57,12 @@ class Evaluator:
                 returns[i] += reward
                 active[i] = not (terminated or truncated)
         return returns.reshape(self.num_policies, self.episodes)
+
+    def _chunks(self, actions: np.ndarray) -> np.ndarray:
+        """Actions as (environments, h, *action_shape), h = 1 for one action per call."""
+        per_env = actions.reshape(len(self.envs), *actions.shape[2:])
+        one_action_rank = 0 if self.discrete else 1
+        return per_env[:, None] if per_env.ndim == 1 + one_action_rank else per_env
 
     def close(self) -> None:
         for env in self.envs:
@@ -58,3 +73,8 @@ class Evaluator:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _rows(mask: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """`mask` (rows,) broadcastable against `like` (rows, ...)."""
+    return mask.reshape(-1, *([1] * (like.ndim - 1)))

@@ -43,17 +43,21 @@ class BatchSource(Protocol):
 @dataclasses.dataclass(frozen=True)
 class DatasetRows:
     """Rows drawn uniformly with replacement from a dataset on the device (`shared`); with
-    `n_step` > 1, n-step transitions at `discount` starting at those rows
-    (`valorl.data.nstep`)."""
+    `n_step` > 1, n-step transitions at `discount` starting at those rows, with their n
+    actions kept when `chunks` (`valorl.data.nstep`)."""
 
     n_step: int = 1
     discount: float = 1.0
     """The discount of the n-step sums (unused for one-step rows)."""
+    chunks: bool = False
+    """Keep the n actions of each row: action chunks for agents with `chunk_length` n."""
 
     def sample(self, state: None, shared: Batch, key, batch_size: int, num_batches: int) -> Batch:
         if self.n_step == 1:
             return sample_batch(shared, key, batch_size, num_batches)
-        return sample_n_step(shared, key, batch_size, self.n_step, self.discount, num_batches)
+        return sample_n_step(
+            shared, key, batch_size, self.n_step, self.discount, num_batches, self.chunks
+        )
 
 
 DATASET_ROWS = DatasetRows()
@@ -130,8 +134,11 @@ class ModelMix:
 
 
 def dataset_source(agent: Agent) -> DatasetRows:
-    """The dataset source for `agent`: one-step rows, or n-step transitions at its discount
-    when it learns from them (`agent.return_steps` > 1)."""
+    """The dataset source for `agent`: one-step rows, n-step transitions at its discount
+    when it learns from them (`agent.return_steps` > 1), or action chunks of its
+    `chunk_length` with their returns."""
+    if agent.chunk_length > 1:
+        return DatasetRows(agent.chunk_length, float(agent.discount), chunks=True)
     if agent.return_steps == 1:
         return DATASET_ROWS
     return DatasetRows(n_step=agent.return_steps, discount=float(agent.discount))
