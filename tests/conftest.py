@@ -60,6 +60,9 @@ TINY = {
         hidden_dims=(8,), batch_size=4, rollout_length=3, model=BinaryModel(model_hidden_dims=(8,))
     ),
     "perfect_model_dqn": dict(hidden_dims=(8,), batch_size=4, rollout_length=3),
+    "flow_bc": dict(hidden_dims=(8, 8), batch_size=16, flow_steps=2),
+    "fql": dict(hidden_dims=(8, 8), batch_size=16, flow_steps=2),
+    "qc": dict(hidden_dims=(8, 8), batch_size=16, flow_steps=2, samples=2, horizon=1),
 }
 """Hyperparameters that make every agent fast enough for unit tests."""
 

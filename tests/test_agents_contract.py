@@ -43,6 +43,9 @@ PARTS = {
     "cql": {"critic", "actor", "temperature"},
     "calql": {"critic", "actor", "temperature"},
     "dsac_t": {"critic", "actor", "temperature"},
+    "flow_bc": {"actor"},
+    "fql": {"critic", "flow", "actor"},
+    "qc": {"critic", "actor"},
 }
 TIGHT = dict(rtol=1e-5, atol=1e-6)
 
@@ -90,8 +93,7 @@ discrete ones, tests/test_model_based.py the model-based ones, which are SAC che
 
 @pytest.fixture(scope="module", params=CONTINUOUS)
 def h(request):
-    """An agent with TINY settings: 3 seeds initialised and trained K updates together, and
-    seed 1 initialised and trained K updates alone."""
+    """An agent with TINY settings: 3 seeds initialised and trained K updates together."""
     name = request.param
     agent = make_agent(name, **TINY[name])
     # with Monte-Carlo returns-to-go, which Cal-QL reads (the others ignore them)
@@ -99,9 +101,6 @@ def h(request):
     init_keys, train_keys, _ = seed_keys(GROUP)
     states0 = init_seeds(agent, SPEC)(init_keys)
     states, keys, metrics = run_chunk(agent, K, states0, train_keys, data)
-    alone_init_keys, alone_train_keys, _ = seed_keys([1])
-    alone0 = init_seeds(agent, SPEC)(alone_init_keys)
-    alone, alone_keys, _ = run_chunk(agent, K, alone0, alone_train_keys, data)
     return SimpleNamespace(
         name=name,
         agent=agent,
@@ -111,11 +110,28 @@ def h(request):
         states=states,
         keys=keys,
         metrics=metrics,
-        alone_train_keys=alone_train_keys,
-        alone0=alone0,
-        alone=alone,
-        alone_keys=alone_keys,
     )
+
+
+FUSION_CHECKED = {"iql", "td3_bc", "sac", "qc"}
+"""Agents whose fused updates are checked against unfused ones and a lone seed in `make test`
+(one of each structure: a value network, delayed actor steps, a temperature and several critic
+steps, chunks and best-of-N sampling); every agent in `make test-all`."""
+
+
+def fusion_agents():
+    return [
+        pytest.param(name, marks=() if name in FUSION_CHECKED else pytest.mark.expensive)
+        for name in CONTINUOUS
+    ]
+
+
+def alone(h):
+    """Seed 1 initialised and trained K updates alone."""
+    init_keys, train_keys, _ = seed_keys([1])
+    states0 = init_seeds(h.agent, SPEC)(init_keys)
+    states, keys, _ = run_chunk(h.agent, K, states0, train_keys, h.data)
+    return SimpleNamespace(states0=states0, train_keys=train_keys, states=states, keys=keys)
 
 
 # ---- construction ----------------------------------------------------------------------------
@@ -128,6 +144,7 @@ def test_registry_names_match_classes():
         *("dqn", "cql_discrete", "bc_discrete", "iql_discrete"),
         *("mbpo", "mopo", "mobile"),
         *("model_dqn", "perfect_model_dqn"),
+        *("flow_bc", "fql", "qc"),
     }
     for name, cls in AGENTS.items():
         assert cls.name == name
@@ -171,7 +188,7 @@ def test_has_critic_agents_implement_q_values(h):
     state, obs = seed(h.states, 0), observations()
     actions = jnp.tanh(jax.random.normal(jax.random.key(3), (7, ACTION_DIM)))
     if not h.agent.has_critic:
-        assert h.name == "bc"
+        assert h.name in ("bc", "flow_bc")
         assert not isinstance(h.agent, CriticAgentBase) and not hasattr(h.agent, "q_values")
         return
     q = np.asarray(h.agent.q_values(state, obs, actions))
@@ -206,21 +223,26 @@ def test_returns_to_go_are_required_only_where_declared(h):
 
 
 def test_capabilities_are_class_attributes_not_hyperparameters(h):
-    """Capabilities are facts about the algorithm: readable on the class, never dataclass fields
-    (so never command-line flags or config.json entries)."""
+    """Capabilities are facts about the algorithm: readable on the class (or, for whether a
+    chunk critic is a one-step Q, a property of its horizon), never dataclass fields (so never
+    command-line flags or config.json entries)."""
     cls = type(h.agent)
     for name in ("needs_returns_to_go", "has_critic", "utd_is_hyperparameter"):
-        assert isinstance(getattr(cls, name), bool)
+        assert isinstance(getattr(h.agent, name), bool)
+        assert isinstance(getattr(cls, name), bool | property)
         assert name not in to_dict(h.agent)
     assert isinstance(h.agent.batches_per_update, int) and h.agent.batches_per_update >= 1
 
 
 def test_every_state_holds_its_policy_as_actor(h):
     """Every agent's state holds its policy network as `state.actor` (policy export reads it),
-    and acting deterministically depends only on it."""
+    and acting deterministically depends only on it (and on the critic, for QC's best-of-N
+    over its critic's values)."""
     state, obs = seed(h.states, 0), observations()
     assert "MLP_0" in state.actor.params
     scrambled = jax.tree.map(jnp.zeros_like, state).replace(actor=state.actor)
+    if h.name == "qc":
+        scrambled = scrambled.replace(critic=state.critic)
     np.testing.assert_array_equal(
         np.asarray(h.agent.act(scrambled, obs, jax.random.key(1), True)),
         np.asarray(h.agent.act(state, obs, jax.random.key(1), True)),
@@ -250,14 +272,16 @@ def test_updates_change_params_and_stay_finite(h):
         assert np.all(np.isfinite(np.asarray(after))), path
 
 
+@pytest.mark.parametrize("h", fusion_agents(), indirect=True)
 def test_scanned_updates_equal_single_updates(h):
     """One chunk of K scanned updates equals K chunks of one update from the same state and key:
     fusing changes speed, never results."""
-    states, keys = h.alone0, h.alone_train_keys
+    one = alone(h)
+    states, keys = one.states0, one.train_keys
     for _ in range(K):
         states, keys, _ = run_chunk(h.agent, 1, states, keys, h.data)
-    assert_trees_close(states, h.alone)
-    np.testing.assert_array_equal(key_data(keys), key_data(h.alone_keys))
+    assert_trees_close(states, one.states)
+    np.testing.assert_array_equal(key_data(keys), key_data(one.keys))
 
 
 def test_vmapped_seeds_diverge(h):
@@ -268,12 +292,14 @@ def test_vmapped_seeds_diverge(h):
     assert not np.array_equal(key_data(h.keys[0]), key_data(h.keys[1]))
 
 
+@pytest.mark.parametrize("h", fusion_agents(), indirect=True)
 def test_seed_in_group_equals_seed_alone(h):
     """Seed 1 trained with seeds 0 and 2 equals seed 1 trained alone (init and updates)."""
-    for a, b in zip(jax.tree.leaves(h.states0), jax.tree.leaves(h.alone0), strict=True):
+    one = alone(h)
+    for a, b in zip(jax.tree.leaves(h.states0), jax.tree.leaves(one.states0), strict=True):
         np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[0]))
-    assert_trees_close(seed(h.states, 1), seed(h.alone, 0))
-    np.testing.assert_array_equal(key_data(h.keys[1]), key_data(h.alone_keys[0]))
+    assert_trees_close(seed(h.states, 1), seed(one.states, 0))
+    np.testing.assert_array_equal(key_data(h.keys[1]), key_data(one.keys[0]))
 
 
 # ---- acting ----------------------------------------------------------------------------------
@@ -294,8 +320,15 @@ def test_act_shape_and_bounds(h, deterministic):
     assert np.all((actions >= -1.0) & (actions <= 1.0))
 
 
+FLOW_POLICIES = {"flow_bc", "fql", "qc"}
+"""Agents whose policy is a flow: it has no mode, so it draws a sample when it evaluates too
+(as FQL and QC evaluate), from the key it is given."""
+
+
 def test_deterministic_act_is_reproducible(h):
     """Deterministic acting depends on the observation only, not on the key."""
+    if h.name in FLOW_POLICIES:
+        pytest.skip("a flow policy samples when it evaluates; test_stochastic_act checks it")
     state, obs = seed(h.states, 0), observations()
     a = h.agent.act(state, obs, jax.random.key(1), True)
     b = h.agent.act(state, obs, jax.random.key(2), True)
@@ -317,6 +350,9 @@ def test_stochastic_act(h):
     if h.name == "bc" or getattr(h.agent, "deterministic_actor", False):
         np.testing.assert_array_equal(a1, mean)
         np.testing.assert_array_equal(a2, mean)
+    elif h.name in FLOW_POLICIES:  # a flow has no mode: both draw the key's sample
+        np.testing.assert_array_equal(a1, mean)
+        assert not np.allclose(a1, a2)
     else:
         assert not np.allclose(a1, a2)
         assert not np.allclose(a1, mean)

@@ -292,6 +292,7 @@ def test_resume_after_sigkill(isolated):
 
 
 @pytest.mark.slow
+@pytest.mark.expensive  # 30 s; in process: test_train.py::test_ctrl_c_stops_right_after_...
 def test_resume_after_ctrl_c(isolated):
     """Ctrl-C exits with status 130 and a single line saying how to resume; re-running the same
     command resumes the run and finishes it."""

@@ -312,7 +312,10 @@ def test_trainer_gives_returns_to_go_to_agents_that_ask(pendulum_dataset):
 # ---- short offline runs ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["cql", "calql"])
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param("cql", marks=pytest.mark.expensive), "calql"],  # Cal-QL is CQL + a bound
+)
 def test_short_offline_run_lowers_critic_loss(pendulum_dataset, name):
     """200 steps on 2,000 Pendulum transitions: training runs, every metric stays finite, and
     the critic loss of the last chunk is below that of the first."""

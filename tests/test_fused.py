@@ -57,6 +57,7 @@ DEADLOCK_GUARD = textwrap.dedent(
 )
 
 
+@pytest.mark.expensive  # 28 s at full width; guards a jaxlib 0.10.2 deadlock (see nets/mlp.py)
 def test_multi_seed_init_at_full_width_does_not_deadlock():
     """Regression guard: with jaxlib 0.10.2, a jitted seed-vmapped init of several networks using
     orthogonal (LAPACK QR) initialisation hung the XLA CPU runtime for 3+ seeds at width 256.

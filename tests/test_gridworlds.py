@@ -282,6 +282,7 @@ def test_dqn_trains_on_a_gridworld_in_the_compiled_loop(tmp_path):
     assert ((result.returns >= 0) & (result.returns <= 34)).all()
 
 
+@pytest.mark.expensive  # 15 s; the host loop of JAX envs: test_compiled_loop.py
 def test_the_host_loop_steps_a_gridworld_of_an_unregistered_size(tmp_path):
     """`--host-loop` makes the run's environment with Gymnasium: a size not registered on
     import ("ButtonGrid-3x3-v0") is registered when the run needs it."""

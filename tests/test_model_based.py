@@ -73,6 +73,7 @@ def test_an_offline_model_based_run_fits_imagines_and_learns(mopo_run):
     assert len(model["obs_mse"]) == 2 and len(model["obs_mse"][0]) == 5
 
 
+@pytest.mark.expensive  # 28 s; the penalty by hand: test_models.py
 def test_mobile_trains_on_its_penalised_targets(tmp_path):
     train_offline(tmp_path / "run", "mobile", steps=10, penalty_samples=2)
     line = RunDir(tmp_path / "run").metrics()[-1]
@@ -96,6 +97,7 @@ def test_a_resumed_offline_model_based_run_equals_an_uninterrupted_one(
     assert steps == [0, 10, 20]
 
 
+@pytest.mark.expensive  # 32 s; host-loop resume: test_online.py; model buffers: offline resume
 def test_a_resumed_mbpo_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     """Checkpointed at step 200, the end of Pendulum's first episode, the resumed run starts
     the same next episode as the uninterrupted one, and everything else is in the checkpoint

@@ -288,6 +288,7 @@ def ray_cluster(tmp_path):
     log.close()
 
 
+@pytest.mark.expensive  # 18 s: a fresh process importing Ray
 def test_a_cluster_valorl_starts_takes_the_loopback_address():
     """`--backend ray` without --address starts Ray with 127.0.0.1 as the node address, so its
     servers listen on loopback only (checked in a fresh process: Ray reads it on import)."""
@@ -305,6 +306,7 @@ def test_a_cluster_valorl_starts_takes_the_loopback_address():
     assert result.stdout.strip() == "127.0.0.1", result.stderr
 
 
+@pytest.mark.expensive  # ~110 s: a Ray cluster and 2 x 12 evaluation rounds; make test-all
 def test_ray_sweep_survives_a_killed_worker(ray_cluster, pendulum_dir, tmp_path):
     """2 agents x 2 seeds on a loopback cluster; one group's worker is killed (SIGKILL) after
     its first checkpoint; Ray retries it, it resumes, and every run finishes exactly once."""
@@ -351,6 +353,7 @@ def test_ray_sweep_survives_a_killed_worker(ray_cluster, pendulum_dir, tmp_path)
     assert int((victim / ".lock").read_text()) != killed  # a new worker finished it
 
 
+@pytest.mark.expensive  # ~50 s: a Ray cluster and a client timing out; make test-all
 def test_ray_refuses_a_client_without_the_cluster_token(ray_cluster, pendulum_dir, tmp_path):
     address, env = ray_cluster
     wrong = tmp_path / "wrong-token"

@@ -157,6 +157,7 @@ def test_minari_reads_a_built_dataset_with_the_recipe_references():
     assert np.isnan(log_probs[0]) and np.isfinite(log_probs[1:]).all()
 
 
+@pytest.mark.expensive  # 18 s: builds three recipes
 def test_medium_expert_is_medium_then_expert_exactly():
     both = valorl.load_dataset("pendulum-medium-expert-v0")  # builds its parts first
     medium, expert = valorl.load_dataset(SMALL), valorl.load_dataset("pendulum-expert-v0")

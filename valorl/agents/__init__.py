@@ -12,12 +12,15 @@ from valorl.agents.discrete_cql import DiscreteCQL
 from valorl.agents.discrete_iql import DiscreteIQL
 from valorl.agents.dqn import DQN
 from valorl.agents.dsac_t import DSACT
+from valorl.agents.flow_bc import FlowBC
+from valorl.agents.fql import FQL
 from valorl.agents.iql import IQL
 from valorl.agents.mbpo import MBPO
 from valorl.agents.mobile import MOBILE
 from valorl.agents.model_based import ModelBasedSAC
 from valorl.agents.model_dqn import ModelDQN, PerfectModelDQN
 from valorl.agents.mopo import MOPO
+from valorl.agents.qc import QC
 from valorl.agents.riql import RIQL
 from valorl.agents.sac import SAC
 from valorl.agents.td3_bc import TD3BC
@@ -31,6 +34,7 @@ AGENTS: dict[str, type] = {
         *(DQN, DiscreteCQL, DiscreteBC, DiscreteIQL),
         *(MBPO, MOPO, MOBILE),
         *(ModelDQN, PerfectModelDQN),
+        *(FlowBC, FQL, QC),
     )
 }
 
@@ -55,10 +59,12 @@ __all__ = [
     "CQL",
     "DQN",
     "DSACT",
+    "FQL",
     "IQL",
     "MBPO",
     "MOBILE",
     "MOPO",
+    "QC",
     "RIQL",
     "SAC",
     "TD3BC",
@@ -71,6 +77,7 @@ __all__ = [
     "DiscreteCQL",
     "DiscreteCriticAgentBase",
     "DiscreteIQL",
+    "FlowBC",
     "ModelBasedSAC",
     "ModelDQN",
     "PerfectModelDQN",

@@ -156,10 +156,15 @@ def export_policy(
         return _export_discrete(policy, run_dir, seed_index, provenance)
     mlp = policy.states.actor.params.get("MLP_0")  # every agent's state holds `actor`
     dense = sorted(mlp or {}, key=lambda name: int(name.rsplit("_", 1)[-1]))
-    if not dense or any(not name.startswith("Dense_") for name in dense):
+    obs_dim = int(np.prod(policy.obs_shape))
+    if (
+        not dense
+        or any(not name.startswith("Dense_") for name in dense)
+        or mlp[dense[0]]["kernel"].shape[-2] != obs_dim  # inputs beyond s: noise, flow time
+    ):
         raise ValorlError(
-            f"{run_dir}: {policy.agent.name}'s actor is not a plain MLP of Dense layers; "
-            "only such policies export to a policy file"
+            f"{run_dir}: {policy.agent.name}'s actor is not a plain MLP of Dense layers on "
+            "the observation; only such policies export to a policy file"
         )
 
     take = functools.partial(_seed_weights, seed_index=seed_index)

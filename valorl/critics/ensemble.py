@@ -50,7 +50,7 @@ class QEnsemble:
     spectral_norm: bool = False
     """Spectral normalisation of the Q-networks' hidden layers (Miyato et al. 2018)."""
     activation: Activation = "relu"
-    """Nonlinearity of the Q-networks' hidden layers: relu or elu (Young et al. 2023's)."""
+    """Hidden-layer nonlinearity of the Q-networks: relu, elu (Young et al. 2023), gelu (FQL)."""
 
     def __post_init__(self) -> None:
         if self.num_qs < 1:

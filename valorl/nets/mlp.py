@@ -10,10 +10,15 @@ import jax
 
 from valorl.nets.spectral import SpectralDense
 
-Activation = Literal["relu", "elu"]
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"relu": nn.relu, "elu": nn.elu}
+Activation = Literal["relu", "elu", "gelu"]
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": nn.relu,
+    "elu": nn.elu,
+    "gelu": nn.gelu,
+}
 """Hidden-layer nonlinearities a critic can be built with, by name (ReLU, valorl's default;
-ELU, Clevert et al. 2016, the Q-networks of Young et al. 2023)."""
+ELU, Clevert et al. 2016, the Q-networks of Young et al. 2023; GELU, Hendrycks & Gimpel
+2016, every network of FQL and Q-chunking)."""
 
 
 def default_init(scale: float = 1.0):

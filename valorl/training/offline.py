@@ -17,6 +17,7 @@ from valorl.critics import resolve_agent_support
 from valorl.data.dataset import Dataset
 from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import fit_normalizer
+from valorl.envs.gymnax_envs import is_jax_env
 from valorl.errors import ValorlError
 from valorl.training.loop import run_plan
 from valorl.training.plan import RunPlan, data_record
@@ -89,6 +90,7 @@ def train(
         data.check_env(probe.observation_space, probe.action_space, env_id or "the environment")
         action_space = probe.action_space
         probe.close()
+        check_chunks_on_host(agent, env_id)
     normalizer = fit_normalizer(
         data,
         normalize_observations=agent.normalize_observations,
@@ -137,6 +139,15 @@ def check_action_kind(agent: Agent, discrete: bool, source: str) -> None:
         theirs, mine = ("discrete", "continuous") if discrete else ("continuous", "discrete")
         raise ValorlError(
             f"{agent.name} acts in a {mine} action space but {source} has {theirs} actions"
+        )
+
+
+def check_chunks_on_host(agent: Agent, env_id: str | None) -> None:
+    """Chunks of actions are executed open-loop by the host evaluator only."""
+    if agent.action_chunk > 1 and is_jax_env(env_id):
+        raise ValorlError(
+            f"{agent.name} acts in chunks of {agent.action_chunk} actions, which only "
+            f"Gymnasium environments evaluate; {env_id} is a JAX environment"
         )
 
 

@@ -150,6 +150,11 @@ def train_online(
     if utd is not None and utd_is_field:
         hyperparameters["utd"] = utd
     agent = configured_agent(agent, hyperparameters)
+    if agent.chunk_length > 1 or agent.action_chunk > 1:
+        raise ValorlError(
+            f"{agent.name} learns from chunks of actions, which valorl trains offline only "
+            "so far: use valorl train without --mode"
+        )
     if utd_is_field:
         utd = agent.utd
     elif utd is None:

@@ -1,0 +1,166 @@
+"""Flow policies and action chunking: the flow-matching loss and Euler sampler on a
+distribution with a known answer, flow BC learning two modes, FQL's distillation and Q terms
+by hand, QC's best-of-N, the chunk critic's masks, and training end to end with chunks."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import synthetic_dataset
+
+import valorl
+from valorl.agents import FQL, QC, FlowBC, Spec
+from valorl.agents.base import apply
+from valorl.agents.flow_bc import flow_actions
+from valorl.data.dataset import Batch
+from valorl.data.nstep import sample_n_step
+from valorl.errors import ValorlError
+from valorl.nets.flow import euler_sample, flow_matching_loss
+
+MU, SIGMA = 0.7, 0.3
+
+
+def gaussian_velocity(s, x, t):
+    """The exact marginal velocity E[a − x_0 | x_t] that carries N(0, 1) to N(MU, SIGMA²) on
+    the straight path x_t = (1 − t)·x_0 + t·a (a and x_0 jointly Gaussian with x_t)."""
+    variance = (1 - t) ** 2 + t**2 * SIGMA**2
+    return MU + (t * SIGMA**2 - (1 - t)) / variance * (x - t * MU)
+
+
+def test_euler_sampler_with_the_exact_field_reaches_the_target_distribution():
+    noise = jax.random.normal(jax.random.key(0), (20_000, 1))
+    sample = jax.jit(lambda obs, noise: euler_sample(gaussian_velocity, obs, noise, 100))
+    samples = np.asarray(sample(jnp.zeros((20_000, 0)), noise))
+    assert abs(samples.mean() - MU) < 0.01 and abs(samples.std() - SIGMA) < 0.01
+
+
+def test_the_exact_field_minimises_the_flow_matching_loss():
+    """The conditional expectation has the lowest expected loss: shifting or scaling it costs."""
+    actions = MU + SIGMA * jax.random.normal(jax.random.key(1), (50_000, 1))
+    obs, key = jnp.zeros((50_000, 0)), jax.random.key(2)
+    loss = lambda v: float(jax.jit(lambda a: flow_matching_loss(v, obs, a, key).mean())(actions))
+    best = loss(gaussian_velocity)
+    assert best < loss(lambda s, x, t: gaussian_velocity(s, x, t) + 0.1)
+    assert best < loss(lambda s, x, t: 1.1 * gaussian_velocity(s, x, t))
+
+
+def test_flow_bc_learns_both_modes_that_a_mean_would_average_away():
+    """Actions ±0.8 with equal probability: the trained flow's samples split between the two
+    modes and almost none land near their mean 0."""
+    n = 512
+    actions = jnp.where(jnp.arange(n)[:, None] % 2 == 0, 0.8, -0.8)
+    data = Batch(jnp.zeros((n, 1)), actions, jnp.zeros(n), jnp.zeros((n, 1)), jnp.ones(n),
+                 jnp.zeros(n))  # fmt: skip
+    agent = FlowBC(hidden_dims=(32, 32), flow_steps=10, lr=3e-3)
+    state = agent.init(jax.random.key(0), Spec(obs_shape=(1,), action_dim=1))
+
+    def step(state, key):
+        state, _ = agent.update(state, data, key)
+        return state, None
+
+    train = jax.jit(lambda state, keys: jax.lax.scan(step, state, keys)[0])
+    state = train(state, jax.random.split(jax.random.key(1), 1500))
+    samples = np.asarray(jax.jit(agent.act)(state, jnp.zeros((1000, 1)), jax.random.key(2)))
+    samples = samples[:, 0]
+    assert 0.35 < (samples > 0).mean() < 0.65
+    assert (np.abs(samples) < 0.3).mean() < 0.1
+    assert np.abs(np.abs(samples) - 0.8).mean() < 0.15
+
+
+SPEC = Spec(obs_shape=(3,), action_dim=2)
+
+
+def init(agent):
+    return jax.jit(agent.init, static_argnums=1)(jax.random.key(0), SPEC)
+
+
+def chunk_batch(horizon: int, rows: int = 16) -> Batch:
+    data = synthetic_dataset(n=100, obs_dim=3, action_dim=2, episode_len=10).to_batch()
+    sample = jax.jit(sample_n_step, static_argnums=(2, 3, 4, 5, 6))
+    return sample(data, jax.random.key(3), rows, horizon, 0.9, 1, True)
+
+
+def test_fql_actor_loss_is_alpha_distillation_minus_q_by_hand():
+    """FQL's Eq. 8 on a batch, recomputed from the networks with the same noise: the one-step
+    policy's squared distance to the BC flow's Euler sample from that noise, times α, minus
+    the mean over members and rows of Q at the clipped one-step action."""
+    agent = FQL(hidden_dims=(16, 16), flow_steps=3, alpha=7.0, horizon=2)
+    state = init(agent)
+    batch, key = chunk_batch(2), jax.random.key(4)
+
+    @jax.jit
+    def by_hand(state, batch):
+        noise = jax.random.normal(key, (16, 4))
+        target = flow_actions(state.flow, state.flow.params, batch.observations, noise, 3)
+        raw = apply(state.actor, state.actor.params, batch.observations, noise)
+        q = apply(state.critic, state.critic.params, batch.observations, jnp.clip(raw, -1, 1))
+        return ((raw - target) ** 2).mean(), q[..., 0].mean()
+
+    loss, metrics = jax.jit(agent.actor_loss)(state.actor.params, state, batch, key)
+    distill, q = by_hand(state, batch)
+    assert float(metrics["distill_loss"]) == pytest.approx(float(distill), rel=1e-5)
+    assert float(loss) == pytest.approx(7.0 * float(distill) - float(q), rel=1e-5)
+    assert jax.jit(agent.act)(state, batch.observations, key).shape == (16, 2, 2)
+
+
+def test_qc_best_of_n_picks_the_highest_valued_sample():
+    """The chosen chunk is, at every observation, the candidate with the highest mean Q among
+    the N flow samples drawn from the same key."""
+    agent = QC(hidden_dims=(16, 16), flow_steps=2, samples=8, horizon=2)
+    state = init(agent)
+    obs, key = jax.random.normal(jax.random.key(5), (6, 3)), jax.random.key(6)
+    chosen = jax.jit(agent.best_of_n)(state, obs, key)
+
+    @jax.jit
+    def by_hand(state, obs):
+        repeated = jnp.repeat(obs, 8, axis=0)
+        noise = jax.random.normal(key, (48, 4))
+        candidates = flow_actions(state.actor, state.actor.params, repeated, noise, 2)
+        q = apply(state.critic, state.critic.params, repeated, candidates)[..., 0].mean(0)
+        return candidates, q
+
+    candidates, q = by_hand(state, obs)
+    best = candidates.reshape(6, 8, 4)[np.arange(6), np.asarray(q.reshape(6, 8).argmax(1))]
+    np.testing.assert_allclose(chosen, best, rtol=1e-6)
+    assert len(np.unique(np.asarray(q.reshape(6, 8).argmax(1)))) > 1  # not one fixed index
+
+
+def test_chunk_critic_leaves_out_chunks_that_cross_an_episode_end():
+    """The TD loss over a batch equals the loss over its rows whose last chunk step is valid,
+    and rows past an episode's end change nothing."""
+    agent = QC(hidden_dims=(16, 16), flow_steps=2, samples=2, horizon=4)
+    state = init(agent)
+    batch = chunk_batch(4, rows=64)
+    valid = np.asarray(batch.valid[:, -1])
+    assert 0 < valid.sum() < 64
+    next_chunks = jax.random.uniform(jax.random.key(7), (64, 8), minval=-1, maxval=1)
+    params, key = state.critic.params, jax.random.key(8)
+    td_loss = jax.jit(lambda batch, chunks: agent.td_loss(params, state, batch, chunks, key)[0])
+    keep = np.flatnonzero(valid)
+    loss = td_loss(batch, next_chunks)
+    loss_kept = td_loss(jax.tree.map(lambda x: x[keep], batch), next_chunks[keep])
+    assert float(loss) == pytest.approx(float(loss_kept), rel=1e-5)
+
+
+def test_a_chunked_agent_trains_and_evaluates_open_loop(pendulum_dataset, tmp_path):
+    """QC with chunks of 3 trains on Pendulum data and evaluates by executing its chunks;
+    its config records the chunk, and the run's policy returns chunks."""
+    result = valorl.train(
+        "qc", pendulum_dataset, steps=10, log_every=10, eval_every=10, eval_episodes=1,
+        seeds=1, progress=False, out=tmp_path / "qc", horizon=3, samples=2, flow_steps=2,
+        hidden_dims=(8, 8), batch_size=8,
+    )  # fmt: skip
+    assert np.isfinite(result.returns).all()
+    policy = valorl.load_policy(tmp_path / "qc")
+    assert policy(np.zeros((4, 3), np.float32), key=jax.random.key(0)).shape == (4, 3, 1)
+
+
+def test_chunked_agents_refuse_what_they_cannot_do_in_one_line():
+    with pytest.raises(ValorlError, match="--n-step needs --horizon 1"):
+        FQL(n_step=3, horizon=2)
+    with pytest.raises(ValorlError, match="--horizon must be at least 1"):
+        QC(horizon=0)
+    with pytest.raises(ValorlError, match="trains offline only"):
+        valorl.train_online("qc", env="Pendulum-v1", online_steps=10)

@@ -1,0 +1,153 @@
+"""Flow-matching behaviour cloning, over single actions or chunks of h actions.
+
+The policy is a velocity field trained by flow matching on the dataset's actions
+(`valorl.nets.flow`; Lipman et al. 2023, Eq. 23) and sampled by `flow_steps` Euler steps from
+Gaussian noise, clipped to [-1, 1]. It is the behaviour model of FQL (Park, Li & Levine 2025,
+Eq. 3, "BC flow"), of Q-chunking's best-of-N policy (Li, Zhou & Levine 2025, Sec. 4.2) and of
+the "BFN" baseline (h = 1, N = 1). With `horizon` h > 1 it clones chunks of h actions
+(flattened to h·|A| numbers, steps past an episode's end masked out of the loss) and acts
+open-loop for h steps.
+
+The functions here are the flow-BC pieces FQL and QC share: the masked loss and the sampler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from valorl.agents.base import (
+    AgentBase,
+    Metrics,
+    NetState,
+    Params,
+    Spec,
+    adam,
+    apply,
+    create_train_state,
+    grad_step,
+    prefix,
+)
+from valorl.data.dataset import Batch
+from valorl.data.transforms import RewardNormalization
+from valorl.errors import ValorlError
+from valorl.nets.flow import VelocityField, euler_sample, flow_matching_loss
+
+
+class FlowBCState(flax.struct.PyTreeNode):
+    actor: NetState
+    """The velocity field v(s, x_t, t)."""
+
+
+def flat_actions(batch: Batch) -> jax.Array:
+    """The batch's actions as (batch, h·|A|): a chunk (batch, h, |A|) flattened step-major."""
+    actions = batch.actions
+    return actions.reshape(actions.shape[0], -1) if actions.ndim == 3 else actions
+
+
+def step_weights(batch: Batch, action_dim: int) -> jax.Array:
+    """(batch, h·|A|) weights of the flattened actions: 1 where the chunk step lies in the
+    episode of the first (`batch.valid`), 0 past its end; all 1 for one-step batches."""
+    if batch.valid is None:
+        return jnp.ones_like(batch.actions)
+    return jnp.repeat(batch.valid.astype(jnp.float32), action_dim, axis=-1)
+
+
+def as_chunks(flat: jax.Array, horizon: int) -> jax.Array:
+    """(batch, h·|A|) -> (batch, h, |A|) for h > 1; one-step actions unchanged."""
+    return flat if horizon == 1 else flat.reshape(flat.shape[0], horizon, -1)
+
+
+def flow_bc_loss(
+    actor: NetState, params: Params, batch: Batch, key: jax.Array
+) -> tuple[jax.Array, Metrics]:
+    """Flow matching on the dataset's actions (or chunks), averaged over the valid steps."""
+    actions = flat_actions(batch)
+    velocity = lambda s, x, t: apply(actor, params, s, x, t)
+    errors = flow_matching_loss(velocity, batch.observations, actions, key)
+    weights = step_weights(batch, actions.shape[-1] // _steps(batch))
+    loss = (errors * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+    return loss, {"flow_mse": loss}
+
+
+def flow_actions(
+    actor: NetState, params: Params, observations: jax.Array, noise: jax.Array, steps: int
+) -> jax.Array:
+    """Actions (or flattened chunks) of the flow policy from `noise`, clipped to [-1, 1]."""
+    velocity = lambda s, x, t: apply(actor, params, s, x, t)
+    return jnp.clip(euler_sample(velocity, observations, noise, steps), -1.0, 1.0)
+
+
+def _steps(batch: Batch) -> int:
+    return 1 if batch.actions.ndim == 2 else batch.actions.shape[1]
+
+
+def check_horizon(horizon: int) -> None:
+    if horizon < 1:
+        raise ValorlError(f"--horizon must be at least 1, got {horizon}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowBC(AgentBase):
+    """Behaviour cloning with a flow-matching policy (a chunk of `horizon` actions per call)."""
+
+    name: ClassVar[str] = "flow_bc"
+
+    horizon: int = 1
+    """h: actions per chunk, cloned together and executed open-loop (1: one action)."""
+    flow_steps: int = 10
+    """Euler steps from noise to an action (FQL's and QC's 10)."""
+    lr: float = 3e-4
+    """Learning rate."""
+    hidden_dims: tuple[int, ...] = (256, 256, 256, 256)
+    """Hidden layer sizes of the velocity field (FQL's are 4x512)."""
+    batch_size: int = 256
+    """Rows (chunks) per gradient step."""
+    discount: float = 0.99
+    """Unused by the loss; sets the chunk rows' return sums, as for the other chunk agents."""
+    normalize_observations: bool = False
+    """Standardise observations with dataset statistics (FQL does not)."""
+    reward_normalization: RewardNormalization = "none"
+    """Unused by behaviour cloning."""
+
+    def __post_init__(self) -> None:
+        check_horizon(self.horizon)
+        if self.flow_steps < 1:
+            raise ValorlError(f"--flow-steps must be at least 1, got {self.flow_steps}")
+
+    @property
+    def chunk_length(self) -> int:
+        return self.horizon
+
+    @property
+    def action_chunk(self) -> int:
+        return self.horizon
+
+    def init(self, key: jax.Array, spec: Spec) -> FlowBCState:
+        dims = spec.action_dim * self.horizon
+        actor = create_train_state(
+            VelocityField(self.hidden_dims, dims),
+            key,
+            (jnp.zeros((1, *spec.obs_shape)), jnp.zeros((1, dims)), jnp.zeros((1, 1))),
+            adam(self.lr),
+        )
+        return FlowBCState(actor=actor)
+
+    def update(self, state: FlowBCState, batch: Batch, key: jax.Array):
+        actor, metrics = grad_step(state.actor, lambda p: flow_bc_loss(state.actor, p, batch, key))
+        return state.replace(actor=actor), prefix("actor", metrics)
+
+    def act(
+        self, state: FlowBCState, obs: jax.Array, key: jax.Array, deterministic: bool = True
+    ) -> jax.Array:
+        """A sample of the flow policy: a flow has no mode to act with, so `deterministic`
+        acts the same, with the noise drawn from `key` (evaluation passes its own keys)."""
+        del deterministic
+        dims = state.actor.input_shapes[1][-1]
+        noise = jax.random.normal(key, (obs.shape[0], dims))
+        actions = flow_actions(state.actor, state.actor.params, obs, noise, self.flow_steps)
+        return as_chunks(actions, self.horizon)
