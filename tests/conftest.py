@@ -63,6 +63,9 @@ TINY = {
     "flow_bc": dict(hidden_dims=(8, 8), batch_size=16, flow_steps=2),
     "fql": dict(hidden_dims=(8, 8), batch_size=16, flow_steps=2),
     "qc": dict(hidden_dims=(8, 8), batch_size=16, flow_steps=2, samples=2, horizon=1),
+    "dqc": dict(
+        hidden_dims=(8, 8), batch_size=16, flow_steps=2, samples=2, horizon=1, action_horizon=1
+    ),
 }
 """Hyperparameters that make every agent fast enough for unit tests."""
 

@@ -46,6 +46,7 @@ PARTS = {
     "flow_bc": {"actor"},
     "fql": {"critic", "flow", "actor"},
     "qc": {"critic", "actor"},
+    "dqc": {"critic", "action_critic", "value", "actor"},
 }
 TIGHT = dict(rtol=1e-5, atol=1e-6)
 
@@ -144,7 +145,7 @@ def test_registry_names_match_classes():
         *("dqn", "cql_discrete", "bc_discrete", "iql_discrete"),
         *("mbpo", "mopo", "mobile"),
         *("model_dqn", "perfect_model_dqn"),
-        *("flow_bc", "fql", "qc"),
+        *("flow_bc", "fql", "qc", "dqc"),
     }
     for name, cls in AGENTS.items():
         assert cls.name == name
@@ -234,15 +235,20 @@ def test_capabilities_are_class_attributes_not_hyperparameters(h):
     assert isinstance(h.agent.batches_per_update, int) and h.agent.batches_per_update >= 1
 
 
+BEST_OF_N = {"qc": "critic", "dqc": "action_critic"}
+"""Agents that act by the best of N policy samples, and the critic that scores them."""
+
+
 def test_every_state_holds_its_policy_as_actor(h):
     """Every agent's state holds its policy network as `state.actor` (policy export reads it),
-    and acting deterministically depends only on it (and on the critic, for QC's best-of-N
-    over its critic's values)."""
+    and acting deterministically depends only on it (and, for best-of-N policies, on the
+    critic that scores their samples)."""
     state, obs = seed(h.states, 0), observations()
     assert "MLP_0" in state.actor.params
     scrambled = jax.tree.map(jnp.zeros_like, state).replace(actor=state.actor)
-    if h.name == "qc":
-        scrambled = scrambled.replace(critic=state.critic)
+    if h.name in BEST_OF_N:
+        part = BEST_OF_N[h.name]
+        scrambled = scrambled.replace(**{part: getattr(state, part)})
     np.testing.assert_array_equal(
         np.asarray(h.agent.act(scrambled, obs, jax.random.key(1), True)),
         np.asarray(h.agent.act(state, obs, jax.random.key(1), True)),
@@ -320,7 +326,7 @@ def test_act_shape_and_bounds(h, deterministic):
     assert np.all((actions >= -1.0) & (actions <= 1.0))
 
 
-FLOW_POLICIES = {"flow_bc", "fql", "qc"}
+FLOW_POLICIES = {"flow_bc", "fql", "qc", "dqc"}
 """Agents whose policy is a flow: it has no mode, so it draws a sample when it evaluates too
 (as FQL and QC evaluate), from the key it is given."""
 

@@ -35,9 +35,13 @@ from valorl.training.fused import init_seeds, seed_keys, update_chunk
 CRITIC_AGENTS = [
     name
     for name, cls in AGENTS.items()
-    if "critic" in cls.__dataclass_fields__ and not cls.discrete and not cls.model_based
+    if "critic" in cls.__dataclass_fields__
+    and not cls.discrete
+    and not cls.model_based
+    and name != "dqc"
 ]
-"""Continuous-action critic agents (tests/test_discrete_agents.py trains the discrete ones with
+"""Continuous-action critic agents but DQC, which takes one-output heads only (tested in
+tests/test_flow.py) (tests/test_discrete_agents.py trains the discrete ones with
 every head; the model-based agents are SAC with a model, and SAC is here)."""
 SPEC = Spec(obs_shape=(3,), action_dim=2, total_updates=10)
 DATA = synthetic_dataset(obs_dim=3, action_dim=2).to_batch(discount=0.99)  # returns for Cal-QL

@@ -11,9 +11,10 @@ import pytest
 from conftest import synthetic_dataset
 
 import valorl
-from valorl.agents import FQL, QC, FlowBC, Spec
+from valorl.agents import DQC, FQL, QC, FlowBC, Spec
 from valorl.agents.base import apply
 from valorl.agents.flow_bc import flow_actions
+from valorl.critics import Bernoulli, HLGauss, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.nstep import sample_n_step
 from valorl.errors import ValorlError
@@ -164,3 +165,64 @@ def test_chunked_agents_refuse_what_they_cannot_do_in_one_line():
         QC(horizon=0)
     with pytest.raises(ValorlError, match="trains offline only"):
         valorl.train_online("qc", env="Pendulum-v1", online_steps=10)
+
+
+def test_dqc_distillation_and_value_losses_by_hand():
+    """DQC's action critic: κ_d-expectile weighted squared error towards the chunk critic's
+    min over members at the dataset's long chunk; its value: the κ_b pinball loss towards the
+    target action critic's min at the short chunk; both over rows whose long chunk is valid."""
+    agent = DQC(hidden_dims=(16, 16), flow_steps=2, samples=2, horizon=4, action_horizon=2,
+                critic=Scalar(), distill_expectile=0.8, value_quantile=0.7)  # fmt: skip
+    state = init(agent)
+    batch, key = chunk_batch(4, rows=64), jax.random.key(9)
+    # a target action critic unlike the online one, so using the wrong one would show
+    other = jax.jit(agent.init, static_argnums=1)(jax.random.key(1), SPEC)
+    state = state.replace(target_action_critic=other.action_critic.params)
+    losses = jax.jit(
+        lambda s, b: (agent.action_critic_loss(s.action_critic.params, s, b, key)[0],
+                      agent.value_loss(s.value.params, s, b, key)[0])
+    )  # fmt: skip
+    distill, value = losses(state, batch)
+
+    @jax.jit
+    def networks(state, batch):
+        long, short = batch.actions.reshape(64, -1), batch.actions[:, :2].reshape(64, -1)
+        q_long = apply(state.critic, state.critic.params, batch.observations, long)[..., 0]
+        q_short = apply(state.action_critic, state.action_critic.params, batch.observations, short)
+        q_target = apply(state.action_critic, state.target_action_critic, batch.observations,
+                         short)  # fmt: skip
+        v = apply(state.value, state.value.params, batch.observations)
+        return q_long, q_short[..., 0], q_target[..., 0], v
+
+    q_long, q_short, q_target, v = (np.asarray(x, np.float64) for x in networks(state, batch))
+    whole = np.asarray(batch.valid[:, -1], np.float64)
+    target = q_long.min(0)
+    weight = np.where(target >= q_short, 0.8, 0.2)
+    expected = (weight * (q_short - target) ** 2 * whole).mean(axis=-1).sum()
+    assert float(distill) == pytest.approx(expected, rel=1e-4)
+    u = q_target.min(0) - v
+    expected_v = (np.where(u < 0, 0.3, 0.7) * np.abs(u) * whole).mean()
+    assert float(value) == pytest.approx(expected_v, rel=1e-4)
+
+
+def test_the_bce_head_reads_probabilities_and_clips_its_targets():
+    head = Bernoulli()
+    logits = jnp.array([[0.0], [2.0]])
+    np.testing.assert_allclose(head.value(logits), [0.5, 1 / (1 + np.exp(-2.0))], rtol=1e-6)
+    # a target of 1.3 is a probability of 1: −log σ(2)
+    np.testing.assert_allclose(head.loss(logits[1:], jnp.array([1.3])), [np.log1p(np.exp(-2.0))],
+                               rtol=1e-6)  # fmt: skip
+
+
+def test_dqc_trains_on_long_chunks_and_acts_in_short_ones(pendulum_dataset, tmp_path):
+    valorl.train(
+        "dqc", pendulum_dataset, steps=10, log_every=10, eval_every=10, eval_episodes=1,
+        seeds=1, progress=False, out=tmp_path / "dqc", horizon=4, action_horizon=2, samples=2,
+        flow_steps=2, hidden_dims=(8, 8), batch_size=8, critic=Scalar(),
+    )  # fmt: skip
+    policy = valorl.load_policy(tmp_path / "dqc")
+    assert policy(np.zeros((4, 3), np.float32), key=jax.random.key(0)).shape == (4, 2, 1)
+    with pytest.raises(ValorlError, match="--action-horizon must be between 1 and --horizon"):
+        DQC(horizon=2, action_horizon=3)
+    with pytest.raises(ValorlError, match="one-output critic head"):
+        DQC(critic=HLGauss())

@@ -10,6 +10,7 @@ from valorl.agents.discrete import DiscreteCriticAgentBase
 from valorl.agents.discrete_bc import DiscreteBC
 from valorl.agents.discrete_cql import DiscreteCQL
 from valorl.agents.discrete_iql import DiscreteIQL
+from valorl.agents.dqc import DQC
 from valorl.agents.dqn import DQN
 from valorl.agents.dsac_t import DSACT
 from valorl.agents.flow_bc import FlowBC
@@ -34,7 +35,7 @@ AGENTS: dict[str, type] = {
         *(DQN, DiscreteCQL, DiscreteBC, DiscreteIQL),
         *(MBPO, MOPO, MOBILE),
         *(ModelDQN, PerfectModelDQN),
-        *(FlowBC, FQL, QC),
+        *(FlowBC, FQL, QC, DQC),
     )
 }
 
@@ -57,6 +58,7 @@ __all__ = [
     "AGENTS",
     "BC",
     "CQL",
+    "DQC",
     "DQN",
     "DSACT",
     "FQL",

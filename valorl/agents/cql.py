@@ -122,7 +122,8 @@ class CQL(MaxEntropyAgentBase):
     hidden_dims: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of actor and critics (JaxCQL: 256-256)."""
     critic: CriticHead = Scalar()
-    """How Q is represented and trained: mse, huber, hl-gauss, two-hot, c51, quantile, gaussian."""
+    """How Q is represented and trained: mse, huber, bce, hl-gauss, two-hot, c51, quantile, gaussian
+    (`valorl.critics.heads`)."""
     ensemble: QEnsemble = QEnsemble()
     """Q-ensemble: size, how members combine in targets and for the actor (CQL: min of two)."""
     batch_size: int = 256

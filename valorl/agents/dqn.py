@@ -102,7 +102,8 @@ class DQN(DiscreteCriticAgentBase):
     hidden_dims: tuple[int, ...] = (128,)
     """Dense layers after the torso (frames: one conv layer first; Young & Tian: 128)."""
     critic: CriticHead = Huber()
-    """How Q is represented and trained: mse, huber, hl-gauss, two-hot, c51, quantile, gaussian."""
+    """How Q is represented and trained: mse, huber, bce, hl-gauss, two-hot, c51, quantile, gaussian
+    (`valorl.critics.heads`)."""
     ensemble: QEnsemble = QEnsemble(num_qs=1)
     """Q-ensemble: size (DQN: one), how members combine in targets, layers."""
     batch_size: int = 32

@@ -8,12 +8,14 @@ the "BFN" baseline (h = 1, N = 1). With `horizon` h > 1 it clones chunks of h ac
 (flattened to h·|A| numbers, steps past an episode's end masked out of the loss) and acts
 open-loop for h steps.
 
-The functions here are the flow-BC pieces FQL and QC share: the masked loss and the sampler.
+The functions here are the flow-BC pieces FQL, QC and DQC share: the masked loss, the sampler
+and best-of-N extraction.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import ClassVar
 
 import flax.struct
@@ -32,6 +34,7 @@ from valorl.agents.base import (
     grad_step,
     prefix,
 )
+from valorl.critics.selection import choose
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
 from valorl.errors import ValorlError
@@ -80,6 +83,25 @@ def flow_actions(
     """Actions (or flattened chunks) of the flow policy from `noise`, clipped to [-1, 1]."""
     velocity = lambda s, x, t: apply(actor, params, s, x, t)
     return jnp.clip(euler_sample(velocity, observations, noise, steps), -1.0, 1.0)
+
+
+def best_of_n(
+    actor: NetState,
+    obs: jax.Array,
+    key: jax.Array,
+    samples: int,
+    flow_steps: int,
+    score: Callable[[jax.Array, jax.Array], jax.Array],
+) -> jax.Array:
+    """The highest-scoring of `samples` flow samples at each observation, (batch, h·|A|):
+    `score(observations, flattened chunks)` rates the (batch·N) candidates (Q-chunking's and
+    Decoupled Q-chunking's policy extraction, through `valorl.critics.selection`)."""
+    batch, dims = obs.shape[0], actor.input_shapes[1][-1]
+    repeated = jnp.repeat(obs, samples, axis=0)
+    noise = jax.random.normal(key, (batch * samples, dims))
+    candidates = flow_actions(actor, actor.params, repeated, noise, flow_steps)
+    scores = score(repeated, candidates).reshape(batch, samples)
+    return choose(candidates.reshape(batch, samples, dims), scores, 0.0, key)
 
 
 def _steps(batch: Batch) -> int:

@@ -83,7 +83,8 @@ class IQL(CriticAgentBase):
     hidden_dims: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of every network."""
     critic: CriticHead = Scalar()
-    """How Q is represented and trained: mse, huber, hl-gauss, two-hot, c51, quantile, gaussian."""
+    """How Q is represented and trained: mse, huber, bce, hl-gauss, two-hot, c51, quantile, gaussian
+    (`valorl.critics.heads`)."""
     ensemble: QEnsemble = QEnsemble()
     """Q-ensemble: size, how members combine in targets (the paper: min of two), layers."""
     batch_size: int = 256

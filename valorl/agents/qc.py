@@ -32,9 +32,8 @@ from valorl.agents.base import (
     prefix,
 )
 from valorl.agents.chunk_critic import ChunkCriticBase
-from valorl.agents.flow_bc import as_chunks, check_horizon, flow_actions, flow_bc_loss
+from valorl.agents.flow_bc import as_chunks, best_of_n, check_horizon, flow_bc_loss
 from valorl.critics import CriticHead, QEnsemble, Scalar
-from valorl.critics.selection import choose
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
 from valorl.errors import ValorlError
@@ -100,17 +99,11 @@ class QC(ChunkCriticBase):
 
     def best_of_n(self, state: QCState, obs: jax.Array, key: jax.Array) -> jax.Array:
         """The highest-valued of N flow samples at each observation: (batch, h·|A|)."""
-        batch, dims = obs.shape[0], state.actor.input_shapes[1][-1]
-        repeated = jnp.repeat(obs, self.samples, axis=0)
-        noise = jax.random.normal(key, (batch * self.samples, dims))
-        candidates = flow_actions(state.actor, state.actor.params, repeated, noise, self.flow_steps)
-        scores = self.chunk_values(state.critic, state.critic.params, repeated, candidates)
-        return choose(
-            candidates.reshape(batch, self.samples, dims),
-            scores.mean(axis=0).reshape(batch, self.samples),
-            0.0,
-            key,
-        )
+
+        def mean_q(obs: jax.Array, chunks: jax.Array) -> jax.Array:
+            return self.chunk_values(state.critic, state.critic.params, obs, chunks).mean(0)
+
+        return best_of_n(state.actor, obs, key, self.samples, self.flow_steps, mean_q)
 
     def update(self, state: QCState, batch: Batch, key: jax.Array) -> tuple[QCState, Metrics]:
         key_next, key_reduce, key_flow = jax.random.split(key, 3)

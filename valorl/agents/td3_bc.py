@@ -75,7 +75,8 @@ class TD3BC(CriticAgentBase):
     hidden_dims: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of actor and critics."""
     critic: CriticHead = Scalar()
-    """How Q is represented and trained: mse, huber, hl-gauss, two-hot, c51, quantile, gaussian."""
+    """How Q is represented and trained: mse, huber, bce, hl-gauss, two-hot, c51, quantile, gaussian
+    (`valorl.critics.heads`)."""
     ensemble: QEnsemble = QEnsemble()
     """Q-ensemble: size, how members combine in targets (TD3: min of two), layers."""
     distributional_backup: bool = False

@@ -3,6 +3,7 @@
 from valorl.critics.ensemble import QEnsemble
 from valorl.critics.heads import (
     HEADS,
+    Bernoulli,
     Categorical,
     CriticHead,
     Gaussian,
@@ -18,6 +19,7 @@ from valorl.critics.heads import (
 
 __all__ = [
     "HEADS",
+    "Bernoulli",
     "Categorical",
     "CriticHead",
     "Gaussian",

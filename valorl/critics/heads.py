@@ -66,6 +66,23 @@ class Huber(Scalar):
 
 
 @dataclasses.dataclass(frozen=True)
+class Bernoulli(Scalar):
+    """A value that is a probability, as in goal reaching with a success reward and no
+    discounting beyond γ: one logit, value sigmoid(logit), trained by binary cross-entropy
+    against the target clipped to [0, 1] (Decoupled Q-chunking's critics, Li, Park & Levine
+    2025, Sec. 5; Eysenbach et al. 2021's classifier view of goal-reaching values). Rewards must
+    be success indicators in [0, 1] for the target to be a probability."""
+
+    name: ClassVar[str] = "bce"
+
+    def value(self, outputs: jax.Array) -> jax.Array:
+        return jax.nn.sigmoid(outputs[..., 0])
+
+    def loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
+        return optax.sigmoid_binary_cross_entropy(outputs[..., 0], jnp.clip(target, 0.0, 1.0))
+
+
+@dataclasses.dataclass(frozen=True)
 class _Histogram:
     """Shared by classification heads: logits over fixed atoms or bins in [vmin, vmax]."""
 
@@ -277,7 +294,8 @@ CriticHead = Scalar | Huber | TwoHot | HLGauss | Categorical | Quantile | Gaussi
 """Any head an agent's `critic` field accepts."""
 
 HEADS: dict[str, CriticHead] = {
-    cls.name: cls() for cls in (Scalar, Huber, HLGauss, TwoHot, Categorical, Quantile, Gaussian)
+    cls.name: cls()
+    for cls in (Scalar, Huber, Bernoulli, HLGauss, TwoHot, Categorical, Quantile, Gaussian)
 }
 """Every head with its defaults, by the name the command line and run configs use."""
 
