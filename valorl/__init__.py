@@ -7,7 +7,7 @@ Python API (the CLI calls the same functions):
     result = valorl.train("iql", ds, steps=20_000, seeds=3, out="runs/iql")
     online = valorl.train_online("sac", env="Pendulum-v1", online_steps=15_000, seeds=2)
     policy = valorl.load_policy("runs/iql")                     # obs -> environment action
-    steered = valorl.steer("runs/bc", "runs/iql", samples=16)   # V-GPS: re-ranked by a critic
+    steered = valorl.steer("runs/gbc", "runs/iql", samples=16)  # V-GPS: re-ranked by a critic
     model = valorl.load_model("runs/mopo")                      # a model-based run's dynamics
 """
 

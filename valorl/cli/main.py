@@ -84,13 +84,13 @@ def build_parser() -> Parser:
     ev = commands.add_parser(
         "eval",
         help="evaluate a run's policies on fresh episodes",
-        description="Roll every seed's latest policy out on fresh, seeded "
-        "episodes and print returns and normalised scores. With --steer-with CRITIC_RUN the "
-        "policy is steered by another run's critic (V-GPS, Nakamoto et al. 2024): at every "
-        "decision it draws --samples actions (or action chunks), the critic scores each (a "
-        "chunk by its first action), and the best one is executed (--beta 0) or one is drawn "
-        "from softmax(Q / beta). The policy's weights do not change; steer a stochastic policy "
-        "(a deterministic one, like bc, gives identical samples).",
+        description="Roll every seed's latest policy out on fresh, seeded episodes and print\n"
+        "returns and normalised scores.\n\n"
+        "Value-guided steering (V-GPS, Nakamoto et al. 2024): with --steer-with CRITIC_RUN,\n"
+        "the policy draws --samples actions (or action chunks) at every decision, another\n"
+        "run's critic scores each (a chunk by its first action), and the best one is executed\n"
+        "(--beta 0) or one is drawn from softmax(Q / beta). The policy's weights do not change.\n"
+        "Steer a stochastic policy: a deterministic one (bc) gives N identical samples.",
         epilog="example:\n  valorl eval runs/gaussian-bc --steer-with runs/iql --samples 16 "
         "--beta 0",
         formatter_class=argparse.RawDescriptionHelpFormatter,
