@@ -200,6 +200,8 @@ def test_seed_pairing():
     assert paired.critic_indices.tolist() == [0, 1]
     assert first.critic_indices.tolist() == [0, 0, 0]
     assert first(np.zeros(OBS_DIM), seed_index=2).shape == (ACTION_DIM,)
+    # without a key, each call draws fresh samples from the object's own key stream
+    assert not np.array_equal(first(np.zeros(OBS_DIM)), first(np.zeros(OBS_DIM)))
 
 
 # ---- bad input ----------------------------------------------------------------------------------

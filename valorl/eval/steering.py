@@ -190,7 +190,7 @@ class SteeredPolicy:
         seed_index %= len(self.seeds)
         single = obs.ndim == len(self.obs_shape)
         batch = obs[None] if single else obs
-        key = self._next_keys(1)[0] if key is None else key
+        key = self._next_key() if key is None else key
         actions = self.act_seeds(batch[None], key[None], [seed_index])[0]
         return actions[0] if single else actions
 
@@ -249,11 +249,10 @@ class SteeredPolicy:
             )
         return actions
 
-    def _next_keys(self, n: int) -> jax.Array:
-        """`n` keys of this object's own stream, fresh at every call."""
-        key = jax.random.fold_in(jax.random.key(self.seed), self._calls)
+    def _next_key(self) -> jax.Array:
+        """The next key of this object's own stream, fresh at every call."""
         self._calls += 1
-        return jax.random.split(key, n)
+        return jax.random.fold_in(jax.random.key(self.seed), self._calls - 1)
 
     def episode_act(self, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
         """`act(obs)` for `Evaluator`: every seed steered at once, with fresh keys per call
