@@ -9,6 +9,7 @@ policy with a critic trained on the same data and executes the best one (β = 0)
 from softmax(Q / β). Arms, every one on the same fresh episode starts:
 
     policy alone          the behaviour-cloned policy's own deterministic action
+    N = 1                 one sample of the policy (its stochastic action), nothing to choose
     policy + critic       steered with N in --samples and β in --betas (valorl eval --steer-with)
     critic's own policy   the critic run's extracted policy (IQL's AWR actor, Cal-QL's SAC actor)
 
@@ -73,14 +74,15 @@ def main() -> None:
     parser.add_argument("--policy-agent", default="gaussian-bc")
     parser.add_argument("--policy-flags", default="", help="extra flags of the policy's run")
     parser.add_argument("--critics", default="iql", help=f"any of {','.join(CRITICS)}")
-    parser.add_argument("--samples", default="4,16,32")
+    parser.add_argument("--samples", default="1,4,16,32", help="1: the policy's own sample")
     parser.add_argument("--betas", default="0,1")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per seed")
     args = parser.parse_args()
     out, dataset = Path(args.out), args.dataset
-    common = f"--steps {args.steps} --log-every 1000 --eval-every {args.steps // 2} "
+    log_every = min(1000, args.steps // 2)
+    common = f"--steps {args.steps} --log-every {log_every} --eval-every {args.steps // 2} "
     common += f"--eval-episodes {args.episodes} --seeds {args.seeds} --quiet"
     recipe = POLICY_PRESETS.get(args.policy_agent, args.policy_agent) + " " + args.policy_flags
     policy = train(out, args.policy_agent, recipe, dataset, common)
@@ -93,7 +95,7 @@ def main() -> None:
     ]
     for name, critic in critics.items():
         for n in map(int, args.samples.split(",")):
-            for beta in map(float, args.betas.split(",")):
+            for beta in map(float, args.betas.split(",") if n > 1 else [0]):  # β: no choice
                 label = f"{args.policy_agent}+{name}-n{n}-beta{beta:g}"
                 steering = dict(steer_with=critic, samples=n, beta=beta)
                 rows.append(
