@@ -54,7 +54,7 @@ def evaluate_run(
     if steer_with is None and (samples is not None or beta is not None):
         raise ValorlError("--samples and --beta steer a policy: give the critic with --steer-with")
     policy = load_policy(run_dir)
-    steering = None
+    steered, steering = None, None
     if steer_with is not None:
         samples, beta = 16 if samples is None else samples, 0.0 if beta is None else beta
         steered = steer(policy, steer_with, samples=samples, beta=beta, reduction=reduction)
@@ -67,7 +67,7 @@ def evaluate_run(
             f"{run_dir} acts with {kind(policy.agent.discrete)} actions, but the environment "
             f"has {kind(evaluator.discrete)} ones"
         )
-    if steer_with is not None:
+    if steered is not None:
         act = steered.episode_act(seed)
     else:
         deterministic = seed_policies(policy.agent)
