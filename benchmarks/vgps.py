@@ -17,8 +17,10 @@ The policy must be stochastic for steering to do anything. valorl's `bc` is a de
 mean-squared-error regressor, so the default `--policy-agent gaussian-bc` is IQL's Gaussian
 actor with inverse temperature 0 (`iql --beta 0`: every advantage weight is 1, so the actor
 loss is Gaussian maximum likelihood on the data, i.e. BC); any other agent name (`flow_bc`) is
-trained with its defaults plus `--policy-flags`. Networks are valorl's defaults (2x256); the
-budget is `--steps` gradient steps per run (V-GPS trains its critic for 1M steps). Finished
+trained with its defaults plus `--policy-flags`. (IQL's Q and V losses never read the actor,
+so the Gaussian BC run's own critic is bit for bit the IQL run's: checked on hopper.)
+Networks are valorl's defaults (2x256); the budget is `--steps` gradient steps per run (V-GPS
+trains its critic for 1M steps). Finished
 runs and finished evaluations (`OUT/evals/*.json`) are reused, so an interrupted benchmark
 resumes.
 
