@@ -20,9 +20,8 @@ loss is Gaussian maximum likelihood on the data, i.e. BC); any other agent name 
 trained with its defaults plus `--policy-flags`. (IQL's Q and V losses never read the actor,
 so the Gaussian BC run's own critic is bit for bit the IQL run's: checked on hopper.)
 Networks are valorl's defaults (2x256); the budget is `--steps` gradient steps per run (V-GPS
-trains its critic for 1M steps). Finished
-runs and finished evaluations (`OUT/evals/*.json`) are reused, so an interrupted benchmark
-resumes.
+trains its critic for 1M steps). Finished runs and finished evaluations (`OUT/evals/*.json`)
+are reused, so an interrupted benchmark resumes.
 
 Prints a Markdown table: final normalised score, mean over seeds with a 95% t-interval (each
 seed's score averaged over its episodes).
