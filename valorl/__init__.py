@@ -7,6 +7,7 @@ Python API (the CLI calls the same functions):
     result = valorl.train("iql", ds, steps=20_000, seeds=3, out="runs/iql")
     online = valorl.train_online("sac", env="Pendulum-v1", online_steps=15_000, seeds=2)
     policy = valorl.load_policy("runs/iql")                     # obs -> environment action
+    steered = valorl.steer("runs/gbc", "runs/iql", samples=16)  # V-GPS: re-ranked by a critic
     model = valorl.load_model("runs/mopo")                      # a model-based run's dynamics
 """
 
@@ -35,6 +36,7 @@ from valorl.data import Dataset, DatasetInfo, load_dataset, save_minari, save_np
 from valorl.errors import ValorlError
 from valorl.eval.model import LearnedModel, load_model
 from valorl.eval.policy import Policy, load_policy
+from valorl.eval.steering import SteeredPolicy, steer
 from valorl.training.offline import train
 from valorl.training.online import train_online
 from valorl.training.results import RunResult
@@ -61,6 +63,7 @@ __all__ = [
     "LearnedModel",
     "Policy",
     "RunResult",
+    "SteeredPolicy",
     "ValorlError",
     "__version__",
     "load_dataset",
@@ -69,6 +72,7 @@ __all__ = [
     "make_agent",
     "save_minari",
     "save_npz",
+    "steer",
     "train",
     "train_online",
 ]

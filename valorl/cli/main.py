@@ -84,14 +84,50 @@ def build_parser() -> Parser:
     ev = commands.add_parser(
         "eval",
         help="evaluate a run's policies on fresh episodes",
-        description="Roll every seed's latest policy out on fresh, seeded "
-        "episodes and print returns and normalised scores.",
+        description="Roll every seed's latest policy out on fresh, seeded episodes and print\n"
+        "returns and normalised scores.\n\n"
+        "Value-guided steering (V-GPS, Nakamoto et al. 2024): with --steer-with CRITIC_RUN,\n"
+        "the policy draws --samples actions (or action chunks) at every decision, another\n"
+        "run's critic scores each (a chunk by its first action), and the best one is executed\n"
+        "(--beta 0) or one is drawn from softmax(Q / beta). The policy's weights do not change.\n"
+        "Steer a stochastic policy: a deterministic one (bc) gives N identical samples.",
+        epilog="example:\n  valorl eval runs/gaussian-bc --steer-with runs/iql --samples 16 "
+        "--beta 0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a directory made by `valorl train`")
     ev.add_argument("--episodes", type=int, default=10, help="episodes per seed (default: 10)")
     ev.add_argument("--env", default=None, help="evaluate in this environment instead")
     ev.add_argument("--seed", type=int, default=0, help="seed of the episode starts")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument(
+        "--steer-with",
+        metavar="CRITIC_RUN",
+        default=None,
+        help="steer the policy with this run's critic (iql, cql, calql, td3_bc, sac, ...) "
+        "trained on the same task; seed i is steered by the critic's seed i when both runs "
+        "have as many seeds, else by its first seed",
+    )
+    ev.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="actions drawn from the policy per decision when steering (default: 16)",
+    )
+    ev.add_argument(
+        "--beta",
+        type=float,
+        default=None,
+        help="steering temperature in return units: 0 takes the highest-Q sample (default), "
+        "beta > 0 draws from softmax(Q / beta)",
+    )
+    ev.add_argument(
+        "--reduction",
+        choices=("min", "mean"),
+        default="min",
+        help="how the critic's ensemble members combine into one Q (default: min, as V-GPS)",
+    )
     ev.set_defaults(run=cmd_eval)
 
     col = commands.add_parser(
@@ -221,7 +257,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from valorl.eval.evaluate import evaluate_run
 
-    ev = evaluate_run(args.run_dir, episodes=args.episodes, env=args.env, seed=args.seed)
+    ev = evaluate_run(
+        args.run_dir,
+        episodes=args.episodes,
+        env=args.env,
+        seed=args.seed,
+        steer_with=args.steer_with,
+        samples=args.samples,
+        beta=args.beta,
+        reduction=args.reduction,
+    )
     per_seed_returns = ev.returns.mean(axis=1)
     per_seed_scores = None if ev.scores is None else ev.scores.mean(axis=1)
     if args.json:
@@ -232,12 +277,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "return_per_seed": per_seed_returns.tolist(),
             "return": _interval_json(per_seed_returns),
         }
+        if ev.steering is not None:
+            summary["steering"] = ev.steering
         if per_seed_scores is not None:
             summary["score_per_seed"] = per_seed_scores.tolist()
             summary["score"] = _interval_json(per_seed_scores)
         print(json.dumps(summary))
         return 0
-    table = Table(title=f"{ev.run} at step {ev.step}: {args.episodes} episodes per seed")
+    steered = ""
+    if ev.steering is not None:
+        st = ev.steering
+        steered = (
+            f", steered by {st['steer_with']} ({st['samples']} samples, beta {st['beta']:g}, "
+            f"{st['reduction']} over the ensemble)"
+        )
+    title = f"{ev.run} at step {ev.step}{steered}: {args.episodes} episodes per seed"
+    table = Table(title=title)
     table.add_column("seed", justify="right")
     table.add_column("return", justify="right")
     table.add_column("normalised score", justify="right")

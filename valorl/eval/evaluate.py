@@ -12,6 +12,7 @@ from valorl.data.sources import make_env
 from valorl.envs.rollouts import Evaluator, episode_seeds
 from valorl.errors import ValorlError
 from valorl.eval.policy import load_policy
+from valorl.eval.steering import Reduction, steer
 from valorl.training.evaluation import seed_policies
 
 FRESH_ROUNDS = 1_000_000
@@ -27,15 +28,37 @@ class Evaluation:
     """(seeds, episodes) undiscounted returns."""
     scores: np.ndarray | None
     """Same shape, normalised (0 = random, 100 = reference best); None without references."""
+    steering: dict | None = None
+    """How the policies were steered (`steer_with`, `samples`, `beta`, `reduction`); None:
+    the run's own deterministic policies."""
 
 
 def evaluate_run(
-    run_dir: str | os.PathLike, *, episodes: int = 10, env: str | None = None, seed: int = 0
+    run_dir: str | os.PathLike,
+    *,
+    episodes: int = 10,
+    env: str | None = None,
+    seed: int = 0,
+    steer_with: str | os.PathLike | None = None,
+    samples: int | None = None,
+    beta: float | None = None,
+    reduction: Reduction = "min",
 ) -> Evaluation:
-    """Roll out each seed's policy for `episodes` episodes on fresh, seeded starts."""
+    """Roll out each seed's policy for `episodes` episodes on fresh, seeded starts.
+
+    With `steer_with` (a run with a critic), each seed's policy is steered by that critic
+    (V-GPS, `valorl.eval.steering`): `samples` draws per decision (default 16), the argmax
+    (`beta` 0, the default) or a draw from softmax(Q / beta)."""
     if episodes < 1:
         raise ValorlError(f"--episodes must be at least 1, got {episodes}")
+    if steer_with is None and (samples is not None or beta is not None):
+        raise ValorlError("--samples and --beta steer a policy: give the critic with --steer-with")
     policy = load_policy(run_dir)
+    steered, steering = None, None
+    if steer_with is not None:
+        samples, beta = 16 if samples is None else samples, 0.0 if beta is None else beta
+        steered = steer(policy, steer_with, samples=samples, beta=beta, reduction=reduction)
+        steering = dict(steer_with=str(steer_with), samples=samples, beta=beta, reduction=reduction)
     evaluator = Evaluator(lambda: make_env(policy.info, env), len(policy.seeds), episodes)
     if evaluator.discrete != policy.agent.discrete:
         evaluator.close()
@@ -44,12 +67,15 @@ def evaluate_run(
             f"{run_dir} acts with {kind(policy.agent.discrete)} actions, but the environment "
             f"has {kind(evaluator.discrete)} ones"
         )
-    act = seed_policies(policy.agent)
-    keys = jax.random.split(jax.random.key(seed), len(policy.seeds))
+    if steered is not None:
+        act = steered.episode_act(seed)
+    else:
+        deterministic = seed_policies(policy.agent)
+        keys = jax.random.split(jax.random.key(seed), len(policy.seeds))
+        act = lambda obs: deterministic(policy.states, policy.normalizer, obs, keys)
     try:
         returns = evaluator.returns(
-            lambda obs: act(policy.states, policy.normalizer, obs, keys),
-            [episode_seeds(s, FRESH_ROUNDS + seed, episodes) for s in policy.seeds],
+            act, [episode_seeds(s, FRESH_ROUNDS + seed, episodes) for s in policy.seeds]
         )
     finally:
         evaluator.close()
@@ -59,4 +85,5 @@ def evaluate_run(
         seeds=policy.seeds,
         returns=returns,
         scores=policy.info.normalized_score(returns),
+        steering=steering,
     )
