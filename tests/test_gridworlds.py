@@ -219,7 +219,11 @@ def test_the_observation_rebuilds_the_state_the_true_dynamics_step_from(env):
         assert bool(ok)
 
 
-@pytest.mark.parametrize("env", ENVS, ids=lambda e: e.id)
+@pytest.mark.parametrize(
+    "env",
+    [ENVS[0], *(pytest.param(env, marks=pytest.mark.expensive) for env in ENVS[1:])],
+    ids=lambda e: e.id,
+)  # ProcMaze's mazes are the involved case; the others in make test-all
 def test_stepping_inside_a_scan_equals_one_call_at_a_time(env):
     steps = 120  # crosses the truncation at 100 steps
     actions = jax.random.randint(jax.random.key(1), (steps,), 0, env.num_actions)

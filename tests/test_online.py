@@ -458,6 +458,7 @@ def test_cli_trains_online(isolated, capsys):
     assert online.DEFAULT_START_STEPS["online"] == 5000
 
 
+@pytest.mark.expensive  # 30 s; returns by hand: test_returns_to_go_wait_for_the_episode_end
 def test_returns_to_go_agent_gets_monte_carlo_returns_online(pendulum_dataset, tmp_path):
     """Cal-QL (`needs_returns_to_go`) with a dataset: a seed's transitions reach its buffer
     when their episode ends (Pendulum: after 200 steps, so 200 of 250 are stored), each with

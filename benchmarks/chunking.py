@@ -1,0 +1,98 @@
+"""Action chunking on OGBench single-task data: FQL, FQL-n, QC-FQL and QC (best-of-N), next
+to the success rates the QC paper reports at the same number of gradient steps.
+
+    python benchmarks/chunking.py --out runs/chunking
+    python benchmarks/chunking.py --datasets puzzle-3x3-play-singletask-task4-sparse-v0 \
+        --steps 30000
+
+Arms (Li, Zhou & Levine 2025, "Reinforcement Learning with Action Chunking", Sec. 5):
+
+    fql       FQL: one action, one-step returns, α per domain (FQL's README: scene 300, puzzle 1000)
+    fql-n     FQL with uncorrected 5-step returns and one action
+    qc-fql    FQL over chunks of 5 actions, α = 100 (the QC paper's)
+    qc        a chunk critic (h = 5) and the best of N samples of a BC flow over chunks
+
+Scaled down from the paper for a 2-core CPU, and said so in BENCHMARKS.md: 2x256 networks
+(the paper's 4x512), `--samples` 8 flow samples for QC (the paper's 32), the zoo's 100-episode
+datasets (OGBench's 1000), `--eval-episodes` per seed (the paper's 50). The datasets are the
+zoo's sparse single-task variants (reward −1 until every subtask is solved, 0 then; QC's
+`--sparse`), built on first use. Finished runs are reused, interrupted ones resume.
+
+Prints the final success rate per arm and dataset (mean over seeds with a 95% t-interval) next
+to the published success at 100k offline steps (QC's plot data, ogbench-agg.pkl).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from common import mean_cell, valorl
+
+DATASETS = (
+    "scene-play-singletask-task2-sparse-v0",
+    "puzzle-3x3-play-singletask-task4-sparse-v0",
+)
+ALPHA = {"scene": "300", "puzzle": "1000", "cube": "300"}
+"""FQL's α per domain (FQL's README)."""
+PUBLISHED_100K = {
+    "scene": {"fql": 0.21, "fql-n": 0.23, "qc-fql": 0.47, "qc": 0.58},
+    "puzzle": {"fql": 0.07, "fql-n": 0.61, "qc-fql": 0.40, "qc": 0.98},
+}
+"""Success at 100k offline steps, 5 tasks' mean, 4x512 networks, 1M-transition datasets (QC's
+plot data; read by the reference notes in shared/reference/seed-methods.md)."""
+
+
+def arms(dataset: str, samples: int) -> dict[str, str]:
+    alpha = ALPHA[dataset.split("-")[0]]
+    return {
+        "fql": f"fql --alpha {alpha}",
+        "fql-n": f"fql --alpha {alpha} --n-step 5",
+        "qc-fql": "fql --alpha 100 --horizon 5",
+        "qc": f"qc --horizon 5 --samples {samples}",
+    }
+
+
+def final_success(run: Path) -> np.ndarray:
+    with np.load(run / "evaluations.npz") as f:
+        return f["successes"][:, -1].mean(axis=-1)  # (seeds,)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/chunking")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--arms", default="fql,fql-n,qc-fql,qc")
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=8, help="QC's N (the paper's 32)")
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--skip-report", action="store_true", help="train only")
+    args = parser.parse_args()
+    out, datasets, names = Path(args.out), args.datasets.split(","), args.arms.split(",")
+    common = f"--steps {args.steps} --log-every 1000 --eval-every {args.steps // 2} "
+    common += f"--eval-episodes {args.eval_episodes} --seeds {args.seeds} --quiet "
+    common += "--hidden-dims 256,256 --batch-size 256"
+    for dataset in datasets:
+        for name in names:
+            agent, *flags = arms(dataset, args.samples)[name].split()
+            run = out / f"{name}-{dataset}"
+            valorl("train", agent, "--dataset", dataset, *common.split(), *flags, "--out", str(run))
+    if args.skip_report:
+        return
+    setting = f"{args.steps} gradient steps, {args.seeds} seeds x {args.eval_episodes} episodes"
+    print(f"\nsuccess rate (%) after {setting} (published at 100k steps in parentheses)\n")
+    print(f"| arm | {' | '.join(datasets)} |")
+    print("|---|" + "---:|" * len(datasets))
+    for name in names:
+        cells = []
+        for dataset in datasets:
+            published = PUBLISHED_100K[dataset.split("-")[0]][name]
+            success = final_success(out / f"{name}-{dataset}")
+            cells.append(f"{mean_cell(100 * success)} ({100 * published:.0f})")
+        print(f"| {name} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
