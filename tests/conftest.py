@@ -63,6 +63,7 @@ TINY = {
     "flow_bc": dict(hidden_dims=(8, 8), batch_size=16, flow_steps=2),
     "fql": dict(hidden_dims=(8, 8), batch_size=16, flow_steps=2),
     "qc": dict(hidden_dims=(8, 8), batch_size=16, flow_steps=2, samples=2, horizon=1),
+    "rebrac": dict(hidden_dims=(8, 8), batch_size=16),
     "dqc": dict(
         hidden_dims=(8, 8), batch_size=16, flow_steps=2, samples=2, horizon=1, action_horizon=1
     ),

@@ -47,6 +47,7 @@ PARTS = {
     "fql": {"critic", "flow", "actor"},
     "qc": {"critic", "actor"},
     "dqc": {"critic", "action_critic", "value", "actor"},
+    "rebrac": {"critic", "actor"},
 }
 TIGHT = dict(rtol=1e-5, atol=1e-6)
 
@@ -97,8 +98,10 @@ def h(request):
     """An agent with TINY settings: 3 seeds initialised and trained K updates together."""
     name = request.param
     agent = make_agent(name, **TINY[name])
-    # with Monte-Carlo returns-to-go, which Cal-QL reads (the others ignore them)
-    data = synthetic_dataset(obs_dim=OBS_DIM, action_dim=ACTION_DIM).to_batch(discount=0.99)
+    # with Monte-Carlo returns-to-go (Cal-QL) and next actions (ReBRAC); the others ignore them
+    data = synthetic_dataset(obs_dim=OBS_DIM, action_dim=ACTION_DIM).to_batch(
+        discount=0.99, next_actions=True
+    )
     init_keys, train_keys, _ = seed_keys(GROUP)
     states0 = init_seeds(agent, SPEC)(init_keys)
     states, keys, metrics = run_chunk(agent, K, states0, train_keys, data)
@@ -145,7 +148,7 @@ def test_registry_names_match_classes():
         *("dqn", "cql_discrete", "bc_discrete", "iql_discrete"),
         *("mbpo", "mopo", "mobile"),
         *("model_dqn", "perfect_model_dqn"),
-        *("flow_bc", "fql", "qc", "dqc"),
+        *("flow_bc", "fql", "qc", "dqc", "rebrac"),
     }
     for name, cls in AGENTS.items():
         assert cls.name == name

@@ -44,7 +44,7 @@ CRITIC_AGENTS = [
 tests/test_flow.py) (tests/test_discrete_agents.py trains the discrete ones with
 every head; the model-based agents are SAC with a model, and SAC is here)."""
 SPEC = Spec(obs_shape=(3,), action_dim=2, total_updates=10)
-DATA = synthetic_dataset(obs_dim=3, action_dim=2).to_batch(discount=0.99)  # returns for Cal-QL
+DATA = synthetic_dataset(obs_dim=3, action_dim=2).to_batch(discount=0.99, next_actions=True)
 ENSEMBLES = {
     "subset-min": QEnsemble(num_qs=4, q_reduce="subset-min", q_subset=2),
     "pessimistic": QEnsemble(num_qs=3, q_reduce="pessimistic", q_pessimism=0.5),

@@ -22,6 +22,7 @@ from valorl.agents.model_based import ModelBasedSAC
 from valorl.agents.model_dqn import ModelDQN, PerfectModelDQN
 from valorl.agents.mopo import MOPO
 from valorl.agents.qc import QC
+from valorl.agents.rebrac import ReBRAC
 from valorl.agents.riql import RIQL
 from valorl.agents.sac import SAC
 from valorl.agents.td3_bc import TD3BC
@@ -35,7 +36,7 @@ AGENTS: dict[str, type] = {
         *(DQN, DiscreteCQL, DiscreteBC, DiscreteIQL),
         *(MBPO, MOPO, MOBILE),
         *(ModelDQN, PerfectModelDQN),
-        *(FlowBC, FQL, QC, DQC),
+        *(FlowBC, FQL, QC, DQC, ReBRAC),
     )
 }
 
@@ -83,6 +84,7 @@ __all__ = [
     "ModelBasedSAC",
     "ModelDQN",
     "PerfectModelDQN",
+    "ReBRAC",
     "Spec",
     "agent_class",
     "make_agent",

@@ -23,6 +23,7 @@ attributes the agent declares, never by probing for methods or fields. An agent 
 `q_values`) and sets only those that differ:
 
     needs_returns_to_go    every batch carries Monte-Carlo returns-to-go (Cal-QL)
+    needs_next_actions     every batch carries the dataset's next actions (ReBRAC); offline only
     has_critic             the agent is a `CriticAgent`: it learns Q and implements `q_values`
     utd_is_hyperparameter  the agent's `utd` field is the run's update-to-data ratio (SAC)
     discrete               the agent acts in a discrete action space (DQN): integer actions
@@ -82,6 +83,7 @@ class Agent(Protocol):
 
     name: ClassVar[str]
     needs_returns_to_go: ClassVar[bool]
+    needs_next_actions: ClassVar[bool]
     has_critic: ClassVar[bool]
     utd_is_hyperparameter: ClassVar[bool]
     batch_size: int
@@ -210,6 +212,10 @@ class AgentBase:
     needs_returns_to_go: ClassVar[bool] = False
     """Every batch must carry Monte-Carlo returns-to-go (`Batch.returns_to_go`) at the agent's
     discount, scaled like the rewards: Cal-QL bounds its conservative penalty with them."""
+    needs_next_actions: ClassVar[bool] = False
+    """Every batch must carry the dataset's action at the next observation
+    (`Batch.next_actions`): ReBRAC penalises the bootstrapped action's distance to it. Such an
+    agent trains offline only (replay buffers do not keep them)."""
     has_critic: ClassVar[bool] = False
     """The agent learns Q and implements `CriticAgent` (`CriticAgentBase` sets it)."""
     utd_is_hyperparameter: ClassVar[bool] = False

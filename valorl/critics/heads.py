@@ -290,7 +290,7 @@ def _project(values: jax.Array, probs: jax.Array, atoms: jax.Array) -> jax.Array
     return jnp.sum(weights * probs[..., None, :], axis=-1)
 
 
-CriticHead = Scalar | Huber | TwoHot | HLGauss | Categorical | Quantile | Gaussian
+CriticHead = Scalar | Huber | Bernoulli | TwoHot | HLGauss | Categorical | Quantile | Gaussian
 """Any head an agent's `critic` field accepts."""
 
 HEADS: dict[str, CriticHead] = {

@@ -245,11 +245,20 @@ class Dataset:
             digest.update(f"num_actions={self.num_actions}".encode())
         return digest.hexdigest()
 
-    def to_batch(self, discount: float | None = None) -> Batch:
+    def to_batch(self, discount: float | None = None, next_actions: bool = False) -> Batch:
         """All transitions as a device-resident `Batch`, ready to be sampled inside a scan;
         with a `discount`, each row also carries its Monte-Carlo `returns_to_go(discount)`
-        (for agents that need them, such as Cal-QL)."""
+        (for agents that need them, such as Cal-QL); with `next_actions`, the action taken at
+        its next observation (ReBRAC), the row's own where its episode ends."""
         returns = None if discount is None else self.returns_to_go(discount)
+        following = None
+        if next_actions:
+            following = np.concatenate([self.actions[1:], self.actions[-1:]])
+            following = np.where(
+                self.dones.reshape(-1, *[1] * (self.actions.ndim - 1)).astype(bool),
+                self.actions,
+                following,
+            )
         return Batch(
             observations=jnp.asarray(self.observations),
             actions=jnp.asarray(self.actions),
@@ -258,6 +267,7 @@ class Dataset:
             masks=jnp.asarray(self.masks),
             dones=jnp.asarray(self.dones, jnp.float32),
             returns_to_go=None if returns is None else jnp.asarray(returns, jnp.float32),
+            next_actions=None if following is None else jnp.asarray(following),
         )
 
     def check_env(self, observation_space: Any, action_space: Any, env_name: str) -> None:
@@ -307,6 +317,10 @@ class Batch:
     returns_to_go: jax.Array | None = None
     """Discounted Monte-Carlo return from each row to the end of its episode, for agents that
     set `needs_returns_to_go` (Cal-QL); None (an empty subtree) otherwise."""
+    next_actions: jax.Array | None = None
+    """The dataset's action at the next observation (the row's own action where its episode
+    ends), for agents that set `needs_next_actions` (ReBRAC); None (an empty subtree)
+    otherwise."""
     valid: jax.Array | None = None
     """Action-chunk batches only (`valorl.data.chunks`), shape (rows, h): whether step k of a
     row's chunk lies in the episode of its first step; None (an empty subtree) otherwise."""

@@ -75,6 +75,9 @@ class Normalizer:
             observations=obs(batch.observations),
             next_observations=obs(batch.next_observations),
             actions=self.actions_to_unit(batch.actions),
+            next_actions=(
+                None if batch.next_actions is None else self.actions_to_unit(batch.next_actions)
+            ),
             rewards=batch.rewards * self.reward_scale,
             returns_to_go=(
                 None if batch.returns_to_go is None else batch.returns_to_go * self.reward_scale

@@ -150,6 +150,11 @@ def train_online(
     if utd is not None and utd_is_field:
         hyperparameters["utd"] = utd
     agent = configured_agent(agent, hyperparameters)
+    if agent.needs_next_actions:
+        raise ValorlError(
+            f"{agent.name} learns from the dataset's next actions, which replay buffers do not "
+            "keep: it trains offline only (valorl train without --mode)"
+        )
     if agent.chunk_length > 1 or agent.action_chunk > 1:
         raise ValorlError(
             f"{agent.name} learns from chunks of actions, which valorl trains offline only "

@@ -155,11 +155,13 @@ def replay_source(agent: Agent, mix: OfflineMix | None = None, num_envs: int = 1
 
 def dataset_rows(agent: Agent, data: Dataset, normalizer: Normalizer) -> Batch:
     """The dataset on the device in the agent's units, with Monte-Carlo returns-to-go at the
-    agent's discount (scaled like the rewards) for agents that declare `needs_returns_to_go`.
+    agent's discount (scaled like the rewards) for agents that declare `needs_returns_to_go`,
+    and the next rows' actions for those that declare `needs_next_actions`.
 
     Compact (uint8) observations stay uint8 on the device unless the agent standardises them:
     a MinAtar dataset then takes a quarter of float32's memory, and networks convert a batch's
     rows at their input."""
     discount = agent.discount if agent.needs_returns_to_go else None
     compact = data.observations.dtype == np.uint8 and not agent.normalize_observations
-    return normalizer.batch(data.to_batch(discount=discount), observations=not compact)
+    rows = data.to_batch(discount=discount, next_actions=agent.needs_next_actions)
+    return normalizer.batch(rows, observations=not compact)
