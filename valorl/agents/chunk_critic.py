@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 
 from valorl.agents.base import CriticAgentBase, Metrics, NetState, Params, Spec, apply
-from valorl.agents.flow_bc import flat_actions
+from valorl.agents.flow_bc import HorizonChunks, flat_actions
 from valorl.data.dataset import Batch
 
 
-class ChunkCriticBase(CriticAgentBase):
+class ChunkCriticBase(HorizonChunks, CriticAgentBase):
     """A Q-ensemble over chunks of `horizon` actions (flattened), trained by `td_loss`."""
 
     horizon: int
@@ -33,14 +33,6 @@ class ChunkCriticBase(CriticAgentBase):
     @property
     def has_critic(self) -> bool:  # a one-step Q(s, a) only when chunks are single actions
         return self.horizon == 1
-
-    @property
-    def chunk_length(self) -> int:
-        return self.horizon
-
-    @property
-    def action_chunk(self) -> int:
-        return self.horizon
 
     def create_critic(self, key: jax.Array, spec: Spec) -> NetState:
         return super().create_critic(

@@ -113,8 +113,22 @@ def check_horizon(horizon: int) -> None:
         raise ValorlError(f"--horizon must be at least 1, got {horizon}")
 
 
+class HorizonChunks:
+    """An agent that learns from and acts in chunks of its `horizon` actions."""
+
+    horizon: int
+
+    @property
+    def chunk_length(self) -> int:
+        return self.horizon
+
+    @property
+    def action_chunk(self) -> int:
+        return self.horizon
+
+
 @dataclasses.dataclass(frozen=True)
-class FlowBC(AgentBase):
+class FlowBC(HorizonChunks, AgentBase):
     """Behaviour cloning with a flow-matching policy (a chunk of `horizon` actions per call)."""
 
     name: ClassVar[str] = "flow_bc"
@@ -140,14 +154,6 @@ class FlowBC(AgentBase):
         check_horizon(self.horizon)
         if self.flow_steps < 1:
             raise ValorlError(f"--flow-steps must be at least 1, got {self.flow_steps}")
-
-    @property
-    def chunk_length(self) -> int:
-        return self.horizon
-
-    @property
-    def action_chunk(self) -> int:
-        return self.horizon
 
     def init(self, key: jax.Array, spec: Spec) -> FlowBCState:
         dims = spec.action_dim * self.horizon

@@ -41,19 +41,7 @@ class Policy:
         key: jax.Array | None = None,
         deterministic: bool = True,
     ) -> np.ndarray:
-        obs = np.asarray(obs, np.float32)
-        if obs.shape[max(obs.ndim - len(self.obs_shape), 0) :] != self.obs_shape:
-            raise ValorlError(
-                f"observations have shape {obs.shape}; this policy expects {self.obs_shape} "
-                "or a batch of them"
-            )
-        if not -len(self.seeds) <= seed_index < len(self.seeds):
-            raise ValorlError(
-                f"seed_index {seed_index} is out of range: the run has {len(self.seeds)} seeds"
-            )
-        seed_index %= len(self.seeds)
-        single = obs.ndim == len(self.obs_shape)
-        batch = obs[None] if single else obs
+        batch, single, seed_index = observation_batch(obs, self.obs_shape, seed_index, self.seeds)
         if key is None and not deterministic:
             raise ValorlError("a stochastic action needs a key")
         key = key if key is not None else jax.random.key(0)  # unused when deterministic
@@ -66,6 +54,23 @@ class Policy:
     @property
     def obs_shape(self) -> tuple[int, ...]:
         return tuple(self.normalizer.obs_mean.shape)
+
+
+def observation_batch(
+    obs: Any, obs_shape: tuple[int, ...], seed_index: int, seeds: list[int]
+) -> tuple[np.ndarray, bool, int]:
+    """One observation or a batch as a float32 batch, whether it was one, and `seed_index` in
+    range; ValorlError for a wrong shape or seed."""
+    obs = np.asarray(obs, np.float32)
+    if obs.shape[max(obs.ndim - len(obs_shape), 0) :] != obs_shape:
+        raise ValorlError(
+            f"observations have shape {obs.shape}; this policy expects {obs_shape} "
+            "or a batch of them"
+        )
+    if not -len(seeds) <= seed_index < len(seeds):
+        raise ValorlError(f"seed_index {seed_index} is out of range: there are {len(seeds)} seeds")
+    single = obs.ndim == len(obs_shape)
+    return (obs[None] if single else obs), single, seed_index % len(seeds)
 
 
 def load_policy(run_dir: str | os.PathLike, step: int | None = None) -> Policy:

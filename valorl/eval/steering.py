@@ -52,7 +52,7 @@ from valorl.agents import Agent
 from valorl.critics.selection import choose
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
-from valorl.eval.policy import Policy, load_policy
+from valorl.eval.policy import Policy, load_policy, observation_batch
 from valorl.training.fused import compiled_cache
 
 Reduction = Literal["min", "mean"]
@@ -177,19 +177,7 @@ class SteeredPolicy:
         """Steered environment actions for one observation or a batch of them, with seed
         `seed_index`'s policy and critic; `key` defaults to the next key of this object's own
         stream."""
-        obs = np.asarray(obs, np.float32)
-        if obs.shape[max(obs.ndim - len(self.obs_shape), 0) :] != self.obs_shape:
-            raise ValorlError(
-                f"observations have shape {obs.shape}; this policy expects {self.obs_shape} "
-                "or a batch of them"
-            )
-        if not -len(self.seeds) <= seed_index < len(self.seeds):
-            raise ValorlError(
-                f"seed_index {seed_index} is out of range: there are {len(self.seeds)} seeds"
-            )
-        seed_index %= len(self.seeds)
-        single = obs.ndim == len(self.obs_shape)
-        batch = obs[None] if single else obs
+        batch, single, seed_index = observation_batch(obs, self.obs_shape, seed_index, self.seeds)
         key = self._next_key() if key is None else key
         actions = self.act_seeds(batch[None], key[None], [seed_index])[0]
         return actions[0] if single else actions
