@@ -27,6 +27,8 @@ class Evaluation:
     """(seeds, episodes) undiscounted returns."""
     scores: np.ndarray | None
     """Same shape, normalised (0 = random, 100 = reference best); None without references."""
+    successes: np.ndarray | None = None
+    """Same shape, whether each episode ended in success (environments that report it)."""
 
 
 def evaluate_run(
@@ -59,4 +61,5 @@ def evaluate_run(
         seeds=policy.seeds,
         returns=returns,
         scores=policy.info.normalized_score(returns),
+        successes=evaluator.successes,
     )
