@@ -79,6 +79,14 @@ def test_round_trip_through_ogbench_loader(trajectories, tmp_path):
         np.testing.assert_array_equal(getattr(back, key), getattr(ours, key))
     np.testing.assert_array_equal(back.timeouts, ours.timeouts)
     assert back.info.env_id == "cube-single-v0"
+    # the oracle goals of the stored states are OGBench's (its add_oracle_reps)
+    env, reps, _ = ogbench.make_env_and_datasets(
+        "cube-single-play-oraclerep-v0", dataset_path=str(train)
+    )
+    env.close()
+    qpos = np.concatenate([t.qpos[:-1] for t in trajectories])
+    ours_reps = og.oracle_representation("cube-single-v0", qpos)
+    np.testing.assert_allclose(ours_reps, reps["oracle_reps"], atol=1e-6)
 
 
 def test_singletask_rewards_by_hand():
@@ -134,6 +142,21 @@ def test_relabel_marks_solved_rows_terminal():
     np.testing.assert_array_equal(dense.masks, [1.0, 1.0, 0.0])
     sparse = og.relabel(data, [traj], goal, DatasetInfo(name="t"), sparse=True)
     np.testing.assert_array_equal(sparse.rewards, [-1.0, -1.0, 0.0])
+
+
+def test_oracle_representation_by_hand():
+    qpos = np.zeros((1, 25))
+    qpos[0, 14:17] = [0.525, -0.1, 0.02]  # cube: 10 x (xyz - (0.425, 0, 0))
+    qpos[0, 23:25] = [-0.1, 0.2]  # drawer, window (after the cube's 7 and 2 buttons)
+    scene = og.oracle_representation("scene-v0", qpos, np.array([[1, 0]]))
+    np.testing.assert_allclose(scene, [[1.0, -1.0, 0.2, 1.0, 0.0, -1.8, 3.0]], atol=1e-6)
+    double = np.zeros((1, 28))
+    double[0, 14:17], double[0, 21:24] = [0.425, 0.0, 0.0], [0.325, 0.1, 0.1]
+    np.testing.assert_allclose(
+        og.oracle_representation("cube-double-v0", double), [[0, 0, 0, -1, 1, 1]], atol=1e-6
+    )
+    puzzle = og.oracle_representation("puzzle-3x3-v0", np.zeros((1, 23)), np.ones((1, 9)))
+    np.testing.assert_array_equal(puzzle, np.ones((1, 9), np.float32))
 
 
 def test_singletask_names():

@@ -13,7 +13,12 @@ on it (horizon-reduction, DQC):
 A goal is reached exactly when its row is the sampled row (OGBench's index equality):
 reward 1 and mask 0 there, reward 0 and mask 1 elsewhere (DQC's success indicator; OGBench's
 `gc_negative` shifts this to 0 / −1, `negative=True` here). The goal is the row's observation, or
-another representation of it (`features`, e.g. OGBench's oracle representation of the objects).
+another representation of it (`features`, e.g. OGBench's oracle representation of the objects:
+`valorl.zoo.ogbench_tasks.oracle_goals(name)`).
+
+    data = load_dataset("cube-double-play-v0")
+    table = goal_table(data)                    # or goal_table(data, oracle_goals(name))
+    batch = sample_goal_batch(data.to_batch(), table, key, 256)   # inside jit / scan
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ OBJECTS_START = 14
 """qpos index of the first object joint (after the arm and gripper)."""
 CUBE_QPOS = 7
 """qpos entries per cube (free joint: position, quaternion)."""
+CENTRE = np.array([0.425, 0.0, 0.0])
+"""Centre of the workspace: cube positions in observations and oracle goals are relative to it."""
 TOLERANCE = 0.04
 """Distance within which a cube, the drawer or the window counts as at its goal."""
 
@@ -126,6 +128,7 @@ def save_layout(arrays: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         raise ValorlError(f"{path}: OGBench datasets are .npz files")
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
     try:
         np.savez_compressed(tmp, **arrays)
@@ -184,6 +187,42 @@ def _env_from_name(name: str) -> str | None:
     env_id = "-".join(parts[:-2] + parts[-1:])
     prepare()
     return env_id if env_id in gym.registry else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Oracle goal representations
+
+
+def oracle_representation(
+    env_id: str, qpos: np.ndarray, button_states: np.ndarray | None = None
+) -> np.ndarray:
+    """OGBench's `oraclerep` goals (what its `*-oraclerep-v0` datasets add, and DQC's goals):
+    the task-relevant state only. Cubes: their positions, centred on (0.425, 0, 0) and scaled
+    by 10; scene: those, the button states, the drawer position × 18 and the window's × 15;
+    puzzle: the button states. One row per row of `qpos`."""
+    qpos = np.asarray(qpos, np.float64)
+    kind = env_id.split("-")[0]
+    buttons = 0 if button_states is None else np.asarray(button_states).shape[1]
+    if kind == "puzzle":
+        if button_states is None:
+            raise ValorlError("puzzle goals are button states, but none were given")
+        return np.asarray(button_states, np.float32)
+    if kind not in ("cube", "scene"):
+        raise ValorlError(f"{env_id!r} is not an OGBench manipulation environment")
+    extra = buttons + 2 if kind == "scene" else 0
+    cubes = (qpos.shape[1] - OBJECTS_START - extra) // CUBE_QPOS
+    parts = [
+        (qpos[:, OBJECTS_START + i * CUBE_QPOS : OBJECTS_START + i * CUBE_QPOS + 3] - CENTRE) * 10.0
+        for i in range(cubes)
+    ]
+    if kind == "scene":
+        drawer = OBJECTS_START + CUBE_QPOS * cubes + buttons
+        parts += [
+            np.asarray(button_states, np.float64),
+            qpos[:, drawer : drawer + 1] * 18.0,
+            qpos[:, drawer + 1 : drawer + 2] * 15.0,
+        ]
+    return np.concatenate(parts, axis=-1).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
