@@ -386,7 +386,10 @@ def normalizer():
     )
 
 
-def encoded(h, normalizer) -> bytes:
+SUCCESSES = np.arange(12).reshape(3, 2, 2) % 3 == 0
+
+
+def encoded(h, normalizer, successes: np.ndarray | None = SUCCESSES) -> bytes:
     return checkpoint.encode(
         checkpoint.Checkpoint(
             step=7,
@@ -395,6 +398,7 @@ def encoded(h, normalizer) -> bytes:
             normalizer=normalizer,
             eval_steps=np.array([4, 7]),
             eval_returns=np.arange(12.0).reshape(3, 2, 2),
+            eval_successes=successes,
         )
     )
 
@@ -417,6 +421,10 @@ def test_checkpoint_round_trip(h, normalizer):
         )
     np.testing.assert_array_equal(ckpt.eval_steps, [4, 7])
     np.testing.assert_array_equal(ckpt.eval_returns, np.arange(12.0).reshape(3, 2, 2))
+    np.testing.assert_array_equal(ckpt.eval_successes, SUCCESSES)
+    # a run in an environment that reports no success stores none
+    without = checkpoint.decode(encoded(h, normalizer, None), *templates(h.agent))
+    assert without.eval_successes is None
 
 
 def test_checkpoint_restores_a_usable_state(h, normalizer):

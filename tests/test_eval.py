@@ -146,6 +146,77 @@ def test_evaluator_executes_chunks_open_loop_and_asks_again_when_they_are_used_u
     np.testing.assert_array_equal(results[0], results[1])
 
 
+class Reach(gym.Env):
+    """Walk on a line from 0: the episode ends (success) at +3, or after 5 steps without it,
+    reporting `info["success"]` at every step, as OGBench's environments do."""
+
+    observation_space = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.t = 0.0, 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.x += float(np.round(action[0]))
+        self.t += 1
+        success = self.x >= 3
+        obs = np.array([self.x], np.float32)
+        return obs, float(success), success, self.t >= 5 and not success, {"success": success}
+
+
+def test_evaluator_records_success_at_each_episodes_end():
+    """Policy 0 walks right (success after 3 steps), policy 1 walks right then left (never);
+    an episode that passed through no success reports False; environments without `success`
+    in their infos report None."""
+
+    def act(obs):
+        actions = np.ones((2, 2, 1), np.float32)
+        actions[1, :, 0] = np.where(obs[1, :, 0] >= 2, -1.0, 1.0)  # turns back before +3
+        return actions
+
+    with Evaluator(Reach, 2, 2) as evaluator:
+        returns = evaluator.returns(act, [[0, 1], [2, 3]])
+        np.testing.assert_array_equal(evaluator.successes, [[True, True], [False, False]])
+    np.testing.assert_array_equal(returns, [[1.0, 1.0], [0.0, 0.0]])
+    with Evaluator(lambda: gym.make("Pendulum-v1"), 1, 1) as evaluator:
+        evaluator.returns(lambda obs: np.zeros((1, 1, 1), np.float32), [[0]])
+        assert evaluator.successes is None
+
+
+def test_training_records_success_rates(tmp_path):
+    """A run evaluated in an environment that reports success stores every episode's success
+    in evaluations.npz and checkpoints, and per-seed success rates in result.json."""
+    from conftest import TINY
+
+    from valorl.data.dataset import Dataset
+    from valorl.training.results import RunResult
+    from valorl.training.run_dir import RunDir
+
+    gym.register("ValorlTestReach-v0", entry_point=Reach, max_episode_steps=5)
+    obs = np.arange(4, dtype=np.float32)[:, None]
+    data = Dataset(
+        observations=obs[:-1],
+        actions=np.ones((3, 1)),
+        rewards=np.array([0.0, 0.0, 1.0]),
+        next_observations=obs[1:],
+        terminals=np.array([False, False, True]),
+        timeouts=np.zeros(3, bool),
+    )
+    result = valorl.train(
+        "bc", data, env="ValorlTestReach-v0", steps=20, log_every=10, eval_every=10,
+        eval_episodes=2, seeds=2, progress=False, out=tmp_path / "run", **TINY["bc"],
+    )  # fmt: skip
+    evals = RunDir(result.path).evaluations()
+    assert evals["successes"].shape == (2, 2, 2) and evals["successes"].dtype == bool
+    np.testing.assert_array_equal(evals["successes"], evals["returns"] == 1.0)
+    summary = RunDir(result.path).result()
+    rates = evals["successes"][:, -1].mean(axis=-1)
+    assert summary["final_success_rate_per_seed"] == rates.tolist()
+    np.testing.assert_array_equal(RunResult.load(result.path).final_success_rates, rates)
+
+
 # ---- episode_seeds ------------------------------------------------------------------------------
 
 

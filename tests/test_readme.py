@@ -56,6 +56,7 @@ NEEDS = {
     "ope": {"run_dirs": RUN, "dataset": DATASET},
     "corrupt": {"dataset": DATASET},
     "datasets info": {"name": DATASET},
+    "datasets export": {"name": DATASET},
     "sweep": {"spec": FILE},
 }
 """Command -> its parsed arguments that name something which must exist already."""
@@ -182,9 +183,10 @@ class Made:
 
     def _exists(self, kind: str, name: str) -> bool:
         if kind == DATASET:
-            from valorl.zoo import find
+            from valorl.zoo import find, ogbench_tasks
 
-            return name in self.things[DATASET] or find(name) is not None
+            known = find(name) is not None or ogbench_tasks.parse(name) is not None
+            return name in self.things[DATASET] or known
         return name in self.things[kind]
 
     @staticmethod

@@ -37,6 +37,10 @@ def test_every_recipe_is_complete_and_its_policies_exist():
     assert {"pendulum-medium-v0", "pendulum-expert-v0", "invertedpendulum-expert-v0"} <= set(found)
     for recipe in found.values():
         assert recipe.sha256 is not None and len(recipe.sha256) == 64, recipe.name
+        if recipe.ogbench:  # scored by success rate, no reference returns
+            assert recipe.ref_random is None and recipe.episodes > 0, recipe.name
+            assert recipe.steps == 1000 * recipe.episodes, recipe.name
+            continue
         assert recipe.ref_expert > recipe.ref_random, recipe.name
         for spec in recipe.behaviours:
             kind = spec.partition(":")[0]
@@ -57,7 +61,8 @@ def test_recipe_names_resolve_with_or_without_the_namespace():
     [
         ('behaviours = ["sloppy:noise=0.1"]\nsteps = 10', "names no policy"),
         ('behaviours = ["random"]\nconcat = ["x-v0"]', "not a recipe defined before it"),
-        ("steps = 10", "either behaviours or concat"),
+        ("steps = 10", "one of behaviours, concat or ogbench"),
+        ('ogbench = "expert"\nepisodes = 1', "must be 'play' or 'noisy'"),
     ],
 )
 def test_bad_recipes_are_refused_with_the_reason(tmp_path, monkeypatch, entry, message):

@@ -18,6 +18,8 @@ EPILOG = """examples:
   valorl datasets build --all                   every recipe (MuJoCo ones take minutes each)
   valorl datasets info hopper-medium-v0
   valorl datasets export-policy runs/sac-hopper --step 30000 --out hopper-medium.npz
+  valorl datasets build cube-double-play-v0     OGBench data from its oracles (~3-7 min)
+  valorl datasets export cube-double-play-v0 --format ogbench --out cube-double-play-v0.npz
 """
 
 
@@ -58,6 +60,18 @@ def add_datasets_parser(commands) -> None:
     )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(run=cmd_build)
+    export_data = actions.add_parser(
+        "export",
+        help="write a dataset in another library's layout (OGBench's .npz)",
+        description="Write an OGBench recipe's dataset (built on first use) in OGBench's .npz "
+        "layout: OUT and OUT-val (the validation file OGBench's loader requires; it repeats "
+        "the last tenth of the trajectories), readable by ogbench.make_env_and_datasets(NAME, "
+        "dataset_path=OUT).",
+    )
+    export_data.add_argument("name", metavar="NAME", help="recipe name or dataset directory")
+    export_data.add_argument("--format", choices=["ogbench"], default="ogbench")
+    export_data.add_argument("--out", required=True, help="file to write (.npz)")
+    export_data.set_defaults(run=cmd_export)
     export = actions.add_parser(
         "export-policy",
         help="write a run's policy as a behaviour policy file (.npz)",
@@ -98,9 +112,17 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"{recipe.steps:,}",
             "no" if state == "not built" else "yes",
             marks[state],
-            f"{recipe.ref_random:.1f} .. {recipe.ref_expert:.1f}",
+            "success rate"
+            if recipe.ref_random is None
+            else f"{recipe.ref_random:.1f} .. {recipe.ref_expert:.1f}",
         )
     out.print(table)
+    if any(r.ogbench for r in zoo.recipes().values()):
+        out.print(
+            "OGBench recipes also load as single-task variants: NAME-singletask-taskN-v0 "
+            "(N = 1..5) and NAME-singletask-taskN-sparse-v0, e.g. "
+            "cube-double-play-singletask-task2-v0"
+        )
     others = [e for e in local_datasets() if zoo.find(e.dataset_id) is None]
     if others:
         table = Table(title=f"other local Minari datasets in {minari_root()}")
@@ -175,6 +197,14 @@ def cmd_build(args: argparse.Namespace) -> int:
             "unrecorded": f"checksum {zoo.checksum(path)} (none recorded)",
         }[after]
         out.print(f"{recipe.name}: {done}, {recipe.steps:,} transitions, {check}: {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from valorl.zoo.ogbench_export import export
+
+    train, val = export(args.name, args.out)
+    out.print(f"wrote {train} and {val} (OGBench's layout)")
     return 0
 
 

@@ -249,7 +249,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_from_args(args)
     where = args.dataset if args.dataset is not None else args.env
     mode = "" if args.mode == "offline" else f" ({args.mode})"
-    rows = [(args.agent, result.path, result.final_returns, result.final_scores)]
+    rows = [
+        (
+            args.agent,
+            result.path,
+            result.final_returns,
+            result.final_scores,
+            result.final_success_rates,
+        )
+    ]
     print_scores(f"{args.agent} on {where}{mode}", rows)
     return 0
 
@@ -269,6 +277,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     per_seed_returns = ev.returns.mean(axis=1)
     per_seed_scores = None if ev.scores is None else ev.scores.mean(axis=1)
+    per_seed_success = None if ev.successes is None else ev.successes.mean(axis=1)
     if args.json:
         summary = {
             "run": ev.run,
@@ -282,6 +291,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if per_seed_scores is not None:
             summary["score_per_seed"] = per_seed_scores.tolist()
             summary["score"] = _interval_json(per_seed_scores)
+        if per_seed_success is not None:
+            summary["success_rate_per_seed"] = per_seed_success.tolist()
+            summary["success_rate"] = _interval_json(per_seed_success)
         print(json.dumps(summary))
         return 0
     steered = ""
@@ -296,11 +308,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     table.add_column("seed", justify="right")
     table.add_column("return", justify="right")
     table.add_column("normalised score", justify="right")
+    if per_seed_success is not None:
+        table.add_column("success rate", justify="right")
     for i, s in enumerate(ev.seeds):
         score = "-" if per_seed_scores is None else f"{per_seed_scores[i]:.1f}"
-        table.add_row(str(s), f"{per_seed_returns[i]:.1f}", score)
+        success = [] if per_seed_success is None else [f"{per_seed_success[i]:.2f}"]
+        table.add_row(str(s), f"{per_seed_returns[i]:.1f}", score, *success)
     out.print(table)
-    print_scores("summary over seeds", [("policy", ev.run, per_seed_returns, per_seed_scores)])
+    row = ("policy", ev.run, per_seed_returns, per_seed_scores, per_seed_success)
+    print_scores("summary over seeds", [row])
     return 0
 
 

@@ -10,7 +10,8 @@ from valorl.ui import out
 
 
 def print_scores(title: str, rows: Sequence[tuple]) -> None:
-    """One line per agent: normalised score and return as mean [95% interval] over seeds."""
+    """One line per agent: normalised score and return as mean [95% interval] over seeds, and
+    the success rate when a row has a fifth entry (per-seed success rates, or None)."""
     from valorl.stats import mean_interval
 
     def cell(values) -> str:
@@ -21,14 +22,24 @@ def print_scores(title: str, rows: Sequence[tuple]) -> None:
             return f"{mean:.1f}"
         return f"{mean:.1f} [{low:.1f}, {high:.1f}]"
 
+    def cell_rate(values) -> str:
+        if values is None:
+            return "-"
+        mean, low, high = mean_interval(values)
+        return f"{mean:.2f}" if low != low else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
     table = Table(title=title)
     table.add_column("agent")
     table.add_column("normalised score (95% CI)", justify="right")
     table.add_column("return (95% CI)", justify="right")
     table.add_column("seeds", justify="right")
-    for name, _, returns, scores in rows:
+    with_success = any(len(row) > 4 and row[4] is not None for row in rows)
+    if with_success:
+        table.add_column("success rate (95% CI)", justify="right")
+    for name, _, returns, scores, *success in rows:
         n = "-" if returns is None else str(len(returns))
-        table.add_row(name, cell(scores), cell(returns), n)
+        rates = [cell_rate(success[0] if success else None)] if with_success else []
+        table.add_row(name, cell(scores), cell(returns), n, *rates)
     out.print(table)
-    for name, path, _, _ in rows:
+    for name, path, *_ in rows:
         out.print(f"  {name}: {path}")

@@ -324,6 +324,9 @@ class Batch:
     valid: jax.Array | None = None
     """Action-chunk batches only (`valorl.data.chunks`), shape (rows, h): whether step k of a
     row's chunk lies in the episode of its first step; None (an empty subtree) otherwise."""
+    goals: jax.Array | None = None
+    """Goal-conditioned batches only (`valorl.data.goals`), shape (rows, *goal_shape): the goal
+    each row's reward and mask refer to; None (an empty subtree) otherwise."""
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])

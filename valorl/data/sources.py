@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
+from valorl.data import ogbench
 from valorl.data.cache import load_cached
 from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.errors import ValorlError
@@ -26,9 +27,10 @@ from valorl.errors import ValorlError
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals")
 HDF5_SUFFIXES = (".hdf5", ".h5")
 
-DatasetResolver = Callable[[str], Path | None]
+DatasetResolver = Callable[[str], "Path | Dataset | None"]
 """A dataset name -> the directory of the Minari dataset it stands for (made if need be), or
-None for a name the resolver does not know."""
+the dataset itself (one derived from another when loaded, such as an OGBench single-task
+relabelling), or None for a name the resolver does not know."""
 
 _RESOLVERS: list[DatasetResolver] = []
 
@@ -51,7 +53,8 @@ def minari_root() -> Path:
 def load_dataset(source: str | os.PathLike) -> Dataset:
     """Load a dataset from a local Minari id, a Minari dataset directory, a D4RL-layout HDF5
     file (`observations, actions, rewards, terminals[, timeouts, next_observations]`), an
-    `.npz` file with the same keys, or a zoo recipe's name (`pendulum-medium-v0`), which is
+    `.npz` file with the same keys or in OGBench's layout (`valorl.data.ogbench`), or a zoo
+    recipe's name (`pendulum-medium-v0`), which is
     built on first use and checked against its recipe's checksum on every load (through the
     resolver the zoo registers, see `register_dataset_resolver`).
 
@@ -71,6 +74,8 @@ def load_dataset(source: str | os.PathLike) -> Dataset:
         )
     for resolve in _RESOLVERS:
         resolved = resolve(str(source))
+        if isinstance(resolved, Dataset):
+            return resolved
         if resolved is not None:
             return _load_minari_dir(resolved)
     local = minari_root() / str(source)
@@ -190,6 +195,8 @@ def _load_npz(path: Path) -> Dataset:
     except Exception as exc:
         raise ValorlError(f"could not read {path} as .npz: {_reason(exc)}") from None
     attrs = json.loads(str(arrays.pop("valorl_info"))) if "valorl_info" in arrays else {}
+    if ogbench.is_layout(arrays):
+        return ogbench.from_layout(arrays, path)
     return _from_d4rl_arrays(arrays, attrs, path)
 
 
@@ -257,6 +264,7 @@ def save_minari(
     description: str | None = None,
     extra_metadata: dict[str, Any] | None = None,
     step_infos: dict[str, np.ndarray] | None = None,
+    episode_infos: Sequence[dict[str, np.ndarray]] | None = None,
 ) -> Path:
     """Write `dataset` as a Minari dataset and return its directory.
 
@@ -289,6 +297,17 @@ def save_minari(
                 f"step info {key!r} has shape {values.shape}; expected one row per "
                 f"transition ({len(dataset)})"
             )
+    if episode_infos is not None:
+        episode_infos = list(episode_infos)
+        lengths = [len(ep["rewards"]) + 1 for ep in dataset.episodes()]
+        pairs = zip(episode_infos, lengths, strict=False)
+        if len(episode_infos) != len(lengths) or any(
+            len(v) != n for infos, n in pairs for v in infos.values()
+        ):
+            raise ValorlError(
+                f"episode infos must hold one dict per episode ({len(lengths)}), each array "
+                "with one row per observation (steps + 1)"
+            )
     env_spec, obs_space, act_space = _spaces(dataset)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -315,7 +334,7 @@ def save_minari(
         if len(splits):  # the loader restores these rows' timeout flags
             metadata["valorl_split_rows"] = splits.tolist()
         storage.update_metadata(metadata | (extra_metadata or {}))
-        storage.update_episodes(_episode_buffers(dataset, step_infos))
+        storage.update_episodes(_episode_buffers(dataset, step_infos, episode_infos))
         if path is None and namespace is not None:
             from minari.namespace import create_namespace, list_local_namespaces
 
@@ -328,17 +347,24 @@ def save_minari(
     return target
 
 
-def _episode_buffers(dataset: Dataset, step_infos: dict[str, np.ndarray]) -> Iterator[Any]:
-    """Minari episode buffers, with each episode's rows of `step_infos` behind a NaN reset entry."""
+def _episode_buffers(
+    dataset: Dataset,
+    step_infos: dict[str, np.ndarray],
+    episode_infos: list[dict[str, np.ndarray]] | None = None,
+) -> Iterator[Any]:
+    """Minari episode buffers, with each episode's rows of `step_infos` behind a NaN reset
+    entry, and its `episode_infos` as given."""
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
     start = 0
-    for ep in dataset.episodes():
+    for i, ep in enumerate(dataset.episodes()):
         stop = start + len(ep["rewards"])
         infos = {
             k: np.concatenate([np.full((1, *v.shape[1:]), np.nan), v[start:stop]])
             for k, v in step_infos.items()
         }
+        if episode_infos is not None:
+            infos |= episode_infos[i]
         yield EpisodeBuffer(**ep, infos=infos or None)
         start = stop
 
@@ -371,6 +397,8 @@ def save_npz(dataset: Dataset, path: str | os.PathLike) -> Path:
 
 def make_env(info: DatasetInfo, env_id: str | None = None, **kwargs: Any) -> gym.Env:
     """The environment to evaluate on: `env_id` if given, else the one the dataset names."""
+    if ogbench.is_ogbench(env_id or info.env_id, None if env_id else info.env_spec_json):
+        ogbench.prepare()
     try:
         if env_id is not None:
             return gym.make(env_id, **kwargs)

@@ -26,12 +26,17 @@ class Evaluator:
     to `env.step` as Python ints. A policy that acts in chunks returns
     `(policies, episodes, h, action_dim)`: each chunk is executed open-loop, and `act` is asked
     again once an episode's chunk is used up (Q-chunking's evaluation, Li et al. 2025).
+
+    Environments that report `info["success"]` (OGBench's, goal-reaching tasks) are also scored
+    by it: after each round, `successes` holds whether each episode's last step reported
+    success, shape (policies, episodes); it is None for environments that never report it.
     """
 
     def __init__(self, make_env: Callable[[], gym.Env], num_policies: int, episodes: int):
         self.num_policies, self.episodes = num_policies, episodes
         self.envs = [make_env() for _ in range(num_policies * episodes)]
         self.discrete = isinstance(self.envs[0].action_space, gym.spaces.Discrete)
+        self.successes: np.ndarray | None = None
 
     def returns(self, act: ActFn, reset_seeds: list[list[int]]) -> np.ndarray:
         """Undiscounted returns, shape (policies, episodes)."""
@@ -39,6 +44,8 @@ class Evaluator:
         obs = np.stack([env.reset(seed=s)[0] for env, s in zip(self.envs, seeds, strict=True)])
         obs = obs.astype(np.float32)
         returns = np.zeros(len(self.envs))
+        success = np.zeros(len(self.envs), bool)
+        reported = False
         active = np.ones(len(self.envs), bool)
         chunk, used = None, np.zeros(len(self.envs), int)  # each episode's chunk, steps used
         while active.any():
@@ -52,11 +59,16 @@ class Evaluator:
             used += 1
             for i in np.flatnonzero(active):
                 action = int(actions[i]) if self.discrete else actions[i]
-                next_obs, reward, terminated, truncated, _ = self.envs[i].step(action)
+                next_obs, reward, terminated, truncated, info = self.envs[i].step(action)
                 obs[i] = next_obs
                 returns[i] += reward
                 active[i] = not (terminated or truncated)
-        return returns.reshape(self.num_policies, self.episodes)
+                if "success" in info:
+                    reported = True
+                    success[i] = bool(info["success"])
+        shape = (self.num_policies, self.episodes)
+        self.successes = success.reshape(shape) if reported else None
+        return returns.reshape(shape)
 
     def _chunks(self, actions: np.ndarray) -> np.ndarray:
         """Actions as (environments, h, *action_shape), h = 1 for one action per call."""

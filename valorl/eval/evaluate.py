@@ -31,6 +31,8 @@ class Evaluation:
     steering: dict | None = None
     """How the policies were steered (`steer_with`, `samples`, `beta`, `reduction`); None:
     the run's own deterministic policies."""
+    successes: np.ndarray | None = None
+    """Same shape, whether each episode ended in success (environments that report it)."""
 
 
 def evaluate_run(
@@ -86,4 +88,5 @@ def evaluate_run(
         returns=returns,
         scores=policy.info.normalized_score(returns),
         steering=steering,
+        successes=evaluator.successes,
     )

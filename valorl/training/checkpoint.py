@@ -43,6 +43,9 @@ class Checkpoint:
     """Where an online phase stands (online and hybrid runs only)."""
     model_buffers: Any = None
     """The seed-stacked buffers of imagined rows (model-based agents only)."""
+    eval_successes: np.ndarray | None = None
+    """(seeds, num_evals, episodes) whether each evaluation episode ended in success, for
+    environments that report `info["success"]`; None otherwise."""
 
 
 @dataclasses.dataclass
@@ -81,6 +84,8 @@ def encode(ckpt: Checkpoint) -> bytes:
             raw["online"]["env_carry"] = jax.device_get(carry)
     if ckpt.model_buffers is not None:
         raw["model_buffers"] = _encode_buffers(ckpt.model_buffers)
+    if ckpt.eval_successes is not None:
+        raw["eval_successes"] = np.asarray(ckpt.eval_successes, bool)
     return flax.serialization.msgpack_serialize(raw)
 
 
@@ -143,6 +148,9 @@ def decode(
         eval_returns=np.asarray(raw["eval_returns"]),
         online=online,
         model_buffers=model_buffers,
+        eval_successes=(
+            np.asarray(raw["eval_successes"], bool) if "eval_successes" in raw else None
+        ),
     )
 
 

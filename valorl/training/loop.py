@@ -69,6 +69,7 @@ class Loop:
             self.normalizer = normalizer
             self.eval_steps: list[int] = []
             self.eval_returns = np.zeros((len(seeds), 0, plan.eval_episodes))
+            self.eval_successes: np.ndarray | None = None
             self.online = None
             self.model_buffers = None
             if plan.agent.model_based:
@@ -82,6 +83,7 @@ class Loop:
             self.step, self.states, self.keys = saved.step, saved.states, saved.keys
             self.normalizer = saved.normalizer
             self.eval_steps, self.eval_returns = list(saved.eval_steps), saved.eval_returns
+            self.eval_successes = saved.eval_successes
             self.online, self.model_buffers = saved.online, saved.model_buffers
             console.print(f"resuming {run.path} from step {self.step}")
         # forget chunks logged after the last checkpoint (all of them when starting afresh)
@@ -115,7 +117,14 @@ class Loop:
                 jax_environment_phase(self)
             elif plan.interaction is not None:
                 environment_phase(self)
-        write_result(self.run_dir, plan.info, self.eval_steps, self.eval_returns, self.step)
+        write_result(
+            self.run_dir,
+            plan.info,
+            self.eval_steps,
+            self.eval_returns,
+            self.step,
+            self.eval_successes,
+        )
 
     def offline_phase(self) -> None:
         """Fused chunks of updates on dataset rows up to the phase's last step (for a
@@ -199,10 +208,21 @@ class Loop:
             )
         self.eval_steps.append(self.step)
         self.eval_returns = np.concatenate([self.eval_returns, returns[:, None]], axis=1)
+        successes = getattr(self.evaluator, "successes", None)
+        if successes is not None:  # environments that report info["success"] (OGBench's)
+            before = self.eval_successes
+            if before is None:
+                before = np.zeros((*successes.shape[:1], 0, *successes.shape[1:]), bool)
+            self.eval_successes = np.concatenate([before, successes[:, None]], axis=1)
         scores = self.plan.info.normalized_score(self.eval_returns)
-        self.run_dir.write_evaluations(np.array(self.eval_steps), self.eval_returns, scores)
+        self.run_dir.write_evaluations(
+            np.array(self.eval_steps), self.eval_returns, scores, self.eval_successes
+        )
         shown, label = (self.eval_returns, "return") if scores is None else (scores, "score")
-        return f"{label} {shown[:, -1].mean():.1f}"
+        note = f"{label} {shown[:, -1].mean():.1f}"
+        if successes is not None:
+            note += f", success {successes.mean():.2f}"
+        return note
 
     def write_checkpoint(self) -> None:
         self.run_dir.write_checkpoint(
@@ -216,6 +236,7 @@ class Loop:
                     eval_returns=self.eval_returns,
                     online=self.online,
                     model_buffers=self.model_buffers,
+                    eval_successes=self.eval_successes,
                 )
             ),
             self.step,

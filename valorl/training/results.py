@@ -25,6 +25,16 @@ class RunResult:
     """(seeds, evaluations, episodes) undiscounted returns."""
     scores: np.ndarray | None
     """Same shape, normalised (0 = random, 100 = reference best); None without references."""
+    successes: np.ndarray | None = None
+    """Same shape, whether each episode ended in success; None for environments that do not
+    report `info["success"]`."""
+
+    @property
+    def final_success_rates(self) -> np.ndarray | None:
+        """Per-seed success rate at the last evaluation; None without successes."""
+        if self.successes is None or not self.successes.shape[1]:
+            return None
+        return self.successes[:, -1].mean(axis=-1)
 
     @property
     def final_scores(self) -> np.ndarray | None:
@@ -46,13 +56,20 @@ class RunResult:
             eval_steps=evals.get("steps", np.zeros(0, int)),
             returns=returns,
             scores=evals.get("normalized_scores"),
+            successes=evals.get("successes"),
         )
 
 
 def write_result(
-    run: RunDir, info: DatasetInfo, eval_steps: list[int], eval_returns: np.ndarray, step: int
+    run: RunDir,
+    info: DatasetInfo,
+    eval_steps: list[int],
+    eval_returns: np.ndarray,
+    step: int,
+    eval_successes: np.ndarray | None = None,
 ) -> None:
-    """Finish `run` with result.json: final per-seed returns and scores with 95% intervals."""
+    """Finish `run` with result.json: final per-seed returns, scores and success rates (where
+    the environment reports success), with 95% intervals."""
     result: dict[str, Any] = {"step": step, "seeds": run.config()["seeds"]}
     if eval_steps:
         final = eval_returns[:, -1].mean(axis=-1)
@@ -62,4 +79,9 @@ def write_result(
             mean, low, high = mean_interval(scores)
             result["final_score_per_seed"] = scores.tolist()
             result["final_score"] = {"mean": mean, "ci95": [low, high]}
+        if eval_successes is not None and eval_successes.shape[1]:
+            rates = eval_successes[:, -1].mean(axis=-1)
+            mean, low, high = mean_interval(rates)
+            result["final_success_rate_per_seed"] = rates.tolist()
+            result["final_success_rate"] = {"mean": mean, "ci95": [low, high]}
     run.write_result(result)

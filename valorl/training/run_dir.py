@@ -191,11 +191,19 @@ class RunDir:
         atomic_write(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     def write_evaluations(
-        self, steps: np.ndarray, returns: np.ndarray, scores: np.ndarray | None
+        self,
+        steps: np.ndarray,
+        returns: np.ndarray,
+        scores: np.ndarray | None,
+        successes: np.ndarray | None = None,
     ) -> None:
+        """evaluations.npz: steps, returns, normalised scores (with references) and successes
+        (seeds × rounds × episodes booleans, for environments that report success)."""
         arrays = dict(steps=np.asarray(steps), returns=np.asarray(returns))
         if scores is not None:
             arrays["normalized_scores"] = np.asarray(scores)
+        if successes is not None:
+            arrays["successes"] = np.asarray(successes, bool)
         tmp = self.path / f".{EVALUATIONS}.tmp-{os.getpid()}.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, self.path / EVALUATIONS)

@@ -2,8 +2,9 @@
 recipe makes.
 
 A build is deterministic: `valorl collect` with the recipe's behaviours (policy files run in
-float64, see `collection/policy_file.py`), steps and seed, or the concatenation of other recipes'
-built data. The dataset is written beside its final place, its content checksum compared with
+float64, see `collection/policy_file.py`), steps and seed, the concatenation of other recipes'
+built data, or OGBench's scripted oracles in its environments (`ogbench_data.py`). The dataset
+is written beside its final place, its content checksum compared with
 the one the recipe records, and only a matching build is moved into place; a mismatch leaves
 nothing behind and says so. The content checksum (`data/checksum.py`) names the data alone
 and is remembered beside it, so listing or loading a large dataset does not re-read it unless
@@ -112,6 +113,9 @@ def build(name: str, *, force: bool = False, progress: bool = True) -> Path:
 
 def _write(recipe: Recipe, out: Path, progress: bool) -> None:
     metadata = {"valorl_recipe": recipe.provenance()}
+    if recipe.ogbench:
+        _write_ogbench(recipe, out, progress, metadata)
+        return
     if recipe.behaviours:
         collect(
             recipe.env_id,
@@ -144,6 +148,25 @@ def _write(recipe: Recipe, out: Path, progress: bool) -> None:
         description=f"{recipe.env_id}: " + " + ".join(recipe.concat),
         extra_metadata=metadata,
         step_infos={LOG_PROB_KEY: np.concatenate([ep[LOG_PROB_KEY] for ep in episodes])},
+    )
+
+
+def _write_ogbench(recipe: Recipe, out: Path, progress: bool, metadata: dict) -> None:
+    """Trajectories of OGBench's oracles, with each observation's simulator state in `infos`."""
+    from valorl.zoo.ogbench_data import generate, save_trajectories
+
+    trajectories = generate(
+        recipe.env_id, recipe.ogbench, recipe.episodes, recipe.seed, progress=progress
+    )
+    save_trajectories(
+        trajectories,
+        recipe.env_id,
+        recipe.dataset_id,
+        out,
+        algorithm_name=f"OGBench {recipe.ogbench} oracles (valorl datasets build)",
+        description=f"{recipe.env_id}: OGBench '{recipe.ogbench}' data, {recipe.episodes} "
+        "trajectories of 1001 steps (OGBench publishes 1000)",
+        extra_metadata=metadata,
     )
 
 

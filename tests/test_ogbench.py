@@ -1,0 +1,178 @@
+"""OGBench datasets: generation by its oracles (deterministic by seed), the round trip through
+OGBench's own loader, single-task relabelling by hand and against OGBench's, and the zoo's
+single-task names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from valorl.data import ogbench as og
+from valorl.data.dataset import Dataset, DatasetInfo
+from valorl.data.sources import load_dataset
+from valorl.errors import ValorlError
+from valorl.zoo import ogbench_tasks
+from valorl.zoo.ogbench_data import generate, save_trajectories
+from valorl.zoo.ogbench_export import export
+
+STEPS = 40  # rows per test trajectory (OGBench's are 1001)
+
+
+@pytest.fixture(scope="module")
+def trajectories():
+    return generate("cube-single-v0", "play", 2, seed=3, episode_steps=STEPS, progress=False)
+
+
+def test_generation_is_deterministic_by_seed(trajectories):
+    again = generate("cube-single-v0", "play", 2, seed=3, episode_steps=STEPS, progress=False)
+    other = generate("cube-single-v0", "play", 1, seed=4, episode_steps=STEPS, progress=False)
+    for a, b in zip(trajectories, again, strict=True):
+        for key in ("observations", "actions", "qpos", "qvel"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    assert not np.array_equal(trajectories[0].observations, other[0].observations)
+    first = trajectories[0]
+    assert first.observations.shape == (STEPS, 28) and first.actions.shape == (STEPS, 5)
+    assert first.qpos.shape[0] == STEPS and first.button_states is None
+    assert np.abs(first.actions).max() <= 1.0
+    # each row's qpos is the state of its observation: the cube's position, as OGBench
+    # encodes it in the observation ((xyz - (0.425, 0, 0)) * 10 at entries 19:22)
+    cube = (first.qpos[:, 14:17] - np.array([0.425, 0.0, 0.0])) * 10.0
+    np.testing.assert_allclose(first.observations[:, 19:22], cube, atol=1e-5)
+
+
+def test_noisy_generation_is_deterministic_too():
+    a = generate("puzzle-3x3-v0", "noisy", 1, seed=0, episode_steps=20, progress=False)
+    b = generate("puzzle-3x3-v0", "noisy", 1, seed=0, episode_steps=20, progress=False)
+    np.testing.assert_array_equal(a[0].actions, b[0].actions)
+    assert a[0].button_states.shape == (20, 9)
+
+
+def test_round_trip_through_ogbench_loader(trajectories, tmp_path):
+    import ogbench
+
+    path = save_trajectories(trajectories, "cube-single-v0", "valorl/tiny-v0", tmp_path / "ds")
+    ours = load_dataset(path)
+    assert len(ours) == 2 * (STEPS - 1) and ours.timeouts.sum() == 2 and not ours.terminals.any()
+    train, val = export(str(path), tmp_path / "cube-single-play-v0.npz")
+    assert val.is_file()
+    with np.load(train) as f:
+        layout = {k: f[k] for k in f.files}
+    assert set(layout) == {"observations", "actions", "terminals", "qpos", "qvel"}
+    np.testing.assert_array_equal(layout["terminals"].nonzero()[0], [STEPS - 1, 2 * STEPS - 1])
+    np.testing.assert_array_equal(layout["qpos"], np.concatenate([t.qpos for t in trajectories]))
+
+    env, theirs, _ = ogbench.make_env_and_datasets(
+        "cube-single-play-singletask-task2-v0", dataset_path=str(train)
+    )
+    env.close()
+    for key in ("observations", "actions", "next_observations"):
+        np.testing.assert_array_equal(theirs[key], getattr(ours, key))
+    np.testing.assert_array_equal(theirs["terminals"].astype(bool), ours.dones)
+    # OGBench's single-task relabelling of the same rows equals valorl's
+    goal = og.task_goal("cube-single-v0", 2)
+    relabelled = og.relabel(ours, og.minari_trajectories(path), goal, ours.info)
+    np.testing.assert_array_equal(theirs["rewards"], relabelled.rewards)
+    np.testing.assert_array_equal(theirs["masks"], relabelled.masks)
+    # and OGBench's file reads back into valorl unchanged
+    back = load_dataset(train)
+    for key in ("observations", "actions", "next_observations", "rewards", "terminals"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(ours, key))
+    np.testing.assert_array_equal(back.timeouts, ours.timeouts)
+    assert back.info.env_id == "cube-single-v0"
+    # the oracle goals of the stored states are OGBench's (its add_oracle_reps)
+    env, reps, _ = ogbench.make_env_and_datasets(
+        "cube-single-play-oraclerep-v0", dataset_path=str(train)
+    )
+    env.close()
+    qpos = np.concatenate([t.qpos[:-1] for t in trajectories])
+    ours_reps = og.oracle_representation("cube-single-v0", qpos)
+    np.testing.assert_allclose(ours_reps, reps["oracle_reps"], atol=1e-6)
+
+
+def test_singletask_rewards_by_hand():
+    # two cubes: cube 0 must reach (0.4, 0, 0.02), cube 1 (0.5, 0.1, 0.02)
+    goal = og.TaskGoal(
+        cubes=np.array([[0.4, 0.0, 0.02], [0.5, 0.1, 0.02]]), buttons=None, drawer=None, window=None
+    )
+    qpos = np.zeros((3, 28))
+    qpos[:, 14:17] = [[0.4, 0.0, 0.02], [0.43, 0.0, 0.02], [0.45, 0.0, 0.02]]  # 0, 3, 5 cm away
+    qpos[:, 21:24] = [[0.0, 0.0, 0.0], [0.5, 0.1, 0.05], [0.5, 0.1, 0.02]]  # far, 3 cm, there
+    successes = og.subtask_successes(goal, qpos, None)
+    np.testing.assert_array_equal(successes, [[True, False], [True, True], [False, True]])
+    rewards, solved = og.task_rewards(successes)
+    np.testing.assert_array_equal(rewards, [-1.0, 0.0, -1.0])
+    np.testing.assert_array_equal(solved, [False, True, False])
+    sparse, _ = og.task_rewards(successes, sparse=True)
+    np.testing.assert_array_equal(sparse, [-1.0, 0.0, -1.0])
+    # scene: one cube, two buttons, drawer (qpos 14+7+2=23) and window (24)
+    scene = og.TaskGoal(
+        cubes=np.array([[0.4, 0.0, 0.02]]), buttons=np.array([1, 0]), drawer=-0.1, window=0.2
+    )
+    qpos = np.zeros((2, 25))
+    qpos[:, 14:17] = [0.4, 0.0, 0.02]
+    qpos[:, 23] = [-0.1, -0.15]  # drawer at its goal, then 5 cm off
+    qpos[:, 24] = [0.0, 0.17]  # window off, then 3 cm from its goal
+    buttons = np.array([[1, 1], [1, 0]])
+    successes = og.subtask_successes(scene, qpos, buttons)
+    np.testing.assert_array_equal(
+        successes, [[True, True, False, True, False], [True, True, True, False, True]]
+    )
+    dense, _ = og.task_rewards(successes)
+    np.testing.assert_array_equal(dense, [-2.0, -1.0])
+    sparse, solved = og.task_rewards(successes, sparse=True)
+    np.testing.assert_array_equal(sparse, [-1.0, -1.0])
+    assert not solved.any() and scene.subtasks == 5
+
+
+def test_relabel_marks_solved_rows_terminal():
+    goal = og.TaskGoal(cubes=np.zeros((0, 3)), buttons=np.array([1, 1]), drawer=None, window=None)
+    buttons = np.array([[0, 0], [1, 0], [1, 1], [1, 1]])  # 4 observations: 3 transitions
+    traj = {"qpos": np.zeros((4, 16)), "button_states": buttons}
+    obs = np.arange(4, dtype=np.float32)[:, None]
+    data = Dataset(
+        observations=obs[:-1],
+        actions=np.zeros((3, 1)),
+        rewards=np.zeros(3),
+        next_observations=obs[1:],
+        terminals=np.zeros(3, bool),
+        timeouts=np.array([False, False, True]),
+    )
+    dense = og.relabel(data, [traj], goal, DatasetInfo(name="t"))
+    np.testing.assert_array_equal(dense.rewards, [-2.0, -1.0, 0.0])
+    np.testing.assert_array_equal(dense.masks, [1.0, 1.0, 0.0])
+    sparse = og.relabel(data, [traj], goal, DatasetInfo(name="t"), sparse=True)
+    np.testing.assert_array_equal(sparse.rewards, [-1.0, -1.0, 0.0])
+
+
+def test_oracle_representation_by_hand():
+    qpos = np.zeros((1, 25))
+    qpos[0, 14:17] = [0.525, -0.1, 0.02]  # cube: 10 x (xyz - (0.425, 0, 0))
+    qpos[0, 23:25] = [-0.1, 0.2]  # drawer, window (after the cube's 7 and 2 buttons)
+    scene = og.oracle_representation("scene-v0", qpos, np.array([[1, 0]]))
+    np.testing.assert_allclose(scene, [[1.0, -1.0, 0.2, 1.0, 0.0, -1.8, 3.0]], atol=1e-6)
+    double = np.zeros((1, 28))
+    double[0, 14:17], double[0, 21:24] = [0.425, 0.0, 0.0], [0.325, 0.1, 0.1]
+    np.testing.assert_allclose(
+        og.oracle_representation("cube-double-v0", double), [[0, 0, 0, -1, 1, 1]], atol=1e-6
+    )
+    puzzle = og.oracle_representation("puzzle-3x3-v0", np.zeros((1, 23)), np.ones((1, 9)))
+    np.testing.assert_array_equal(puzzle, np.ones((1, 9), np.float32))
+
+
+def test_singletask_names():
+    base, task, sparse = ogbench_tasks.parse("cube-double-play-singletask-task2-sparse-v0")
+    assert (base.name, task, sparse) == ("cube-double-play-v0", 2, True)
+    base, task, sparse = ogbench_tasks.parse("valorl/scene-play-singletask-task5-v0")
+    assert (base.name, task, sparse) == ("scene-play-v0", 5, False)
+    assert ogbench_tasks.parse("scene-play-singletask-task6-v0") is None
+    assert ogbench_tasks.parse("hopper-medium-singletask-task1-v0") is None  # not OGBench's
+    names = ogbench_tasks.variant_names(base)
+    assert len(names) == 10 and "scene-play-singletask-task1-sparse-v0" in names
+    assert og.task_env_id("scene-v0", 3) == "scene-singletask-task3-v0"
+
+
+def test_unknown_environment_is_a_one_line_error():
+    with pytest.raises(ValorlError, match="not an OGBench manipulation"):
+        generate("antmaze-large-navigate-v0", "play", 1, seed=0)
+    with pytest.raises(ValorlError, match="play, noisy"):
+        generate("cube-single-v0", "expert", 1, seed=0)

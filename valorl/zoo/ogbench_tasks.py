@@ -1,0 +1,91 @@
+"""OGBench's single-task datasets, derived from a zoo recipe's data when loaded.
+
+OGBench turns its goal-conditioned data into five single-task datasets per environment by
+relabelling rewards against each task's fixed goal (`valorl.data.ogbench`); the data are not
+regenerated. Each OGBench recipe `X-v0` here (e.g. `cube-double-play-v0`) therefore also stands
+for
+
+    X-singletask-taskN-v0          dense reward #solved − #subtasks (OGBench's), N = 1..5
+    X-singletask-taskN-sparse-v0   −1 until every subtask is solved, 0 there (QC's `--sparse`)
+
+`load_dataset` and `valorl train --dataset` accept these names: the base recipe is built (and
+checked against its checksum) on first use, and the relabelling (a second or two) runs on each
+load. The datasets name OGBench's single-task environment (`cube-double-singletask-taskN-v0`)
+for evaluation, whose episodes end, with `info["success"]`, when the task is solved.
+"""
+
+from __future__ import annotations
+
+import re
+
+from valorl.data import ogbench
+from valorl.data.dataset import DatasetInfo
+from valorl.data.sources import load_dataset
+from valorl.zoo.recipe import NAMESPACE, Recipe, find
+
+TASKS = (1, 2, 3, 4, 5)
+_NAME = re.compile(r"^(?P<base>.+)-singletask-task(?P<task>\d+)(?P<sparse>-sparse)?-(?P<v>v\d+)$")
+
+
+def parse(name: str) -> tuple[Recipe, int, bool] | None:
+    """(base recipe, task, sparse) of a single-task variant's name, or None if `name` is not
+    one (an unknown base, a recipe that is not OGBench's, or a task outside 1-5)."""
+    match = _NAME.match(name.removeprefix(f"{NAMESPACE}/"))
+    if match is None or int(match["task"]) not in TASKS:
+        return None
+    base = find(f"{match['base']}-{match['v']}")
+    if base is None or not base.ogbench:
+        return None
+    return base, int(match["task"]), match["sparse"] is not None
+
+
+def variant_names(recipe: Recipe) -> list[str]:
+    """Every single-task variant of an OGBench recipe."""
+    stem, _, version = recipe.name.rpartition("-")
+    return [
+        f"{stem}-singletask-task{task}{suffix}-{version}"
+        for task in TASKS
+        for suffix in ("", "-sparse")
+    ]
+
+
+def resolve(name: str):
+    """The relabelled dataset a single-task name stands for, or None for another name
+    (registered with `load_dataset` in `valorl/zoo/__init__.py`)."""
+    parsed = parse(name)
+    if parsed is None:
+        return None
+    from valorl.zoo.builder import build
+
+    base, task, sparse = parsed
+    path = build(base.name)
+    dataset = load_dataset(path)
+    env_id = ogbench.task_env_id(base.env_id, task)
+    info = DatasetInfo(
+        name=f"{NAMESPACE}/{name.removeprefix(f'{NAMESPACE}/')}",
+        source=str(path),
+        env_id=env_id,
+        env_spec_json=ogbench.env_spec_json(env_id),
+    )
+    goal = ogbench.task_goal(base.env_id, task)
+    return ogbench.relabel(dataset, ogbench.minari_trajectories(path), goal, info, sparse)
+
+
+def oracle_goals(name: str):
+    """OGBench's oracle goal representation (`valorl.data.ogbench.oracle_representation`) of
+    every transition of OGBench recipe `name`, in the order `load_dataset(name)` gives them:
+    goal features for `valorl.data.goals.goal_table`, as in OGBench's `*-oraclerep-v0`."""
+    import numpy as np
+
+    from valorl.errors import ValorlError
+    from valorl.zoo.builder import build
+
+    recipe = find(name)
+    if recipe is None or not recipe.ogbench:
+        raise ValorlError(f"{name!r} is not an OGBench recipe of the zoo")
+    trajectories = ogbench.minari_trajectories(build(recipe.name))
+    qpos = np.concatenate([t["qpos"][:-1] for t in trajectories])
+    buttons = None
+    if "button_states" in trajectories[0]:
+        buttons = np.concatenate([t["button_states"][:-1] for t in trajectories])
+    return ogbench.oracle_representation(recipe.env_id, qpos, buttons)
