@@ -153,9 +153,13 @@ class DQC(ChunkCriticBase):
         )
 
     def partial(self, batch: Batch) -> Batch:
-        """The batch's chunks cut to their first h_a actions."""
-        valid = None if batch.valid is None else batch.valid[:, : self.action_horizon]
-        return batch.replace(actions=batch.actions[:, : self.action_horizon], valid=valid)
+        """The batch's chunks cut to their first h_a actions (one-step rows as they are)."""
+        if batch.valid is None:
+            return batch
+        return batch.replace(
+            actions=batch.actions[:, : self.action_horizon],
+            valid=batch.valid[:, : self.action_horizon],
+        )
 
     def chunk_critic_loss(
         self, params: Params, state: DQCState, batch: Batch
