@@ -4,6 +4,8 @@ single-task names."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -176,3 +178,17 @@ def test_unknown_environment_is_a_one_line_error():
         generate("antmaze-large-navigate-v0", "play", 1, seed=0)
     with pytest.raises(ValorlError, match="play, noisy"):
         generate("cube-single-v0", "expert", 1, seed=0)
+
+
+def test_datasets_info_describes_a_single_task_variant_without_building_it(capsys):
+    from valorl.cli.main import main
+
+    assert main(["datasets", "info", "puzzle-3x3-play-singletask-task4-sparse-v0"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["singletask"] == {
+        "base": "puzzle-3x3-play-v0",
+        "task": 4,
+        "reward": "sparse (-1 until solved, 0 then)",
+        "eval_env": "puzzle-3x3-singletask-task4-v0",
+    }
+    assert shown["recipe"]["status"] == "not built"

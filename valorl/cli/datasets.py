@@ -146,12 +146,23 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from valorl import zoo
+    from valorl.data import ogbench
     from valorl.data.catalog import read_entry, space_summary
     from valorl.data.sources import minari_root
+    from valorl.zoo import ogbench_tasks
 
     recipe = zoo.find(args.name)
     shown: dict = {}
     path = Path(args.name)
+    variant = ogbench_tasks.parse(args.name) if recipe is None else None
+    if variant is not None:  # a single-task relabelling of an OGBench recipe, made on load
+        recipe, task, sparse = variant
+        shown["singletask"] = {
+            "base": recipe.name,
+            "task": task,
+            "reward": "sparse (-1 until solved, 0 then)" if sparse else "dense (solved - all)",
+            "eval_env": ogbench.task_env_id(recipe.env_id, task),
+        }
     if recipe is not None:
         shown["recipe"] = recipe.provenance() | {
             "env_id": recipe.env_id,
