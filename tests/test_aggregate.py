@@ -157,6 +157,7 @@ def test_point_estimates_equal_rliables(rliable):
     )
 
 
+@pytest.mark.expensive  # 10 s of bootstraps; the point estimates equal rliable's in make test
 @pytest.mark.filterwarnings("ignore:random_state is deprecated:FutureWarning")  # inside rliable
 def test_intervals_agree_with_rliables_within_bootstrap_noise(rliable):
     """The same intervals from independent bootstraps: endpoints agree to within a small

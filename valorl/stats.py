@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.stats
+import scipy.special
 
 
 def mean_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -15,5 +15,7 @@ def mean_interval(values, confidence: float = 0.95) -> tuple[float, float, float
     mean = float(x.mean())
     if len(x) < 2:
         return mean, float("nan"), float("nan")
-    half = scipy.stats.t.ppf(0.5 + confidence / 2, df=len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    # Student's t quantile (scipy.special's, which imports in a fraction of scipy.stats' time)
+    quantile = scipy.special.stdtrit(len(x) - 1, 0.5 + confidence / 2)
+    half = quantile * x.std(ddof=1) / np.sqrt(len(x))
     return mean, mean - float(half), mean + float(half)
