@@ -125,8 +125,9 @@ def test_train_iql_help_lists_every_hyperparameter():
 @pytest.mark.slow
 def test_demo_tiny_budget_and_rerun(isolated):
     """The demo builds its dataset, trains and evaluates BC and IQL and prints their scores;
-    re-running it reuses the data and the finished runs without touching them."""
-    first = run_cli("demo", "--out", "d", "--steps", 200, "--seeds", 2, "--quiet")
+    re-running it reuses the data and the finished runs without touching them (in this process:
+    test_collect_train_eval runs the console script in a subprocess)."""
+    first = run_main("demo", "--out", "d", "--steps", 200, "--seeds", 2, "--quiet")
     assert first.returncode == 0, first.stderr
     assert "normalised score" in first.stdout
     data = isolated / "d/data/pendulum-mixed-v0"
@@ -149,7 +150,7 @@ def test_demo_tiny_budget_and_rerun(isolated):
     ]
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in watched}
 
-    again = run_cli("demo", "--out", "d", "--steps", 200, "--seeds", 2, "--quiet")
+    again = run_main("demo", "--out", "d", "--steps", 200, "--seeds", 2, "--quiet")
     assert again.returncode == 0, again.stderr
     for agent in ("bc", "iql"):
         assert f"d/runs/{agent}-200steps-2seeds already finished" in again.stderr
