@@ -38,11 +38,12 @@ CRITIC_AGENTS = [
     if "critic" in cls.__dataclass_fields__
     and not cls.discrete
     and not cls.model_based
-    and name != "dqc"
+    and name not in ("dqc", "qc")
 ]
 """Continuous-action critic agents but DQC, which takes one-output heads only (tested in
-tests/test_flow.py) (tests/test_discrete_agents.py trains the discrete ones with
-every head; the model-based agents are SAC with a model, and SAC is here)."""
+tests/test_flow.py), and QC, whose chunk critic is FQL's. tests/test_discrete_agents.py trains
+the discrete ones with every head; the model-based agents are SAC with a model, and SAC is
+here."""
 SPEC = Spec(obs_shape=(3,), action_dim=2, total_updates=10)
 DATA = synthetic_dataset(obs_dim=3, action_dim=2).to_batch(discount=0.99, next_actions=True)
 ENSEMBLES = {

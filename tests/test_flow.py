@@ -215,8 +215,9 @@ def test_the_bce_head_reads_probabilities_and_clips_its_targets():
 
 
 def test_dqc_trains_on_long_chunks_and_acts_in_short_ones(pendulum_dataset, tmp_path):
+    """(QC's test above evaluates chunks in the environment; DQC's policy returns h_a-chunks.)"""
     valorl.train(
-        "dqc", pendulum_dataset, steps=10, log_every=10, eval_every=10, eval_episodes=1,
+        "dqc", pendulum_dataset, steps=10, log_every=10, eval_every=10, eval_episodes=0,
         seeds=1, progress=False, out=tmp_path / "dqc", horizon=4, action_horizon=2, samples=2,
         flow_steps=2, hidden_dims=(8, 8), batch_size=8, critic=Scalar(),
     )  # fmt: skip
