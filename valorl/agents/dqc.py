@@ -40,13 +40,19 @@ from valorl.agents.base import (
     prefix,
 )
 from valorl.agents.chunk_critic import ChunkCriticBase
-from valorl.agents.flow_bc import as_chunks, best_of_n, check_horizon, flat_actions, flow_bc_loss
+from valorl.agents.flow_bc import (
+    as_chunks,
+    best_of_n,
+    check_horizon,
+    create_flow,
+    flat_actions,
+    flow_bc_loss,
+)
 from valorl.critics import Bernoulli, CriticHead, QEnsemble
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
 from valorl.errors import ValorlError
 from valorl.nets import StateValue
-from valorl.nets.flow import VelocityField
 
 
 class DQCState(flax.struct.PyTreeNode):
@@ -129,12 +135,7 @@ class DQC(ChunkCriticBase):
         key_actor, key_critic, key_action, key_value = jax.random.split(key, 4)
         dims = spec.action_dim * self.action_horizon
         obs = jnp.zeros((1, *spec.obs_shape))
-        actor = create_train_state(
-            VelocityField(self.hidden_dims, dims),
-            key_actor,
-            (obs, jnp.zeros((1, dims)), jnp.zeros((1, 1))),
-            adam(self.actor_lr),
-        )
+        actor = create_flow(key_actor, spec.obs_shape, dims, self.hidden_dims, self.actor_lr)
         action_critic = create_train_state(
             self.ensemble.network(self.hidden_dims, 1),
             key_action,

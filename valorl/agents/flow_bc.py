@@ -77,6 +77,14 @@ def flow_bc_loss(
     return loss, {"flow_mse": loss}
 
 
+def create_flow(
+    key: jax.Array, obs_shape: tuple[int, ...], dims: int, hidden_dims, lr: float
+) -> NetState:
+    """A velocity field over `dims` numbers (an action or a flattened chunk), with Adam."""
+    obs, x, t = jnp.zeros((1, *obs_shape)), jnp.zeros((1, dims)), jnp.zeros((1, 1))
+    return create_train_state(VelocityField(hidden_dims, dims), key, (obs, x, t), adam(lr))
+
+
 def flow_actions(
     actor: NetState, params: Params, observations: jax.Array, noise: jax.Array, steps: int
 ) -> jax.Array:
@@ -157,12 +165,7 @@ class FlowBC(HorizonChunks, AgentBase):
 
     def init(self, key: jax.Array, spec: Spec) -> FlowBCState:
         dims = spec.action_dim * self.horizon
-        actor = create_train_state(
-            VelocityField(self.hidden_dims, dims),
-            key,
-            (jnp.zeros((1, *spec.obs_shape)), jnp.zeros((1, dims)), jnp.zeros((1, 1))),
-            adam(self.lr),
-        )
+        actor = create_flow(key, spec.obs_shape, dims, self.hidden_dims, self.lr)
         return FlowBCState(actor=actor)
 
     def update(self, state: FlowBCState, batch: Batch, key: jax.Array):

@@ -38,12 +38,12 @@ from valorl.agents.base import (
     prefix,
 )
 from valorl.agents.chunk_critic import ChunkCriticBase
-from valorl.agents.flow_bc import as_chunks, check_horizon, flow_actions, flow_bc_loss
+from valorl.agents.flow_bc import as_chunks, check_horizon, create_flow, flow_actions, flow_bc_loss
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
 from valorl.errors import ValorlError
-from valorl.nets.flow import OneStepPolicy, VelocityField
+from valorl.nets.flow import OneStepPolicy
 
 
 class FQLState(flax.struct.PyTreeNode):
@@ -113,12 +113,7 @@ class FQL(ChunkCriticBase):
         actor = create_train_state(
             OneStepPolicy(self.hidden_dims, dims), key_actor, (obs, x), adam(self.actor_lr)
         )
-        flow = create_train_state(
-            VelocityField(self.hidden_dims, dims),
-            key_flow,
-            (obs, x, jnp.zeros((1, 1))),
-            adam(self.actor_lr),
-        )
+        flow = create_flow(key_flow, spec.obs_shape, dims, self.hidden_dims, self.actor_lr)
         critic = self.create_critic(key_critic, spec)
         return FQLState(actor=actor, flow=flow, critic=critic, target_critic=critic.params)
 

@@ -18,26 +18,22 @@ from typing import ClassVar
 
 import flax.struct
 import jax
-import jax.numpy as jnp
 
 from valorl.agents.base import (
     Metrics,
     NetState,
     Params,
     Spec,
-    adam,
-    create_train_state,
     grad_step,
     polyak,
     prefix,
 )
 from valorl.agents.chunk_critic import ChunkCriticBase
-from valorl.agents.flow_bc import as_chunks, best_of_n, check_horizon, flow_bc_loss
+from valorl.agents.flow_bc import as_chunks, best_of_n, check_horizon, create_flow, flow_bc_loss
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
 from valorl.errors import ValorlError
-from valorl.nets.flow import VelocityField
 
 
 class QCState(flax.struct.PyTreeNode):
@@ -88,12 +84,7 @@ class QC(ChunkCriticBase):
     def init(self, key: jax.Array, spec: Spec) -> QCState:
         key_actor, key_critic = jax.random.split(key)
         dims = spec.action_dim * self.horizon
-        actor = create_train_state(
-            VelocityField(self.hidden_dims, dims),
-            key_actor,
-            (jnp.zeros((1, *spec.obs_shape)), jnp.zeros((1, dims)), jnp.zeros((1, 1))),
-            adam(self.actor_lr),
-        )
+        actor = create_flow(key_actor, spec.obs_shape, dims, self.hidden_dims, self.actor_lr)
         critic = self.create_critic(key_critic, spec)
         return QCState(actor=actor, critic=critic, target_critic=critic.params)
 
