@@ -1,5 +1,5 @@
-"""Goal relabelling: each source of goals by hand, the mixture's probabilities, and the
-success rewards and masks."""
+"""Goal relabelling: each source of goals by hand, the mixture's probabilities, the success
+rewards and masks of one-step rows, and n-step windows and chunks that stop at the goal."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from valorl.data.dataset import Dataset
-from valorl.data.goals import goal_table, sample_goal_batch, sample_goal_rows, with_goals
+from valorl.data.goals import GoalSampling, goal_table, sample_goal_rows, sample_goal_windows
 from valorl.errors import ValorlError
+
+ONLY_CURRENT = GoalSampling(p_cur=1.0, p_traj=0.0, p_rand=0.0)
+ONLY_FUTURE = GoalSampling(p_cur=0.0, p_traj=1.0, p_rand=0.0)
 
 
 def dataset(lengths: list[int]) -> Dataset:
@@ -41,8 +44,8 @@ def test_each_source_of_goals_by_hand():
     table = goal_table(dataset([3, 4]))
     rows = jnp.tile(jnp.arange(7), 200)
     key = jax.random.key(0)
-    np.testing.assert_array_equal(sample_goal_rows(table, rows, key, 1.0, 0.0, 0.0), rows)
-    future = np.asarray(sample_goal_rows(table, rows, key, 0.0, 1.0, 0.0))
+    np.testing.assert_array_equal(sample_goal_rows(table, rows, key, ONLY_CURRENT), rows)
+    future = np.asarray(sample_goal_rows(table, rows, key, ONLY_FUTURE))
     r = np.asarray(rows)
     last = np.asarray(table.last)[r]
     # strictly later in the same trajectory, except the last row, whose goal is itself
@@ -51,7 +54,9 @@ def test_each_source_of_goals_by_hand():
     from_three = future[r == 3]
     assert set(from_three) == {4, 5, 6}
     assert np.abs(np.bincount(from_three)[4:] / len(from_three) - 1 / 3).max() < 0.15
-    anywhere = np.asarray(sample_goal_rows(table, rows, key, 0.0, 0.0, 1.0))
+    anywhere = np.asarray(
+        sample_goal_rows(table, rows, key, GoalSampling(p_cur=0, p_traj=0, p_rand=1))
+    )
     assert set(anywhere) == set(range(7))
 
 
@@ -65,30 +70,73 @@ def test_mixture_probabilities():
     # later in the trajectory: p_traj, plus random draws there (0.3 * 989 / 1000)
     assert abs((goals > 10).mean() - (0.5 + 0.3 * (n - 11) / n)) < 0.01
     with pytest.raises(ValorlError, match="sum to 1"):
-        sample_goal_rows(table, rows, jax.random.key(1), 0.5, 0.5, 0.5)
+        sample_goal_rows(table, rows, jax.random.key(1), GoalSampling(p_cur=0.5, p_traj=0.5))
+    with pytest.raises(ValorlError, match="goal reward must be one of success, negative"):
+        GoalSampling(reward="dense").check()
 
 
 def test_rewards_and_masks_follow_success():
     data = dataset([3, 4])
     table = goal_table(data)
-    batch = data.to_batch()
-    rows = jnp.arange(7)
-    reached = with_goals(batch, table, rows, jax.random.key(0), 1.0, 0.0, 0.0)
-    np.testing.assert_array_equal(reached.rewards, np.ones(7))
-    np.testing.assert_array_equal(reached.masks, np.zeros(7))
+    windows = jax.jit(sample_goal_windows, static_argnums=(3, 4))
+    reached = windows(data.to_batch(), table, jax.random.key(0), 64, ONLY_CURRENT)
+    np.testing.assert_array_equal(reached.rewards, np.ones(64))
+    np.testing.assert_array_equal(reached.masks, np.zeros(64))
     np.testing.assert_array_equal(reached.goals, reached.observations)
-    later = with_goals(batch, table, rows, jax.random.key(0), 0.0, 1.0, 0.0, negative=True)
-    expected = np.where(np.isin(np.arange(7), [2, 6]), 0.0, -1.0)  # last rows reach themselves
+    negative = GoalSampling(reward="negative", p_cur=0, p_traj=1, p_rand=0)
+    later = windows(data.to_batch(), table, jax.random.key(0), 64, negative)
+    row = np.asarray(later.observations[:, 0])
+    expected = np.where(np.isin(row, [2, 6]), 0.0, -1.0)  # last rows reach themselves
     np.testing.assert_array_equal(later.rewards, expected)
     np.testing.assert_array_equal(later.masks, -expected)
-
-
-def test_sample_goal_batch_is_jittable():
-    data = dataset([5, 5])
-    table = goal_table(data)
-    sample = jax.jit(lambda d, t, k: sample_goal_batch(d, t, k, 32))
-    batch = sample(data.to_batch(), table, jax.random.key(2))
-    assert batch.goals.shape == (32, 1) and batch.rewards.shape == (32,)
     # a goal equal to the row's own observation means success (rows are distinct here)
-    success = (batch.goals[:, 0] == batch.observations[:, 0]).astype(np.float32)
-    np.testing.assert_array_equal(batch.rewards, success)
+    mixed = windows(data.to_batch(), table, jax.random.key(2), 64, GoalSampling())
+    success = (mixed.goals[:, 0] == mixed.observations[:, 0]).astype(np.float32)
+    np.testing.assert_array_equal(mixed.rewards, success)
+
+
+@pytest.mark.parametrize("reward", ["success", "negative"])
+def test_n_step_windows_stop_at_the_goal_by_hand(reward):
+    """Each row's n-step sum, bootstrap and chunk validity, recomputed from its row and goal
+    index (row i's observation is i): the goal k < n steps ahead pays γ^k (or the k −1s before
+    it) and ends the sum there; the trajectory's end ends it too; a chunk's actions stay valid
+    to the trajectory's end, past the goal."""
+    lengths, n, gamma = [5, 7, 4], 4, 0.9
+    data = dataset(lengths)
+    ends = np.cumsum(lengths) - 1  # last row of each trajectory
+    table = goal_table(data)
+    sampling = GoalSampling(reward=reward)
+    windows = jax.jit(sample_goal_windows, static_argnums=(3, 4, 5, 6, 7, 8))
+    batch = windows(data.to_batch(), table, jax.random.key(3), 512, sampling, n, gamma, 1, True)
+    for i, g, r, m, nxt, valid in zip(
+        np.asarray(batch.observations[:, 0]).astype(int),
+        np.asarray(batch.goals[:, 0]).astype(int),
+        np.asarray(batch.rewards),
+        np.asarray(batch.masks),
+        np.asarray(batch.next_observations[:, 0]).astype(int),
+        np.asarray(batch.valid),
+        strict=True,
+    ):
+        end = ends[np.searchsorted(ends, i)]
+        steps = min(n, end - i + 1)  # rows summed before the trajectory ends
+        reached = 0 <= g - i < steps
+        k = g - i + 1 if reached else steps  # rows summed
+        if reward == "success":
+            assert r == pytest.approx(gamma ** (g - i) if reached else 0.0)
+        else:
+            assert r == pytest.approx(-sum(gamma**j for j in range(k - 1 if reached else k)))
+        assert m == pytest.approx(0.0 if reached else gamma ** (k - 1))
+        assert nxt == i + k  # the next observation of the k-th row
+        np.testing.assert_array_equal(valid, np.arange(n) < steps)
+    assert np.asarray(batch.actions).shape == (512, n, 1)
+    assert (np.asarray(batch.masks) == 0).mean() > 0.3  # goals are reached within windows
+
+
+def test_several_batches_at_once():
+    data = dataset([6, 6])
+    sample = jax.jit(sample_goal_windows, static_argnums=(3, 4, 5, 6, 7, 8))
+    batch = sample(
+        data.to_batch(), goal_table(data), jax.random.key(4), 8, GoalSampling(), 3, 0.9, 2, True
+    )
+    assert batch.valid.shape == (2, 8, 3) and batch.goals.shape == (2, 8, 1)
+    assert batch.rewards.shape == (2, 8)

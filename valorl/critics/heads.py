@@ -333,13 +333,18 @@ def support_from_data(
     return max(low - pad, lowest), min(high + pad, highest)
 
 
-def resolve_agent_support(agent, dataset, reward_scale: float = 1.0) -> object:
+def resolve_agent_support(
+    agent, dataset, reward_scale: float = 1.0, values: tuple[float, float] | None = None
+) -> object:
     """The agent with its critic head's unset support fitted to `dataset` (rewards multiplied by
-    `reward_scale`, as the agent will see them) and the agent's discount. Agents without a
-    critic (`has_critic` false) are returned unchanged."""
+    `reward_scale`, as the agent will see them) and the agent's discount, or set to `values`
+    when the range of values is known otherwise (relabelled goals). Agents without a critic
+    (`has_critic` false) are returned unchanged."""
     if not agent.has_critic or not needs_support(agent.critic):
         return agent
     head = agent.critic
+    if values is not None:
+        return dataclasses.replace(agent, critic=resolve_support(head, *values))
     returns = dataset.returns_to_go(agent.discount) * reward_scale
     vmin, vmax = support_from_data(returns, dataset.rewards * reward_scale, agent.discount)
     return dataclasses.replace(agent, critic=resolve_support(head, vmin, vmax))

@@ -10,26 +10,75 @@ on it (horizon-reduction, DQC):
   last row (the last row itself when i is last), with probability `p_traj` (0.5);
 - a state drawn uniformly from the whole dataset, with probability `p_rand` (0.3).
 
-A goal is reached exactly when its row is the sampled row (OGBench's index equality):
-reward 1 and mask 0 there, reward 0 and mask 1 elsewhere (DQC's success indicator; OGBench's
-`gc_negative` shifts this to 0 / −1, `negative=True` here). The goal is the row's observation, or
-another representation of it (`features`, e.g. OGBench's oracle representation of the objects:
-`valorl.zoo.ogbench_tasks.oracle_goals(name)`).
+A goal is reached exactly when its row is the sampled row (OGBench's index equality): reward 1
+and mask 0 there, reward 0 and mask 1 elsewhere (DQC's success indicator; OGBench's
+`gc_negative` shifts this to 0 / −1, `reward="negative"` here). The goal is the row's
+observation, or another representation of it (`features`, e.g. OGBench's oracle
+representation of the objects: `valorl.data.ogbench.oracle_goals`).
+
+Windows of n rows (n-step returns, action chunks: `valorl.data.nstep`) stop at the goal: a goal
+k < n rows ahead pays γ^k and ends the sum there (DQC's backup "clipped at the goal"), while the
+chunk's actions stay valid up to the trajectory's end.
 
     data = load_dataset("cube-double-play-v0")
-    table = goal_table(data)                    # or goal_table(data, oracle_goals(name))
-    batch = sample_goal_batch(data.to_batch(), table, key, 256)   # inside jit / scan
+    table = goal_table(data)                    # or goal_table(data, oracle_goals(data))
+    batch = sample_goal_windows(data.to_batch(), table, key, 256, GoalSampling())  # in jit
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from valorl.data import ogbench
 from valorl.data.dataset import Batch, Dataset
+from valorl.data.nstep import batched_transitions, continuing_steps, window_rows
 from valorl.errors import ValorlError
+
+REPRESENTATIONS = ("observation", "oracle")
+REWARDS = ("success", "negative")
+
+
+@dataclasses.dataclass(frozen=True)
+class GoalSampling:
+    """How a goal-conditioned run relabels its rows (recorded in its config)."""
+
+    representation: str = "observation"
+    """"observation": goals are states as observed; "oracle": OGBench's oracle representation
+    of the objects (`valorl.data.ogbench.oracle_goals`), as DQC's `*-oraclerep` runs."""
+    reward: str = "success"
+    """"success": 1 at the goal, 0 elsewhere (DQC); "negative": 0 and −1 (OGBench's GCIQL)."""
+    p_cur: float = 0.2
+    p_traj: float = 0.5
+    p_rand: float = 0.3
+
+    def value_range(self, discount: float) -> tuple[float, float]:
+        """The range of goal-conditioned values at `discount`: [0, 1] with success rewards,
+        [−1 / (1 − γ), 0] with negative ones."""
+        return (0.0, 1.0) if self.reward == "success" else (-1.0 / (1.0 - discount), 0.0)
+
+    def check(self) -> GoalSampling:
+        """This sampling, or ValorlError naming what is wrong."""
+        if self.representation not in REPRESENTATIONS:
+            raise ValorlError(
+                f"goal representation must be one of {', '.join(REPRESENTATIONS)}, "
+                f"got {self.representation!r}"
+            )
+        if self.reward not in REWARDS:
+            raise ValorlError(
+                f"goal reward must be one of {', '.join(REWARDS)}, got {self.reward!r}"
+            )
+        probabilities = (self.p_cur, self.p_traj, self.p_rand)
+        if min(probabilities) < 0 or not np.isclose(sum(probabilities), 1.0):
+            raise ValorlError(
+                f"goal probabilities must be non-negative and sum to 1, got "
+                f"p_cur={self.p_cur}, p_traj={self.p_traj}, p_rand={self.p_rand}"
+            )
+        return self
 
 
 @flax.struct.dataclass
@@ -41,6 +90,18 @@ class GoalTable:
     """(N, *goal_shape) the goal each row stands for (its observation by default)."""
     last: jax.Array
     """(N,) int32: index of the last row of each row's trajectory."""
+
+
+def goal_features(dataset: Dataset, sampling: GoalSampling) -> np.ndarray:
+    """Every row's goal features in `sampling`'s representation, (N, goal_dim) float32."""
+    if len(dataset.obs_shape) != 1:
+        raise ValorlError(
+            f"goal-conditioned training appends goals to flat observations; "
+            f"{dataset.info.name!r} has observations of shape {dataset.obs_shape}"
+        )
+    if sampling.check().representation == "oracle":
+        return ogbench.oracle_goals(dataset)
+    return dataset.observations.astype(np.float32)
 
 
 def goal_table(dataset: Dataset, features: np.ndarray | None = None) -> GoalTable:
@@ -59,17 +120,11 @@ def sample_goal_rows(
     table: GoalTable,
     rows: jax.Array,
     key: jax.Array,
-    p_cur: float = 0.2,
-    p_traj: float = 0.5,
-    p_rand: float = 0.3,
+    sampling: GoalSampling = GoalSampling(),
 ) -> jax.Array:
     """The goal row of each of `rows`: itself, a later row of its trajectory, or any row, with
-    probabilities p_cur, p_traj, p_rand (which must sum to 1)."""
-    if min(p_cur, p_traj, p_rand) < 0 or not np.isclose(p_cur + p_traj + p_rand, 1.0):
-        raise ValorlError(
-            f"goal probabilities must be non-negative and sum to 1, got "
-            f"p_cur={p_cur}, p_traj={p_traj}, p_rand={p_rand}"
-        )
+    the probabilities of `sampling`."""
+    p_cur, p_traj = sampling.check().p_cur, sampling.p_traj
     pick, future, anywhere = jax.random.split(key, 3)
     last = table.last[rows]
     first_future = jnp.minimum(rows + 1, last)
@@ -79,38 +134,38 @@ def sample_goal_rows(
     return jnp.where(u < p_cur, rows, jnp.where(u < p_cur + p_traj, later, random_rows))
 
 
-def with_goals(
-    batch: Batch,
-    table: GoalTable,
-    rows: jax.Array,
-    key: jax.Array,
-    p_cur: float = 0.2,
-    p_traj: float = 0.5,
-    p_rand: float = 0.3,
-    negative: bool = False,
-) -> Batch:
-    """`batch` (dataset rows `rows`) with relabelled goals, success rewards and masks."""
-    goal_rows = sample_goal_rows(table, rows, key, p_cur, p_traj, p_rand)
-    success = (goal_rows == rows).astype(jnp.float32)
-    return batch.replace(
-        goals=table.features[goal_rows],
-        rewards=success - 1.0 if negative else success,
-        masks=1.0 - success,
-    )
-
-
-def sample_goal_batch(
+def sample_goal_windows(
     data: Batch,
     table: GoalTable,
     key: jax.Array,
     batch_size: int,
-    p_cur: float = 0.2,
-    p_traj: float = 0.5,
-    p_rand: float = 0.3,
-    negative: bool = False,
+    sampling: GoalSampling = GoalSampling(),
+    n: int = 1,
+    discount: float = 1.0,
+    num_batches: int = 1,
+    chunks: bool = False,
 ) -> Batch:
-    """`batch_size` rows of `data` (a dataset's `to_batch()`) drawn uniformly, with goals."""
+    """Rows of `data` (a dataset's `to_batch()`) drawn uniformly with replacement, each with a
+    goal (`Batch.goals`) and that goal's rewards and masks: one-step rows, or with n > 1
+    n-step rows (their actions kept as chunks with `chunks`) whose sums stop at the goal.
+    Shape `(batch_size, ...)`, or `(num_batches, batch_size, ...)`."""
+    size = data.rewards.shape[0]
+    shape = (batch_size,) if num_batches == 1 else (num_batches, batch_size)
     draw, relabel = jax.random.split(key)
-    rows = jax.random.randint(draw, (batch_size,), 0, data.rewards.shape[0])
-    batch = jax.tree.map(lambda x: x[rows], data)
-    return with_goals(batch, table, rows, relabel, p_cur, p_traj, p_rand, negative)
+    start = jax.random.randint(draw, shape, 0, size)
+    goal_rows = sample_goal_rows(table, start, relabel, sampling)
+    rows = window_rows(start, n)
+    available = rows < size
+    steps = jax.tree.map(lambda x: x[jnp.minimum(rows, size - 1)], data)
+    success = rows == goal_rows[..., None]
+    reward = success.astype(jnp.float32) - (1.0 if sampling.reward == "negative" else 0.0)
+    at_goal = steps.replace(
+        rewards=reward.astype(steps.rewards.dtype),
+        masks=(1.0 - success).astype(steps.masks.dtype),
+        dones=(steps.dones.astype(bool) | success).astype(steps.dones.dtype),
+    )
+    out = batched_transitions(at_goal, available, discount, num_batches, chunks)
+    if chunks:  # a chunk's actions are valid to its trajectory's end, past the goal
+        valid = continuing_steps if num_batches == 1 else jax.vmap(continuing_steps)
+        out = out.replace(valid=valid(steps, available))
+    return out.replace(goals=table.features[goal_rows])

@@ -319,13 +319,35 @@ def relabel(
 ) -> Dataset:
     """`dataset` (the transitions of `trajectories`, in order) with the task's rewards, and
     rows that solve it marked terminal (OGBench's mask 0)."""
+    qpos, buttons = transition_states(trajectories, len(dataset), info.name)
+    rewards, solved = task_rewards(subtask_successes(goal, qpos, buttons), sparse)
+    return dataclasses.replace(dataset, rewards=rewards, terminals=solved, info=info)
+
+
+def transition_states(
+    trajectories: list[dict[str, np.ndarray]], rows: int, name: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The simulator state (qpos, and button states where there are buttons) of each of the
+    `rows` transitions of `trajectories` (every observation but each trajectory's last)."""
     qpos = np.concatenate([t["qpos"][:-1] for t in trajectories])
     buttons = None
     if "button_states" in trajectories[0]:
         buttons = np.concatenate([t["button_states"][:-1] for t in trajectories])
-    if len(qpos) != len(dataset):
+    if len(qpos) != rows:
+        raise ValorlError(f"{name}: {len(qpos)} simulator states for {rows} transitions")
+    return qpos, buttons
+
+
+def oracle_goals(dataset: Dataset) -> np.ndarray:
+    """The oracle goal representation (`oracle_representation`) of every transition of an
+    OGBench dataset written by the zoo (its Minari directory, `dataset.info.source`, keeps the
+    simulator states), as OGBench's `*-oraclerep-v0` datasets hold them."""
+    env_id = dataset.info.env_id
+    if not is_ogbench(env_id, dataset.info.env_spec_json):
         raise ValorlError(
-            f"{info.name}: {len(qpos)} simulator states for {len(dataset)} transitions"
+            f"oracle goals need an OGBench dataset; {dataset.info.name!r} names environment "
+            f"{env_id!r}"
         )
-    rewards, solved = task_rewards(subtask_successes(goal, qpos, buttons), sparse)
-    return dataclasses.replace(dataset, rewards=rewards, terminals=solved, info=info)
+    trajectories = minari_trajectories(dataset.info.source)
+    qpos, buttons = transition_states(trajectories, len(dataset), dataset.info.name)
+    return oracle_representation(env_id, qpos, buttons)

@@ -125,3 +125,23 @@ def fit_normalizer(
         action_high=jnp.asarray(high, jnp.float32),
         reward_scale=jnp.asarray(scale, jnp.float32),
     )
+
+
+def with_goal_features(
+    normalizer: Normalizer, features: np.ndarray, standardise: bool
+) -> Normalizer:
+    """`normalizer` over observations [s, g] with goal features `features` (N, goal_dim)
+    appended: the goal part standardised by the features' own statistics when `standardise`
+    (the agent standardises observations), left as it is otherwise."""
+    features = np.asarray(features, np.float32)
+    if standardise:
+        mean, std = features.mean(axis=0), features.std(axis=0) + OBS_STD_EPS
+    else:
+        mean, std = (
+            np.zeros(features.shape[1:], np.float32),
+            np.ones(features.shape[1:], np.float32),
+        )
+    return normalizer.replace(
+        obs_mean=jnp.concatenate([normalizer.obs_mean, jnp.asarray(mean, jnp.float32)]),
+        obs_std=jnp.concatenate([normalizer.obs_std, jnp.asarray(std, jnp.float32)]),
+    )

@@ -8,12 +8,12 @@ import os
 import jax
 import numpy as np
 
-from valorl.data.sources import make_env
+from valorl.envs.goal_tasks import TASKS
 from valorl.envs.rollouts import Evaluator, episode_seeds
 from valorl.errors import ValorlError
 from valorl.eval.policy import load_policy
 from valorl.eval.steering import Reduction, steer
-from valorl.training.evaluation import seed_policies
+from valorl.training.evaluation import evaluation_envs, seed_policies
 
 FRESH_ROUNDS = 1_000_000
 """Offset of the episode-seed streams used here, far from those of training-time rounds."""
@@ -61,7 +61,13 @@ def evaluate_run(
         samples, beta = 16 if samples is None else samples, 0.0 if beta is None else beta
         steered = steer(policy, steer_with, samples=samples, beta=beta, reduction=reduction)
         steering = dict(steer_with=str(steer_with), samples=samples, beta=beta, reduction=reduction)
-    evaluator = Evaluator(lambda: make_env(policy.info, env), len(policy.seeds), episodes)
+    if policy.goals is not None and episodes % TASKS:
+        raise ValorlError(
+            f"{run_dir} is goal-conditioned: its evaluation plays OGBench's {TASKS} tasks in "
+            f"turn, so --episodes must be a multiple of {TASKS} (got {episodes})"
+        )
+    make = evaluation_envs(policy.info, env, policy.goals, policy.obs_shape)
+    evaluator = Evaluator(make, len(policy.seeds), episodes)
     if evaluator.discrete != policy.agent.discrete:
         evaluator.close()
         kind = lambda discrete: "discrete" if discrete else "continuous"

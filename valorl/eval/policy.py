@@ -11,6 +11,7 @@ import numpy as np
 
 from valorl.agents import Agent
 from valorl.data.dataset import DatasetInfo
+from valorl.data.goals import GoalSampling
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
 from valorl.training.evaluation import seed_policies
@@ -33,6 +34,8 @@ class Policy:
     step: int
     num_actions: int | None = None
     """Size of a discrete action space (the run's `RunPlan.num_actions`); None: continuous."""
+    goals: GoalSampling | None = None
+    """A goal-conditioned run's goals (`RunPlan.goals`): its observations are [s, g]."""
 
     def __call__(
         self,
@@ -85,4 +88,5 @@ def load_policy(run_dir: str | os.PathLike, step: int | None = None) -> Policy:
         info=plan.info,
         step=ckpt.step,
         num_actions=plan.num_actions,
+        goals=plan.goals,
     )

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from valorl.agents import AGENTS, agent_class
+from valorl.data.goals import REPRESENTATIONS, REWARDS, GoalSampling
 from valorl.errors import ValorlError
 from valorl.launch.args import StrictParser, add_dataclass_flags, parse_overrides
 from valorl.training.loggers import LOGGERS
@@ -121,6 +122,22 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         metavar="FRACTION",
         help="fraction of episodes kept out of training, to measure the critic's TD error on "
         "unseen data in diagnostics.json (default: 0, train on everything)",
+    )
+    run.add_argument(
+        "--goals",
+        choices=REPRESENTATIONS,
+        default=None,
+        help="train goal-conditioned on OGBench data (offline): each row gets a goal relabelled "
+        "from its own trajectory or the dataset, appended to its observations; 'observation' "
+        "goals are states, 'oracle' ones the objects' positions (DQC's); evaluation plays the "
+        "five tasks in turn (default: not goal-conditioned)",
+    )
+    run.add_argument(
+        "--goal-reward",
+        choices=REWARDS,
+        default=None,
+        help="with --goals: 'success' pays 1 at the goal and 0 elsewhere (DQC's), 'negative' "
+        "0 and -1 (OGBench's GCIQL) (default: success)",
     )
     run.add_argument(
         "--keep-checkpoints",
@@ -290,7 +307,20 @@ def train_from_args(args: argparse.Namespace) -> RunResult:
     from valorl.training.offline import train
 
     steps = 1_000_000 if args.steps is None else args.steps
-    return train(args.agent, args.dataset, steps=steps, holdout=args.holdout, **run, **overrides)
+    if args.goal_reward is not None and args.goals is None:
+        raise ValorlError("--goal-reward applies to goal-conditioned runs: add --goals")
+    goals = None
+    if args.goals is not None:
+        goals = GoalSampling(args.goals, args.goal_reward or "success")
+    return train(
+        args.agent,
+        args.dataset,
+        steps=steps,
+        holdout=args.holdout,
+        goals=goals,
+        **run,
+        **overrides,
+    )
 
 
 def _train_online(args: argparse.Namespace, kwargs: dict) -> RunResult:
@@ -298,6 +328,8 @@ def _train_online(args: argparse.Namespace, kwargs: dict) -> RunResult:
 
     if args.holdout:
         raise ValorlError("--holdout applies to --mode offline")
+    if args.goals or args.goal_reward:
+        raise ValorlError("--goals applies to --mode offline")
     if args.steps is not None and args.mode == "offline-to-online":
         raise ValorlError(
             "--mode offline-to-online takes --offline-steps and --online-steps, not --steps"

@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import gymnasium as gym
 import jax
 import numpy as np
 
 from valorl.agents import Agent
+from valorl.data.dataset import DatasetInfo
+from valorl.data.goals import GoalSampling
+from valorl.data.sources import make_env
 from valorl.data.transforms import Normalizer
+from valorl.envs.goal_tasks import goal_task_envs
 from valorl.envs.rollouts import Evaluator, episode_seeds
 from valorl.training.fused import compiled_cache
 
@@ -46,3 +51,18 @@ def evaluation_round(
         lambda obs: act(states, normalizer, obs, keys),
         [episode_seeds(s, round_index, evaluator.episodes) for s in seeds],
     )
+
+
+def evaluation_envs(
+    info: DatasetInfo,
+    env: str | None,
+    goals: GoalSampling | None,
+    obs_shape: tuple[int, ...],
+) -> Callable[[], gym.Env]:
+    """The factory of a run's evaluation environments: the data's (or `env`), or for a
+    goal-conditioned run (`goals`) OGBench's goal-conditioned tasks with the goal appended to
+    each observation (`valorl.envs.goal_tasks`)."""
+    if goals is None:
+        return lambda: make_env(info, env)
+    oracle = {"use_oracle_rep": True} if goals.representation == "oracle" else {}
+    return goal_task_envs(lambda: make_env(info, env, **oracle), obs_shape[-1])

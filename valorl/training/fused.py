@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from valorl.agents.base import Agent, Metrics, Spec
+from valorl.data.goals import GoalSampling
 from valorl.training.sources import BatchSource, dataset_source
 
 ChunkFn = Callable[..., tuple[Any, ...]]
@@ -92,20 +93,25 @@ def _index0(tree: Any) -> Any:
     return jax.tree.map(lambda x: x[0], tree)
 
 
-def update_chunk(agent: Agent, num_updates: int, num_seeds: int = 2) -> ChunkFn:
+def update_chunk(
+    agent: Agent, num_updates: int, num_seeds: int = 2, goals: GoalSampling | None = None
+) -> ChunkFn:
     """`(states, keys, data) -> (states, keys, metrics)`: `num_updates` updates on batches
-    drawn from a dataset on the device, every seed at once, seed axis first; states and keys
-    are donated (their buffers are reused for the outputs). `num_seeds` > 1 vmaps; 1 drops
-    the seed axis inside."""
-    return _dataset_chunk(agent, num_updates, num_seeds > 1)
+    drawn from a dataset on the device (`sources.dataset_rows`; with `goals`, relabelled
+    goal-conditioned rows from `sources.goal_data`), every seed at once, seed axis first;
+    states and keys are donated (their buffers are reused for the outputs). `num_seeds` > 1
+    vmaps; 1 drops the seed axis inside."""
+    return _dataset_chunk(agent, num_updates, num_seeds > 1, goals)
 
 
 @compiled_cache
-def _dataset_chunk(agent: Agent, num_updates: int, vmapped: bool) -> ChunkFn:
+def _dataset_chunk(
+    agent: Agent, num_updates: int, vmapped: bool, goals: GoalSampling | None
+) -> ChunkFn:
     def one_seed(state, key, data):
         return scan_updates(agent, source, num_updates, state, key, None, data)
 
-    source = dataset_source(agent)
+    source = dataset_source(agent, goals)
     return over_seeds(one_seed, (0, 0, None), 2 if vmapped else 1, donate=(0, 1))
 
 

@@ -23,13 +23,12 @@ import numpy as np
 
 from valorl.data.dataset import Dataset
 from valorl.data.replay import OfflineMix
-from valorl.data.sources import make_env
 from valorl.data.transforms import Normalizer
 from valorl.envs.rollouts import Evaluator
 from valorl.training import checkpoint
 from valorl.training.compiled import CompiledEvaluator, jax_environment_phase
 from valorl.training.diagnostics import diagnose_run
-from valorl.training.evaluation import evaluation_round
+from valorl.training.evaluation import evaluation_envs, evaluation_round
 from valorl.training.fused import init_seeds, seed_keys, update_chunk
 from valorl.training.interaction import environment_phase
 from valorl.training.loggers import open_logger
@@ -39,7 +38,7 @@ from valorl.training.restore import restore
 from valorl.training.results import RunResult, write_result
 from valorl.training.run_dir import RunDir
 from valorl.training.schedule import Cadence
-from valorl.training.sources import dataset_rows
+from valorl.training.sources import dataset_rows, goal_data
 from valorl.ui import console, progress_bar
 
 clock = time.monotonic
@@ -88,7 +87,11 @@ class Loop:
             console.print(f"resuming {run.path} from step {self.step}")
         # forget chunks logged after the last checkpoint (all of them when starting afresh)
         run.drop_metrics_after(self.step if saved is not None else -1)
-        self.offline = None if data is None else dataset_rows(plan.agent, data, self.normalizer)
+        self.offline = None
+        if data is not None and plan.goals is not None:
+            self.offline = goal_data(plan.agent, data, self.normalizer, plan.goals)
+        elif data is not None:
+            self.offline = dataset_rows(plan.agent, data, self.normalizer)
         self.last_checkpoint = clock()
 
     def run(self, progress: bool) -> None:
@@ -98,7 +101,7 @@ class Loop:
             if plan.eval_episodes and plan.jax_env is not None:
                 self.evaluator = CompiledEvaluator(plan.jax_env, plan.eval_episodes)
             elif plan.eval_episodes:
-                make = lambda: make_env(plan.info, self.env)
+                make = evaluation_envs(plan.info, self.env, plan.goals, plan.obs_shape)
                 self.evaluator = stack.enter_context(
                     Evaluator(make, len(plan.seeds), plan.eval_episodes)
                 )
@@ -146,7 +149,7 @@ class Loop:
                 )
             else:
                 self.states, self.keys, metrics = update_chunk(
-                    agent, n // agent.batches_per_update, seeds
+                    agent, n // agent.batches_per_update, seeds, self.plan.goals
                 )(self.states, self.keys, self.offline)
             metrics = jax.device_get(metrics)
             elapsed = time.perf_counter() - start
@@ -259,7 +262,8 @@ def run_plan(
 ) -> RunResult:
     """Open (or reopen) the plan's run directory and run the loop unless it has finished.
     `data` gives the offline rows; critic agents get value diagnostics (`diagnostics.json`)
-    on `diagnose_with`, the whole dataset, when there is one."""
+    on `diagnose_with`, the whole dataset, when there is one (not in goal-conditioned runs,
+    whose values answer relabelled goals, not the dataset's returns)."""
     config = plan.config()
     path = out if out is not None else default_run_path(config)
     run = RunDir.open(path, config, upgrade=with_current_defaults)
@@ -270,6 +274,6 @@ def run_plan(
             return RunResult.load(run.path)
         run.attach_logger(open_logger(logger, run.path, config))  # closed with the lock
         Loop(run, plan, data, normalizer, env, mix).run(progress)
-        if diagnose_with is not None and plan.agent.has_critic:
+        if diagnose_with is not None and plan.agent.has_critic and plan.goals is None:
             diagnose_run(run.path, diagnose_with)
     return RunResult.load(run.path)

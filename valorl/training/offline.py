@@ -15,8 +15,10 @@ from valorl.agents import Agent, make_agent
 from valorl.config import to_dict
 from valorl.critics import resolve_agent_support
 from valorl.data.dataset import Dataset
+from valorl.data.goals import GoalSampling, goal_features
 from valorl.data.sources import load_dataset, make_env
-from valorl.data.transforms import fit_normalizer
+from valorl.data.transforms import fit_normalizer, with_goal_features
+from valorl.envs.goal_tasks import TASKS
 from valorl.envs.gymnax_envs import is_jax_env
 from valorl.errors import ValorlError
 from valorl.training.loop import run_plan
@@ -42,6 +44,7 @@ def train(
     keep_checkpoints: bool = False,
     progress: bool = True,
     logger: str | None = None,
+    goals: GoalSampling | str | None = None,
     **hyperparameters: Any,
 ) -> RunResult:
     """Train `seeds` seeds of an agent on a dataset and evaluate them; returns the results.
@@ -65,6 +68,10 @@ def train(
         keep_checkpoints: keep every checkpoint under `RUN/checkpoints/` (see `RunDir`).
         logger: also send metrics and evaluations to "tensorboard", "wandb" or "mlflow"
             (each an optional extra; see valorl/training/loggers.py).
+        goals: train goal-conditioned (`valorl.data.goals`): each row gets a relabelled goal,
+            appended to its observations, and its reward says whether the row reaches it;
+            "observation" or "oracle" (the goal representation), or a `GoalSampling`.
+            Evaluation plays OGBench's five goal-conditioned tasks in turn.
         **hyperparameters: agent fields to override when `agent` is a name.
     """
     agent = configured_agent(agent, hyperparameters)
@@ -83,6 +90,9 @@ def train(
     check_multiples(schedule, agent)
     check_counts(seeds, eval_episodes)
     check_action_kind(agent, full_data.discrete, f"dataset {full_data.info.name!r}")
+    goals = GoalSampling(goals) if isinstance(goals, str) else goals
+    if goals is not None:
+        check_goals(agent, goals.check(), eval_episodes)
     action_space, env_id = None, env or data.info.env_id
     if eval_episodes > 0:
         probe = make_env(data.info, env)
@@ -94,16 +104,23 @@ def train(
     normalizer = fit_normalizer(
         data,
         normalize_observations=agent.normalize_observations,
-        reward_normalization=agent.reward_normalization,
+        # relabelled goals pay their own rewards (0/1 or -1/0), which no scale must change
+        reward_normalization="none" if goals else agent.reward_normalization,
         action_space=action_space,
     )
-    agent = resolve_agent_support(agent, data, float(normalizer.reward_scale))
+    obs_shape = full_data.obs_shape
+    if goals is not None:
+        features = goal_features(data, goals)
+        normalizer = with_goal_features(normalizer, features, agent.normalize_observations)
+        obs_shape = (obs_shape[0] + features.shape[1],)
+    values = None if goals is None else goals.value_range(agent.discount)
+    agent = resolve_agent_support(agent, data, float(normalizer.reward_scale), values)
     plan = RunPlan(
         agent=agent,
         schedule=schedule,
         seeds=tuple(range(seed, seed + seeds)),
-        data=data_record(full_data, env_id, holdout),
-        obs_shape=full_data.obs_shape,
+        data=data_record(full_data, env_id, holdout, goals),
+        obs_shape=obs_shape,
         action_dim=full_data.action_dim,
         eval_episodes=eval_episodes,
         num_actions=full_data.num_actions,
@@ -131,6 +148,22 @@ def configured_agent(agent: Agent | str, hyperparameters: dict[str, Any]) -> Age
     if agent.batch_size < 1:
         raise ValorlError(f"--batch-size must be at least 1, got {agent.batch_size}")
     return agent
+
+
+def check_goals(agent: Agent, goals: GoalSampling, eval_episodes: int) -> None:
+    """Goal-conditioned training relabels rewards per batch: agents that read the dataset's own
+    returns or fit a model of its rewards cannot take it, and evaluation plays five tasks."""
+    if agent.needs_returns_to_go or agent.model_based:
+        what = "its returns-to-go" if agent.needs_returns_to_go else "a model of its rewards"
+        raise ValorlError(
+            f"{agent.name} learns from {what}, which relabelled goals change; "
+            "goal-conditioned training takes model-free agents without returns-to-go"
+        )
+    if eval_episodes % TASKS:
+        raise ValorlError(
+            f"goal-conditioned evaluation plays OGBench's {TASKS} tasks in turn, so "
+            f"--eval-episodes must be a multiple of {TASKS} (got {eval_episodes})"
+        )
 
 
 def check_action_kind(agent: Agent, discrete: bool, source: str) -> None:

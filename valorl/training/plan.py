@@ -22,6 +22,7 @@ from valorl.agents import Agent, Spec, agent_class
 from valorl.config import from_dict, to_dict
 from valorl.data import replay
 from valorl.data.dataset import Dataset, DatasetInfo
+from valorl.data.goals import GoalSampling
 from valorl.data.transforms import Normalizer
 from valorl.envs.gridworlds import GridWorld
 from valorl.envs.gymnax_envs import GymnaxEnv, default_sticky_actions, is_jax_env, make_jax_env
@@ -84,6 +85,12 @@ class RunPlan:
         learning = self.schedule.online_steps - self.interaction.start_steps
         online = round(learning * self.interaction.utd)
         return max(1, (self.schedule.offline_steps + online) // bpu)
+
+    @property
+    def goals(self) -> GoalSampling | None:
+        """How a goal-conditioned run relabels goals (`valorl.data.goals`); None otherwise."""
+        goals = self.data.get("goals")
+        return None if goals is None else GoalSampling(**goals)
 
     @property
     def jax_env(self) -> GymnaxEnv | GridWorld | None:
@@ -250,9 +257,14 @@ def state_templates(agent: Agent, spec: Spec, seeds: list[int]) -> tuple[Any, No
     return states, Normalizer.identity(spec.obs_shape, spec.action_dim)
 
 
-def data_record(dataset: Dataset, env_id: str | None, holdout: float = 0.0) -> dict[str, Any]:
+def data_record(
+    dataset: Dataset,
+    env_id: str | None,
+    holdout: float = 0.0,
+    goals: GoalSampling | None = None,
+) -> dict[str, Any]:
     """The data record of a run on `dataset` (all of it, before `holdout` episodes are set
-    aside)."""
+    aside), with relabelled `goals` in a goal-conditioned run."""
     info = dataset.info
     record = {
         "name": info.name,
@@ -266,6 +278,8 @@ def data_record(dataset: Dataset, env_id: str | None, holdout: float = 0.0) -> d
     }
     if holdout:  # only when used, so configs of runs without a split stay as they were
         record["holdout"] = holdout
+    if goals is not None:
+        record["goals"] = dataclasses.asdict(goals)
     if is_jax_env(env_id):  # evaluate with the sticky actions the data was collected with
         kwargs = json.loads(record["env_spec_json"] or "{}").get("kwargs", {})
         record["sticky_actions"] = kwargs.get("sticky_actions", default_sticky_actions(env_id))

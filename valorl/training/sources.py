@@ -6,9 +6,10 @@ seed: a dataset on the device, the step of a schedule). The fused chunk (fused.p
 `sample` once per update inside `lax.scan` and `vmap`s over seeds, so a source is a frozen,
 hashable dataclass of static settings whose methods are pure functions of JAX arrays.
 
-Sources here: `DatasetRows` (rows of a fixed dataset) and `Replay` (a replay buffer, mixed with
-offline rows in the hybrid modes), each one-step or n-step (`valorl.data.nstep`);
-`dataset_source(agent)` and `replay_source(agent, mix)` pick the one an agent learns from.
+Sources here: `DatasetRows` (rows of a fixed dataset), `GoalRows` (the same with relabelled
+goals appended to the observations) and `Replay` (a replay buffer, mixed with offline rows in
+the hybrid modes), each one-step or n-step (`valorl.data.nstep`); `dataset_source(agent)` and
+`replay_source(agent, mix)` pick the one an agent learns from.
 A new kind of data (model-generated rows in a model buffer, h-step sequences, relabelled
 goals) is a new source: its state carries what it needs between chunks, and the loop only
 passes it along.
@@ -27,6 +28,13 @@ import numpy as np
 from valorl.agents.base import Agent
 from valorl.data import replay
 from valorl.data.dataset import Batch, Dataset, sample_batch
+from valorl.data.goals import (
+    GoalSampling,
+    GoalTable,
+    goal_features,
+    goal_table,
+    sample_goal_windows,
+)
 from valorl.data.nstep import sample_n_step
 from valorl.data.replay import OfflineMix, ReplayBuffer
 from valorl.data.transforms import Normalizer
@@ -63,6 +71,45 @@ class DatasetRows:
 DATASET_ROWS = DatasetRows()
 """One-step rows of a dataset: the source of every one-step agent (and of FQE, behaviour
 models)."""
+
+
+@flax.struct.dataclass
+class GoalData:
+    """What every seed's goal source shares: the dataset's rows and their goal table."""
+
+    rows: Batch
+    table: GoalTable
+
+
+@dataclasses.dataclass(frozen=True)
+class GoalRows:
+    """Dataset rows with relabelled goals (`valorl.data.goals`), each goal appended to the row's
+    observation and next observation: the agent learns π(a | s, g) and Q(s, g, a) without
+    knowing it, as OGBench's goal-conditioned agents concatenate [s, g] at their inputs."""
+
+    sampling: GoalSampling
+    n_step: int = 1
+    discount: float = 1.0
+    chunks: bool = False
+
+    def sample(self, state: None, shared: GoalData, key, batch_size: int, num_batches: int):
+        batch = sample_goal_windows(
+            shared.rows,
+            shared.table,
+            key,
+            batch_size,
+            self.sampling,
+            self.n_step,
+            self.discount,
+            num_batches,
+            self.chunks,
+        )
+        with_goal = lambda obs: jnp.concatenate([obs, batch.goals.astype(obs.dtype)], axis=-1)
+        return batch.replace(
+            observations=with_goal(batch.observations),
+            next_observations=with_goal(batch.next_observations),
+            goals=None,
+        )
 
 
 @flax.struct.dataclass
@@ -133,15 +180,19 @@ class ModelMix:
         )
 
 
-def dataset_source(agent: Agent) -> DatasetRows:
+def dataset_source(agent: Agent, goals: GoalSampling | None = None) -> DatasetRows | GoalRows:
     """The dataset source for `agent`: one-step rows, n-step transitions at its discount
     when it learns from them (`agent.return_steps` > 1), or action chunks of its
-    `chunk_length` with their returns."""
+    `chunk_length` with their returns; with `goals`, the same with relabelled goals."""
     if agent.chunk_length > 1:
-        return DatasetRows(agent.chunk_length, float(agent.discount), chunks=True)
-    if agent.return_steps == 1:
-        return DATASET_ROWS
-    return DatasetRows(n_step=agent.return_steps, discount=float(agent.discount))
+        rows = DatasetRows(agent.chunk_length, float(agent.discount), chunks=True)
+    elif agent.return_steps == 1:
+        rows = DATASET_ROWS
+    else:
+        rows = DatasetRows(n_step=agent.return_steps, discount=float(agent.discount))
+    if goals is None:
+        return rows
+    return GoalRows(goals, rows.n_step, rows.discount, rows.chunks)
 
 
 def replay_source(agent: Agent, mix: OfflineMix | None = None, num_envs: int = 1) -> Replay:
@@ -165,3 +216,15 @@ def dataset_rows(agent: Agent, data: Dataset, normalizer: Normalizer) -> Batch:
     compact = data.observations.dtype == np.uint8 and not agent.normalize_observations
     rows = data.to_batch(discount=discount, next_actions=agent.needs_next_actions)
     return normalizer.batch(rows, observations=not compact)
+
+
+def goal_data(agent: Agent, data: Dataset, normalizer: Normalizer, goals: GoalSampling) -> GoalData:
+    """`dataset_rows` and the goal table of a goal-conditioned run, each in agent units: the
+    run's normalizer covers [s, g], the observation's features first (`with_goal_features`)."""
+    obs_dim = data.obs_shape[-1]
+    part = lambda lo, hi: normalizer.replace(
+        obs_mean=normalizer.obs_mean[lo:hi], obs_std=normalizer.obs_std[lo:hi]
+    )
+    rows = dataset_rows(agent, data, part(0, obs_dim))
+    features = part(obs_dim, None).observations(jnp.asarray(goal_features(data, goals)))
+    return GoalData(rows, goal_table(data, features))

@@ -69,23 +69,3 @@ def resolve(name: str):
     )
     goal = ogbench.task_goal(base.env_id, task)
     return ogbench.relabel(dataset, ogbench.minari_trajectories(path), goal, info, sparse)
-
-
-def oracle_goals(name: str):
-    """OGBench's oracle goal representation (`valorl.data.ogbench.oracle_representation`) of
-    every transition of OGBench recipe `name`, in the order `load_dataset(name)` gives them:
-    goal features for `valorl.data.goals.goal_table`, as in OGBench's `*-oraclerep-v0`."""
-    import numpy as np
-
-    from valorl.errors import ValorlError
-    from valorl.zoo.builder import build
-
-    recipe = find(name)
-    if recipe is None or not recipe.ogbench:
-        raise ValorlError(f"{name!r} is not an OGBench recipe of the zoo")
-    trajectories = ogbench.minari_trajectories(build(recipe.name))
-    qpos = np.concatenate([t["qpos"][:-1] for t in trajectories])
-    buttons = None
-    if "button_states" in trajectories[0]:
-        buttons = np.concatenate([t["button_states"][:-1] for t in trajectories])
-    return ogbench.oracle_representation(recipe.env_id, qpos, buttons)
