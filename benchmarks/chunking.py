@@ -27,8 +27,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-from common import mean_cell, valorl
+from common import final_success, mean_cell, valorl
 
 DATASETS = (
     "scene-play-singletask-task2-sparse-v0",
@@ -52,11 +51,6 @@ def arms(dataset: str, samples: int) -> dict[str, str]:
         "qc-fql": "fql --alpha 100 --horizon 5",
         "qc": f"qc --horizon 5 --samples {samples}",
     }
-
-
-def final_success(run: Path) -> np.ndarray:
-    with np.load(run / "evaluations.npz") as f:
-        return f["successes"][:, -1].mean(axis=-1)  # (seeds,)
 
 
 def main() -> None:

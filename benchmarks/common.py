@@ -57,3 +57,9 @@ def mean_cell(values: np.ndarray) -> str:
     """Mean over seeds with its 95% Student-t interval (nan for one seed)."""
     m, lo, hi = mean_interval(values)
     return f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def final_success(run: Path) -> np.ndarray:
+    """Each seed's success rate at a run's last evaluation, shape (seeds,)."""
+    with np.load(run / "evaluations.npz") as f:
+        return f["successes"][:, -1].mean(axis=-1)
