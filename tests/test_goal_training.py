@@ -57,6 +57,12 @@ def test_goals_are_appended_to_observations_and_next_observations(tiny):
     np.testing.assert_array_equal(batch.observations[:, d:], batch.observations[:, :d])
     np.testing.assert_array_equal(batch.next_observations[:, d:], batch.observations[:, :d])
     np.testing.assert_array_equal(batch.rewards, np.ones(16))
+    # one-step rows keep every field of the dataset's: ReBRAC's next actions
+    rebrac = make_agent("rebrac")
+    shared = goal_data(rebrac, tiny, normalizer, current)
+    sample = jax.jit(dataset_source(rebrac, current).sample, static_argnums=(3, 4))
+    batch = sample(None, shared, jax.random.key(0), 16, 1)
+    assert batch.next_actions.shape == (16, tiny.action_dim)
 
 
 def test_normalizer_over_observations_and_goals_by_hand():

@@ -154,11 +154,20 @@ def sample_goal_windows(
     draw, relabel = jax.random.split(key)
     start = jax.random.randint(draw, shape, 0, size)
     goal_rows = sample_goal_rows(table, start, relabel, sampling)
+    negative = 1.0 if sampling.reward == "negative" else 0.0
+    if n == 1:  # the row itself, every field kept (next actions too)
+        success = (start == goal_rows).astype(jnp.float32)
+        row = jax.tree.map(lambda x: x[start], data)
+        return row.replace(
+            rewards=(success - negative).astype(row.rewards.dtype),
+            masks=(1.0 - success).astype(row.masks.dtype),
+            goals=table.features[goal_rows],
+        )
     rows = window_rows(start, n)
     available = rows < size
     steps = jax.tree.map(lambda x: x[jnp.minimum(rows, size - 1)], data)
     success = rows == goal_rows[..., None]
-    reward = success.astype(jnp.float32) - (1.0 if sampling.reward == "negative" else 0.0)
+    reward = success.astype(jnp.float32) - negative
     at_goal = steps.replace(
         rewards=reward.astype(steps.rewards.dtype),
         masks=(1.0 - success).astype(steps.masks.dtype),
