@@ -23,8 +23,9 @@ Networks are valorl's defaults (2x256); the budget is `--steps` gradient steps p
 trains its critic for 1M steps). Finished runs and finished evaluations (`OUT/evals/*.json`)
 are reused, so an interrupted benchmark resumes.
 
-Prints a Markdown table: final normalised score, mean over seeds with a 95% t-interval (each
-seed's score averaged over its episodes).
+Prints a Markdown table: final normalised score (success rate on OGBench's single-task
+datasets, e.g. `cube-single-noisy-singletask-task2-v0`), mean over seeds with a 95%
+t-interval (each seed's score averaged over its episodes).
 """
 
 from __future__ import annotations
@@ -52,14 +53,15 @@ def train(out: Path, name: str, recipe: str, dataset: str, common: str) -> Path:
 
 
 def scores(out: Path, label: str, run: Path, episodes: int, **steering) -> np.ndarray:
-    """Per-seed mean normalised score of `run` (steered when `steering` names a critic),
-    evaluated once and kept in OUT/evals/LABEL.json."""
+    """Per-seed mean normalised score of `run` (steered when `steering` names a critic), or its
+    success rate in % where the environment reports success (OGBench's), evaluated once and
+    kept in OUT/evals/LABEL.json."""
     cache = out / "evals" / f"{label}.json"
     if cache.exists():
         return np.asarray(json.loads(cache.read_text())["scores"])
     print(f"evaluating {label}", flush=True)
     ev = evaluate_run(run, episodes=episodes, **steering)
-    per_seed = ev.scores.mean(axis=1)
+    per_seed = (100.0 * ev.successes if ev.successes is not None else ev.scores).mean(axis=1)
     cache.parent.mkdir(parents=True, exist_ok=True)
     record = dict(scores=per_seed.tolist(), returns=ev.returns.mean(axis=1).tolist(), step=ev.step)
     tmp = cache.with_suffix(".tmp")
@@ -116,7 +118,8 @@ def main() -> None:
         f"\n{dataset}, {args.seeds} seeds, {args.steps} gradient steps per run, "
         f"{args.episodes} episodes per seed\n"
     )
-    print("| policy | steered by | N | β | normalised score (mean, 95% CI) |")
+    metric = "success rate, %" if "singletask" in dataset else "normalised score"
+    print(f"| policy | steered by | N | β | {metric} (mean, 95% CI) |")
     print("|---|---|---:|---:|---:|")
     for policy_name, critic, n, beta, values in rows:
         print(f"| {policy_name} | {critic} | {n} | {beta} | {mean_cell(values)} |")
