@@ -179,6 +179,9 @@ def test_goal_conditioned_runs_refuse_what_they_cannot_do(tiny, tmp_path):
         train("iql", tiny, steps=10, eval_episodes=3, out=tmp_path / "a", goals="observation")
     with pytest.raises(ValorlError, match="calql learns from its returns-to-go"):
         train("calql", tiny, steps=10, eval_episodes=0, out=tmp_path / "b", goals="observation")
+    negative = GoalSampling(reward="negative")
+    with pytest.raises(ValorlError, match="use --goal-reward success"):
+        train("dqc", tiny, steps=10, eval_episodes=0, out=tmp_path / "d", goals=negative)
     with pytest.raises(ValorlError, match="goal representation must be one of"):
         train("iql", tiny, steps=10, eval_episodes=0, out=tmp_path / "c", goals="pixels")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -159,6 +159,12 @@ def check_goals(agent: Agent, goals: GoalSampling, eval_episodes: int) -> None:
             f"{agent.name} learns from {what}, which relabelled goals change; "
             "goal-conditioned training takes model-free agents without returns-to-go"
         )
+    head = getattr(agent, "critic", None)
+    if goals.reward == "negative" and getattr(head, "name", None) == "bce":
+        raise ValorlError(
+            f"{agent.name}'s bce critic values are success probabilities in [0, 1], which "
+            "--goal-reward negative (0 and -1) cannot reach; use --goal-reward success"
+        )
     if eval_episodes % TASKS:
         raise ValorlError(
             f"goal-conditioned evaluation plays OGBench's {TASKS} tasks in turn, so "
