@@ -13,7 +13,8 @@ trained on the n-step target directly, V by the same quantile backup):
     qc-25    h = h_a = 25: the action critic is the chunk critic (QC with the long chunk)
     qc-5     h = h_a = 5 (QC with the short chunk)
     os       h = h_a = 1 (one-step)
-    gciql    IQL with OGBench's GCIQL rewards (0 at the goal, −1 elsewhere)
+    gciql    IQL with OGBench's GCIQL rewards (0 at the goal, −1 elsewhere); not OGBench's
+             GCIQL itself, which extracts with DDPG+BC and samples its actor's goals apart
 
 Every chunked arm uses values as probabilities (`bce`), success rewards, OGBench's oracle goals
 (the cubes' positions, DQC's `oraclerep`) and min-of-two critics for extraction (the

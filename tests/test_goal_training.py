@@ -20,6 +20,7 @@ from valorl.data.transforms import Normalizer, with_goal_features
 from valorl.envs.goal_tasks import GoalTask, goal_task_envs
 from valorl.errors import ValorlError
 from valorl.eval.evaluate import evaluate_run
+from valorl.eval.policy import load_policy
 from valorl.training.offline import train
 from valorl.training.sources import GoalRows, dataset_source, goal_data
 from valorl.zoo.ogbench_data import generate, save_trajectories
@@ -124,6 +125,8 @@ def test_goal_tasks_in_turn_with_the_goal_appended():
         GoalTask(GoalEnv(goal_dim=1), 1, 4).reset()
     with pytest.raises(ValorlError, match="reports no info\\['goal'\\]"):
         GoalTask(gym.make("Pendulum-v1"), 1, 5).reset()
+    with pytest.raises(ValorlError, match="no room for a goal"):
+        GoalTask(GoalEnv(), 1, 2)
 
 
 def test_ogbench_goal_task_observes_the_oracle_goal():
@@ -158,6 +161,11 @@ def test_goal_conditioned_run_records_its_goals(tiny, tmp_path):
     assert not (run / "diagnostics.json").exists()  # values of relabelled goals: no MC check
     with pytest.raises(ValorlError, match="--episodes must be a multiple of 5"):
         evaluate_run(run, episodes=3)
+    # the checkpoint restores the normaliser over [s, g]: the policy acts on s and a goal
+    policy = load_policy(run)
+    assert policy.obs_shape == (31,) and policy.goals == GoalSampling("oracle")
+    goal = og.oracle_goals(tiny)[-1]
+    assert policy(np.concatenate([tiny.observations[0], goal])).shape == (tiny.action_dim,)
 
 
 @pytest.mark.expensive  # OGBench environments take about a second each to make
@@ -174,6 +182,16 @@ def test_goal_conditioned_run_end_to_end(tiny, tmp_path):
     assert again.returns.shape == (2, 5) and again.successes.shape == (2, 5)
 
 
+class NoGoals(gym.Env):
+    """Cube-single's spaces, without goals."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (28,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (5,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(28, np.float32), {}
+
+
 def test_goal_conditioned_runs_refuse_what_they_cannot_do(tiny, tmp_path):
     with pytest.raises(ValorlError, match="--eval-episodes must be a multiple of 5"):
         train("iql", tiny, steps=10, eval_episodes=3, out=tmp_path / "a", goals="observation")
@@ -182,6 +200,20 @@ def test_goal_conditioned_runs_refuse_what_they_cannot_do(tiny, tmp_path):
     negative = GoalSampling(reward="negative")
     with pytest.raises(ValorlError, match="use --goal-reward success"):
         train("dqc", tiny, steps=10, eval_episodes=0, out=tmp_path / "d", goals=negative)
+    with pytest.raises(ValorlError, match="--holdout feeds value diagnostics"):
+        train(
+            "iql", tiny, steps=10, eval_episodes=0, holdout=0.5, out=tmp_path / "e", goals="oracle"
+        )
+    single = dataclasses.replace(
+        tiny, info=dataclasses.replace(tiny.info, env_id="cube-single-singletask-task2-v0")
+    )
+    with pytest.raises(ValorlError, match="is a single-task dataset"):
+        train("iql", single, steps=10, eval_episodes=0, out=tmp_path / "f", goals="oracle")
+    gym.register("valorl-test/NoGoals-v0", NoGoals, max_episode_steps=10)
+    with pytest.raises(ValorlError, match="reports no info\\['goal'\\] on reset"):
+        train(
+            "iql", tiny, steps=10, env="valorl-test/NoGoals-v0", out=tmp_path / "g", goals="oracle"
+        )
     with pytest.raises(ValorlError, match="goal representation must be one of"):
         train("iql", tiny, steps=10, eval_episodes=0, out=tmp_path / "c", goals="pixels")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not any(tmp_path.iterdir())  # nothing written

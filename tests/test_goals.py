@@ -95,19 +95,9 @@ def test_rewards_and_masks_follow_success():
     np.testing.assert_array_equal(mixed.rewards, success)
 
 
-@pytest.mark.parametrize("reward", ["success", "negative"])
-def test_n_step_windows_stop_at_the_goal_by_hand(reward):
+def check_windows_by_hand(batch, ends, n, gamma, reward):
     """Each row's n-step sum, bootstrap and chunk validity, recomputed from its row and goal
-    index (row i's observation is i): the goal k < n steps ahead pays γ^k (or the k −1s before
-    it) and ends the sum there; the trajectory's end ends it too; a chunk's actions stay valid
-    to the trajectory's end, past the goal."""
-    lengths, n, gamma = [5, 7, 4], 4, 0.9
-    data = dataset(lengths)
-    ends = np.cumsum(lengths) - 1  # last row of each trajectory
-    table = goal_table(data)
-    sampling = GoalSampling(reward=reward)
-    windows = jax.jit(sample_goal_windows, static_argnums=(3, 4, 5, 6, 7, 8))
-    batch = windows(data.to_batch(), table, jax.random.key(3), 512, sampling, n, gamma, 1, True)
+    index (row i's observation is i) and the last rows of the trajectories (`ends`)."""
     for i, g, r, m, nxt, valid in zip(
         np.asarray(batch.observations[:, 0]).astype(int),
         np.asarray(batch.goals[:, 0]).astype(int),
@@ -125,18 +115,34 @@ def test_n_step_windows_stop_at_the_goal_by_hand(reward):
             assert r == pytest.approx(gamma ** (g - i) if reached else 0.0)
         else:
             assert r == pytest.approx(-sum(gamma**j for j in range(k - 1 if reached else k)))
+        # the dataset's terminals end a window but never zero its mask: only the goal does
         assert m == pytest.approx(0.0 if reached else gamma ** (k - 1))
         assert nxt == i + k  # the next observation of the k-th row
         np.testing.assert_array_equal(valid, np.arange(n) < steps)
+
+
+@pytest.mark.parametrize("reward", ["success", "negative"])
+def test_n_step_windows_stop_at_the_goal_by_hand(reward):
+    """The goal k < n steps ahead pays γ^k (or the k −1s before it) and ends the sum there; the
+    trajectory's end ends it too; a chunk's actions stay valid to the trajectory's end, past
+    the goal."""
+    lengths, n, gamma = [5, 7, 4], 4, 0.9
+    data = dataset(lengths)
+    data.terminals[4], data.timeouts[4] = True, False  # the first trajectory ends terminal
+    ends = np.cumsum(lengths) - 1  # last row of each trajectory
+    windows = jax.jit(sample_goal_windows, static_argnums=(3, 4, 5, 6, 7, 8))
+    sampling = GoalSampling(reward=reward)
+    batch = windows(
+        data.to_batch(), goal_table(data), jax.random.key(3), 512, sampling, n, gamma, 1, True
+    )
+    check_windows_by_hand(batch, ends, n, gamma, reward)
     assert np.asarray(batch.actions).shape == (512, n, 1)
     assert (np.asarray(batch.masks) == 0).mean() > 0.3  # goals are reached within windows
-
-
-def test_several_batches_at_once():
-    data = dataset([6, 6])
-    sample = jax.jit(sample_goal_windows, static_argnums=(3, 4, 5, 6, 7, 8))
-    batch = sample(
-        data.to_batch(), goal_table(data), jax.random.key(4), 8, GoalSampling(), 3, 0.9, 2, True
+    # several batches at once (agents that consume more than one per update): each alike
+    several = windows(
+        data.to_batch(), goal_table(data), jax.random.key(4), 64, sampling, n, gamma, 2, True
     )
-    assert batch.valid.shape == (2, 8, 3) and batch.goals.shape == (2, 8, 1)
-    assert batch.rewards.shape == (2, 8)
+    assert several.valid.shape == (2, 64, n) and several.goals.shape == (2, 64, 1)
+    for b in range(2):
+        one = jax.tree.map(lambda x, b=b: x[b], several)
+        check_windows_by_hand(one, ends, n, gamma, reward)

@@ -31,6 +31,11 @@ class GoalTask(gym.Wrapper):
     def __init__(self, env: gym.Env, task: int, obs_dim: int):
         super().__init__(env)
         self.task, self.goal_dim = task, obs_dim - env.observation_space.shape[0]
+        if self.goal_dim < 1:
+            raise ValorlError(
+                f"the environment observes {env.observation_space.shape[0]} numbers, but the "
+                f"goal-conditioned policy takes {obs_dim} in all: no room for a goal"
+            )
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
         self.goal = np.zeros(self.goal_dim, np.float32)
 

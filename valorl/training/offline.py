@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import gymnasium as gym
+
 from valorl.agents import Agent, make_agent
 from valorl.config import to_dict
 from valorl.critics import resolve_agent_support
@@ -92,13 +94,15 @@ def train(
     check_action_kind(agent, full_data.discrete, f"dataset {full_data.info.name!r}")
     goals = GoalSampling(goals) if isinstance(goals, str) else goals
     if goals is not None:
-        check_goals(agent, goals.check(), eval_episodes)
+        check_goals(agent, goals.check(), eval_episodes, full_data, holdout)
     action_space, env_id = None, env or data.info.env_id
     if eval_episodes > 0:
         probe = make_env(data.info, env)
         env_id = probe.spec.id if probe.spec else env
         data.check_env(probe.observation_space, probe.action_space, env_id or "the environment")
         action_space = probe.action_space
+        if goals is not None:
+            check_goal_env(probe, env_id)
         probe.close()
         check_chunks_on_host(agent, env_id)
     normalizer = fit_normalizer(
@@ -150,9 +154,20 @@ def configured_agent(agent: Agent | str, hyperparameters: dict[str, Any]) -> Age
     return agent
 
 
-def check_goals(agent: Agent, goals: GoalSampling, eval_episodes: int) -> None:
+def check_goals(
+    agent: Agent, goals: GoalSampling, eval_episodes: int, data: Dataset, holdout: float
+) -> None:
     """Goal-conditioned training relabels rewards per batch: agents that read the dataset's own
-    returns or fit a model of its rewards cannot take it, and evaluation plays five tasks."""
+    returns or fit a model of its rewards cannot take it, nor can single-task data (its
+    terminals would cut the trajectories goals are drawn from), and evaluation plays five
+    tasks."""
+    if "-singletask-" in (data.info.env_id or ""):
+        raise ValorlError(
+            f"{data.info.name!r} is a single-task dataset (its rewards and terminals fix one "
+            "task); train goal-conditioned on its base dataset, e.g. cube-double-play-v0"
+        )
+    if holdout:
+        raise ValorlError("--holdout feeds value diagnostics, which goal-conditioned runs skip")
     if agent.needs_returns_to_go or agent.model_based:
         what = "its returns-to-go" if agent.needs_returns_to_go else "a model of its rewards"
         raise ValorlError(
@@ -169,6 +184,16 @@ def check_goals(agent: Agent, goals: GoalSampling, eval_episodes: int) -> None:
         raise ValorlError(
             f"goal-conditioned evaluation plays OGBench's {TASKS} tasks in turn, so "
             f"--eval-episodes must be a multiple of {TASKS} (got {eval_episodes})"
+        )
+
+
+def check_goal_env(probe: gym.Env, env_id: str | None) -> None:
+    """A goal-conditioned run evaluates where resets report the task's goal (OGBench's)."""
+    _, info = probe.reset(seed=0, options={"task_id": 1})
+    if "goal" not in info:
+        raise ValorlError(
+            f"{env_id or 'the environment'} reports no info['goal'] on reset; goal-conditioned "
+            "runs evaluate in OGBench's goal-conditioned environments (or pass --eval-episodes 0)"
         )
 
 
