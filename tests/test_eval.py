@@ -104,6 +104,51 @@ def test_evaluator_matches_plain_gymnasium_loop():
     assert len(np.unique(returns)) == 4  # different seeds and actions, different returns
 
 
+def test_waves_of_environments_give_the_same_returns():
+    """With fewer environments than episodes the episodes run in waves (here 2 per policy at a
+    time, 3 waves): the same returns, each episode on its own seed, and a short last wave."""
+    seeds = [[11, 12, 13, 14, 15], [16, 17, 18, 19, 20]]
+    shapes = []
+
+    def act(obs):
+        shapes.append(obs.shape[:2])
+        return np.clip(-obs[..., 1:2], -2.0, 2.0)  # a state feedback: returns differ by seed
+
+    with (
+        Evaluator(lambda: gym.make("Pendulum-v1"), 2, 5) as at_once,
+        Evaluator(lambda: gym.make("Pendulum-v1"), 2, 5, max_envs=4) as waves,
+    ):
+        assert len(waves.envs) == 4
+        expected = at_once.returns(act, seeds)
+        shapes.clear()
+        np.testing.assert_array_equal(waves.returns(act, seeds), expected)
+    assert set(shapes) == {(2, 2), (2, 1)}
+    assert len(np.unique(expected)) == 10
+
+
+class TaskEcho(gym.Env):
+    """One step, paying the task its reset options named."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        self.task = options["task_id"]
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), float(self.task), True, False, {}
+
+
+def test_reset_options_follow_each_policys_episode_index():
+    from valorl.envs.goal_tasks import task_options
+
+    zeros = lambda obs: np.zeros((*obs.shape[:2], 1), np.float32)
+    with Evaluator(TaskEcho, 2, 7, max_envs=6, reset_options=task_options) as evaluator:
+        returns = evaluator.returns(zeros, [list(range(7)), list(range(7, 14))])
+    np.testing.assert_array_equal(returns, [[1, 2, 3, 4, 5, 1, 2]] * 2)
+
+
 def test_evaluator_counts_each_episode_once_when_lengths_differ():
     """Episodes that terminate at different steps stop accumulating reward at their own end
     (InvertedPendulum pays 1 per step, so a return is an episode length)."""

@@ -17,7 +17,7 @@ from valorl.data import ogbench as og
 from valorl.data.goals import GoalSampling
 from valorl.data.sources import load_dataset
 from valorl.data.transforms import Normalizer, with_goal_features
-from valorl.envs.goal_tasks import GoalTask, goal_task_envs
+from valorl.envs.goal_tasks import GoalTask, task_options
 from valorl.errors import ValorlError
 from valorl.eval.evaluate import evaluate_run
 from valorl.eval.policy import load_policy
@@ -111,33 +111,32 @@ class GoalEnv(gym.Env):
         return np.ones(2, np.float32), 0.0, False, False, {"success": False}
 
 
-def test_goal_tasks_in_turn_with_the_goal_appended():
-    make = goal_task_envs(GoalEnv, obs_dim=4)
-    envs = [make() for _ in range(7)]
-    assert [e.task for e in envs] == [1, 2, 3, 4, 5, 1, 2]
-    obs, _ = envs[2].reset(seed=0)
+def test_goal_task_appends_the_goal_of_the_task_it_was_reset_to():
+    env = GoalTask(GoalEnv(), obs_dim=4)
+    assert env.observation_space.shape == (4,)
+    obs, _ = env.reset(seed=0, options=task_options(2))
     np.testing.assert_array_equal(obs, [0, 0, 3, 30])
-    np.testing.assert_array_equal(envs[2].step(np.zeros(1))[0], [1, 1, 3, 30])
-    assert envs[2].observation_space.shape == (4,)
+    np.testing.assert_array_equal(env.step(np.zeros(1))[0], [1, 1, 3, 30])
+    assert [task_options(e)["task_id"] for e in range(7)] == [1, 2, 3, 4, 5, 1, 2]
     with pytest.raises(
         ValorlError, match="goals have 1 features; the policy was trained on goals of 2"
     ):
-        GoalTask(GoalEnv(goal_dim=1), 1, 4).reset()
+        GoalTask(GoalEnv(goal_dim=1), 4).reset(options=task_options(0))
     with pytest.raises(ValorlError, match="reports no info\\['goal'\\]"):
-        GoalTask(gym.make("Pendulum-v1"), 1, 5).reset()
+        GoalTask(gym.make("Pendulum-v1"), 5).reset()
     with pytest.raises(ValorlError, match="no room for a goal"):
-        GoalTask(GoalEnv(), 1, 2)
+        GoalTask(GoalEnv(), 2)
 
 
 def test_ogbench_goal_task_observes_the_oracle_goal():
     og.prepare()
-    env = GoalTask(gym.make("cube-single-v0", use_oracle_rep=True), 3, 28 + 3)
-    obs, info = env.reset(seed=0)
+    env = GoalTask(gym.make("cube-single-v0", use_oracle_rep=True), 28 + 3)
+    obs, info = env.reset(seed=0, options=task_options(2))
     assert obs.shape == (31,) and env.observation_space.shape == (31,)
     np.testing.assert_allclose(obs[28:], info["goal"], atol=1e-6)
     # the same task's goal every time, and a different task's goal elsewhere
-    np.testing.assert_allclose(env.reset(seed=1)[0][28:], obs[28:], atol=1e-6)
-    other = GoalTask(gym.make("cube-single-v0", use_oracle_rep=True), 1, 31).reset(seed=0)[0]
+    np.testing.assert_allclose(env.reset(seed=1, options=task_options(2))[0][28:], obs[28:])
+    other = env.reset(seed=0, options=task_options(0))[0]
     assert np.abs(other[28:] - obs[28:]).max() > 0.1
     env.close()
 

@@ -5,14 +5,13 @@ A goal-conditioned agent (`valorl.data.goals`) learns π(a | [s, g]); OGBench ev
 five fixed tasks per environment, resetting with `options={"task_id": k}` and reading the goal
 from the reset's `info["goal"]` (the goal state's observation, or its oracle representation
 when the environment is made with `use_oracle_rep=True`), success from `info["success"]`
-(Park et al., ICLR 2025, `impls/utils/evaluation.py`). Here the environments of an evaluation
-round take the tasks in turn: the i-th environment made plays task i mod 5 + 1, so with
-episodes a multiple of five every seed plays every task equally often.
+(Park et al., ICLR 2025, `impls/utils/evaluation.py`). Here episode e of every seed plays task
+e mod 5 + 1 (`task_options`, the `Evaluator`'s reset options), so with episodes a multiple of
+five every seed plays every task equally often.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -22,15 +21,23 @@ from valorl.errors import ValorlError
 
 TASKS = 5
 """Evaluation tasks per OGBench environment."""
+MAX_ENVS = 16
+"""Environments an evaluation keeps at once: each OGBench manipulation environment holds about
+200 MB (its compiled MuJoCo model), so 3 seeds x 20 episodes at once would take 12 GB."""
+
+
+def task_options(episode: int) -> dict[str, Any]:
+    """The reset options of a seed's evaluation episode `episode`: its task."""
+    return {"task_id": episode % TASKS + 1}
 
 
 class GoalTask(gym.Wrapper):
-    """An OGBench environment that always resets to task `task` and observes [s, g], `obs_dim`
-    numbers in all."""
+    """An OGBench environment observing [s, g], `obs_dim` numbers in all, g the goal of the
+    task it was last reset to (`options={"task_id": k}`)."""
 
-    def __init__(self, env: gym.Env, task: int, obs_dim: int):
+    def __init__(self, env: gym.Env, obs_dim: int):
         super().__init__(env)
-        self.task, self.goal_dim = task, obs_dim - env.observation_space.shape[0]
+        self.goal_dim = obs_dim - env.observation_space.shape[0]
         if self.goal_dim < 1:
             raise ValorlError(
                 f"the environment observes {env.observation_space.shape[0]} numbers, but the "
@@ -40,7 +47,7 @@ class GoalTask(gym.Wrapper):
         self.goal = np.zeros(self.goal_dim, np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        obs, info = self.env.reset(seed=seed, options={"task_id": self.task, **(options or {})})
+        obs, info = self.env.reset(seed=seed, options=options)
         if "goal" not in info:
             raise ValorlError(
                 f"{self.env.spec.id if self.env.spec else 'the environment'} reports no "
@@ -62,17 +69,3 @@ class GoalTask(gym.Wrapper):
 
     def _observe(self, obs: np.ndarray) -> np.ndarray:
         return np.concatenate([np.asarray(obs, np.float32), self.goal])
-
-
-def goal_task_envs(make: Callable[[], gym.Env], obs_dim: int) -> Callable[[], gym.Env]:
-    """A factory of `GoalTask` environments over `make`'s, observing `obs_dim` numbers [s, g],
-    that takes the tasks in turn."""
-    made = 0
-
-    def make_next() -> gym.Env:
-        nonlocal made
-        task = made % TASKS + 1
-        made += 1
-        return GoalTask(make(), task, obs_dim)
-
-    return make_next

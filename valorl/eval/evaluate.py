@@ -9,11 +9,11 @@ import jax
 import numpy as np
 
 from valorl.envs.goal_tasks import TASKS
-from valorl.envs.rollouts import Evaluator, episode_seeds
+from valorl.envs.rollouts import episode_seeds
 from valorl.errors import ValorlError
 from valorl.eval.policy import load_policy
 from valorl.eval.steering import Reduction, steer
-from valorl.training.evaluation import evaluation_envs, seed_policies
+from valorl.training.evaluation import run_evaluator, seed_policies
 
 FRESH_ROUNDS = 1_000_000
 """Offset of the episode-seed streams used here, far from those of training-time rounds."""
@@ -66,8 +66,9 @@ def evaluate_run(
             f"{run_dir} is goal-conditioned: its evaluation plays OGBench's {TASKS} tasks in "
             f"turn, so --episodes must be a multiple of {TASKS} (got {episodes})"
         )
-    make = evaluation_envs(policy.info, env, policy.goals, policy.obs_shape)
-    evaluator = Evaluator(make, len(policy.seeds), episodes)
+    evaluator = run_evaluator(
+        policy.info, env, policy.goals, policy.obs_shape, len(policy.seeds), episodes
+    )
     if evaluator.discrete != policy.agent.discrete:
         evaluator.close()
         kind = lambda discrete: "discrete" if discrete else "continuous"

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import gymnasium as gym
 import jax
 import numpy as np
 
 from valorl.agents import Agent
+from valorl.data import ogbench
 from valorl.data.dataset import DatasetInfo
 from valorl.data.goals import GoalSampling
 from valorl.data.sources import make_env
 from valorl.data.transforms import Normalizer
-from valorl.envs.goal_tasks import goal_task_envs
-from valorl.envs.rollouts import Evaluator, episode_seeds
+from valorl.envs import goal_tasks
+from valorl.envs.rollouts import MAX_ENVS, Evaluator, episode_seeds
 from valorl.training.fused import compiled_cache
 
 
@@ -53,16 +53,24 @@ def evaluation_round(
     )
 
 
-def evaluation_envs(
+def run_evaluator(
     info: DatasetInfo,
     env: str | None,
     goals: GoalSampling | None,
     obs_shape: tuple[int, ...],
-) -> Callable[[], gym.Env]:
-    """The factory of a run's evaluation environments: the data's (or `env`), or for a
-    goal-conditioned run (`goals`) OGBench's goal-conditioned tasks with the goal appended to
-    each observation (`valorl.envs.goal_tasks`)."""
+    num_policies: int,
+    episodes: int,
+) -> Evaluator:
+    """The evaluator of a run's policies: in the data's environment (or `env`), or for a
+    goal-conditioned run (`goals`) in OGBench's goal-conditioned one, each seed's episodes
+    taking its five tasks in turn with the task's goal appended to each observation
+    (`valorl.envs.goal_tasks`). OGBench's environments are large, so fewer live at once."""
     if goals is None:
-        return lambda: make_env(info, env)
+        make = lambda: make_env(info, env)
+        max_envs = goal_tasks.MAX_ENVS if ogbench.is_ogbench(env or info.env_id) else MAX_ENVS
+        return Evaluator(make, num_policies, episodes, max_envs)
     oracle = {"use_oracle_rep": True} if goals.representation == "oracle" else {}
-    return goal_task_envs(lambda: make_env(info, env, **oracle), obs_shape[-1])
+    make = lambda: goal_tasks.GoalTask(make_env(info, env, **oracle), obs_shape[-1])
+    return Evaluator(
+        make, num_policies, episodes, goal_tasks.MAX_ENVS, reset_options=goal_tasks.task_options
+    )

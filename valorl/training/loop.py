@@ -24,11 +24,10 @@ import numpy as np
 from valorl.data.dataset import Dataset
 from valorl.data.replay import OfflineMix
 from valorl.data.transforms import Normalizer
-from valorl.envs.rollouts import Evaluator
 from valorl.training import checkpoint
 from valorl.training.compiled import CompiledEvaluator, jax_environment_phase
 from valorl.training.diagnostics import diagnose_run
-from valorl.training.evaluation import evaluation_envs, evaluation_round
+from valorl.training.evaluation import evaluation_round, run_evaluator
 from valorl.training.fused import init_seeds, seed_keys, update_chunk
 from valorl.training.interaction import environment_phase
 from valorl.training.loggers import open_logger
@@ -101,10 +100,15 @@ class Loop:
             if plan.eval_episodes and plan.jax_env is not None:
                 self.evaluator = CompiledEvaluator(plan.jax_env, plan.eval_episodes)
             elif plan.eval_episodes:
-                make = evaluation_envs(plan.info, self.env, plan.goals, plan.obs_shape)
-                self.evaluator = stack.enter_context(
-                    Evaluator(make, len(plan.seeds), plan.eval_episodes)
+                evaluator = run_evaluator(
+                    plan.info,
+                    self.env,
+                    plan.goals,
+                    plan.obs_shape,
+                    len(plan.seeds),
+                    plan.eval_episodes,
                 )
+                self.evaluator = stack.enter_context(evaluator)
             self.bar = stack.enter_context(progress_bar(progress))
             mode = "" if plan.interaction is None else f", {plan.mode}"
             self.task = self.bar.add_task(
