@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import final_success, mean_cell, valorl
+from common import final_success, mean_cell, train_arms
 
 DATASETS = (
     "scene-play-singletask-task2-sparse-v0",
@@ -68,11 +68,7 @@ def main() -> None:
     common = f"--steps {args.steps} --log-every 1000 --eval-every {args.steps // 2} "
     common += f"--eval-episodes {args.eval_episodes} --seeds {args.seeds} --quiet "
     common += "--hidden-dims 256,256 --batch-size 256"
-    for dataset in datasets:
-        for name in names:
-            agent, *flags = arms(dataset, args.samples)[name].split()
-            run = out / f"{name}-{dataset}"
-            valorl("train", agent, "--dataset", dataset, *common.split(), *flags, "--out", str(run))
+    train_arms(out, datasets, names, lambda name, d: arms(d, args.samples)[name], common)
     if args.skip_report:
         return
     setting = f"{args.steps} gradient steps, {args.seeds} seeds x {args.eval_episodes} episodes"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,18 @@ def valorl(*args: str) -> None:
     command = [str(Path(sys.executable).with_name("valorl")), *args]
     print("$", " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True)
+
+
+def train_arms(
+    out: Path, datasets: list[str], names: list[str], recipe: Callable[[str, str], str], flags: str
+) -> None:
+    """Train (or resume, or reuse) run OUT/NAME-DATASET of every arm on every dataset, each
+    with `flags` and its `recipe(name, dataset)` ("agent --flag value ...")."""
+    for dataset in datasets:
+        for name in names:
+            agent, *own = recipe(name, dataset).split()
+            run = str(out / f"{name}-{dataset}")
+            valorl("train", agent, "--dataset", dataset, *flags.split(), *own, "--out", run)
 
 
 def short_name(dataset_id: str) -> str:

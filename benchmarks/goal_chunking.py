@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import final_success, mean_cell, valorl
+from common import final_success, mean_cell, train_arms
 
 CHUNKED = "--goals oracle --q-reduce min --distill-expectile 0.8 --value-quantile 0.93"
 ARMS = {
@@ -58,11 +58,7 @@ def main() -> None:
     common = f"--steps {args.steps} --log-every 1000 --eval-every {args.steps} "
     common += f"--eval-episodes {args.eval_episodes} --seeds {args.seeds} --quiet "
     common += "--hidden-dims 256,256 --batch-size 256"
-    for dataset in datasets:
-        for name in names:
-            agent, *flags = ARMS[name].split()
-            run = out / f"{name}-{dataset}"
-            valorl("train", agent, "--dataset", dataset, *common.split(), *flags, "--out", str(run))
+    train_arms(out, datasets, names, lambda name, _: ARMS[name], common)
     if args.skip_report:
         return
     setting = f"{args.steps} gradient steps, {args.seeds} seeds x {args.eval_episodes} episodes"
