@@ -216,3 +216,22 @@ def test_goal_conditioned_runs_refuse_what_they_cannot_do(tiny, tmp_path):
     with pytest.raises(ValorlError, match="goal representation must be one of"):
         train("iql", tiny, steps=10, eval_episodes=0, out=tmp_path / "c", goals="pixels")
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_goal_flags_on_the_command_line(tiny, tmp_path, monkeypatch):
+    """`--goals` reaches the run's record; `--goal-reward` alone, or online, is refused."""
+    from valorl.cli.main import build_parser
+    from valorl.launch.train import train_from_args
+
+    parse = lambda *argv: build_parser().parse_args(["train", "iql", *argv])
+    with pytest.raises(ValorlError, match="--goal-reward applies to goal-conditioned runs"):
+        train_from_args(parse("--dataset", "x", "--goal-reward", "negative"))
+    with pytest.raises(ValorlError, match="--goals applies to --mode offline"):
+        train_from_args(parse("--mode", "online", "--env", "Pendulum-v1", "--goals", "oracle"))
+    monkeypatch.setattr("valorl.training.offline.load_dataset", lambda source: tiny)
+    run = tmp_path / "cli"
+    argv = ["--dataset", "tiny", "--goals", "observation", "--goal-reward", "negative"]
+    argv += ["--steps", "4", "--log-every", "2", "--eval-episodes", "0", "--quiet"]
+    train_from_args(parse(*argv, "--out", str(run)))
+    goals = json.loads((run / "config.json").read_text())["data"]["goals"]
+    assert goals["representation"] == "observation" and goals["reward"] == "negative"
