@@ -124,9 +124,9 @@ def test_one_chunk_size_is_compiled_when_evaluation_is_not_a_multiple(tmp_path, 
     sizes = set()
     original = loop.update_chunk
 
-    def spy(agent, n, seeds):
+    def spy(agent, n, seeds, goals=None):
         sizes.add(n)
-        return original(agent, n, seeds)
+        return original(agent, n, seeds, goals)
 
     monkeypatch.setattr(loop, "update_chunk", spy)
     tiny_run(tmp_path / "r", eval_every=15, steps=40)
