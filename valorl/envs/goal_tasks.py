@@ -26,6 +26,15 @@ MAX_ENVS = 16
 200 MB (its compiled MuJoCo model), so 3 seeds x 20 episodes at once would take 12 GB."""
 
 
+def check_episodes(episodes: int, flag: str) -> None:
+    """Every seed plays every task equally often only if `episodes` is a multiple of five."""
+    if episodes % TASKS:
+        raise ValorlError(
+            f"goal-conditioned evaluation plays OGBench's {TASKS} tasks in turn, so {flag} "
+            f"must be a multiple of {TASKS} (got {episodes})"
+        )
+
+
 def task_options(episode: int) -> dict[str, Any]:
     """The reset options of a seed's evaluation episode `episode`: its task."""
     return {"task_id": episode % TASKS + 1}

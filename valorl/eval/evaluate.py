@@ -8,7 +8,7 @@ import os
 import jax
 import numpy as np
 
-from valorl.envs.goal_tasks import TASKS
+from valorl.envs.goal_tasks import check_episodes
 from valorl.envs.rollouts import episode_seeds
 from valorl.errors import ValorlError
 from valorl.eval.policy import load_policy
@@ -61,11 +61,8 @@ def evaluate_run(
         samples, beta = 16 if samples is None else samples, 0.0 if beta is None else beta
         steered = steer(policy, steer_with, samples=samples, beta=beta, reduction=reduction)
         steering = dict(steer_with=str(steer_with), samples=samples, beta=beta, reduction=reduction)
-    if policy.goals is not None and episodes % TASKS:
-        raise ValorlError(
-            f"{run_dir} is goal-conditioned: its evaluation plays OGBench's {TASKS} tasks in "
-            f"turn, so --episodes must be a multiple of {TASKS} (got {episodes})"
-        )
+    if policy.goals is not None:
+        check_episodes(episodes, "--episodes")
     evaluator = run_evaluator(
         policy.info, env, policy.goals, policy.obs_shape, len(policy.seeds), episodes
     )

@@ -20,7 +20,7 @@ from valorl.data.dataset import Dataset
 from valorl.data.goals import GoalSampling, goal_features
 from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import fit_normalizer, with_goal_features
-from valorl.envs.goal_tasks import TASKS
+from valorl.envs.goal_tasks import check_episodes
 from valorl.envs.gymnax_envs import is_jax_env
 from valorl.errors import ValorlError
 from valorl.training.loop import run_plan
@@ -180,11 +180,7 @@ def check_goals(
             f"{agent.name}'s bce critic values are success probabilities in [0, 1], which "
             "--goal-reward negative (0 and -1) cannot reach; use --goal-reward success"
         )
-    if eval_episodes % TASKS:
-        raise ValorlError(
-            f"goal-conditioned evaluation plays OGBench's {TASKS} tasks in turn, so "
-            f"--eval-episodes must be a multiple of {TASKS} (got {eval_episodes})"
-        )
+    check_episodes(eval_episodes, "--eval-episodes")
 
 
 def check_goal_env(probe: gym.Env, env_id: str | None) -> None:
