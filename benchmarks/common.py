@@ -72,6 +72,32 @@ def mean_cell(values: np.ndarray) -> str:
     return f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
 
 
+def plot_curves(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path, ylabel: str = "return"
+) -> None:
+    """Learning curves, name -> (environment steps, values per seed and step): the mean over
+    seeds with a 95% normal band, saved to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, (steps, values) in curves.items():
+        mean = values.mean(axis=0)
+        sem = values.std(axis=0, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0 * mean
+        ax.plot(steps, mean, label=name)
+        ax.fill_between(steps, mean - 1.96 * sem, mean + 1.96 * sem, alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"curves: {path}")
+
+
 def final_success(run: Path) -> np.ndarray:
     """Each seed's success rate at a run's last evaluation, shape (seeds,)."""
     with np.load(run / "evaluations.npz") as f:

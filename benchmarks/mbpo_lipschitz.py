@@ -33,12 +33,8 @@ import argparse
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
-from common import mean_cell, valorl
+from common import mean_cell, plot_curves, valorl
 
 COMMON = (
     "--mode online --env InvertedDoublePendulum-v5 --start-steps 1000 --log-every 250 "
@@ -121,19 +117,8 @@ def main() -> None:
             f"| {name} | {mean_cell(r['returns'][:, -1])} | {curve} | {r['lipschitz']:.1f} | "
             f"{wall} |"
         )
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, r in results.items():
-        mean = r["returns"].mean(axis=0)
-        sem = r["returns"].std(axis=0, ddof=1) / np.sqrt(len(r["returns"]))
-        ax.plot(r["steps"], mean, label=name)
-        ax.fill_between(r["steps"], mean - 1.96 * sem, mean + 1.96 * sem, alpha=0.2)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("greedy return")
-    ax.set_title("MBPO on InvertedDoublePendulum-v5")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    print(f"curves: {out / 'curves.png'}")
+    curves = {name: (r["steps"], r["returns"]) for name, r in results.items()}
+    plot_curves(curves, "MBPO on InvertedDoublePendulum-v5", out / "curves.png")
 
 
 if __name__ == "__main__":
