@@ -145,7 +145,7 @@ def test_registry_names_match_classes():
     """AGENTS maps each agent's own `name` to its class, so configs can rebuild agents."""
     assert set(AGENTS) == {
         *("bc", "td3_bc", "iql", "riql", "sac", "cql", "calql", "dsac_t"),
-        *("dqn", "cql_discrete", "bc_discrete", "iql_discrete"),
+        *("dqn", "cql_discrete", "bc_discrete", "iql_discrete", "jowa"),
         *("mbpo", "mopo", "mobile"),
         *("model_dqn", "perfect_model_dqn"),
         *("flow_bc", "fql", "qc", "dqc", "rebrac"),

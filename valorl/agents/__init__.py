@@ -16,6 +16,7 @@ from valorl.agents.dsac_t import DSACT
 from valorl.agents.flow_bc import FlowBC
 from valorl.agents.fql import FQL
 from valorl.agents.iql import IQL
+from valorl.agents.jowa import JOWA
 from valorl.agents.mbpo import MBPO
 from valorl.agents.mobile import MOBILE
 from valorl.agents.model_based import ModelBasedSAC
@@ -33,7 +34,7 @@ AGENTS: dict[str, type] = {
     cls.name: cls
     for cls in (
         *(BC, TD3BC, IQL, RIQL, SAC, CQL, CalQL, DSACT),
-        *(DQN, DiscreteCQL, DiscreteBC, DiscreteIQL),
+        *(DQN, DiscreteCQL, DiscreteBC, DiscreteIQL, JOWA),
         *(MBPO, MOPO, MOBILE),
         *(ModelDQN, PerfectModelDQN),
         *(FlowBC, FQL, QC, DQC, ReBRAC),
@@ -64,6 +65,7 @@ __all__ = [
     "DSACT",
     "FQL",
     "IQL",
+    "JOWA",
     "MBPO",
     "MOBILE",
     "MOPO",

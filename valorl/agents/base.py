@@ -97,6 +97,9 @@ class Agent(Protocol):
     def chunk_length(self) -> int: ...
 
     @property
+    def segment_length(self) -> int: ...
+
+    @property
     def action_chunk(self) -> int: ...
 
     def init(self, key: jax.Array, spec: Spec) -> Any: ...
@@ -244,6 +247,13 @@ class AgentBase:
         """h of the action chunks the agent learns from (Q-chunking): each batch row then holds
         h consecutive actions, shape (h, action_dim), their h-step discounted reward sum and
         bootstrap (as `return_steps`), and `valid` (h,) (`valorl.data.nstep`). 1: one action."""
+        return 1
+
+    @property
+    def segment_length(self) -> int:
+        """Steps of the trajectory segments the agent learns from (a sequence model's context):
+        each batch row then holds that many consecutive dataset rows, every field of shape
+        (length, ...), and `valid` (length,) (`valorl.data.segments`). 1: single rows."""
         return 1
 
     @property

@@ -37,6 +37,7 @@ from valorl.data.goals import (
 )
 from valorl.data.nstep import sample_n_step
 from valorl.data.replay import OfflineMix, ReplayBuffer
+from valorl.data.segments import sample_segments
 from valorl.data.transforms import Normalizer
 
 
@@ -59,8 +60,13 @@ class DatasetRows:
     """The discount of the n-step sums (unused for one-step rows)."""
     chunks: bool = False
     """Keep the n actions of each row: action chunks for agents with `chunk_length` n."""
+    segment_length: int = 1
+    """More than 1: segments of this many consecutive raw rows instead (`valorl.data.segments`),
+    for agents with that `segment_length`."""
 
     def sample(self, state: None, shared: Batch, key, batch_size: int, num_batches: int) -> Batch:
+        if self.segment_length > 1:
+            return sample_segments(shared, key, batch_size, self.segment_length, num_batches)
         if self.n_step == 1:
             return sample_batch(shared, key, batch_size, num_batches)
         return sample_n_step(
@@ -182,9 +188,12 @@ class ModelMix:
 
 def dataset_source(agent: Agent, goals: GoalSampling | None = None) -> DatasetRows | GoalRows:
     """The dataset source for `agent`: one-step rows, n-step transitions at its discount
-    when it learns from them (`agent.return_steps` > 1), or action chunks of its
-    `chunk_length` with their returns; with `goals`, the same with relabelled goals."""
-    if agent.chunk_length > 1:
+    when it learns from them (`agent.return_steps` > 1), action chunks of its
+    `chunk_length` with their returns, or segments of its `segment_length`; with `goals`, the
+    same with relabelled goals."""
+    if agent.segment_length > 1:
+        rows = DatasetRows(segment_length=agent.segment_length)
+    elif agent.chunk_length > 1:
         rows = DatasetRows(agent.chunk_length, float(agent.discount), chunks=True)
     elif agent.return_steps == 1:
         rows = DATASET_ROWS

@@ -1,0 +1,306 @@
+"""JOWA-mini: the patch tokeniser, the causal transformer, segments, the masked Double-DQN target
+and CQL gap by hand, the two training stages, and beam search on a hand-made model."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from valorl.agents.jowa import JOWA, double_dqn_target, masked_cql_gap, split_observation
+from valorl.agents.jowa_planning import beam_search
+from valorl.critics.heads import Categorical, Scalar
+from valorl.data.dataset import Batch
+from valorl.data.frame_tokens import CHANNELS, fit_patch_code, pad_channels
+from valorl.data.segments import sample_segments
+from valorl.errors import ValorlError
+from valorl.nets.transformer import CausalTransformer
+
+
+def random_frames(n: int, channels: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, 10, 10, channels)) < 0.05).astype(np.uint8)
+
+
+# ---- tokeniser -----------------------------------------------------------------------------
+
+
+def test_patch_code_round_trips_frames_and_codes_unknown_patches_by_nearest():
+    frames = random_frames(50, 4)
+    code = fit_patch_code(frames, vocab_size=512, reserve=64)
+    tokens = code.encode(frames)
+    assert tokens.shape == (50, 25) and code.tokens_per_frame == 25
+    np.testing.assert_array_equal(code.decode(tokens), pad_channels(frames))
+    assert code.encode(np.zeros((1, 10, 10, 4), np.uint8)).max() == 0  # the empty patch is 0
+    # a patch never seen (all 40 bits set) is coded as a used code at the least Hamming distance
+    full = np.ones((1, 10, 10, CHANNELS), np.uint8)
+    token = int(code.encode(full)[0, 0])
+    assert token < code.used
+    assert code.codes[token].sum() == code.codes[: code.used].sum(axis=1).max()
+
+
+def test_patch_code_is_deterministic_and_extends_into_reserved_slots():
+    frames = random_frames(30, 4, seed=1)
+    a, b = fit_patch_code(frames, 256, 128), fit_patch_code(frames.copy(), 256, 128)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    other = random_frames(10, 6, seed=2)  # a new game: more channels, new patterns
+    extended = a.extend(other)
+    assert extended.used > a.used
+    np.testing.assert_array_equal(extended.codes[: a.used], a.codes[: a.used])
+    np.testing.assert_array_equal(extended.decode(extended.encode(other)), pad_channels(other))
+    with pytest.raises(ValorlError, match="reserve must be in"):
+        fit_patch_code(frames, 16, 16)
+
+
+# ---- transformer ---------------------------------------------------------------------------
+
+
+def test_transformer_is_causal():
+    """Changing tokens after position t leaves every hidden state up to t unchanged."""
+    net = CausalTransformer(vocab_size=20, num_tasks=3, max_length=12, width=16, depth=2, heads=2)
+    tokens = jnp.arange(12)[None] % 20
+    params = net.init(jax.random.key(0), tokens, jnp.zeros(1, jnp.int32))
+    h = net.apply(params, tokens, jnp.zeros(1, jnp.int32))
+    changed = tokens.at[:, 7:].set(3)
+    h2 = net.apply(params, changed, jnp.zeros(1, jnp.int32))
+    np.testing.assert_allclose(h[:, :7], h2[:, :7], atol=1e-6)
+    assert not np.allclose(h[:, 7:], h2[:, 7:])
+    h3 = net.apply(params, tokens, jnp.ones(1, jnp.int32))  # the task embedding reaches all
+    assert not np.allclose(h[:, 0], h3[:, 0])
+
+
+# ---- segments ------------------------------------------------------------------------------
+
+
+def test_segments_are_consecutive_rows_masked_after_the_episode_end():
+    n = 6
+    data = Batch(
+        observations=jnp.arange(n, dtype=jnp.float32)[:, None],
+        actions=jnp.arange(n),
+        rewards=jnp.arange(n, dtype=jnp.float32),
+        next_observations=jnp.arange(1, n + 1, dtype=jnp.float32)[:, None],
+        masks=jnp.ones(n),
+        dones=jnp.array([0, 0, 1, 0, 0, 1], jnp.float32),  # episodes: rows 0-2, 3-5
+    )
+    batch = sample_segments(data, jax.random.key(3), batch_size=64, length=3)
+    start = np.asarray(batch.rewards[:, 0]).astype(int)
+    for s, rewards, valid in zip(
+        start, np.asarray(batch.rewards), np.asarray(batch.valid), strict=True
+    ):
+        np.testing.assert_array_equal(rewards, np.minimum(np.arange(s, s + 3), n - 1))
+        end = 2 if s <= 2 else 5
+        np.testing.assert_array_equal(valid, np.arange(s, s + 3) <= end)
+    many = sample_segments(data, jax.random.key(3), batch_size=4, length=3, num_batches=2)
+    assert many.rewards.shape == (2, 4, 3) and many.valid.shape == (2, 4, 3)
+
+
+# ---- the target and the penalty by hand ----------------------------------------------------
+
+
+def test_double_dqn_target_chooses_among_valid_actions_by_the_online_mean():
+    # 2 members, 1 row, 3 actions; scalar head: outputs (M, B, A, 1)
+    online = jnp.array([[[[5.0], [1.0], [9.0]]], [[[3.0], [2.0], [9.0]]]])  # means 4, 1.5, 9
+    target = jnp.array([[[[10.0], [20.0], [30.0]]], [[[11.0], [21.0], [31.0]]]])
+    valid = jnp.array([[True, True, False]])  # action 2 (mean 9) is not the game's
+    got = double_dqn_target(Scalar(), online, target, valid, jnp.array([1.0]), jnp.array([0.5]))
+    np.testing.assert_allclose(got, [[1 + 0.5 * 10], [1 + 0.5 * 11]])  # action 0, per member
+    # C51: the chosen member distribution shifted by r + γz and projected
+    head = Categorical(bins=3, vmin=0.0, vmax=2.0)
+    logits = jnp.log(jnp.array([[[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]]) + 1e-12)  # (1,1,2,3)
+    got = double_dqn_target(
+        head, logits, logits, jnp.array([[True, True]]), jnp.array([1.0]), jnp.array([0.0])
+    )
+    np.testing.assert_allclose(got, [[[0.0, 1.0, 0.0]]], atol=1e-6)  # terminal: all mass at r=1
+
+
+def test_masked_cql_gap_by_hand():
+    values = jnp.array([[1.0, 2.0, 100.0]])
+    valid = jnp.array([[True, True, False]])
+    got = masked_cql_gap(values, valid, jnp.array([0]))
+    np.testing.assert_allclose(got, [np.log(np.e**1 + np.e**2) - 1.0], rtol=1e-6)
+
+
+# ---- the agent -----------------------------------------------------------------------------
+
+TINY = dict(vocab_size=16, num_tasks=2, context=2, width=16, depth=1, heads=2, q_hidden=8)
+
+
+def segment_batch(key, batch=4, context=2, frame_tokens=3, num_actions=3):
+    k1, k2, k3 = jax.random.split(key, 3)
+    frames = jax.random.randint(k1, (batch, context, frame_tokens), 0, 16).astype(jnp.float32)
+    game = jnp.zeros((batch, context, 1))
+    valid = jnp.ones((batch, context, num_actions)).at[..., -1].set(0.0)
+    obs = jnp.concatenate([frames, game, valid], axis=-1)
+    return Batch(
+        observations=obs,
+        actions=jax.random.randint(k2, (batch, context), 0, num_actions - 1),
+        rewards=jax.random.bernoulli(k3, 0.5, (batch, context)).astype(jnp.float32),
+        next_observations=obs,
+        masks=jnp.ones((batch, context)),
+        dones=jnp.zeros((batch, context)),
+        valid=jnp.ones((batch, context), bool),
+    )
+
+
+def tiny_agent(**overrides):
+    from valorl.agents.base import Spec
+
+    agent = JOWA(**(TINY | {"critic": Categorical(bins=11, vmin=0.0, vmax=5.0)} | overrides))
+    spec = Spec(obs_shape=(3 + 1 + 3,), action_dim=0, num_actions=3)
+    return agent, agent.init(jax.random.key(0), spec)
+
+
+def test_observations_split_into_tokens_game_and_valid_actions():
+    obs = jnp.array([[4.0, 7.0, 1.0, 1.0, 0.0, 1.0]])
+    tokens, game, valid = split_observation(obs, 3)
+    np.testing.assert_array_equal(tokens, [[4, 7]])
+    np.testing.assert_array_equal(game, [1])
+    np.testing.assert_array_equal(valid, [[True, False, True]])
+
+
+def test_world_model_stage_leaves_the_q_head_untrained_then_joint_stage_trains_it():
+    agent, state = tiny_agent(world_model_steps=1)
+    batch = segment_batch(jax.random.key(1))
+    grads = jax.grad(lambda p: agent.loss(p, state, batch)[0])(state.model.params)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["q_head"]))
+    state, metrics = agent.update(state, batch, jax.random.key(2))
+    assert float(metrics["model/joint_stage"]) == 0.0
+    grads = jax.grad(lambda p: agent.loss(p, state, batch)[0])(state.model.params)
+    assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["q_head"]))
+    assert np.isfinite(float(agent.loss(state.model.params, state, batch)[0]))
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_td_gradient_reaches_the_backbone_only_when_joint(joint):
+    agent, state = tiny_agent(
+        world_model_steps=0, supervised_weight=0.0, cql_alpha=0.0, joint=joint
+    )
+    batch = segment_batch(jax.random.key(1))
+    grads = jax.grad(lambda p: agent.loss(p, state, batch)[0])(state.model.params)
+    backbone = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["backbone"]))
+    assert (backbone > 0.0) == joint
+
+
+def test_act_is_greedy_over_valid_actions_and_plans_when_asked():
+    agent, state = tiny_agent()
+    obs = segment_batch(jax.random.key(4)).observations[:, 0]
+    actions = agent.act(state, obs, jax.random.key(0))
+    assert actions.shape == (4,) and set(np.asarray(actions)) <= {0, 1}
+    planner = JOWA(**(TINY | {"critic": agent.critic, "plan_width": 2, "plan_depth": 1}))
+    planned = jax.jit(planner.act)(state, obs, jax.random.key(0))
+    assert planned.shape == (4,) and set(np.asarray(planned)) <= {0, 1}
+    assert agent.q_values(state, obs, actions).shape == (3, 4)
+
+
+# ---- planning ------------------------------------------------------------------------------
+
+
+def chain_model(rewards: dict[tuple[int, int], float], q: dict[int, list[float]], done=()):
+    """A hand-made model: node = state id; step(s, a) = (reward, done, 2s + a + 1)."""
+    table_r = jnp.zeros((16, 2))
+    for (s, a), r in rewards.items():
+        table_r = table_r.at[s, a].set(r)
+    table_q = jnp.zeros((32, 2))
+    for s, values in q.items():
+        table_q = table_q.at[s].set(jnp.array(values))
+    ends = jnp.zeros(32, bool)
+    for s in done:
+        ends = ends.at[s].set(True)
+
+    def step_fn(s, a):
+        nxt = 2 * s + a + 1
+        return table_r[s, a], ends[nxt], nxt
+
+    return (lambda s: table_q[s]), step_fn
+
+
+def test_beam_search_corrects_a_wrong_q_with_the_model():
+    # Q at the root prefers action 0; the model says action 1 pays 10 at once.
+    q_fn, step_fn = chain_model({(0, 0): 0.0, (0, 1): 10.0}, {0: [1.0, 0.0]})
+    assert int(beam_search(0, q_fn, step_fn, width=2, depth=0, discount=0.9)) == 0
+    assert int(beam_search(0, q_fn, step_fn, width=2, depth=1, discount=0.9)) == 1
+
+
+def test_beam_search_finds_a_reward_two_steps_deep_and_stops_at_terminations():
+    # root 0 -> 1 (a=0) or 2 (a=1); from 1, a=1 reaches 4 with reward 5; from 2, nothing
+    q_fn, step_fn = chain_model({(1, 1): 5.0}, {0: [0.0, 1.0], 2: [0.5, 0.5]})
+    assert int(beam_search(0, q_fn, step_fn, width=2, depth=1, discount=0.9)) == 1
+    # two beams keep node 2's children (0.45 > 0) and prune the path to the reward; four keep all
+    assert int(beam_search(0, q_fn, step_fn, width=2, depth=2, discount=0.9)) == 1
+    assert int(beam_search(0, q_fn, step_fn, width=4, depth=2, discount=0.9)) == 0
+    # a termination at node 1 ends that path before its reward
+    q_fn, step_fn = chain_model({(1, 1): 5.0}, {0: [0.0, 1.0], 2: [0.5, 0.5]}, done=(1,))
+    assert int(beam_search(0, q_fn, step_fn, width=4, depth=2, discount=0.9)) == 1
+    # invalid actions (−1e9) are never expanded
+    q_only_1 = lambda s: jnp.array([-1e9, 0.0])
+    assert int(beam_search(0, q_only_1, step_fn, width=2, depth=2, discount=0.9)) == 1
+
+
+# ---- through the run loop ------------------------------------------------------------------
+
+
+def tiny_games() -> list:
+    """Two small 'games' with MinAtar's shapes and action sets: Breakout (4 channels, 3
+    actions) and SpaceInvaders (6 channels, 4 actions), episodes of 5 steps."""
+    from valorl.data.dataset import Dataset, DatasetInfo
+
+    games = []
+    for env_id, channels, actions in (("Breakout-MinAtar", 4, 3), ("SpaceInvaders-MinAtar", 6, 4)):
+        n = 40
+        frames = random_frames(n + 1, channels, seed=channels)
+        rng = np.random.default_rng(channels)
+        games.append(
+            Dataset(
+                observations=frames[:-1],
+                actions=rng.integers(0, actions, n),
+                rewards=rng.integers(0, 2, n).astype(np.float32),
+                next_observations=frames[1:],
+                terminals=(np.arange(n) % 5 == 4),
+                timeouts=np.zeros(n, bool),
+                info=DatasetInfo(name=env_id.lower(), env_id=env_id),
+                num_actions=actions,
+            )
+        )
+    return games
+
+
+def test_multigame_dataset_maps_actions_into_the_full_set_with_game_and_valid_flags():
+    from valorl.data.multigame import multigame_dataset
+
+    breakout, invaders = tiny_games()
+    code = fit_patch_code([breakout.observations, invaders.observations], 512, 64)
+    data = multigame_dataset([breakout, invaders], code)
+    assert len(data) == 80 and data.num_actions == 6 and data.obs_shape == (25 + 1 + 6,)
+    tokens, game, valid = split_observation(jnp.asarray(data.observations), 6)
+    np.testing.assert_array_equal(code.decode(tokens[:40]), pad_channels(breakout.observations))
+    np.testing.assert_array_equal(game, [0] * 40 + [1] * 40)
+    np.testing.assert_array_equal(valid[0], [1, 1, 0, 1, 0, 0])  # Breakout: 0, 1, 3
+    np.testing.assert_array_equal(valid[40], [1, 1, 0, 1, 0, 1])  # SpaceInvaders: 0, 1, 3, 5
+    np.testing.assert_array_equal(data.actions[:40], np.array([0, 1, 3])[breakout.actions])
+    assert data.timeouts[39] and data.timeouts[79]  # segments never cross games
+
+
+def test_a_resumed_jowa_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    from conftest import interrupt_on_call
+
+    from valorl.data.multigame import multigame_dataset
+    from valorl.training.offline import train
+    from valorl.training.restore import load_checkpoint
+    from valorl.training.run_dir import RunDir
+
+    games = tiny_games()
+    data = multigame_dataset(games, fit_patch_code([g.observations for g in games], 512, 64))
+    run = dict(steps=4, seeds=2, log_every=2, checkpoint_every=2, eval_episodes=0, progress=False)
+    agent = JOWA(**(TINY | {"world_model_steps": 2, "target_update_every": 2}))
+    train(agent, data, out=tmp_path / "whole", **run)
+    with monkeypatch.context() as patch:
+        interrupt_on_call(patch, RunDir, "write_checkpoint", 2)
+        with pytest.raises(KeyboardInterrupt):
+            train(agent, data, out=tmp_path / "cut", **run)
+    train(agent, data, out=tmp_path / "cut", **run)
+    whole = load_checkpoint(tmp_path / "whole")[1]
+    cut = load_checkpoint(tmp_path / "cut")[1]
+    jax.tree.map(np.testing.assert_array_equal, whole.states, cut.states)
+    metrics = RunDir(tmp_path / "whole").metrics()
+    assert [m["model/joint_stage"] for m in metrics if "model/joint_stage" in m] == [[0, 0], [1, 1]]
