@@ -69,11 +69,16 @@ def _other_value(tp, default):
 SPECIAL = {
     "fql": {"horizon": 1},
     "dqc": {"critic": Scalar()},
-    "jowa": {"width": 96, "heads": 3},
+    "jowa": {
+        "width": 96,
+        "heads": 3,
+        "normalize_observations": False,
+        "reward_normalization": "none",
+    },
 }
 """Values given instead where changing every field would combine options an agent refuses
 (FQL's n-step returns with chunks; DQC with a distributional head; JOWA's width not a multiple
-of its heads)."""
+of its heads, or its token observations normalised)."""
 
 
 @pytest.mark.parametrize("name", sorted(AGENTS))
