@@ -159,16 +159,26 @@ def test_observations_split_into_tokens_game_and_valid_actions():
     np.testing.assert_array_equal(valid, [[True, False, True]])
 
 
+def loss_grads(agent: JOWA, batch: Batch):
+    """(params, state) -> (gradient of the loss for every parameter, the loss's metrics),
+    compiled (eager is slow)."""
+    return jax.jit(jax.grad(lambda p, s: agent.loss(p, s, batch), has_aux=True))
+
+
+def at_step(state, step: int):
+    return state.replace(model=state.model.replace(step=jnp.asarray(step)))
+
+
 def test_world_model_stage_leaves_the_q_head_untrained_then_joint_stage_trains_it():
     agent, state = tiny_agent(world_model_steps=1)
-    batch = segment_batch(jax.random.key(1))
-    grads = jax.grad(lambda p: agent.loss(p, state, batch)[0])(state.model.params)
+    grads_at = loss_grads(agent, segment_batch(jax.random.key(1)))
+    grads, metrics = grads_at(state.model.params, at_step(state, 0))
+    assert float(metrics["joint_stage"]) == 0.0
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["q_head"]))
-    state, metrics = agent.update(state, batch, jax.random.key(2))
-    assert float(metrics["model/joint_stage"]) == 0.0
-    grads = jax.grad(lambda p: agent.loss(p, state, batch)[0])(state.model.params)
+    grads, metrics = grads_at(state.model.params, at_step(state, 1))
+    assert float(metrics["joint_stage"]) == 1.0
     assert any(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads["q_head"]))
-    assert np.isfinite(float(agent.loss(state.model.params, state, batch)[0]))
+    assert np.isfinite(float(metrics["td_loss"])) and float(metrics["cql_gap"]) > 0.0
 
 
 @pytest.mark.parametrize("joint", [True, False])
@@ -177,7 +187,7 @@ def test_td_gradient_reaches_the_backbone_only_when_joint(joint):
         world_model_steps=0, supervised_weight=0.0, cql_alpha=0.0, joint=joint
     )
     batch = segment_batch(jax.random.key(1))
-    grads = jax.grad(lambda p: agent.loss(p, state, batch)[0])(state.model.params)
+    grads, _ = loss_grads(agent, batch)(state.model.params, at_step(state, 0))
     backbone = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["backbone"]))
     assert (backbone > 0.0) == joint
 
@@ -242,14 +252,15 @@ def test_beam_search_finds_a_reward_two_steps_deep_and_stops_at_terminations():
 
 def tiny_games() -> list:
     """Two small 'games' with MinAtar's shapes and action sets: Breakout (4 channels, 3
-    actions) and SpaceInvaders (6 channels, 4 actions), episodes of 5 steps."""
+    actions) and Asterix (4 channels, 5 actions), episodes of 5 steps (both games end soon
+    under a poor policy, so evaluating in them is quick)."""
     from valorl.data.dataset import Dataset, DatasetInfo
 
     games = []
-    for env_id, channels, actions in (("Breakout-MinAtar", 4, 3), ("SpaceInvaders-MinAtar", 6, 4)):
+    for seed, env_id, actions in ((4, "Breakout-MinAtar", 3), (6, "Asterix-MinAtar", 5)):
         n = 40
-        frames = random_frames(n + 1, channels, seed=channels)
-        rng = np.random.default_rng(channels)
+        frames = random_frames(n + 1, 4, seed=seed)
+        rng = np.random.default_rng(seed)
         games.append(
             Dataset(
                 observations=frames[:-1],
@@ -268,39 +279,98 @@ def tiny_games() -> list:
 def test_multigame_dataset_maps_actions_into_the_full_set_with_game_and_valid_flags():
     from valorl.data.multigame import multigame_dataset
 
-    breakout, invaders = tiny_games()
-    code = fit_patch_code([breakout.observations, invaders.observations], 512, 64)
-    data = multigame_dataset([breakout, invaders], code)
+    breakout, asterix = tiny_games()
+    code = fit_patch_code([breakout.observations, asterix.observations], 512, 64)
+    data = multigame_dataset([breakout, asterix], code)
     assert len(data) == 80 and data.num_actions == 6 and data.obs_shape == (25 + 1 + 6,)
     tokens, game, valid = split_observation(jnp.asarray(data.observations), 6)
     np.testing.assert_array_equal(code.decode(tokens[:40]), pad_channels(breakout.observations))
     np.testing.assert_array_equal(game, [0] * 40 + [1] * 40)
     np.testing.assert_array_equal(valid[0], [1, 1, 0, 1, 0, 0])  # Breakout: 0, 1, 3
-    np.testing.assert_array_equal(valid[40], [1, 1, 0, 1, 0, 1])  # SpaceInvaders: 0, 1, 3, 5
+    np.testing.assert_array_equal(valid[40], [1, 1, 1, 1, 1, 0])  # Asterix: 0-4
     np.testing.assert_array_equal(data.actions[:40], np.array([0, 1, 3])[breakout.actions])
     assert data.timeouts[39] and data.timeouts[79]  # segments never cross games
 
 
-def test_a_resumed_jowa_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+# ---- the multi-game environment and command line --------------------------------------------
+
+
+@pytest.fixture
+def saved_games():
+    """The two tiny games written as local Minari datasets: their ids."""
+    from valorl.data.sources import save_minari
+
+    ids = ["valorl/tiny-breakout-v0", "valorl/tiny-asterix-v0"]
+    for dataset_id, data in zip(ids, tiny_games(), strict=True):
+        save_minari(data, dataset_id)
+    return ids
+
+
+def test_token_environment_plays_each_game_in_tokens_of_the_data_code(saved_games):
+    import gymnasium as gym
+
+    from valorl.data.sources import make_env
+    from valorl.envs.token_games import ENV_ID, load_multigame
+
+    data = load_multigame(saved_games, vocab_size=512, reserve=64)
+    assert data.info.env_id == ENV_ID and data.obs_shape == (32,)
+    env = make_env(data.info)
+    for game, env_id, actions in ((1, "Asterix-MinAtar", 5), (0, "Breakout-MinAtar", 3)):
+        obs, _ = env.reset(seed=7, options={"game": game})
+        frame, _ = gym.make(env_id).reset(seed=7)
+        tokens, index, valid = split_observation(jnp.asarray(obs[None]), 6)
+        assert int(index[0]) == game and int(valid[0].sum()) == actions
+        code = env.unwrapped.code
+        expected = code.decode(code.encode(frame[None]))  # nearest codes where unseen
+        np.testing.assert_array_equal(code.decode(np.asarray(tokens)), expected)
+        obs, reward, *_ = env.step(5)  # fire: neither game has it, so a no-op
+        assert obs.shape == (32,) and np.isfinite(reward)
+    with pytest.raises(ValorlError, match="game 2 is not one of the 2 games"):
+        env.reset(options={"game": 2})
+    env.close()
+
+
+def test_a_multigame_run_from_the_command_line_evaluates_each_game_and_resumes_exactly(
+    saved_games, tmp_path, monkeypatch
+):
+    """`valorl train jowa --datasets A,B`: one evaluation episode per game and seed, the world
+    model alone then joint training, and an interrupted run resumed to the same parameters."""
     from conftest import interrupt_on_call
 
-    from valorl.data.multigame import multigame_dataset
-    from valorl.training.offline import train
+    from valorl.launch.train import train_from_args, train_parser
     from valorl.training.restore import load_checkpoint
     from valorl.training.run_dir import RunDir
 
-    games = tiny_games()
-    data = multigame_dataset(games, fit_patch_code([g.observations for g in games], 512, 64))
-    run = dict(steps=4, seeds=2, log_every=2, checkpoint_every=2, eval_episodes=0, progress=False)
-    agent = JOWA(**(TINY | {"world_model_steps": 2, "target_update_every": 2}))
-    train(agent, data, out=tmp_path / "whole", **run)
+    flags = "--steps 4 --log-every 2 --checkpoint-every 2 --eval-every 4 --eval-episodes 2 "
+    flags += "--seeds 2 --width 16 --depth 1 --heads 2 --q-hidden 8 --batch-size 4 "
+    flags += "--world-model-steps 2 --target-update-every 2 --vocab-size 512 --quiet"
+    argv = [*flags.split(), "--datasets", ",".join(saved_games)]
+    train = lambda out: train_from_args(train_parser("jowa").parse_args([*argv, "--out", out]))
+    result = train(str(tmp_path / "whole"))
+    assert result.returns.shape == (2, 1, 2)  # seeds, rounds, episodes: one per game
+    metrics = RunDir(tmp_path / "whole").metrics()
+    assert [m["model/joint_stage"] for m in metrics if "model/joint_stage" in m] == [[0, 0], [1, 1]]
     with monkeypatch.context() as patch:
         interrupt_on_call(patch, RunDir, "write_checkpoint", 2)
         with pytest.raises(KeyboardInterrupt):
-            train(agent, data, out=tmp_path / "cut", **run)
-    train(agent, data, out=tmp_path / "cut", **run)
+            train(str(tmp_path / "cut"))
+    train(str(tmp_path / "cut"))
     whole = load_checkpoint(tmp_path / "whole")[1]
     cut = load_checkpoint(tmp_path / "cut")[1]
     jax.tree.map(np.testing.assert_array_equal, whole.states, cut.states)
-    metrics = RunDir(tmp_path / "whole").metrics()
-    assert [m["model/joint_stage"] for m in metrics if "model/joint_stage" in m] == [[0, 0], [1, 1]]
+
+
+def test_datasets_flag_refusals(saved_games):
+    from valorl.launch.train import train_from_args, train_parser
+
+    games = ",".join(saved_games)
+    for agent, extra, message in (
+        ("jowa", ["--eval-episodes", "3"], "must be a multiple of 2"),
+        ("jowa", ["--dataset", saved_games[0]], "give --dataset or --datasets, not both"),
+        ("iql", [], "which iql does not read"),
+        ("jowa", ["--mode", "online", "--env", "Breakout-MinAtar"], "--datasets applies to"),
+    ):
+        argv = ["--datasets", games, "--vocab-size", "512", *extra] if agent == "jowa" else []
+        argv = argv or ["--datasets", games]
+        with pytest.raises(ValorlError, match=message):
+            train_from_args(train_parser(agent).parse_args(argv))

@@ -263,6 +263,11 @@ class AgentBase:
         it asks again (`valorl.envs.rollouts.Evaluator`)."""
         return 1
 
+    def without_planning(self) -> Any:
+        """This agent acting without decision-time search (JOWA's beam search), for checks
+        that bootstrap from its policy on every row of a dataset (value diagnostics)."""
+        return self
+
     def explore(self, state: Any, obs: jax.Array, key: jax.Array, env_step: jax.Array):
         """The action taken while collecting data at environment step `env_step` (after any
         random warm-up): a sample of the stochastic policy unless the agent says otherwise."""

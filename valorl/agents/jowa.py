@@ -390,6 +390,9 @@ class JOWA(AgentBase):
         )
         return JOWAState(model=model, target_q=target_q), prefix("model", metrics)
 
+    def without_planning(self) -> JOWA:
+        return dataclasses.replace(self, plan_depth=0)
+
     def frame_q(self, state: JOWAState, tokens: jax.Array, games: jax.Array) -> jax.Array:
         """Q-values (B, A) (ensemble mean) at the last token of frame-token sequences (B, T)."""
         h = self._call(state, state.model.params, "hidden", tokens, games)

@@ -247,7 +247,7 @@ def build_parser() -> Parser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     result = train_from_args(args)
-    where = args.dataset if args.dataset is not None else args.env
+    where = next(w for w in (args.dataset, args.datasets, args.env) if w is not None)
     mode = "" if args.mode == "offline" else f" ({args.mode})"
     rows = [
         (

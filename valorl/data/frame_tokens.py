@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from valorl.errors import ValorlError
@@ -36,11 +34,11 @@ def pad_channels(frames: np.ndarray, channels: int = CHANNELS) -> np.ndarray:
     return np.pad(frames, [(0, 0)] * (frames.ndim - 1) + [(0, channels - c)])
 
 
-def patches(frames: jax.Array) -> jax.Array:
+def patches(frames: np.ndarray) -> np.ndarray:
     """(..., H, W, C) -> (..., H/2 · W/2, 4C): each 2x2 patch's bits, patches in row-major order."""
     *lead, h, w, c = frames.shape
     x = frames.reshape(*lead, h // PATCH, PATCH, w // PATCH, PATCH, c)
-    x = jnp.moveaxis(x, -4, -3)  # (..., h/2, w/2, 2, 2, c)
+    x = np.moveaxis(x, -4, -3)  # (..., h/2, w/2, 2, 2, c)
     return x.reshape(*lead, (h // PATCH) * (w // PATCH), PATCH * PATCH * c)
 
 
@@ -62,31 +60,28 @@ class PatchCode:
         h, w, _ = self.frame_shape
         return (h // PATCH) * (w // PATCH)
 
-    def encode(self, frames: jax.Array) -> jax.Array:
+    def encode(self, frames: np.ndarray) -> np.ndarray:
         """(..., H, W, C ≤ CHANNELS) binary frames -> (..., tokens_per_frame) int32 tokens: each
-        patch's nearest used code in Hamming distance (its own code when it has one)."""
-        frames = jnp.asarray(frames)
-        pad = CHANNELS - frames.shape[-1]
-        frames = jnp.pad(frames, [(0, 0)] * (frames.ndim - 1) + [(0, pad)])
-        bits = patches(frames.astype(jnp.float32))  # (..., P, D)
-        codes = jnp.asarray(self.codes, jnp.float32)
-        # Hamming distance of 0/1 vectors: |x|² + |c|² − 2 x·c
-        distance = (
-            bits.sum(-1, keepdims=True)
-            + codes.sum(-1)
-            - 2.0 * jnp.einsum("...pd,vd->...pv", bits, codes)
-        )
-        distance = jnp.where(jnp.arange(self.vocab_size) < self.used, distance, jnp.inf)
-        return jnp.argmin(distance, axis=-1).astype(jnp.int32)
+        patch's code, or for a pattern without one the used code nearest in Hamming distance."""
+        keys = _keys(patches(pad_channels(np.asarray(frames) > 0)))
+        known = _keys(self.codes[: self.used])
+        order = np.argsort(known)
+        where = np.minimum(np.searchsorted(known[order], keys), self.used - 1)
+        tokens = order[where]
+        unknown = known[tokens] != keys
+        if unknown.any():  # nearest by popcount of the XOR of the 40-bit keys
+            distance = np.bitwise_count(keys[unknown][:, None] ^ known[None, :])
+            tokens[unknown] = np.argmin(distance, axis=1)
+        return tokens.astype(np.int32)
 
-    def decode(self, tokens: jax.Array) -> jax.Array:
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
         """(..., tokens_per_frame) tokens -> (..., H, W, CHANNELS) uint8 frames."""
         h, w, _ = self.frame_shape
-        bits = jnp.asarray(self.codes)[tokens]  # (..., P, 4C)
+        bits = self.codes[np.asarray(tokens)]  # (..., P, 4C)
         *lead, _, _ = bits.shape
         x = bits.reshape(*lead, h // PATCH, w // PATCH, PATCH, PATCH, CHANNELS)
-        x = jnp.moveaxis(x, -3, -4)  # (..., h/2, 2, w/2, 2, c)
-        return x.reshape(*lead, h, w, CHANNELS).astype(jnp.uint8)
+        x = np.moveaxis(x, -3, -4)  # (..., h/2, 2, w/2, 2, c)
+        return x.reshape(*lead, h, w, CHANNELS).astype(np.uint8)
 
     def extend(self, frames: np.ndarray) -> PatchCode:
         """This code with the reserved slots filled by `frames`' most frequent unknown patterns
@@ -120,12 +115,18 @@ def fit_patch_code(
     return PatchCode(codes=codes, used=len(kept), frame_shape=(h, w, CHANNELS))
 
 
+def _keys(bits: np.ndarray) -> np.ndarray:
+    """(..., 4·CHANNELS) bits -> (...,) uint64 keys, bit i of the key the pattern's i-th bit."""
+    weights = np.left_shift(np.uint64(1), np.arange(bits.shape[-1], dtype=np.uint64))
+    return (bits.astype(np.uint64) * weights).sum(axis=-1, dtype=np.uint64)
+
+
 def _as_list(frames: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
     return list(frames) if isinstance(frames, list | tuple) else [frames]
 
 
 def _patterns_by_frequency(frames: np.ndarray) -> list[np.ndarray]:
-    bits = np.asarray(patches(jnp.asarray(pad_channels(np.asarray(frames) > 0), jnp.uint8)))
+    bits = patches(pad_channels(np.asarray(frames) > 0).astype(np.uint8))
     unique, counts = np.unique(bits.reshape(-1, bits.shape[-1]), axis=0, return_counts=True)
     order = np.lexsort((*unique.T[::-1], -counts))  # by count, then by pattern
     return list(unique[order])

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from valorl.data.dataset import Dataset, DatasetInfo
-from valorl.data.frame_tokens import PatchCode
+from valorl.data.frame_tokens import PatchCode, fit_patch_code
 from valorl.errors import ValorlError
 
 FULL_ACTIONS = 6
@@ -38,9 +38,16 @@ def token_observations(frames: np.ndarray, code: PatchCode, game: int, env_id: s
     return np.concatenate([tokens, extra.astype(np.float32)], axis=1)
 
 
-def multigame_dataset(datasets: list[Dataset], code: PatchCode) -> Dataset:
+def fit_games_code(datasets: list[Dataset], vocab_size: int, reserve: int) -> PatchCode:
+    """The patch code of the games' frames together (`fit_patch_code`)."""
+    return fit_patch_code([d.observations for d in datasets], vocab_size, reserve)
+
+
+def multigame_dataset(
+    datasets: list[Dataset], code: PatchCode, info: DatasetInfo | None = None
+) -> Dataset:
     """The games' datasets as one (module docstring), game i the i-th dataset; episodes kept
-    whole and in order."""
+    whole and in order. `info` names it (default: the datasets' names joined by "+")."""
     parts = []
     for game, data in enumerate(datasets):
         env_id = data.info.env_id or ""
@@ -63,8 +70,8 @@ def multigame_dataset(datasets: list[Dataset], code: PatchCode) -> Dataset:
         )
     fields = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
     joined = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields}
-    name = "+".join(d.info.name for d in datasets)
-    return Dataset(**joined, info=DatasetInfo(name=name), num_actions=FULL_ACTIONS)
+    info = info or DatasetInfo(name="+".join(d.info.name for d in datasets))
+    return Dataset(**joined, info=info, num_actions=FULL_ACTIONS)
 
 
 def _minimal(env_id: str) -> tuple[int, ...]:

@@ -8,6 +8,7 @@ import os
 import jax
 import numpy as np
 
+from valorl.envs import token_games
 from valorl.envs.goal_tasks import check_episodes
 from valorl.envs.rollouts import episode_seeds
 from valorl.errors import ValorlError
@@ -63,6 +64,9 @@ def evaluate_run(
         steering = dict(steer_with=str(steer_with), samples=samples, beta=beta, reduction=reduction)
     if policy.goals is not None:
         check_episodes(episodes, "--episodes")
+    games = token_games.games_in(policy.info.env_spec_json) if env is None else None
+    if games:
+        token_games.check_episodes(episodes, games, "--episodes")
     evaluator = run_evaluator(
         policy.info, env, policy.goals, policy.obs_shape, len(policy.seeds), episodes
     )

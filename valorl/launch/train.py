@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from valorl.agents import AGENTS, agent_class
+from valorl.data.dataset import Dataset
 from valorl.data.goals import REPRESENTATIONS, REWARDS, GoalSampling
 from valorl.errors import ValorlError
 from valorl.launch.args import StrictParser, add_dataclass_flags, parse_overrides
@@ -68,6 +69,13 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="ID_OR_PATH",
         help="local Minari id, Minari directory, D4RL-layout .hdf5, or .npz (all modes but online)",
+    )
+    run.add_argument(
+        "--datasets",
+        default=None,
+        metavar="ID,ID,...",
+        help="several MinAtar games' datasets as one multi-game run of token observations "
+        "(jowa; --mode offline); evaluation episodes take the games in turn",
     )
     run.add_argument(
         "--steps",
@@ -299,7 +307,8 @@ def train_from_args(args: argparse.Namespace) -> RunResult:
             f"{'--' + given[0].replace('_', '-')} applies to --mode online, hybrid and "
             "offline-to-online, not --mode offline"
         )
-    if args.dataset is None:
+    dataset = args.dataset if args.datasets is None else _multigame(args, overrides)
+    if dataset is None:
         raise ValorlError(
             "--mode offline needs --dataset ID_OR_PATH (or learn in an environment with "
             "--mode online --env ENV_ID)"
@@ -314,7 +323,7 @@ def train_from_args(args: argparse.Namespace) -> RunResult:
         goals = GoalSampling(args.goals, args.goal_reward or "success")
     return train(
         args.agent,
-        args.dataset,
+        dataset,
         steps=steps,
         holdout=args.holdout,
         goals=goals,
@@ -323,11 +332,27 @@ def train_from_args(args: argparse.Namespace) -> RunResult:
     )
 
 
+def _multigame(args: argparse.Namespace, overrides: dict) -> Dataset:
+    """The token dataset of `--datasets`, coded with the agent's vocabulary."""
+    if args.dataset is not None:
+        raise ValorlError("give --dataset or --datasets, not both")
+    vocab = overrides.get("vocab_size", getattr(args.agent_cls, "vocab_size", None))
+    if vocab is None:
+        raise ValorlError(
+            f"--datasets makes token observations, which {args.agent} does not read (jowa does)"
+        )
+    from valorl.envs.token_games import load_multigame
+
+    return load_multigame(args.datasets.split(","), vocab_size=vocab)
+
+
 def _train_online(args: argparse.Namespace, kwargs: dict) -> RunResult:
     from valorl.training.online import train_online
 
     if args.holdout:
         raise ValorlError("--holdout applies to --mode offline")
+    if args.datasets:
+        raise ValorlError("--datasets applies to --mode offline")
     if args.goals or args.goal_reward:
         raise ValorlError("--goals applies to --mode offline")
     if args.steps is not None and args.mode == "offline-to-online":

@@ -107,7 +107,7 @@ def _q_and_td(
         lambda x: jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(-1, CHUNK, *x.shape[1:]),
         batch,
     )
-    q, td = _evaluate(agent)(states, chunks)
+    q, td = _evaluate(agent.without_planning())(states, chunks)
     scale = float(normalizer.reward_scale)
     flat = lambda x: np.asarray(x).reshape(x.shape[0], -1)[:, :n] / scale
     return flat(q), flat(td)

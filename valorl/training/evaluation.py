@@ -14,7 +14,7 @@ from valorl.data.dataset import DatasetInfo
 from valorl.data.goals import GoalSampling
 from valorl.data.sources import make_env
 from valorl.data.transforms import Normalizer
-from valorl.envs import goal_tasks
+from valorl.envs import goal_tasks, token_games
 from valorl.envs.rollouts import MAX_ENVS, Evaluator, episode_seeds
 from valorl.training.fused import compiled_cache
 
@@ -64,7 +64,14 @@ def run_evaluator(
     """The evaluator of a run's policies: in the data's environment (or `env`), or for a
     goal-conditioned run (`goals`) in OGBench's goal-conditioned one, each seed's episodes
     taking its five tasks in turn with the task's goal appended to each observation
-    (`valorl.envs.goal_tasks`). OGBench's environments are large, so fewer live at once."""
+    (`valorl.envs.goal_tasks`); a multi-game run's episodes take its games in turn
+    (`valorl.envs.token_games`). OGBench's environments are large, so fewer live at once."""
+    games = token_games.games_in(info.env_spec_json) if env is None else None
+    if games:
+        make = lambda: make_env(info)
+        return Evaluator(
+            make, num_policies, episodes, reset_options=token_games.game_options(games)
+        )
     if goals is None:
         make = lambda: make_env(info, env)
         max_envs = goal_tasks.MAX_ENVS if ogbench.is_ogbench(env or info.env_id) else MAX_ENVS

@@ -20,6 +20,7 @@ from valorl.data.dataset import Dataset
 from valorl.data.goals import GoalSampling, goal_features
 from valorl.data.sources import load_dataset, make_env
 from valorl.data.transforms import fit_normalizer, with_goal_features
+from valorl.envs import token_games
 from valorl.envs.goal_tasks import check_episodes
 from valorl.envs.gymnax_envs import is_jax_env
 from valorl.errors import ValorlError
@@ -92,6 +93,9 @@ def train(
     check_multiples(schedule, agent)
     check_counts(seeds, eval_episodes)
     check_action_kind(agent, full_data.discrete, f"dataset {full_data.info.name!r}")
+    games = token_games.games_in(full_data.info.env_spec_json) if env is None else None
+    if games:
+        token_games.check_episodes(eval_episodes, games, "--eval-episodes")
     goals = GoalSampling(goals) if isinstance(goals, str) else goals
     if goals is not None:
         check_goals(agent, goals.check(), eval_episodes, full_data, holdout)

@@ -1,0 +1,126 @@
+"""Several MinAtar games behind one Gymnasium environment that observes tokens, for evaluating
+a multi-game policy trained on `valorl.data.multigame` data.
+
+`valorl/MinAtarTokens-v0` with `datasets=[...]` plays game i (the i-th dataset's environment,
+made with the sticky actions its data were collected with) after `reset(options={"game": i})`;
+its observations are the token vectors of `valorl.data.multigame` (frame tokens under the
+patch code fitted to the same datasets, the game's index, its valid actions) and its actions
+are indices of MinAtar's full action set (an action the game lacks is a no-op). Episode e of
+every seed plays game e mod G (`game_options`), so with episodes a multiple of G every seed
+plays every game equally often, as OGBench's tasks in `goal_tasks.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from valorl.data.dataset import Dataset, DatasetInfo
+from valorl.data.frame_tokens import PatchCode
+from valorl.data.multigame import (
+    FULL_ACTIONS,
+    MINIMAL_ACTIONS,
+    fit_games_code,
+    multigame_dataset,
+    token_observations,
+)
+from valorl.data.sources import load_dataset
+from valorl.envs.host import register_gymnasium_ids
+from valorl.errors import ValorlError
+
+ENV_ID = "valorl/MinAtarTokens-v0"
+
+
+class TokenGames(gym.Env):
+    """The games of `datasets` as one environment (module docstring)."""
+
+    def __init__(self, datasets: list[str], vocab_size: int, reserve: int):
+        self.code, self.env_ids = games_code(tuple(datasets), vocab_size, reserve)
+        register_gymnasium_ids(tuple(self.env_ids))
+        self.envs = [gym.make(env_id) for env_id in self.env_ids]
+        dim = self.code.tokens_per_frame + 1 + FULL_ACTIONS
+        self.observation_space = gym.spaces.Box(0, np.inf, (dim,), np.float32)
+        self.action_space = gym.spaces.Discrete(FULL_ACTIONS)
+        self.game = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self.game = int((options or {}).get("game", 0))
+        if not 0 <= self.game < len(self.envs):
+            raise ValorlError(f"game {self.game} is not one of the {len(self.envs)} games")
+        obs, info = self.envs[self.game].reset(seed=seed)
+        return self._observe(obs), info
+
+    def step(self, action):
+        minimal = MINIMAL_ACTIONS[self.env_ids[self.game]]
+        index = minimal.index(int(action)) if int(action) in minimal else 0
+        obs, reward, terminated, truncated, info = self.envs[self.game].step(index)
+        return self._observe(obs), reward, terminated, truncated, info
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+    def _observe(self, frame: np.ndarray) -> np.ndarray:
+        game_id = self.env_ids[self.game]
+        return token_observations(frame[None], self.code, self.game, game_id)[0]
+
+
+@functools.lru_cache(maxsize=4)
+def games_code(
+    datasets: tuple[str, ...], vocab_size: int, reserve: int
+) -> tuple[PatchCode, list[str]]:
+    """The patch code fitted to the datasets' frames (as `load_multigame` fits it) and their
+    environments, computed once per process."""
+    data = [load_dataset(d) for d in datasets]
+    return fit_games_code(data, vocab_size, reserve), [d.info.env_id or "" for d in data]
+
+
+def load_multigame(datasets: list[str], vocab_size: int = 1024, reserve: int = 256) -> Dataset:
+    """The datasets (ids or paths of MinAtar games) as one token dataset
+    (`valorl.data.multigame`) whose environment is this module's, playing the same games."""
+    if len(set(datasets)) != len(datasets):
+        raise ValorlError(f"--datasets names a dataset twice: {', '.join(datasets)}")
+    data = [load_dataset(d) for d in datasets]
+    code, _ = games_code(tuple(datasets), vocab_size, reserve)
+    kwargs = {"datasets": list(datasets), "vocab_size": vocab_size, "reserve": reserve}
+    spec = gym.envs.registration.EnvSpec(
+        ENV_ID,
+        entry_point="valorl.envs.token_games:TokenGames",
+        kwargs=kwargs,
+        disable_env_checker=True,
+    )
+    info = DatasetInfo(
+        name="+".join(data_.info.name for data_ in data),
+        source=",".join(datasets),
+        env_id=ENV_ID,
+        env_spec_json=spec.to_json(),
+    )
+    return multigame_dataset(data, code, info)
+
+
+def games_in(env_spec_json: str | None) -> int | None:
+    """How many games a token environment's spec plays; None for any other environment."""
+    if env_spec_json is None:
+        return None
+    spec = json.loads(env_spec_json)
+    if spec.get("id") != ENV_ID:
+        return None
+    return len(spec["kwargs"]["datasets"])
+
+
+def check_episodes(episodes: int, games: int, flag: str) -> None:
+    """Every seed plays every game equally often only if `episodes` is a multiple of them."""
+    if episodes % games:
+        raise ValorlError(
+            f"a multi-game evaluation plays its {games} games in turn, so {flag} must be a "
+            f"multiple of {games} (got {episodes})"
+        )
+
+
+def game_options(games: int):
+    """Reset options of evaluation episode e: game e mod `games`."""
+    return lambda episode: {"game": episode % games}
