@@ -374,3 +374,15 @@ def test_datasets_flag_refusals(saved_games):
         argv = argv or ["--datasets", games]
         with pytest.raises(ValorlError, match=message):
             train_from_args(train_parser(agent).parse_args(argv))
+
+
+def test_per_game_returns_take_every_gth_episode(saved_games):
+    from valorl.envs.token_games import load_multigame, per_game
+
+    spec = load_multigame(saved_games, vocab_size=512).info.env_spec_json
+    returns = np.array([[1.0, 10.0, 3.0, 30.0], [5.0, 50.0, 7.0, 70.0]])  # (seeds, episodes)
+    (first, r0, s0), (second, r1, _) = per_game(spec, returns)
+    assert (first, second) == tuple(saved_games)
+    np.testing.assert_array_equal(r0, [2.0, 6.0])
+    np.testing.assert_array_equal(r1, [20.0, 60.0])
+    assert s0 is None  # the tiny datasets name no reference returns

@@ -259,6 +259,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     ]
     print_scores(f"{args.agent} on {where}{mode}", rows)
+    if args.datasets is not None and result.returns.shape[1]:
+        from valorl.envs.token_games import per_game
+        from valorl.training.run_dir import RunDir
+
+        spec = RunDir(result.path).config()["data"]["env_spec_json"]
+        games = per_game(spec, result.returns[:, -1])
+        print_scores("per game", [(name, result.path, r, s) for name, r, s in games])
     return 0
 
 

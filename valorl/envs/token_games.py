@@ -79,6 +79,18 @@ def games_code(
     return fit_games_code(data, vocab_size, reserve), [d.info.env_id or "" for d in data]
 
 
+def per_game(env_spec_json: str, returns: np.ndarray) -> list[tuple[str, np.ndarray, Any]]:
+    """A multi-game evaluation's (seeds, episodes) returns split by game (episode e played game
+    e mod G): per game, its dataset, each seed's mean return, and each seed's score normalised
+    by that dataset's reference returns (None without them)."""
+    datasets = json.loads(env_spec_json)["kwargs"]["datasets"]
+    rows = []
+    for game, dataset in enumerate(datasets):
+        per_seed = returns[:, game :: len(datasets)].mean(axis=1)
+        rows.append((dataset, per_seed, load_dataset(dataset).info.normalized_score(per_seed)))
+    return rows
+
+
 def load_multigame(datasets: list[str], vocab_size: int = 1024, reserve: int = 256) -> Dataset:
     """The datasets (ids or paths of MinAtar games) as one token dataset
     (`valorl.data.multigame`) whose environment is this module's, playing the same games."""
