@@ -386,3 +386,60 @@ def test_per_game_returns_take_every_gth_episode(saved_games):
     np.testing.assert_array_equal(r0, [2.0, 6.0])
     np.testing.assert_array_equal(r1, [20.0, 60.0])
     assert s0 is None  # the tiny datasets name no reference returns
+
+
+def test_a_new_game_extends_the_pretraining_code_and_numbering(saved_games):
+    from valorl.envs.token_games import games_code, load_multigame
+
+    pre = load_multigame(saved_games[:1], vocab_size=512, reserve=64)
+    new = load_multigame(saved_games[1:], 512, 64, base=saved_games[:1], episodes=2)
+    assert len(new) == 10 and set(new.observations[:, -7]) == {1.0}  # 2 episodes, game 1
+    base_code, _, _ = games_code(tuple(saved_games[:1]), 512, 64)
+    code, env_ids, first = games_code(tuple(saved_games[1:]), 512, 64, tuple(saved_games[:1]), 2)
+    assert first == 1 and env_ids == ["Asterix-MinAtar"] and code.used > base_code.used
+    np.testing.assert_array_equal(code.codes[: base_code.used], base_code.codes[: base_code.used])
+    np.testing.assert_array_equal(
+        pre.observations[:, :25], base_code.encode(tiny_games()[0].observations)
+    )
+
+
+def test_warm_start_keeps_the_pretrained_network_with_a_fresh_optimiser():
+    agent, fresh = tiny_agent()
+    _, other = tiny_agent()
+    pretrained = other.replace(
+        model=other.model.replace(
+            params=jax.tree.map(lambda x: x + 1.0, other.model.params), step=jnp.asarray(7)
+        ),
+        target_q=jax.tree.map(lambda x: x - 1.0, other.target_q),
+    )
+    started = agent.warm_start(fresh, pretrained)
+    jax.tree.map(np.testing.assert_array_equal, started.model.params, pretrained.model.params)
+    jax.tree.map(np.testing.assert_array_equal, started.target_q, pretrained.target_q)
+    assert int(started.model.step) == 0
+    jax.tree.map(np.testing.assert_array_equal, started.model.opt_state, fresh.model.opt_state)
+
+
+@pytest.mark.expensive  # ~25 s: three small runs; their pieces have the two tests above
+def test_fine_tuning_starts_from_the_pretrained_network_on_a_new_game(saved_games, tmp_path):
+    """Pre-train on one game, fine-tune on another from its first 2 episodes: the new game is
+    game 1 under the pre-training code extended into its reserved slots, and with a zero
+    learning rate the fine-tuned network is exactly the pre-trained one."""
+    from valorl.launch.train import train_from_args, train_parser
+    from valorl.training.restore import load_checkpoint
+    from valorl.training.run_dir import RunDir
+
+    tiny = "--width 16 --depth 1 --heads 2 --q-hidden 8 --batch-size 4 --vocab-size 512 "
+    tiny += "--steps 2 --log-every 2 --eval-episodes 0 --seeds 2 --quiet"
+    run = lambda *extra: train_from_args(train_parser("jowa").parse_args([*tiny.split(), *extra]))
+    run("--datasets", saved_games[0], "--out", str(tmp_path / "pre"))
+    fine = ["--datasets", saved_games[1], "--init-from", str(tmp_path / "pre")]
+    run(*fine, "--episodes-per-game", "2", "--learning-rate", "0", "--out", str(tmp_path / "ft"))
+    pre, ft = load_checkpoint(tmp_path / "pre")[1], load_checkpoint(tmp_path / "ft")[1]
+    jax.tree.map(np.testing.assert_array_equal, pre.states.model.params, ft.states.model.params)
+    np.testing.assert_array_equal(ft.states.model.step, [2, 2])  # its own schedule
+    record = RunDir(tmp_path / "ft").config()["data"]
+    assert record["init_from"] == str(tmp_path / "pre") and record["transitions"] == 10
+    with pytest.raises(ValorlError, match="other shapes than this run's"):
+        run(*fine, "--width", "32", "--out", str(tmp_path / "wide"))
+    with pytest.raises(ValorlError, match="itself fine-tuned"):
+        run("--datasets", saved_games[0], "--init-from", str(tmp_path / "ft"))

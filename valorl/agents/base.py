@@ -55,6 +55,7 @@ from flax.training.train_state import TrainState
 from valorl.critics import CriticHead, QEnsemble
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
+from valorl.errors import ValorlError
 
 Metrics = dict[str, jax.Array]
 Params = Any
@@ -262,6 +263,13 @@ class AgentBase:
         chunks (batch, action_chunk, action_dim) that evaluation executes open-loop before
         it asks again (`valorl.envs.rollouts.Evaluator`)."""
         return 1
+
+    def warm_start(self, state: Any, pretrained: Any) -> Any:
+        """`state` (freshly initialised) with what it keeps of `pretrained`, the state of a
+        run of the same agent: fine-tuning from a pre-training run (`valorl train
+        --init-from`). Agents that support it override this."""
+        del state, pretrained
+        raise ValorlError(f"{self.name} cannot start from another run's parameters")
 
     def without_planning(self) -> Any:
         """This agent acting without decision-time search (JOWA's beam search), for checks

@@ -390,6 +390,12 @@ class JOWA(AgentBase):
         )
         return JOWAState(model=model, target_q=target_q), prefix("model", metrics)
 
+    def warm_start(self, state: JOWAState, pretrained: JOWAState) -> JOWAState:
+        """The pre-trained network and target head with a fresh optimiser and step count
+        (JOWA's fine-tuning starts its own schedule)."""
+        model = state.model.replace(params=pretrained.model.params)
+        return JOWAState(model=model, target_q=pretrained.target_q)
+
     def without_planning(self) -> JOWA:
         return dataclasses.replace(self, plan_depth=0)
 

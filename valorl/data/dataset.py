@@ -230,6 +230,13 @@ class Dataset:
             held[slices[i]] = True
         return self._rows(~held), self._rows(held)
 
+    def first_episodes(self, count: int) -> Dataset:
+        """The dataset's first `count` episodes (all of them if it has fewer)."""
+        slices = self.episode_slices()
+        if count >= len(slices):
+            return self
+        return self._rows(np.arange(slices[count - 1].stop))
+
     def _rows(self, rows: np.ndarray) -> Dataset:
         fields = {f: getattr(self, f)[rows] for f in FLOAT_FIELDS + FLAG_FIELDS}
         return Dataset(**fields, info=self.info, num_actions=self.num_actions)

@@ -44,12 +44,12 @@ def fit_games_code(datasets: list[Dataset], vocab_size: int, reserve: int) -> Pa
 
 
 def multigame_dataset(
-    datasets: list[Dataset], code: PatchCode, info: DatasetInfo | None = None
+    datasets: list[Dataset], code: PatchCode, info: DatasetInfo | None = None, first_game: int = 0
 ) -> Dataset:
-    """The games' datasets as one (module docstring), game i the i-th dataset; episodes kept
-    whole and in order. `info` names it (default: the datasets' names joined by "+")."""
+    """The games' datasets as one (module docstring), game `first_game + i` the i-th dataset;
+    episodes kept whole and in order. `info` names it (default: the names joined by "+")."""
     parts = []
-    for game, data in enumerate(datasets):
+    for game, data in enumerate(datasets, start=first_game):
         env_id = data.info.env_id or ""
         minimal = np.asarray(_minimal(env_id))
         if data.num_actions != len(minimal):

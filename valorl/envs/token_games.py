@@ -38,8 +38,17 @@ ENV_ID = "valorl/MinAtarTokens-v0"
 class TokenGames(gym.Env):
     """The games of `datasets` as one environment (module docstring)."""
 
-    def __init__(self, datasets: list[str], vocab_size: int, reserve: int):
-        self.code, self.env_ids = games_code(tuple(datasets), vocab_size, reserve)
+    def __init__(
+        self,
+        datasets: list[str],
+        vocab_size: int,
+        reserve: int,
+        base: list[str] | None = None,
+        episodes: int | None = None,
+    ):
+        self.code, self.env_ids, self.first_game = games_code(
+            tuple(datasets), vocab_size, reserve, tuple(base or ()), episodes
+        )
         register_gymnasium_ids(tuple(self.env_ids))
         self.envs = [gym.make(env_id) for env_id in self.env_ids]
         dim = self.code.tokens_per_frame + 1 + FULL_ACTIONS
@@ -65,18 +74,32 @@ class TokenGames(gym.Env):
             env.close()
 
     def _observe(self, frame: np.ndarray) -> np.ndarray:
-        game_id = self.env_ids[self.game]
-        return token_observations(frame[None], self.code, self.game, game_id)[0]
+        env_id, index = self.env_ids[self.game], self.first_game + self.game
+        return token_observations(frame[None], self.code, index, env_id)[0]
 
 
 @functools.lru_cache(maxsize=4)
 def games_code(
-    datasets: tuple[str, ...], vocab_size: int, reserve: int
-) -> tuple[PatchCode, list[str]]:
-    """The patch code fitted to the datasets' frames (as `load_multigame` fits it) and their
-    environments, computed once per process."""
+    datasets: tuple[str, ...],
+    vocab_size: int,
+    reserve: int,
+    base: tuple[str, ...] = (),
+    episodes: int | None = None,
+) -> tuple[PatchCode, list[str], int]:
+    """The patch code of the datasets (as `load_multigame` builds it), their environments and
+    the game index of the first: fitted to the datasets' frames, or with `base` (the datasets
+    of a pre-training run) fitted to those and extended with the new games' patterns (of
+    their first `episodes` episodes) in its reserved slots, the new games numbered after the
+    base ones. Computed once per process."""
     data = [load_dataset(d) for d in datasets]
-    return fit_games_code(data, vocab_size, reserve), [d.info.env_id or "" for d in data]
+    data = data if episodes is None else [d.first_episodes(episodes) for d in data]
+    env_ids = [d.info.env_id or "" for d in data]
+    if not base:
+        return fit_games_code(data, vocab_size, reserve), env_ids, 0
+    code = fit_games_code([load_dataset(d) for d in base], vocab_size, reserve)
+    for d in data:
+        code = code.extend(d.observations)
+    return code, env_ids, len(base)
 
 
 def per_game(env_spec_json: str, returns: np.ndarray) -> list[tuple[str, np.ndarray, Any]]:
@@ -91,14 +114,28 @@ def per_game(env_spec_json: str, returns: np.ndarray) -> list[tuple[str, np.ndar
     return rows
 
 
-def load_multigame(datasets: list[str], vocab_size: int = 1024, reserve: int = 256) -> Dataset:
+def load_multigame(
+    datasets: list[str],
+    vocab_size: int = 1024,
+    reserve: int = 256,
+    base: list[str] | None = None,
+    episodes: int | None = None,
+) -> Dataset:
     """The datasets (ids or paths of MinAtar games) as one token dataset
-    (`valorl.data.multigame`) whose environment is this module's, playing the same games."""
+    (`valorl.data.multigame`) whose environment is this module's, playing the same games.
+    `base`: the datasets of a pre-training run, whose code and game numbering the new games
+    extend (fine-tuning; `games_code`); `episodes`: only the first that many episodes of each."""
     if len(set(datasets)) != len(datasets):
         raise ValorlError(f"--datasets names a dataset twice: {', '.join(datasets)}")
+    if episodes is not None and episodes < 1:
+        raise ValorlError(f"--episodes-per-game must be at least 1, got {episodes}")
     data = [load_dataset(d) for d in datasets]
-    code, _ = games_code(tuple(datasets), vocab_size, reserve)
-    kwargs = {"datasets": list(datasets), "vocab_size": vocab_size, "reserve": reserve}
+    data = data if episodes is None else [d.first_episodes(episodes) for d in data]
+    code, _, first_game = games_code(
+        tuple(datasets), vocab_size, reserve, tuple(base or ()), episodes
+    )
+    kwargs: dict[str, Any] = {"datasets": list(datasets), "vocab_size": vocab_size}
+    kwargs |= {"reserve": reserve, "base": list(base or []), "episodes": episodes}
     spec = gym.envs.registration.EnvSpec(
         ENV_ID,
         entry_point="valorl.envs.token_games:TokenGames",
@@ -111,7 +148,7 @@ def load_multigame(datasets: list[str], vocab_size: int = 1024, reserve: int = 2
         env_id=ENV_ID,
         env_spec_json=spec.to_json(),
     )
-    return multigame_dataset(data, code, info)
+    return multigame_dataset(data, code, info, first_game)
 
 
 def games_in(env_spec_json: str | None) -> int | None:

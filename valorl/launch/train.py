@@ -78,6 +78,20 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         "(jowa; --mode offline); evaluation episodes take the games in turn",
     )
     run.add_argument(
+        "--episodes-per-game",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --datasets: only the first N episodes of each (fine-tuning from a few)",
+    )
+    run.add_argument(
+        "--init-from",
+        default=None,
+        metavar="RUN",
+        help="start from this run's latest parameters (fine-tuning; jowa): with --datasets, "
+        "the new games extend its token code and game numbering",
+    )
+    run.add_argument(
         "--steps",
         type=int,
         default=None,
@@ -307,6 +321,8 @@ def train_from_args(args: argparse.Namespace) -> RunResult:
             f"{'--' + given[0].replace('_', '-')} applies to --mode online, hybrid and "
             "offline-to-online, not --mode offline"
         )
+    if args.episodes_per_game is not None and args.datasets is None:
+        raise ValorlError("--episodes-per-game applies to --datasets")
     dataset = args.dataset if args.datasets is None else _multigame(args, overrides)
     if dataset is None:
         raise ValorlError(
@@ -327,6 +343,7 @@ def train_from_args(args: argparse.Namespace) -> RunResult:
         steps=steps,
         holdout=args.holdout,
         goals=goals,
+        init_from=args.init_from,
         **run,
         **overrides,
     )
@@ -343,7 +360,28 @@ def _multigame(args: argparse.Namespace, overrides: dict) -> Dataset:
         )
     from valorl.envs.token_games import load_multigame
 
-    return load_multigame(args.datasets.split(","), vocab_size=vocab)
+    base, reserve = None, 256
+    if args.init_from is not None:
+        base, vocab, reserve = _pretraining_games(args.init_from)
+    return load_multigame(
+        args.datasets.split(","), vocab, reserve, base=base, episodes=args.episodes_per_game
+    )
+
+
+def _pretraining_games(run_dir: str) -> tuple[list[str], int, int]:
+    """The datasets, vocabulary and reserve of a multi-game pre-training run."""
+    import json
+
+    from valorl.envs.token_games import games_in
+    from valorl.training.run_dir import RunDir
+
+    spec = RunDir(run_dir).config()["data"].get("env_spec_json")
+    if games_in(spec) is None:
+        raise ValorlError(f"{run_dir} is not a multi-game run (valorl train jowa --datasets)")
+    kwargs = json.loads(spec)["kwargs"]
+    if kwargs.get("base"):
+        raise ValorlError(f"{run_dir} is itself fine-tuned; fine-tune from a pre-training run")
+    return kwargs["datasets"], kwargs["vocab_size"], kwargs["reserve"]
 
 
 def _train_online(args: argparse.Namespace, kwargs: dict) -> RunResult:
@@ -351,8 +389,9 @@ def _train_online(args: argparse.Namespace, kwargs: dict) -> RunResult:
 
     if args.holdout:
         raise ValorlError("--holdout applies to --mode offline")
-    if args.datasets:
-        raise ValorlError("--datasets applies to --mode offline")
+    if args.datasets or args.init_from:
+        which = "--datasets" if args.datasets else "--init-from"
+        raise ValorlError(f"{which} applies to --mode offline")
     if args.goals or args.goal_reward:
         raise ValorlError("--goals applies to --mode offline")
     if args.steps is not None and args.mode == "offline-to-online":

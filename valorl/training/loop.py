@@ -33,7 +33,7 @@ from valorl.training.interaction import environment_phase
 from valorl.training.loggers import open_logger
 from valorl.training.model_based import fit_on_dataset, offline_model_chunk
 from valorl.training.plan import RunPlan, default_run_path, with_current_defaults
-from valorl.training.restore import restore
+from valorl.training.restore import restore, warm_start
 from valorl.training.results import RunResult, write_result
 from valorl.training.run_dir import RunDir
 from valorl.training.schedule import Cadence
@@ -64,6 +64,8 @@ class Loop:
         if saved is None:
             self.step, self.keys = 0, train_keys
             self.states = init_seeds(plan.agent, plan.spec)(init_keys)
+            if plan.data.get("init_from"):
+                self.states = warm_start(plan, self.states)
             self.normalizer = normalizer
             self.eval_steps: list[int] = []
             self.eval_returns = np.zeros((len(seeds), 0, plan.eval_episodes))

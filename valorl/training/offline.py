@@ -48,6 +48,7 @@ def train(
     progress: bool = True,
     logger: str | None = None,
     goals: GoalSampling | str | None = None,
+    init_from: str | os.PathLike | None = None,
     **hyperparameters: Any,
 ) -> RunResult:
     """Train `seeds` seeds of an agent on a dataset and evaluate them; returns the results.
@@ -75,6 +76,8 @@ def train(
             appended to its observations, and its reward says whether the row reaches it;
             "observation" or "oracle" (the goal representation), or a `GoalSampling`.
             Evaluation plays OGBench's five goal-conditioned tasks in turn.
+        init_from: a run of the same agent whose latest parameters this run starts from
+            (fine-tuning; the agent's `warm_start` says what it keeps).
         **hyperparameters: agent fields to override when `agent` is a name.
     """
     agent = configured_agent(agent, hyperparameters)
@@ -127,7 +130,7 @@ def train(
         agent=agent,
         schedule=schedule,
         seeds=tuple(range(seed, seed + seeds)),
-        data=data_record(full_data, env_id, holdout, goals),
+        data=data_record(full_data, env_id, holdout, goals, init_from),
         obs_shape=obs_shape,
         action_dim=full_data.action_dim,
         eval_episodes=eval_episodes,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -262,9 +263,11 @@ def data_record(
     env_id: str | None,
     holdout: float = 0.0,
     goals: GoalSampling | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """The data record of a run on `dataset` (all of it, before `holdout` episodes are set
-    aside), with relabelled `goals` in a goal-conditioned run."""
+    aside), with relabelled `goals` in a goal-conditioned run and the run it starts from
+    (`init_from`) when fine-tuning."""
     info = dataset.info
     record = {
         "name": info.name,
@@ -280,6 +283,8 @@ def data_record(
         record["holdout"] = holdout
     if goals is not None:
         record["goals"] = dataclasses.asdict(goals)
+    if init_from is not None:
+        record["init_from"] = str(init_from)
     if is_jax_env(env_id):  # evaluate with the sticky actions the data was collected with
         kwargs = json.loads(record["env_spec_json"] or "{}").get("kwargs", {})
         record["sticky_actions"] = kwargs.get("sticky_actions", default_sticky_actions(env_id))

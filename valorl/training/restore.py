@@ -7,13 +7,50 @@ buffers), for loading policies and for diagnostics (agents only).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from valorl.errors import ValorlError
 from valorl.training import checkpoint
 from valorl.training.plan import RunPlan
 from valorl.training.run_dir import CHECKPOINT, RunDir
+
+
+def warm_start(plan: RunPlan, states: Any) -> Any:
+    """Fresh seed-stacked `states` of a run with `plan.data["init_from"]` with the parameters
+    of that run's latest checkpoint (seed i from its seed i, or from its only seed), through
+    the agent's `warm_start`."""
+    source = plan.data["init_from"]
+    source_plan, ckpt = load_checkpoint(source)
+    if source_plan.agent.name != plan.agent.name:
+        raise ValorlError(
+            f"--init-from {source} is a {source_plan.agent.name} run; this run trains "
+            f"{plan.agent.name}"
+        )
+    pretrained, n = ckpt.states, len(source_plan.seeds)
+    if n == 1:
+        pretrained = jax.tree.map(lambda x: jnp.repeat(x, len(plan.seeds), axis=0), pretrained)
+    elif n != len(plan.seeds):
+        raise ValorlError(
+            f"--init-from {source} has {n} seeds; fine-tune it with --seeds {n} (or start from "
+            "a one-seed run)"
+        )
+    shapes = lambda tree: jax.tree.map(jnp.shape, tree)
+    try:
+        started = jax.vmap(plan.agent.warm_start)(states, pretrained)
+        jax.tree.map(lambda a, b: None if a == b else _raise(), shapes(started), shapes(states))
+    except (ValueError, TypeError):
+        raise ValorlError(
+            f"--init-from {source}: its networks have other shapes than this run's (keep the "
+            "architecture flags of the pre-training run)"
+        ) from None
+    return started
+
+
+def _raise() -> None:
+    raise ValueError("shapes differ")
 
 
 def restore(
