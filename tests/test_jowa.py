@@ -358,6 +358,12 @@ def test_a_multigame_run_from_the_command_line_evaluates_each_game_and_resumes_e
     whole = load_checkpoint(tmp_path / "whole")[1]
     cut = load_checkpoint(tmp_path / "cut")[1]
     jax.tree.map(np.testing.assert_array_equal, whole.states, cut.states)
+    from valorl.eval.evaluate import evaluate_run
+
+    planned = evaluate_run(tmp_path / "whole", episodes=2, plan=(2, 1))  # valorl eval --plan 2,1
+    assert planned.returns.shape == (2, 2)
+    with pytest.raises(ValorlError, match="plan-depth in"):
+        evaluate_run(tmp_path / "whole", episodes=2, plan=(2, 4))  # deeper than the context
 
 
 def test_datasets_flag_refusals(saved_games):

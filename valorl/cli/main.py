@@ -128,6 +128,13 @@ def build_parser() -> Parser:
         default="min",
         help="how the critic's ensemble members combine into one Q (default: min, as V-GPS)",
     )
+    ev.add_argument(
+        "--plan",
+        default=None,
+        metavar="K,H",
+        help="act by beam search of width K and depth H in the run's learned model (jowa); "
+        "0,0 or 1,0: greedy in Q (default: as the run trained)",
+    )
     ev.set_defaults(run=cmd_eval)
 
     col = commands.add_parser(
@@ -269,6 +276,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(text: str) -> tuple[int, int]:
+    try:
+        width, depth = (int(x) for x in text.split(","))
+    except ValueError:
+        raise ValorlError(f"--plan takes K,H (two integers), got {text!r}") from None
+    return max(width, 1), depth
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from valorl.eval.evaluate import evaluate_run
 
@@ -281,6 +296,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         samples=args.samples,
         beta=args.beta,
         reduction=args.reduction,
+        plan=None if args.plan is None else _plan(args.plan),
     )
     per_seed_returns = ev.returns.mean(axis=1)
     per_seed_scores = None if ev.scores is None else ev.scores.mean(axis=1)

@@ -46,17 +46,24 @@ def evaluate_run(
     samples: int | None = None,
     beta: float | None = None,
     reduction: Reduction = "min",
+    plan: tuple[int, int] | None = None,
 ) -> Evaluation:
     """Roll out each seed's policy for `episodes` episodes on fresh, seeded starts.
 
     With `steer_with` (a run with a critic), each seed's policy is steered by that critic
     (V-GPS, `valorl.eval.steering`): `samples` draws per decision (default 16), the argmax
-    (`beta` 0, the default) or a draw from softmax(Q / beta)."""
+    (`beta` 0, the default) or a draw from softmax(Q / beta). `plan` (width, depth): act by
+    that beam search in the run's learned model instead of as it trained (JOWA)."""
     if episodes < 1:
         raise ValorlError(f"--episodes must be at least 1, got {episodes}")
     if steer_with is None and (samples is not None or beta is not None):
         raise ValorlError("--samples and --beta steer a policy: give the critic with --steer-with")
     policy = load_policy(run_dir)
+    if plan is not None:
+        if not hasattr(policy.agent, "plan_depth"):
+            raise ValorlError(f"--plan: {policy.agent.name} has no learned model to plan in")
+        agent = dataclasses.replace(policy.agent, plan_width=plan[0], plan_depth=plan[1])
+        policy = dataclasses.replace(policy, agent=agent)
     steered, steering = None, None
     if steer_with is not None:
         samples, beta = 16 if samples is None else samples, 0.0 if beta is None else beta
