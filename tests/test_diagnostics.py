@@ -64,6 +64,9 @@ class ConstantCritic:
     def act(self, state, obs, key, deterministic=True):
         return jnp.zeros((obs.shape[0], 1))
 
+    def without_planning(self):
+        return self
+
 
 def test_bias_and_td_errors_by_hand():
     """Two seeds with Q ≡ 2.5 and Q ≡ −0.5 (in scaled units, reward scale 2): in reward units

@@ -330,6 +330,7 @@ def test_token_environment_plays_each_game_in_tokens_of_the_data_code(saved_game
     env.close()
 
 
+@pytest.mark.expensive  # ~35 s: three runs and evaluations; pieces: the tests around it
 def test_a_multigame_run_from_the_command_line_evaluates_each_game_and_resumes_exactly(
     saved_games, tmp_path, monkeypatch
 ):
