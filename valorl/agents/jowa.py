@@ -51,6 +51,7 @@ from valorl.agents.base import (
     prefix,
 )
 from valorl.agents.discrete import require_discrete
+from valorl.agents.jowa_planning import plan
 from valorl.critics import CriticHead
 from valorl.critics.heads import Categorical
 from valorl.data.dataset import Batch
@@ -286,6 +287,8 @@ class JOWA(AgentBase):
     # ---- the loss -----------------------------------------------------------------------
 
     def loss(self, params: Params, state: JOWAState, batch: Batch) -> tuple[jax.Array, Metrics]:
+        """The world-model loss alone before `world_model_steps` updates, then the joint loss
+        (module docstring), on a (B, L, ...) segment batch."""
         tokens, games, valid = self.sequence(state, batch)
         num_blocks = batch.rewards.shape[1]
         per_block = tokens.shape[1] // num_blocks
@@ -408,8 +411,6 @@ class JOWA(AgentBase):
         self, state: JOWAState, obs: jax.Array, key: jax.Array, deterministic: bool = True
     ) -> jax.Array:
         del key, deterministic
-        from valorl.agents.jowa_planning import plan
-
         frames, games, valid = split_observation(obs, self.num_actions(state))
         if self.plan_depth == 0:
             values = jnp.where(valid, self.frame_q(state, frames, games), INVALID)
