@@ -14,6 +14,8 @@ step, 2000 random warm-up steps), the same seeds trained together (vmapped), for
 environment steps each:
 
     sac, dsac-t                     on every environment
+    dsac-t-2025                     DSAC-T with the reference code's critic loss since July 2025
+                                    (`--loss-version reference-2025`), on every environment
     sac-r0.1, sac-r10, dsac-t-r0.1, dsac-t-r10
                                     on the first environment, whose rewards are multiplied by
                                     0.1 or 10 (a Gymnasium wrapper registered by this script;
@@ -44,7 +46,7 @@ from valorl.collection.run import collect
 from valorl.launch.train import train_from_args, train_parser
 from valorl.training.restore import load_checkpoint
 
-AGENTS = ("sac", "dsac-t")
+AGENTS = {"sac": "sac", "dsac-t": "dsac-t", "dsac-t-2025": "dsac-t --loss-version reference-2025"}
 SCALES = ("0.1", "10")
 COMMON = "--mode online --log-every 500 --eval-episodes 10 --quiet"
 EXACT_HORIZON = 500  # rows this many steps from a time limit have a return known to γ^500
@@ -79,8 +81,8 @@ def scaled_env_id(env_id: str, scale: str) -> str:
 
 
 def arms(envs: list[str]) -> dict[str, tuple[str, str, float]]:
-    """Run name -> (agent, environment id, reward scale)."""
-    table = {f"{a}-{e}": (a, e, 1.0) for e in envs for a in AGENTS}
+    """Run name -> (agent and its flags, environment id, reward scale)."""
+    table = {f"{name}-{e}": (spec, e, 1.0) for e in envs for name, spec in AGENTS.items()}
     for agent in ("sac", "dsac-t"):
         for scale in SCALES:
             scaled = scaled_env_id(envs[0], scale)
@@ -88,8 +90,10 @@ def arms(envs: list[str]) -> dict[str, tuple[str, str, float]]:
     return table
 
 
-def train(run: Path, agent: str, env: str, steps: int, seeds: int, warm_up: int) -> None:
-    argv = [*COMMON.split(), "--env", env, "--online-steps", str(steps), "--seeds", str(seeds)]
+def train(run: Path, spec: str, env: str, steps: int, seeds: int, warm_up: int) -> None:
+    agent, *flags = spec.split()
+    argv = [*COMMON.split(), *flags, "--env", env, "--online-steps", str(steps)]
+    argv += ["--seeds", str(seeds)]
     argv += ["--start-steps", str(warm_up)]
     argv += ["--eval-every", str(steps // 10), "--out", str(run)]
     print(f"$ valorl train {agent} {' '.join(argv)}", flush=True)

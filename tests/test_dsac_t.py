@@ -12,7 +12,7 @@ from conftest import TINY, synthetic_dataset
 import valorl
 from valorl.agents import DSACT, Spec
 from valorl.agents.base import apply, grad_step, polyak
-from valorl.agents.dsac_t import dsac_t_critic_loss, dsac_t_targets
+from valorl.agents.dsac_t import dsac_t_critic_loss, dsac_t_critic_loss_2025, dsac_t_targets
 from valorl.critics import QEnsemble
 from valorl.data.dataset import sample_batch
 from valorl.training.run_dir import RunDir
@@ -102,6 +102,28 @@ def test_critic_gradient_is_the_adjusted_gradient():
     grad_big = jax.grad(lambda m: dsac_t_critic_loss(m, std, y_q, y_b, 2 * b, eps).sum())(mean)
     ratio = np.asarray(grad_big) / np.asarray(grad_mean)
     np.testing.assert_allclose(ratio[:, 0], [(4 + eps) / (1 + eps), (16 + eps) / (4 + eps)])
+
+
+def test_reference_2025_critic_loss_by_hand():
+    """Jingliang-Duan/DSAC-v2 c5105eb: ρ = clip(b²/(σ² + ε), 0.1, 10); value
+    E[ρ·(huber(Q − y_Q) + σ·(σ² − huber(Q − y_b))/(σ + ε))]; ∂/∂Q = ρ·huber'(Q − y_Q)/B,
+    ∂/∂σ = ρ·(σ² − huber(Q − y_b))/(σ + ε)/B; Huber quadratic within 50, linear beyond."""
+    eps = 0.1
+    mean = jnp.array([[0.0, 1.0]])
+    std = jnp.array([[1.0, 0.5]])
+    y_q = jnp.array([[1.0, 101.0]])  # the second error (−100) is past δ = 50: slope −50
+    y_b = jnp.array([[3.0, 1.0]])
+    b = jnp.array([2.0])
+    loss = lambda m, s: dsac_t_critic_loss_2025(m, s, y_q, y_b, b, eps).sum()
+    grad_mean, grad_std = jax.grad(loss, argnums=(0, 1))(mean, std)
+    ratio = np.clip(4.0 / (np.array([1.0, 0.25]) + eps), 0.1, 10.0)  # [3.636, 10]
+    np.testing.assert_allclose(np.asarray(grad_mean)[0], ratio * np.array([-1.0, -50.0]) / 2)
+    huber_b = np.array([0.5 * 3.0**2, 0.0])
+    spread = (np.array([1.0, 0.25]) - huber_b) / (np.array([1.0, 0.5]) + eps)
+    np.testing.assert_allclose(np.asarray(grad_std)[0], ratio * spread / 2, rtol=1e-6)
+    huber_q = np.array([0.5, 50.0 * (100.0 - 25.0)])
+    value = (ratio * (huber_q + np.array([1.0, 0.5]) * spread)).mean()
+    np.testing.assert_allclose(float(loss(mean, std)), value, rtol=1e-6)
 
 
 def test_std_average_starts_at_the_batch_mean_then_moves_by_tau_b():

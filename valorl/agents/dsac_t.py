@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import flax.struct
 import jax
@@ -111,6 +111,40 @@ def dsac_t_critic_loss(
     return (sg(nll) + omega[:, None] * (surrogate - sg(surrogate))).mean(axis=-1)
 
 
+HUBER_DELTA = 50.0
+"""δ of the Huber terms of the 2025 reference loss (`dsac_t_critic_loss_2025`)."""
+
+
+def dsac_t_critic_loss_2025(
+    mean: jax.Array,
+    std: jax.Array,
+    y_q: jax.Array,
+    y_b: jax.Array,
+    std_average: jax.Array,
+    epsilon: float,
+) -> jax.Array:
+    """The critic loss of the reference code since Jingliang-Duan/DSAC-v2 commit c5105eb (Jul
+    2025, "Optimize Q-loss calculation for complex tasks"), per member (members,): with
+    σ̂ = sg(σ) and the weight ρ = clip(b² / (σ̂² + ε), 0.1, 10),
+
+        E[ρ·(huber_δ(Q − y_Q) + σ·(σ̂² − huber_δ(sg(Q) − y_b)) / (σ̂ + ε))],  δ = 50,
+
+    so the mean regresses on y_Q (Huber) and σ moves until σ² = huber(Q − y_b), about
+    (Q − y_b)²/2, where the paper's gradient (`dsac_t_critic_loss`) drives σ² to (Q − y_b)²
+    with a step that grows with b. Shapes as `dsac_t_critic_loss`."""
+    sg = jax.lax.stop_gradient
+    std_d = sg(std)
+    ratio = jnp.clip(sg(std_average)[:, None] ** 2 / (std_d**2 + epsilon), 0.1, 10.0)
+    spread = std * (std_d**2 - _huber(sg(mean) - y_b)) / (std_d + epsilon)
+    return (ratio * (_huber(mean - y_q) + spread)).mean(axis=-1)
+
+
+def _huber(x: jax.Array) -> jax.Array:
+    """PyTorch's huber_loss: x²/2 within δ, δ·(|x| − δ/2) beyond."""
+    absolute = jnp.abs(x)
+    return jnp.where(absolute < HUBER_DELTA, 0.5 * x**2, HUBER_DELTA * (absolute - HUBER_DELTA / 2))
+
+
 class DSACTState(flax.struct.PyTreeNode):
     actor: NetState
     critic: NetState
@@ -140,6 +174,10 @@ class DSACT(MaxEntropyAgentBase):
     """ε in the gradient scale ω = b² + ε and in its denominators (reference: 0.1)."""
     delay_update: int = 2
     """Critic steps per actor, temperature and target step (reference: 2)."""
+    loss_version: Literal["paper", "reference-2025"] = "paper"
+    """The Gaussian critic's loss: the paper's adjusted gradient (TPAMI 2025, Eq. in the module
+    docstring), or the reference code's since July 2025 (Huber terms, a clipped b²/σ² weight;
+    `dsac_t_critic_loss_2025`)."""
     init_temperature: float = math.e
     """Initial entropy temperature α (reference: log α = 1)."""
     target_entropy: float | None = None
@@ -252,7 +290,8 @@ class DSACT(MaxEntropyAgentBase):
             next_entropy,
             self.clip_xi * b[:, None],
         )
-        loss = dsac_t_critic_loss(q, sigma, y_q, y_b, b, self.epsilon)
+        critic_loss = dsac_t_critic_loss if self.critic_loss == "paper" else dsac_t_critic_loss_2025
+        loss = critic_loss(q, sigma, y_q, y_b, b, self.epsilon)
         return loss.sum(), {"q_mean": q.mean(), "q_std": sigma.mean(), "std_average": b}
 
     def critic_step(
