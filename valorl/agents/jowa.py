@@ -402,27 +402,25 @@ class JOWA(AgentBase):
     def without_planning(self) -> JOWA:
         return dataclasses.replace(self, plan_depth=0)
 
-    def frame_q(self, state: JOWAState, tokens: jax.Array, games: jax.Array) -> jax.Array:
-        """Q-values (B, A) (ensemble mean) at the last token of frame-token sequences (B, T)."""
-        h = self._call(state, state.model.params, "hidden", tokens, games)
-        return self.critic.value(self._call(state, state.model.params, "q", h[:, -1])).mean(0)
+    def frame_values(self, state: JOWAState, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Every member's Q-values (members, B, A) from the current frame of observations
+        (B, D) alone, and the valid actions (B, A)."""
+        frames, games, valid = split_observation(obs, self.num_actions(state))
+        h = self._call(state, state.model.params, "hidden", frames, games)[:, -1]
+        return self.critic.value(self._call(state, state.model.params, "q", h)), valid
 
     def act(
         self, state: JOWAState, obs: jax.Array, key: jax.Array, deterministic: bool = True
     ) -> jax.Array:
         del key, deterministic
-        frames, games, valid = split_observation(obs, self.num_actions(state))
         if self.plan_depth == 0:
-            values = jnp.where(valid, self.frame_q(state, frames, games), INVALID)
-            return jnp.argmax(values, axis=-1)
-        return plan(self, state, frames, games, valid)
+            values, valid = self.frame_values(state, obs)
+            return jnp.argmax(jnp.where(valid, values.mean(axis=0), INVALID), axis=-1)
+        return plan(self, state, *split_observation(obs, self.num_actions(state)))
 
     def q_values(self, state: JOWAState, obs: jax.Array, actions: jax.Array) -> jax.Array:
         """Q(s, a) of every member (members, B) from the current frame alone."""
-        frames, games, _ = split_observation(obs, self.num_actions(state))
-        h = self._call(state, state.model.params, "hidden", frames, games)[:, -1]
-        outputs = self._call(state, state.model.params, "q", h)  # (M, B, A, D)
-        values = self.critic.value(outputs)
+        values, _ = self.frame_values(state, obs)
         return jnp.take_along_axis(values, actions.astype(jnp.int32)[None, :, None], -1)[..., 0]
 
 

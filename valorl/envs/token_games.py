@@ -79,6 +79,14 @@ class TokenGames(gym.Env):
 
 
 @functools.lru_cache(maxsize=4)
+def games_data(datasets: tuple[str, ...], episodes: int | None) -> list[Dataset]:
+    """The datasets (their first `episodes` episodes), loaded once per process for the token
+    dataset and the code alike."""
+    data = [load_dataset(d) for d in datasets]
+    return data if episodes is None else [d.first_episodes(episodes) for d in data]
+
+
+@functools.lru_cache(maxsize=4)
 def games_code(
     datasets: tuple[str, ...],
     vocab_size: int,
@@ -91,12 +99,11 @@ def games_code(
     of a pre-training run) fitted to those and extended with the new games' patterns (of
     their first `episodes` episodes) in its reserved slots, the new games numbered after the
     base ones. Computed once per process."""
-    data = [load_dataset(d) for d in datasets]
-    data = data if episodes is None else [d.first_episodes(episodes) for d in data]
+    data = games_data(datasets, episodes)
     env_ids = [d.info.env_id or "" for d in data]
     if not base:
         return fit_games_code(data, vocab_size, reserve), env_ids, 0
-    code = fit_games_code([load_dataset(d) for d in base], vocab_size, reserve)
+    code = fit_games_code(games_data(base, None), vocab_size, reserve)
     for d in data:
         code = code.extend(d.observations)
     return code, env_ids, len(base)
@@ -129,8 +136,7 @@ def load_multigame(
         raise ValorlError(f"--datasets names a dataset twice: {', '.join(datasets)}")
     if episodes is not None and episodes < 1:
         raise ValorlError(f"--episodes-per-game must be at least 1, got {episodes}")
-    data = [load_dataset(d) for d in datasets]
-    data = data if episodes is None else [d.first_episodes(episodes) for d in data]
+    data = games_data(tuple(datasets), episodes)
     code, _, first_game = games_code(
         tuple(datasets), vocab_size, reserve, tuple(base or ()), episodes
     )
@@ -161,9 +167,12 @@ def games_in(env_spec_json: str | None) -> int | None:
     return len(spec["kwargs"]["datasets"])
 
 
-def check_episodes(episodes: int, games: int, flag: str) -> None:
-    """Every seed plays every game equally often only if `episodes` is a multiple of them."""
-    if episodes % games:
+def check_episodes(env_spec_json: str | None, env: str | None, episodes: int, flag: str) -> None:
+    """A multi-game run (its data's `env_spec_json`, evaluated in its own environment: `env`
+    None) has every seed play every game equally often only if `episodes` is a multiple of
+    its games; other runs pass."""
+    games = games_in(env_spec_json) if env is None else None
+    if games and episodes % games:
         raise ValorlError(
             f"a multi-game evaluation plays its {games} games in turn, so {flag} must be a "
             f"multiple of {games} (got {episodes})"

@@ -71,9 +71,7 @@ def evaluate_run(
         steering = dict(steer_with=str(steer_with), samples=samples, beta=beta, reduction=reduction)
     if policy.goals is not None:
         check_episodes(episodes, "--episodes")
-    games = token_games.games_in(policy.info.env_spec_json) if env is None else None
-    if games:
-        token_games.check_episodes(episodes, games, "--episodes")
+    token_games.check_episodes(policy.info.env_spec_json, env, episodes, "--episodes")
     evaluator = run_evaluator(
         policy.info, env, policy.goals, policy.obs_shape, len(policy.seeds), episodes
     )

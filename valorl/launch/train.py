@@ -9,6 +9,7 @@ in the CLI, so that the sweep (a library entry point) does not depend on the CLI
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 
@@ -370,8 +371,6 @@ def _multigame(args: argparse.Namespace, overrides: dict) -> Dataset:
 
 def _pretraining_games(run_dir: str) -> tuple[list[str], int, int]:
     """The datasets, vocabulary and reserve of a multi-game pre-training run."""
-    import json
-
     from valorl.envs.token_games import games_in
     from valorl.training.run_dir import RunDir
 

@@ -96,9 +96,7 @@ def train(
     check_multiples(schedule, agent)
     check_counts(seeds, eval_episodes)
     check_action_kind(agent, full_data.discrete, f"dataset {full_data.info.name!r}")
-    games = token_games.games_in(full_data.info.env_spec_json) if env is None else None
-    if games:
-        token_games.check_episodes(eval_episodes, games, "--eval-episodes")
+    token_games.check_episodes(full_data.info.env_spec_json, env, eval_episodes, "--eval-episodes")
     goals = GoalSampling(goals) if isinstance(goals, str) else goals
     if goals is not None:
         check_goals(agent, goals.check(), eval_episodes, full_data, holdout)
