@@ -73,7 +73,11 @@ def mean_cell(values: np.ndarray) -> str:
 
 
 def plot_curves(
-    curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path, ylabel: str = "return"
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    title: str,
+    path: Path,
+    ylabel: str = "return",
+    xlabel: str = "environment steps",
 ) -> None:
     """Learning curves, name -> (environment steps, values per seed and step): the mean over
     seeds with a 95% normal band, saved to `path`."""
@@ -88,7 +92,7 @@ def plot_curves(
         sem = values.std(axis=0, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0 * mean
         ax.plot(steps, mean, label=name)
         ax.fill_between(steps, mean - 1.96 * sem, mean + 1.96 * sem, alpha=0.2)
-    ax.set_xlabel("environment steps")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)

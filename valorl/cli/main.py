@@ -13,6 +13,7 @@ from rich.table import Table
 from valorl.cli.corrupt import add_corrupt_parser
 from valorl.cli.datasets import add_datasets_parser
 from valorl.cli.diagnose import add_diagnose_parser
+from valorl.cli.lm import add_lm_parser
 from valorl.cli.ope import add_ope_parser
 from valorl.cli.report import add_report_parser
 from valorl.cli.scores import print_scores
@@ -179,6 +180,7 @@ def build_parser() -> Parser:
     add_corrupt_parser(commands)
     add_diagnose_parser(commands)
     add_ope_parser(commands)
+    add_lm_parser(commands)
 
     add_datasets_parser(commands)
 

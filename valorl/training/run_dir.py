@@ -196,10 +196,13 @@ class RunDir:
         returns: np.ndarray,
         scores: np.ndarray | None,
         successes: np.ndarray | None = None,
+        extra: dict[str, np.ndarray] | None = None,
     ) -> None:
         """evaluations.npz: steps, returns, normalised scores (with references) and successes
-        (seeds × rounds × episodes booleans, for environments that report success)."""
+        (seeds × rounds × episodes booleans, for environments that report success), and any
+        `extra` arrays a kind of run records beside them."""
         arrays = dict(steps=np.asarray(steps), returns=np.asarray(returns))
+        arrays |= {name: np.asarray(value) for name, value in (extra or {}).items()}
         if scores is not None:
             arrays["normalized_scores"] = np.asarray(scores)
         if successes is not None:
