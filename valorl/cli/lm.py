@@ -54,7 +54,9 @@ def add_lm_parser(commands) -> None:
         ("value", "a value model of a frozen policy, by TD(lambda) (--init-from POLICY_RUN)"),
     ):
         stage = stages.add_parser(
-            name, help=help_text, description=help_text,
+            name,
+            help=help_text,
+            description=help_text,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
         _add_run_arguments(stage, name)
@@ -78,7 +80,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--grad-clip", type=float, default=1.0, help="global gradient norm clip")
     parser.add_argument("--log-every", type=int, default=50, help="steps per metrics record")
     parser.add_argument(
-        "--eval-every", type=int, default=250,
+        "--eval-every",
+        type=int,
+        default=250,
         help="steps between greedy evaluations on the test and out-of-distribution problems",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -86,7 +90,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         parser.add_argument("--task", default="addition", help="addition, multiplication, sorting")
         parser.add_argument("--train-problems", type=int, default=20_000)
         parser.add_argument(
-            "--eval-problems", type=int, default=256,
+            "--eval-problems",
+            type=int,
+            default=256,
             help="test and out-of-distribution problems, each",
         )
         parser.add_argument("--problem-seed", type=int, default=0, help="draws the problem sets")
@@ -95,7 +101,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         parser.add_argument("--heads", type=int, default=4)
     else:
         parser.add_argument(
-            "--init-from", required=True, metavar="RUN",
+            "--init-from",
+            required=True,
+            metavar="RUN",
             help="the finished run to start from (its task and architecture are kept)",
         )
     if stage in ("pretrain", "sft"):
@@ -103,12 +111,16 @@ def _add_run_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         return
     parser.add_argument("--prompts", type=int, default=32, help="prompts per step")
     parser.add_argument(
-        "--rollouts", type=int, default=8 if stage != "value" else 4,
+        "--rollouts",
+        type=int,
+        default=8 if stage != "value" else 4,
         help="samples per prompt",
     )
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     parser.add_argument(
-        "--epochs", type=int, default=1 if stage != "value" else 2,
+        "--epochs",
+        type=int,
+        default=1 if stage != "value" else 2,
         help="gradient steps on each batch of samples",
     )
     if stage == "value":
@@ -117,7 +129,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     from valorl.lm.policy_gradient import ADVANTAGES, AGGREGATIONS, DENOMINATORS, ESTIMATORS, MASKS
 
     parser.add_argument(
-        "--estimator", default="grpo" if stage == "rl" else "hpt-rl", choices=sorted(ESTIMATORS),
+        "--estimator",
+        default="grpo" if stage == "rl" else "hpt-rl",
+        choices=sorted(ESTIMATORS),
         help="a named setting of the unified policy-gradient estimator",
     )
     parser.add_argument("--mask", choices=MASKS, help="override: stabilisation mask")
@@ -127,7 +141,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--clip-epsilon", type=float, help="override: the clip's epsilon")
     if stage == "hpt":
         parser.add_argument(
-            "--gate", type=int, default=0,
+            "--gate",
+            type=int,
+            default=0,
             help="SFT on a prompt's demonstration when at most this many rollouts are correct",
         )
         parser.add_argument("--hpt-mode", choices=("switch", "soft"), default="switch")
@@ -219,4 +235,64 @@ def print_result(path) -> None:
 
 
 def _add_decode_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.set_defaults(run=lambda args: 1)
+    from valorl.lm.evaluate import METHODS
+
+    parser.add_argument("policy", metavar="POLICY_RUN", help="a finished policy run")
+    parser.add_argument(
+        "--value",
+        metavar="VALUE_RUN",
+        help="a value run of that policy (`valorl lm value`): for vas, step-q, best-of-n-value",
+    )
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="sample",
+        help="greedy; sample; vas: value-augmented sampling (top-k logits + beta * centred V); "
+        "step-q: the best of --n continuations of --step-tokens tokens by V; best-of-n-value / "
+        "best-of-n-verifier: the best of --n complete answers by V / by the verifier (ceiling)",
+    )
+    parser.add_argument("--split", choices=("test", "ood"), default="test")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--beta", type=float, default=3.0, help="VAS's value weight")
+    parser.add_argument("--top-k", type=int, default=10, help="VAS's candidates per token")
+    parser.add_argument("--n", type=int, default=8, help="answers (best-of-n), continuations")
+    parser.add_argument("--step-tokens", type=int, default=2, help="step-level Q's step length")
+    parser.add_argument("--key", type=int, default=0, help="seeds the sampling")
+    parser.add_argument("--json", metavar="FILE", help="also write the numbers to FILE")
+    parser.set_defaults(run=decode)
+
+
+def decode(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.table import Table
+
+    from valorl.lm.evaluate import Decoding, decode_accuracy
+    from valorl.stats import mean_interval
+
+    method = Decoding(
+        args.method, args.temperature, args.beta, args.top_k, args.n, args.step_tokens
+    )
+    result = decode_accuracy(args.policy, method, args.value, args.split, args.key)
+    table = Table(title=f"{args.policy}: {args.method} on the {args.split} problems")
+    for column in ("", "exact match", "policy tokens / problem", "scored / problem"):
+        table.add_column(column, justify="right")
+    for i, seed in enumerate(result.seeds):
+        table.add_row(
+            f"seed {seed}", f"{result.accuracy[i]:.3f}", f"{result.policy_tokens[i]:.1f}",
+            f"{result.scored[i]:.1f}",
+        )  # fmt: skip
+    mean, low, high = mean_interval(result.accuracy)
+    table.add_row("mean [95% CI]", f"{mean:.3f} [{low:.3f}, {high:.3f}]", "", "")
+    out.print(table)
+    if args.json:
+        record = {
+            "policy": args.policy, "value": args.value, "split": args.split,
+            "decoding": vars(method) | {}, "seeds": result.seeds,
+            "accuracy": result.accuracy.tolist(),
+            "policy_tokens": result.policy_tokens.tolist(), "scored": result.scored.tolist(),
+        }  # fmt: skip
+        from valorl.data.files import atomic_write
+
+        atomic_write(args.json, (json.dumps(record, indent=2) + "\n").encode())
+    return 0
