@@ -17,7 +17,6 @@ from valorl.lm.decoding import (
     sample_candidates,
     step_level_q,
     take_candidates,
-    value_best_of_n,
     value_guided_generate,
 )
 from valorl.lm.model import DecoderLM, forward, policy_logits, positions_of
@@ -214,7 +213,7 @@ def test_final_values_read_the_last_valid_token(value_params):
     assert len(np.unique(np.asarray(values))) == 3
 
 
-def test_value_best_of_n_is_the_argmax_of_the_candidates_values(policy_params, value_params):
+def test_best_of_n_by_value_is_the_argmax_of_the_candidates_values(policy_params, value_params):
     key, n = jax.random.key(8), 2
     prompts = PROMPTS[: len(PROMPTS) // n]
 
@@ -223,7 +222,7 @@ def test_value_best_of_n_is_the_argmax_of_the_candidates_values(policy_params, v
         candidates = sample_candidates(POLICY, policy_params, prompts, key, n, NEW)
         repeated = jnp.repeat(prompts, n, axis=0)
         scores = final_values(VALUE, value_params, repeated, candidates.tokens, candidates.mask)
-        chosen = value_best_of_n(POLICY, policy_params, VALUE, value_params, prompts, key, n, NEW)
+        chosen = best_of_n(candidates, scores, n)
         return candidates, scores, chosen
 
     candidates, scores, chosen = run(policy_params, value_params)

@@ -10,7 +10,14 @@ import pytest
 from valorl.cli.main import main
 from valorl.errors import ValorlError
 from valorl.lm import policy_gradient as pg
-from valorl.lm.objectives import NextToken, PolicyGradient, exact_match, value_targets
+from valorl.lm.evaluate import Decoding, decode_accuracy
+from valorl.lm.objectives import (
+    NextToken,
+    PolicyGradient,
+    ValueLearning,
+    exact_match,
+    value_targets,
+)
 from valorl.lm.tasks import get_task, rewards
 from valorl.lm.tokenizer import EOS, PAD, CharTokenizer
 from valorl.lm.train import Architecture, LMRun, Problems, load_params, task_data, train
@@ -118,8 +125,12 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     assert len(result["test_accuracy"]) == 2
 
 
-def test_post_training_starts_from_its_source_seed_for_seed(tmp_path):
-    base = _run("pretrain", NextToken(False, 8), tmp_path / "base")
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return _run("pretrain", NextToken(False, 8), tmp_path_factory.mktemp("lm") / "base")
+
+
+def test_post_training_starts_from_its_source_seed_for_seed(tmp_path, base):
     source = load_params(base, (1,))
     # zero steps are refused; one step of SFT with a zero learning rate keeps the source
     sft = _run("sft", NextToken(True, 8), tmp_path / "sft", steps=1, init_from=str(base),
@@ -136,6 +147,29 @@ def test_post_training_starts_from_its_source_seed_for_seed(tmp_path):
         (tmp_path / "other").mkdir()
         (tmp_path / "other" / "config.json").write_text('{"agent": {}}')
         load_params(tmp_path / "other", (0,))
+
+
+def test_greedy_decoding_reproduces_the_runs_last_evaluation(base):
+    result = json.loads((base / "result.json").read_text())
+    decoded = decode_accuracy(base, Decoding("greedy"))
+    np.testing.assert_allclose(decoded.accuracy, result["test_accuracy"])
+    with pytest.raises(ValorlError, match="vas needs --value RUN"):
+        decode_accuracy(base, Decoding("vas"))
+    with pytest.raises(ValorlError, match="uses no value model"):
+        decode_accuracy(base, Decoding("sample"), value_run=base)
+    with pytest.raises(ValorlError, match="is not a value run"):
+        decode_accuracy(base, Decoding("vas"), value_run=base)
+
+
+def test_best_of_n_by_the_verifier_bounds_best_of_n_by_the_value(tmp_path, base):
+    """Same key, same candidates: choosing them by the verifier is never worse than by V."""
+    value = _run("value", ValueLearning(2, 2), tmp_path / "value", steps=2, init_from=str(base))
+    by_verifier = decode_accuracy(base, Decoding("best-of-n-verifier", n=4), split="ood")
+    by_value = decode_accuracy(base, Decoding("best-of-n-value", n=4), value, split="ood")
+    assert (by_verifier.accuracy >= by_value.accuracy).all()
+    np.testing.assert_array_equal(by_value.scored, [4, 4])
+    with pytest.raises(ValorlError, match="learned the values of"):
+        decode_accuracy(tmp_path / "value", Decoding("vas"), value)
 
 
 @pytest.mark.expensive

@@ -285,12 +285,14 @@ def decode(args: argparse.Namespace) -> int:
     mean, low, high = mean_interval(result.accuracy)
     table.add_row("mean [95% CI]", f"{mean:.3f} [{low:.3f}, {high:.3f}]", "", "")
     out.print(table)
+    out.print(f"{result.tokens_per_second:,.0f} policy tokens sampled per second (compiled)")
     if args.json:
         record = {
             "policy": args.policy, "value": args.value, "split": args.split,
             "decoding": vars(method) | {}, "seeds": result.seeds,
             "accuracy": result.accuracy.tolist(),
             "policy_tokens": result.policy_tokens.tolist(), "scored": result.scored.tolist(),
+            "seconds": result.seconds, "tokens_per_second": result.tokens_per_second,
         }  # fmt: skip
         from valorl.data.files import atomic_write
 

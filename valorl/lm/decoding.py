@@ -231,28 +231,6 @@ def best_of_n(candidates: Generation, scores: jax.Array, n: int) -> Generation:
     return take_candidates(candidates, pick_best(scores, n), n)
 
 
-def value_best_of_n(
-    model: DecoderLM,
-    params: Any,
-    value_model: DecoderLM,
-    value_params: Any,
-    prompts: jax.Array,
-    key: jax.Array,
-    n: int,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-) -> Generation:
-    """Best-of-n by the learned value of the complete answers, (B, N) rows: sample, score
-    with `final_values`, select."""
-    candidates = sample_candidates(
-        model, params, prompts, key, n, max_new_tokens, temperature, top_k
-    )
-    repeated = jnp.repeat(prompts, n, axis=0)
-    scores = final_values(value_model, value_params, repeated, candidates.tokens, candidates.mask)
-    return best_of_n(candidates, scores, n)
-
-
 def step_level_q(
     model: DecoderLM,
     params: Any,

@@ -44,6 +44,7 @@ from valorl.lm.tasks import Task, demonstration_tokens, get_task
 from valorl.lm.tokenizer import CharTokenizer
 from valorl.training import checkpoint
 from valorl.training.run_dir import RunDir
+from valorl.ui import progress_bar
 
 FORMAT = "valorl-lm-run/1"
 STAGES = ("pretrain", "sft", "rl", "hpt", "value")
@@ -252,33 +253,34 @@ def greedy_correct(model: DecoderLM, params: Any, data: TaskArrays) -> jax.Array
 # ---- the loop -----------------------------------------------------------------------------
 
 
-def train(run: LMRun, out: str | Path, progress: bool = True) -> Path:
-    """Train (or resume) `run` into `out`; returns its path. A finished run is left alone."""
-    from valorl.ui import progress_bar
-
-    run_dir = RunDir.open(out, run.config())
-    if run_dir.finished:
-        return run_dir.path
-    data = task_data(run.problems)
-    policy = policy_model(run.architecture, data.context)
-    value_stage = run.stage == "value"
-    model = policy.clone(outputs=1) if value_stage else policy
-    keys = jnp.stack([jax.random.key(seed) for seed in run.seeds])
-    split = jax.vmap(jax.random.split)(keys)
-    init_keys, keys = split[:, 0], split[:, 1]
-    frozen = None
+def initial_states(run: LMRun, model: DecoderLM) -> tuple[TrainState, jax.Array, Any]:
+    """Seed-stacked (train states, keys, frozen policy params or a placeholder) at step 0:
+    fresh parameters, the source run's (post-training), or a value model started from the
+    source's policy, which stays frozen beside it (value)."""
+    keys = jax.vmap(jax.random.split)(jnp.stack([jax.random.key(seed) for seed in run.seeds]))
+    init_keys, keys = keys[:, 0], keys[:, 1]
+    frozen = jnp.zeros(len(run.seeds))  # vmapped like the states; read by value runs only
     if run.init_from is None:
         params = jax.vmap(lambda k: init_params(model, k))(init_keys)
     else:
-        source = load_params(run.init_from, run.seeds, run.architecture, run.problems)
-        if value_stage:
-            frozen = source
-            params = jax.vmap(lambda p, k: value_params_from(p, model, k))(source, init_keys)
-        else:
-            params = source
-    states = jax.vmap(lambda p: _train_state(run, model, p))(params)
-    if frozen is None:
-        frozen = jnp.zeros(len(run.seeds))  # vmapped like the states; unused
+        params = load_params(run.init_from, run.seeds, run.architecture, run.problems)
+        if run.stage == "value":
+            frozen = params
+            params = jax.vmap(lambda p, k: value_params_from(p, model, k))(params, init_keys)
+    return jax.vmap(lambda p: _train_state(run, model, p))(params), keys, frozen
+
+
+def train(run: LMRun, out: str | Path, progress: bool = True) -> Path:
+    """Train (or resume) `run` into `out`; returns its path. A finished run is left alone."""
+    data = task_data(run.problems)
+    model = policy_model(run.architecture, data.context)
+    value_stage = run.stage == "value"
+    if value_stage:
+        model = model.clone(outputs=1)
+    states, keys, frozen = initial_states(run, model)  # before the run exists: errors first
+    run_dir = RunDir.open(out, run.config())
+    if run_dir.finished:
+        return run_dir.path
     step, eval_steps, eval_correct = 0, np.zeros(0, np.int64), None
     with run_dir:
         stored = run_dir.checkpoint_bytes()
@@ -320,23 +322,18 @@ def train(run: LMRun, out: str | Path, progress: bool = True) -> Path:
                     _write_evaluations(run_dir, eval_steps, eval_correct, data)
                     note = f"test {100 * correct[:, : len(data.test_prompts)].mean():.1f}%"
                 bar.update(task, completed=step, rate=f"{tokens / elapsed:,.0f} tok/s", note=note)
-                run_dir.write_checkpoint(
-                    checkpoint.encode(
-                        checkpoint.Checkpoint(
-                            step,
-                            states,
-                            keys,
-                            _NO_NORMALIZER,
-                            eval_steps,
-                            np.zeros((len(run.seeds), 0, 0))
-                            if eval_correct is None
-                            else eval_correct,
-                        )
-                    ),
-                    step,
-                )
+                _save(run_dir, step, states, keys, eval_steps, eval_correct)
         run_dir.write_result(_result(run, run_dir, eval_correct, data))
     return run_dir.path
+
+
+def _save(run_dir: RunDir, step: int, states, keys, eval_steps, eval_correct) -> None:
+    """valorl's checkpoint: the seeds' train states and keys, and the evaluations so far as
+    (seeds, rounds, test + out-of-distribution problems)."""
+    if eval_correct is None:
+        eval_correct = np.zeros((len(keys), 0, 0))
+    ckpt = checkpoint.Checkpoint(step, states, keys, _NO_NORMALIZER, eval_steps, eval_correct)
+    run_dir.write_checkpoint(checkpoint.encode(ckpt), step)
 
 
 _NO_NORMALIZER = Normalizer.identity((1,), 1)
