@@ -40,6 +40,48 @@ METHODS = {
 USES_VALUE = ("vas", "step-q", "best-of-n-value")
 
 
+def pairwise_auc(score: np.ndarray, reward: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """P(score of a correct answer > score of a wrong one), ties half; within each group (a
+    prompt's samples) only when `groups` is given."""
+    wins, pairs = 0.0, 0
+    for g in [None] if groups is None else np.unique(groups):
+        keep = slice(None) if g is None else groups == g
+        pos, neg = score[keep][reward[keep] > 0.5], score[keep][reward[keep] < 0.5]
+        wins += (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+        pairs += len(pos) * len(neg)
+    return wins / max(pairs, 1)
+
+
+def value_as_verifier(policy: Path, value: Path, seed: int, prompts: int = 256, n: int = 8):
+    """How well V of a complete answer tells right from wrong among the policy's samples of
+    test prompts: pooled over prompts, and within a prompt's samples (what best-of-N needs);
+    the policy's own log-likelihood of the answer beside it."""
+    import jax
+
+    from valorl.lm.model import forward, token_logprobs
+    from valorl.lm.objectives import sample_rollouts
+    from valorl.lm.train import load_params, policy_model, source_settings, task_data
+
+    problems, architecture = source_settings(policy)
+    data = task_data(problems)
+    model = policy_model(architecture, data.context)
+    params = jax.tree.map(lambda x: x[0], load_params(policy, (seed,)))
+    values = jax.tree.map(lambda x: x[0], load_params(value, (seed,)))
+    batch = sample_rollouts(model, params, data.test, jax.random.key(seed), prompts, n, 1.0)
+    start = data.test.prompts.shape[1] - 1
+    length = np.asarray(batch.mask.sum(1), int)
+    v = np.asarray(forward(model.clone(outputs=1), values, batch.sequences))
+    v_final = v[np.arange(len(length)), start + length, 0]
+    logp = np.asarray(token_logprobs(model, params, batch.sequences)[:, start:] * batch.mask)
+    reward, groups = np.asarray(batch.reward), np.repeat(np.arange(prompts), n)
+    return {
+        "reward": float(reward.mean()),
+        "V pooled": pairwise_auc(v_final, reward),
+        "V within a prompt": pairwise_auc(v_final, reward, groups),
+        "log-likelihood within a prompt": pairwise_auc(logp.sum(1), reward, groups),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", type=Path, required=True, help="a finished policy run")
@@ -65,6 +107,10 @@ def main() -> None:
             f"{name:16} {mean_cell(accuracy):>20} {np.mean(record['policy_tokens']):>14.1f}"
             f" {np.mean(record['scored']):>8.1f}"
         )
+    print("\nV of a complete answer as a verifier (AUC: P(V(right) > V(wrong))), test prompts:")
+    for seed in range(args.seeds):
+        cells = value_as_verifier(args.policy, value, seed)
+        print(f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in cells.items()))
 
 
 if __name__ == "__main__":
