@@ -8,7 +8,7 @@ many steps and vmaps it over seeds, as the rest of valorl does with agents.
   only (SFT, the unified estimator with SFT's settings).
 - `PolicyGradient`: n rollouts per prompt scored by the verifier, then gradient steps of a
   unified policy-gradient estimator (Lv et al. 2025, "Towards a Unified View of Large Language
-  Model Post-Training", Eq. 5); with `hpt` each prompt's group either trains by RL or is
+  Model Post-Training", the UPGE); with `hpt_gate` each prompt's group either trains by RL or is
   replaced by SFT on its demonstration, as HPT's Algorithm 1 and its released switch.
 - `ValueLearning`: a value model of a frozen policy's samples, by TD(λ) with γ = 1 (VAS, Han et
   al. 2024, Sec. 4.1).
@@ -22,6 +22,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import optax
 from flax.training.train_state import TrainState
 
 from valorl.errors import ValorlError
@@ -77,14 +78,18 @@ def _completion_logprobs(model: DecoderLM, params: Any, sequences: jax.Array, pr
     return token_logprobs(model, params, sequences)[:, prompt_length - 1 :]
 
 
-def _apply(state: TrainState, loss_fn, *args) -> tuple[TrainState, dict[str, jax.Array]]:
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, *args)
-    metrics["train/grad_norm"] = optax_global_norm(grads)
+def _answer_mask(demonstrations: jax.Array, prompt_length: int) -> jax.Array:
+    """(B, T − 1) float: which next-token targets of (prompt | answer, EOS) rows are the
+    answer's tokens and its EOS, aligned with `token_logprobs`."""
+    targets = demonstrations[:, 1:]
+    answer = jnp.arange(targets.shape[1]) >= prompt_length - 1
+    return ((targets != PAD) & answer).astype(jnp.float32)
+
+
+def _apply(state: TrainState, loss_fn) -> tuple[TrainState, dict[str, jax.Array]]:
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    metrics["train/grad_norm"] = optax.tree.norm(grads)
     return state.apply_gradients(grads=grads), metrics
-
-
-def optax_global_norm(tree: Any) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,13 +103,10 @@ class NextToken:
     def step(self, model: DecoderLM, state: TrainState, data: TaskArrays, frozen, key):
         rows = jax.random.randint(key, (self.batch,), 0, data.prompts.shape[0])
         sequences = data.demonstrations[rows]
-        targets = sequences[:, 1:]
         if self.answer_only:
-            prompt_length = data.prompts.shape[1]
-            mask = (targets != PAD) & (jnp.arange(targets.shape[1]) >= prompt_length - 1)
-        else:
-            mask = (targets != PAD) & (sequences[:, :-1] != PAD)
-        mask = mask.astype(jnp.float32)
+            mask = _answer_mask(sequences, data.prompts.shape[1])
+        else:  # every real token predicted from a real one
+            mask = ((sequences[:, 1:] != PAD) & (sequences[:, :-1] != PAD)).astype(jnp.float32)
 
         def loss_fn(params):  # the estimator with SFT's settings, with a readable value
             loss = pg.sft_loss(token_logprobs(model, params, sequences), mask)
@@ -154,10 +156,7 @@ class PolicyGradient:
             rl_weight, sft_weight = pg.hpt_coefficients(correct, n, self.hpt_gate, self.hpt_mode)
         rl_mask = batch.mask * jnp.repeat(rl_weight, n)[:, None]
         demonstrations = data.demonstrations[rows]
-        answer = (jnp.arange(demonstrations.shape[1] - 1) >= prompt_length - 1) & (
-            demonstrations[:, 1:] != PAD
-        )
-        sft_mask = answer * sft_weight[:, None]
+        sft_mask = _answer_mask(demonstrations, prompt_length) * sft_weight[:, None]
 
         def loss_fn(params):
             logp = _completion_logprobs(model, params, sequences, prompt_length)
@@ -172,12 +171,14 @@ class PolicyGradient:
         metrics = {}
         for _ in range(self.epochs):
             state, metrics = _apply(state, loss_fn)
-        return state, metrics | {
+        metrics |= {
             "train/reward": rewards.mean(),
             "train/tokens": batch.mask.sum(),
             "train/answer_length": batch.mask.sum(axis=1).mean(),
-            "hpt/sft_fraction": (sft_weight > 0).mean(),
         }
+        if self.hpt_gate is not None:
+            metrics["hpt/sft_fraction"] = (sft_weight > 0).mean()
+        return state, metrics
 
 
 @dataclasses.dataclass(frozen=True)
