@@ -21,6 +21,7 @@ from valorl.lm.objectives import (
 from valorl.lm.tasks import get_task, rewards
 from valorl.lm.tokenizer import EOS, PAD, CharTokenizer
 from valorl.lm.train import Architecture, LMRun, Problems, load_params, task_data, train
+from valorl.report.gather import load_run
 from valorl.training.run_dir import RunDir
 
 TINY = Architecture(width=16, depth=1, heads=2)
@@ -153,6 +154,9 @@ def test_greedy_decoding_reproduces_the_runs_last_evaluation(base):
     result = json.loads((base / "result.json").read_text())
     decoded = decode_accuracy(base, Decoding("greedy"))
     np.testing.assert_allclose(decoded.accuracy, result["test_accuracy"])
+    reported = load_run(base)  # `valorl report` reads the run: accuracy in percent
+    assert reported.agent == "lm-pretrain"
+    np.testing.assert_allclose(reported.scores[:, -1], 100 * np.asarray(result["test_accuracy"]))
     with pytest.raises(ValorlError, match="vas needs --value RUN"):
         decode_accuracy(base, Decoding("vas"))
     with pytest.raises(ValorlError, match="uses no value model"):
