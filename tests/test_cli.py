@@ -266,6 +266,7 @@ def resumed_from(stderr: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.expensive  # resume is checked in process (test_train, test_lm_train); ~29 s here
 def test_resume_after_sigkill(isolated):
     """A run killed with SIGKILL resumes from its last checkpoint when the command is re-run:
     metrics cover every chunk once, in order, up to 4000, and the run finishes."""

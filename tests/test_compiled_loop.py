@@ -159,6 +159,7 @@ def test_bad_settings_are_refused_with_one_line(tmp_path, overrides, message):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.expensive  # the compiled loop's runs are checked above through `train`
 def test_cli_runs_minatar_in_the_compiled_loop(tmp_path, capsys):
     code = main(
         [

@@ -131,7 +131,7 @@ def base(tmp_path_factory):
     return _run("pretrain", NextToken(False, 8), tmp_path_factory.mktemp("lm") / "base")
 
 
-def test_post_training_starts_from_its_source_seed_for_seed(tmp_path, base):
+def test_post_training_starts_from_its_source_seed_for_seed(tmp_path, base, value):
     source = load_params(base, (1,))
     # zero steps are refused; one step of SFT with a zero learning rate keeps the source
     sft = _run("sft", NextToken(True, 8), tmp_path / "sft", steps=1, init_from=str(base),
@@ -140,6 +140,8 @@ def test_post_training_starts_from_its_source_seed_for_seed(tmp_path, base):
         np.testing.assert_array_equal(a, b)
     config = RunDir(sft).config()
     assert config["agent"]["hyperparameters"]["starts_from"] == "pretrain"
+    with pytest.raises(ValorlError, match="learned the values of"):
+        decode_accuracy(sft, Decoding("vas"), value)
     with pytest.raises(ValorlError, match="has no seed 5"):
         load_params(base, (5,))
     with pytest.raises(ValorlError, match="needs --init-from"):
@@ -165,15 +167,23 @@ def test_greedy_decoding_reproduces_the_runs_last_evaluation(base):
         decode_accuracy(base, Decoding("vas"), value_run=base)
 
 
-def test_best_of_n_by_the_verifier_bounds_best_of_n_by_the_value(tmp_path, base):
+@pytest.fixture(scope="module")
+def value(tmp_path_factory, base):
+    out = tmp_path_factory.mktemp("lm") / "value"
+    return _run("value", ValueLearning(2, 2), out, steps=2, init_from=str(base))
+
+
+def test_best_of_n_by_the_verifier_bounds_best_of_n_by_the_value(tmp_path, base, value):
     """Same key, same candidates: choosing them by the verifier is never worse than by V."""
-    value = _run("value", ValueLearning(2, 2), tmp_path / "value", steps=2, init_from=str(base))
     by_verifier = decode_accuracy(base, Decoding("best-of-n-verifier", n=4), split="ood")
     by_value = decode_accuracy(base, Decoding("best-of-n-value", n=4), value, split="ood")
     assert (by_verifier.accuracy >= by_value.accuracy).all()
     np.testing.assert_array_equal(by_value.scored, [4, 4])
-    with pytest.raises(ValorlError, match="learned the values of"):
-        decode_accuracy(tmp_path / "value", Decoding("vas"), value)
+    with pytest.raises(ValorlError, match="is a value run"):
+        decode_accuracy(value, Decoding("vas"), value)
+    with pytest.raises(ValorlError, match="is a value run"):
+        _run("sft", NextToken(True, 8), tmp_path / "sft", steps=1, init_from=str(value))
+    assert not (tmp_path / "sft").exists()
 
 
 @pytest.mark.expensive

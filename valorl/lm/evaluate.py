@@ -22,7 +22,14 @@ from valorl.errors import ValorlError
 from valorl.lm import decoding
 from valorl.lm.objectives import exact_match
 from valorl.lm.sampling import generate
-from valorl.lm.train import finished_config, load_params, policy_model, source_settings, task_data
+from valorl.lm.train import (
+    finished_config,
+    load_params,
+    policy_model,
+    require_policy,
+    source_settings,
+    task_data,
+)
 
 METHODS = ("greedy", "sample", "vas", "step-q", "best-of-n-value", "best-of-n-verifier")
 VALUE_METHODS = ("vas", "step-q", "best-of-n-value")
@@ -77,6 +84,7 @@ def decode_accuracy(
             if value_run is None
             else f"{method.method} uses no value model; leave out --value"
         )
+    require_policy(policy_run)
     problems, architecture = source_settings(policy_run)
     seeds = finished_config(policy_run)["seeds"]
     values = None

@@ -263,6 +263,7 @@ def initial_states(run: LMRun, model: DecoderLM) -> tuple[TrainState, jax.Array,
     if run.init_from is None:
         params = jax.vmap(lambda k: init_params(model, k))(init_keys)
     else:
+        require_policy(run.init_from)
         params = load_params(run.init_from, run.seeds, run.architecture, run.problems)
         if run.stage == "value":
             frozen = params
@@ -393,6 +394,12 @@ def finished_config(path: str | Path) -> dict[str, Any]:
     if not run_dir.finished:
         raise ValorlError(f"{path} has not finished training (resume it first)")
     return config
+
+
+def require_policy(path: str | Path) -> None:
+    """A one-line error unless `path` is a finished policy run (not a value run)."""
+    if finished_config(path)["schedule"]["mode"] == "value":
+        raise ValorlError(f"{path} is a value run; give a policy run (pretrain, sft, rl, hpt)")
 
 
 def source_settings(path: str | Path) -> tuple[Problems, Architecture]:
