@@ -64,7 +64,7 @@ def value_as_verifier(policy: Path, value: Path, seed: int, prompts: int = 256, 
 
     problems, architecture = source_settings(policy)
     data = task_data(problems)
-    model = policy_model(architecture, data.context)
+    model = policy_model(architecture, problems)
     params = jax.tree.map(lambda x: x[0], load_params(policy, (seed,)))
     values = jax.tree.map(lambda x: x[0], load_params(value, (seed,)))
     batch = sample_rollouts(model, params, data.test, jax.random.key(seed), prompts, n, 1.0)

@@ -65,7 +65,7 @@ def _step(objective, params=None, seed=0):
     data = task_data(PROBLEMS)
     from valorl.lm.train import _train_state, init_params, policy_model
 
-    model = policy_model(TINY, data.context)
+    model = policy_model(TINY, PROBLEMS)
     run = LMRun("pretrain", NextToken(False), PROBLEMS, TINY)
     params = init_params(model, jax.random.key(seed)) if params is None else params
     state = _train_state(run, model, params)

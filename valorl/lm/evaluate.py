@@ -60,13 +60,12 @@ class DecodeResult:
     policy_tokens: np.ndarray  # (seeds,) tokens sampled per problem
     scored: np.ndarray  # (seeds,) candidates scored per problem (value model or verifier)
     seconds: float  # the decoding itself, compiled beforehand: every seed and problem
+    problems: int  # problems decoded per seed
 
     @property
     def tokens_per_second(self) -> float:
         """Policy tokens sampled per second, all seeds and problems together."""
         return float(self.policy_tokens.sum() * self.problems / self.seconds)
-
-    problems: int = 0
 
 
 def decode_accuracy(
@@ -98,7 +97,7 @@ def decode_accuracy(
         values = load_params(value_run, tuple(seeds))
     data = task_data(problems)
     arrays = data.test if split == "test" else data.ood
-    model = policy_model(architecture, data.context)
+    model = policy_model(architecture, problems)
     params = load_params(policy_run, tuple(seeds))
     value_model = model.clone(outputs=1)
     length = arrays.targets.shape[1]
@@ -157,5 +156,5 @@ def decode_accuracy(
         np.asarray(sampled),
         np.asarray(scored),
         seconds,
-        problems=arrays.prompts.shape[0],
+        arrays.prompts.shape[0],
     )

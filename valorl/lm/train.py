@@ -155,9 +155,15 @@ class TaskData:
     test_prompts: list[str]
     ood_prompts: list[str]
 
-    @property
-    def context(self) -> int:
-        return self.train.prompts.shape[1] + self.train.targets.shape[1]
+
+def widths(task: Task) -> tuple[int, int]:
+    """(prompt columns, target columns) of every split of a task: the longest prompt and the
+    longest answer + EOS over its in-distribution and out-of-distribution sizes."""
+    sizes = [task.sizes("train"), task.sizes("ood")]
+    return (
+        max(task.max_prompt_length(s) for s in sizes),
+        1 + max(task.max_answer_length(s) for s in sizes),
+    )
 
 
 def task_data(problems: Problems, tokenizer: CharTokenizer | None = None) -> TaskData:
@@ -168,8 +174,7 @@ def task_data(problems: Problems, tokenizer: CharTokenizer | None = None) -> Tas
         "test": task.split("test", problems.evaluation, problems.seed),
         "ood": task.split("ood", problems.evaluation, problems.seed),
     }
-    prompt_length = max(task.max_prompt_length(task.sizes(s)) for s in sets)
-    answer_length = 1 + max(task.max_answer_length(task.sizes(s)) for s in sets)
+    prompt_length, answer_length = widths(task)
 
     def arrays(problem_set) -> TaskArrays:
         tokens, _ = demonstration_tokens(tokenizer, problem_set, prompt_length, answer_length)
@@ -189,7 +194,9 @@ def task_data(problems: Problems, tokenizer: CharTokenizer | None = None) -> Tas
 # ---- models and states --------------------------------------------------------------------
 
 
-def policy_model(architecture: Architecture, context: int) -> DecoderLM:
+def policy_model(architecture: Architecture, problems: Problems) -> DecoderLM:
+    """The policy network, its context the task's prompt and target columns (`widths`)."""
+    context = sum(widths(get_task(problems.task)))
     return DecoderLM(CharTokenizer().vocab_size, context, **dataclasses.asdict(architecture))
 
 
@@ -274,7 +281,7 @@ def initial_states(run: LMRun, model: DecoderLM) -> tuple[TrainState, jax.Array,
 def train(run: LMRun, out: str | Path, progress: bool = True) -> Path:
     """Train (or resume) `run` into `out`; returns its path. A finished run is left alone."""
     data = task_data(run.problems)
-    model = policy_model(run.architecture, data.context)
+    model = policy_model(run.architecture, run.problems)
     value_stage = run.stage == "value"
     if value_stage:
         model = model.clone(outputs=1)
@@ -426,8 +433,7 @@ def load_params(
     missing = [s for s in seeds if s not in config["seeds"]]
     if missing:
         raise ValorlError(f"{path} has no seed {missing[0]} (it has {config['seeds']})")
-    data = task_data(stored_problems)
-    model = policy_model(stored_arch, data.context)
+    model = policy_model(stored_arch, stored_problems)
     if config["schedule"]["mode"] == "value":
         model = model.clone(outputs=1)
     template = jax.vmap(lambda k: init_params(model, k))(
