@@ -289,7 +289,7 @@ def decode(args: argparse.Namespace) -> int:
     if args.json:
         record = {
             "policy": args.policy, "value": args.value, "split": args.split,
-            "decoding": vars(method) | {}, "seeds": result.seeds,
+            "decoding": vars(method), "seeds": result.seeds,
             "accuracy": result.accuracy.tolist(),
             "policy_tokens": result.policy_tokens.tolist(), "scored": result.scored.tolist(),
             "seconds": result.seconds, "tokens_per_second": result.tokens_per_second,
