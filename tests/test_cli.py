@@ -175,7 +175,8 @@ def test_demo_rejects_empty_budget(isolated, flags, phrase):
 @pytest.mark.slow
 def test_collect_train_eval(isolated):
     """A dataset collected on Pendulum-v1 is listed and described, a BC run trains on it, and
-    `eval --json` reports per-seed scores normalised by the dataset's reference returns."""
+    `eval --json` reports per-seed scores normalised by the dataset's reference returns. The
+    collection runs the console script in a subprocess; the rest runs in this process."""
     result = run_cli(
         "collect", "--env", "Pendulum-v1", "--policy", "random",
         "--policy", "pendulum-swingup:noise=0.3", "--steps", 1000, "--id", "valorl/p-v0",
@@ -184,12 +185,12 @@ def test_collect_train_eval(isolated):
     assert result.returncode == 0, result.stderr
     assert "wrote valorl/p-v0" in result.stdout and "1000 transitions" in result.stdout
 
-    listed = run_cli("datasets", "list")
+    listed = run_main("datasets", "list")
     assert listed.returncode == 0, listed.stderr
     [row] = [line for line in listed.stdout.splitlines() if "valorl/p-v0" in line]
     assert "Pendulum-v1" in row and "1,000" in row
 
-    shown = run_cli("datasets", "info", "valorl/p-v0")
+    shown = run_main("datasets", "info", "valorl/p-v0")
     assert shown.returncode == 0, shown.stderr
     info = json.loads(shown.stdout)
     assert info["dataset_id"] == "valorl/p-v0"
@@ -199,7 +200,7 @@ def test_collect_train_eval(isolated):
     assert info["ref_min_score"] < info["ref_max_score"]
     assert [b["steps"] for b in info["valorl_collect"]["behaviours"]] == [500, 500]
 
-    trained = run_cli(
+    trained = run_main(
         "train", "bc", "--dataset", "valorl/p-v0", "--steps", 40, "--log-every", 20,
         "--eval-every", 40, "--eval-episodes", 2, "--seeds", 2, "--out", "r", "--quiet",
         "--hidden-dims", "8,8", "--batch-size", 16,
@@ -208,7 +209,7 @@ def test_collect_train_eval(isolated):
     assert step_list(isolated / "r") == [20, 40]
     assert json.loads((isolated / "r/result.json").read_text())["seeds"] == [0, 1]
 
-    evaluated = run_cli("eval", "r", "--episodes", 2, "--json")
+    evaluated = run_main("eval", "r", "--episodes", 2, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert len(evaluated.stdout.splitlines()) == 1
     summary = json.loads(evaluated.stdout)

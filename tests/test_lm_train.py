@@ -99,8 +99,9 @@ def _run(stage, objective, out, steps=4, init_from=None, **kw):
     return train(run, out, progress=False)
 
 
-def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    whole = _run("pretrain", NextToken(False, 8), tmp_path / "whole")
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, base):
+    """Stopped after its first checkpoint and started again, a run ends where `base` (the same
+    settings, uninterrupted) ends."""
     write = RunDir.write_checkpoint
 
     def stop_after_first(self, data, step):
@@ -113,7 +114,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     monkeypatch.undo()
     resumed = _run("pretrain", NextToken(False, 8), tmp_path / "resumed")
     for a, b in zip(
-        jax.tree.leaves(load_params(whole, (0, 1))),
+        jax.tree.leaves(load_params(base, (0, 1))),
         jax.tree.leaves(load_params(resumed, (0, 1))),
         strict=True,
     ):
