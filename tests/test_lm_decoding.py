@@ -39,7 +39,7 @@ FINAL_VALUES = jax.jit(final_values, static_argnums=0)
 
 def init(model, seed):
     tokens = jnp.zeros((1, 4), jnp.int32)
-    return model.init(jax.random.key(seed), tokens, tokens, tokens == 0)
+    return jax.jit(model.init)(jax.random.key(seed), tokens, tokens, tokens == 0)
 
 
 @pytest.fixture(scope="module")

@@ -12,28 +12,33 @@ from valorl.lm.tokenizer import EOS, PAD, CharTokenizer
 
 TOKENIZER = CharTokenizer()
 MODEL = DecoderLM(TOKENIZER.vocab_size, max_length=16, width=16, depth=2, heads=2)
+# compiled once each: run eagerly, every layer's operations would compile one by one
+APPLY = jax.jit(MODEL.apply)
+FORWARD = jax.jit(forward, static_argnums=0)
+GENERATE = jax.jit(generate, static_argnums=(0, 4, 5, 6))
+TOKEN_LOGPROBS = jax.jit(token_logprobs, static_argnums=0)
 
 
 @pytest.fixture(scope="module")
 def params():
     tokens = jnp.zeros((1, 4), jnp.int32)
-    params = MODEL.init(jax.random.key(0), tokens, tokens, tokens == 0)
+    params = jax.jit(MODEL.init)(jax.random.key(0), tokens, tokens, tokens == 0)
     # larger weights than the initialisation's, so that sampled tokens vary and EOS occurs
     return jax.tree.map(lambda x: 3 * x, params)
 
 
 def test_prefill_then_steps_equal_one_pass(params):
     tokens = jnp.asarray(TOKENIZER.encode_batch(["12+3=45", "7*8=65"]))
-    full = forward(MODEL, params, tokens)
+    full = FORWARD(MODEL, params, tokens)
     split = 4
     valid = jnp.zeros((2, MODEL.max_length), bool).at[:, : tokens.shape[1]].set(tokens != PAD)
     positions = jnp.maximum(jnp.cumsum(tokens != PAD, axis=-1) - 1, 0)
-    out, cache = MODEL.apply(
+    out, cache = APPLY(
         params, tokens[:, :split], positions[:, :split], valid, MODEL.empty_cache(2), 0
     )
     outs = [out]
     for column in range(split, tokens.shape[1]):
-        out, cache = MODEL.apply(
+        out, cache = APPLY(
             params,
             tokens[:, column : column + 1],
             positions[:, column : column + 1],
@@ -50,15 +55,15 @@ def test_left_padding_changes_nothing(params):
     short = jnp.asarray(TOKENIZER.encode_batch(["12+3="]))
     padded = jnp.asarray(TOKENIZER.encode_batch(["12+3="], length=9))
     np.testing.assert_allclose(
-        forward(MODEL, params, short)[0, -1], forward(MODEL, params, padded)[0, -1], atol=1e-5
+        FORWARD(MODEL, params, short)[0, -1], FORWARD(MODEL, params, padded)[0, -1], atol=1e-5
     )
 
 
 def test_token_logprobs_are_the_log_softmax_of_the_next_token(params):
     tokens = jnp.asarray(TOKENIZER.encode_batch(["12+3=", "1+1="]))
-    logits = forward(MODEL, params, tokens)
+    logits = FORWARD(MODEL, params, tokens)
     expected = jax.nn.log_softmax(policy_logits(logits[1, 2]))[tokens[1, 3]]
-    np.testing.assert_allclose(token_logprobs(MODEL, params, tokens)[1, 2], expected, atol=1e-6)
+    np.testing.assert_allclose(TOKEN_LOGPROBS(MODEL, params, tokens)[1, 2], expected, atol=1e-6)
 
 
 def uncached_generate(params, prompts, key, steps, temperature, top_k):
@@ -84,7 +89,7 @@ def uncached_generate(params, prompts, key, steps, temperature, top_k):
 def test_cached_sampling_equals_uncached_sampling(params, temperature, top_k):
     prompts = jnp.asarray(TOKENIZER.encode_batch(["12+3=", "9*9=", "s321=", "1+1="]))
     key = jax.random.key(3)
-    sampled = generate(MODEL, params, prompts, key, 8, temperature, top_k)
+    sampled = GENERATE(MODEL, params, prompts, key, 8, temperature, top_k)
     tokens, logps = uncached_generate(params, prompts, key, 8, temperature, top_k)
     np.testing.assert_array_equal(sampled.tokens, tokens)
     np.testing.assert_allclose(sampled.logprobs, logps, atol=1e-5)
@@ -92,7 +97,7 @@ def test_cached_sampling_equals_uncached_sampling(params, temperature, top_k):
 
 def test_rows_stop_at_eos(params):
     prompts = jnp.asarray(TOKENIZER.encode_batch(["12+3="] * 32))
-    sampled = generate(MODEL, params, prompts, jax.random.key(1), 10)
+    sampled = GENERATE(MODEL, params, prompts, jax.random.key(1), 10)
     tokens, mask = np.asarray(sampled.tokens), np.asarray(sampled.mask)
     stopped = 0
     for row, row_mask in zip(tokens, mask, strict=True):
@@ -116,4 +121,4 @@ def test_top_k_keeps_the_k_largest_logits():
 def test_a_generation_longer_than_the_context_is_refused(params):
     prompts = jnp.asarray(TOKENIZER.encode_batch(["12+3="]))
     with pytest.raises(ValorlError, match="exceed the model's context of 16"):
-        generate(MODEL, params, prompts, jax.random.key(0), 12)
+        GENERATE(MODEL, params, prompts, jax.random.key(0), 12)
