@@ -2,7 +2,7 @@
 on the CPU, with tiny networks.
 
 Most of the suite's time is XLA compiling tiny networks, so compilation is made cheap (no LLVM
-optimisation passes: see XLA_FLAGS below) and compiled programs are kept: in
+optimisation passes, the older fusion code generators: see XLA_FLAGS below) and compiled programs are kept: in
 memory for the length of a test module (tests in a module share agents and shapes), and on
 disk in `.jax-cache/` at the repository root (JAX's persistent compilation cache), where the
 other pytest-xdist worker, a later module that builds the same program after the in-memory
@@ -21,16 +21,20 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).parents[1] / ".jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
-# Tiny networks run in microseconds whatever the optimisation level, while LLVM's optimisation
-# passes are most of XLA's compile time on the CPU: skipping them makes the suite about a third
-# faster. Results stay IEEE-exact (no fast-math); only the generated code is slower. The user's
-# own XLA_FLAGS come first, and each flag is added once (subprocesses inherit them).
+# Tiny networks run in microseconds whatever the optimisation level, while compiling is most of
+# the suite's time on the CPU. Skipping LLVM's optimisation passes makes the suite about a third
+# faster; XLA's older fusion code generators (instead of the MLIR-based emitters, the default
+# since jax 0.5) compile a small program in about half the time, another third off the suite
+# (BENCHMARKS.md, "Test suite"). Results stay IEEE-exact (no fast-math); only the generated code
+# is slower. The user's own XLA_FLAGS come first, and each flag is added once (subprocesses
+# inherit them).
 os.environ["XLA_FLAGS"] = " ".join(
     dict.fromkeys(
         [
             *os.environ.get("XLA_FLAGS", "").split(),
             "--xla_backend_optimization_level=0",
             "--xla_llvm_disable_expensive_passes=true",
+            "--xla_cpu_use_fusion_emitters=false",
         ]
     )
 )
