@@ -1,13 +1,13 @@
-"""Shared fixtures: every test runs in its own temporary directory with its own Minari root,
-on the CPU, with tiny networks.
+"""Shared fixtures: every test runs in its own temporary directory with its own Minari root, on the
+CPU, with tiny networks.
 
 Most of the suite's time is XLA compiling tiny networks, so compilation is made cheap (no LLVM
-optimisation passes, the older fusion code generators: see XLA_FLAGS below) and compiled programs are kept: in
-memory for the length of a test module (tests in a module share agents and shapes), and on
-disk in `.jax-cache/` at the repository root (JAX's persistent compilation cache), where the
-other pytest-xdist worker, a later module that builds the same program after the in-memory
-cache was dropped, the `valorl` subprocesses of end-to-end tests, and the next run find them.
-Set JAX_COMPILATION_CACHE_DIR to keep the cache elsewhere.
+optimisation passes, the older fusion code generators: see XLA_FLAGS below) and compiled
+programs are kept: in memory for the length of a test module (tests in a module share agents and
+shapes), and on disk in `.jax-cache/` at the repository root (JAX's persistent compilation
+cache), where the other pytest-xdist worker, a later module that builds the same program after
+the in-memory cache was dropped, the `valorl` subprocesses of end-to-end tests, and the next run
+find them. Set JAX_COMPILATION_CACHE_DIR to keep the cache elsewhere.
 """
 
 from __future__ import annotations
