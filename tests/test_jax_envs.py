@@ -47,7 +47,11 @@ def test_stepping_inside_a_scan_equals_one_call_at_a_time(env_id):
         rows.append(t)
     one_by_one = jax.tree.map(lambda *xs: np.stack(xs), *rows)
     for name in ("observations", "actions", "rewards", "next_observations", "terminated"):
-        np.testing.assert_array_equal(getattr(scanned, name), getattr(one_by_one, name))
+        a, b = np.asarray(getattr(scanned, name)), np.asarray(getattr(one_by_one, name))
+        if np.issubdtype(a.dtype, np.floating):  # CartPole's physics: the compiled programs
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # may round differently
+        else:  # frames, actions, episode ends: exactly
+            np.testing.assert_array_equal(a, b)
     assert bool(np.asarray(scanned.terminated | scanned.truncated).any())  # crossed a reset
 
 
