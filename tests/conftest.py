@@ -23,8 +23,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # Tiny networks run in microseconds whatever the optimisation level, while compiling is most of
 # the suite's time on the CPU. Skipping LLVM's optimisation passes makes the suite about a third
-# faster; XLA's older fusion code generators (instead of the MLIR-based emitters, the default
-# since jax 0.5) compile a small program in about half the time, another third off the suite
+# faster; XLA's older fusion code generators (instead of the MLIR-based emitters, XLA's
+# default) compile a small program in about half the time, another third off the suite
 # (BENCHMARKS.md, "Test suite"). Results stay IEEE-exact (no fast-math); only the generated code
 # is slower. The user's own XLA_FLAGS come first, and each flag is added once (subprocesses
 # inherit them).
