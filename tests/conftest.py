@@ -1,5 +1,5 @@
-"""Shared fixtures: every test runs in its own temporary directory with its own Minari root, on the
-CPU, with tiny networks.
+"""Shared fixtures: every test runs in its own temporary directory with its own Minari root,
+on the CPU, with tiny networks.
 
 Most of the suite's time is XLA compiling tiny networks, so compilation is made cheap (no LLVM
 optimisation passes, the older fusion code generators: see XLA_FLAGS below) and compiled
