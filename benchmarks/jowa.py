@@ -11,12 +11,15 @@ Tests the claims of Cheng et al. 2024 (JOWA, Sec. 5) at MinAtar scale. Parts:
                  stop-grad     the TD loss stopped at the backbone (`--joint false`)
                  q-only        no world-model loss at all (`--world-model-steps 0
                                --supervised-weight 0`): the backbone learns from Q alone
+                 mtbc          multi-task BC: the same network trained as a policy alone
+                               (`--behaviour-cloning true`, no world-model loss)
                and single-game discrete CQL on each game's own frames (`cql_discrete`)
     planning   the jowa run evaluated greedy and with beam search (K, H) in (2, 1), (2, 2),
                (3, 2), with the wall-clock per decision
     transfer   on --held-out (default Freeway, expert data), the first --episodes episodes:
                  fine-tune     from the jowa run (`--init-from`, JOWA's fine-tuning settings)
                  scratch       the same model and steps from a random initialisation
+                 bc            the same model trained as a policy (BC) on the episodes
     size       jowa at each of --sizes widths (the --width run is the pretrain jowa run)
 
 Scores are normalised per game by the zoo's references (random 0, the behaviour data's
@@ -49,6 +52,7 @@ from valorl.training.run_dir import RunDir
 GAMES = ("breakout", "asterix", "spaceinvaders")
 PLANS = ((1, 0), (2, 1), (2, 2), (3, 2))
 FINE_TUNE = "--world-model-steps 0 --supervised-weight 0.5 --learning-rate 5e-5"
+BC = "--behaviour-cloning true --world-model-steps 0 --supervised-weight 0"
 
 
 def datasets(games: list[str], kind: str) -> str:
@@ -94,6 +98,7 @@ def main() -> None:
         "jowa": "",
         "stop-grad": "--joint false",
         "q-only": "--world-model-steps 0 --supervised-weight 0",
+        "mtbc": BC,
     }
     rows = {}
     if "pretrain" in parts:
@@ -153,8 +158,9 @@ def main() -> None:
             str(out / "fine-tune"),
         )
         valorl("train", "jowa", *few.split(), "--out", str(out / "scratch"))
+        valorl("train", "jowa", *few.split(), *BC.split(), "--out", str(out / "bc"))
         print(f"\n{args.held_out}, {args.episodes} episodes | normalised score |")
-        for name in ("fine-tune", "scratch"):
+        for name in ("fine-tune", "scratch", "bc"):
             print(f"| {name} | {mean_cell(game_scores(out / name, final(out / name))[:, 0])} |")
     if "size" in parts:
         print("\n| width | parameters | IQM (95% CI) |")

@@ -8,7 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from valorl.agents.jowa import JOWA, double_dqn_target, masked_cql_gap, split_observation
+from valorl.agents.jowa import (
+    JOWA,
+    double_dqn_target,
+    masked_bc_loss,
+    masked_cql_gap,
+    split_observation,
+)
 from valorl.agents.jowa_planning import beam_search
 from valorl.critics.heads import Categorical, Scalar
 from valorl.data.dataset import Batch
@@ -121,6 +127,17 @@ def test_masked_cql_gap_by_hand():
     np.testing.assert_allclose(got, [np.log(np.e**1 + np.e**2) - 1.0], rtol=1e-6)
 
 
+def test_masked_bc_loss_by_hand():
+    # 2 members, 1 row, 2 steps, 3 actions; action 2 is not the game's; step 1 is padding
+    logits = jnp.array([[[[0.0, 1.0, 50.0], [9.0, 9.0, 9.0]]], [[[2.0, 0.0, 50.0], [0.0] * 3]]])
+    valid = jnp.array([[[True, True, False]] * 2])
+    loss, metrics = masked_bc_loss(logits, valid, jnp.array([[1, 0]]), jnp.array([[True, False]]))
+    ce = [np.log(1 + np.e) - 1.0, np.log(np.e**2 + 1) - 0.0]  # -log softmax at action 1
+    np.testing.assert_allclose(float(loss), sum(ce), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["bc_loss"]), sum(ce) / 2, rtol=1e-6)
+    assert float(metrics["bc_accuracy"]) == 0.0  # mean logits (1, 0.5): action 0, not 1
+
+
 # ---- the agent -----------------------------------------------------------------------------
 
 TINY = dict(vocab_size=16, num_tasks=2, context=2, width=16, depth=1, heads=2, q_hidden=8)
@@ -190,6 +207,18 @@ def test_td_gradient_reaches_the_backbone_only_when_joint(joint):
     grads, _ = loss_grads(agent, batch)(state.model.params, at_step(state, 0))
     backbone = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["backbone"]))
     assert (backbone > 0.0) == joint
+
+
+def test_behaviour_cloning_trains_the_heads_and_backbone_as_a_policy_and_refuses_planning():
+    agent, state = tiny_agent(world_model_steps=0, supervised_weight=0.0, behaviour_cloning=True)
+    grads, metrics = loss_grads(agent, segment_batch(jax.random.key(1)))(
+        state.model.params, at_step(state, 0)
+    )
+    assert "td_loss" not in metrics and float(metrics["bc_loss"]) > 0.0
+    for part in ("backbone", "q_head"):
+        assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[part])) > 0.0
+    with pytest.raises(ValorlError, match="--plan-depth scores paths by Q"):
+        JOWA(**TINY, behaviour_cloning=True, plan_depth=1)
 
 
 def test_act_is_greedy_over_valid_actions_and_plans_when_asked():

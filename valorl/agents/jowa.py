@@ -20,7 +20,9 @@ one action token over the union action set (codes `vocab_size + a`). A causal tr
 
 Training has two stages (Sec. 3.4): the world-model loss alone for `world_model_steps`, then
 `supervised_weight`·world-model loss + TD loss + CQL penalty, the TD gradient reaching the
-shared backbone (`joint`, JOWA's "jointly optimised") or stopped at it (the ablation).
+shared backbone (`joint`, JOWA's "jointly optimised") or stopped at it (the ablation). With
+`behaviour_cloning` the same heads are trained instead as a policy, by cross-entropy to the data's
+action over the valid ones: multi-task BC on the same backbone (JOWA's MTBC baseline, Table 1).
 
 Observations are flat vectors: the frame's tokens, the game's index, and the game's valid
 actions as 0/1 (`observation_layout`), so one dataset and one policy serve several games.
@@ -198,6 +200,9 @@ class JOWA(AgentBase):
     """Updates of the world model alone before joint training (JOWA: 250k of 1.75M)."""
     joint: bool = True
     """The TD loss's gradient reaches the shared backbone; false: only the Q head learns from it."""
+    behaviour_cloning: bool = False
+    """Train the Q head's per-action outputs as a policy's logits (cross-entropy to the data's
+    action) instead of by TD and CQL: multi-task BC with the same network (MTBC)."""
     target_update_every: int = 1000
     """Updates between copies of the Q head to its target (JOWA: 1000)."""
     learning_rate: float = 1e-4
@@ -229,6 +234,10 @@ class JOWA(AgentBase):
         if self.width % self.heads:
             raise ValorlError(
                 f"--width ({self.width}) must be a multiple of --heads ({self.heads})"
+            )
+        if self.behaviour_cloning and self.plan_depth > 0:
+            raise ValorlError(
+                "--plan-depth scores paths by Q, which --behaviour-cloning does not learn"
             )
         if self.plan_width < 1 or not 0 <= self.plan_depth < self.context:
             raise ValorlError(
@@ -300,24 +309,36 @@ class JOWA(AgentBase):
         frame_end = h.reshape(h.shape[0], num_blocks, per_block, -1)[:, :, -2]  # (B, L, W)
         q_input = frame_end if self.joint else jax.lax.stop_gradient(frame_end)
         outputs = self._call(state, params, "q", q_input)  # (M, B, L, A, D)
+        if self.behaviour_cloning:
+            values = self.critic.value(outputs)  # (M, B, L, A): the policy's logits
+            control, control_metrics = masked_bc_loss(values, valid, batch.actions, step_valid)
+        else:
+            control, control_metrics = self.q_loss(
+                state, params, frame_end, outputs, valid, batch, step_valid
+            )
+
+        joint_stage = jnp.asarray(state.model.step) >= self.world_model_steps
+        total = jnp.where(joint_stage, self.supervised_weight * world + control, world)
+        return total, {
+            "world_loss": world,
+            "joint_stage": joint_stage.astype(jnp.float32),
+            **world_metrics,
+            **control_metrics,
+        }
+
+    def q_loss(
+        self, state, params, frame_end, outputs, valid, batch, step_valid
+    ) -> tuple[jax.Array, Metrics]:
+        """The TD loss from the next blocks plus `cql_alpha` times CQL's gap, both summed over
+        the ensemble's members."""
         next_h = jax.lax.stop_gradient(frame_end[:, 1:])
         target = self.td_target(state, params, next_h, valid[:, 1:], batch)
         td, q_metrics = self.td_loss(outputs[:, :, :-1], batch, target, step_valid)
         gap = masked_cql_gap(self.critic.value(outputs), valid, batch.actions)  # (M, B, L)
         cql = _masked_mean(gap, step_valid).sum()
-
-        joint_stage = jnp.asarray(state.model.step) >= self.world_model_steps
-        total = jnp.where(
-            joint_stage,
-            self.supervised_weight * world + td + self.cql_alpha * cql,
-            world,
-        )
-        return total, {
-            "world_loss": world,
+        return td + self.cql_alpha * cql, {
             "td_loss": td,
             "cql_gap": cql / self.q_members,
-            "joint_stage": joint_stage.astype(jnp.float32),
-            **world_metrics,
             **q_metrics,
         }
 
@@ -450,6 +471,20 @@ def masked_cql_gap(values: jax.Array, valid: jax.Array, actions: jax.Array) -> j
     """CQL's gap log Σ_{valid a} exp Q(s, a) − Q(s, a_data) (Kumar et al. 2020, Eq. 4) from
     values (..., A), the valid actions (..., A) and the data's actions (...)."""
     return discrete_cql_gap(jnp.where(valid, values, INVALID), actions.astype(jnp.int32))
+
+
+def masked_bc_loss(
+    logits: jax.Array, valid: jax.Array, actions: jax.Array, step_valid: jax.Array
+) -> tuple[jax.Array, Metrics]:
+    """Multi-task BC: the cross-entropy of the data's actions (B, L) under softmax policies over
+    the valid actions (B, L, A) of each member's logits (M, B, L, A), averaged over valid steps
+    and summed over members; with the ensemble-mean policy's accuracy."""
+    logits = jnp.where(valid, logits, INVALID)
+    actions = actions.astype(jnp.int32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, actions[None])  # (M, B, L)
+    hit = (jnp.argmax(logits.mean(axis=0), axis=-1) == actions).astype(jnp.float32)
+    loss = _masked_mean(ce, step_valid).sum()
+    return loss, {"bc_loss": loss / logits.shape[0], "bc_accuracy": _masked_mean(hit, step_valid)}
 
 
 def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:

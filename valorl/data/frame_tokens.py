@@ -126,7 +126,14 @@ def _as_list(frames: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _patterns_by_frequency(frames: np.ndarray) -> list[np.ndarray]:
+    """The frames' distinct patch patterns, most frequent first, ties in lexicographic order of
+    the bits. Counted on one 64-bit key per patch (the bits packed), which is ~100x faster than
+    `np.unique(axis=0)` on the bit rows (a minute for 120k frames)."""
     bits = patches(pad_channels(np.asarray(frames) > 0).astype(np.uint8))
-    unique, counts = np.unique(bits.reshape(-1, bits.shape[-1]), axis=0, return_counts=True)
+    bits = bits.reshape(-1, bits.shape[-1])
+    packed = np.zeros((len(bits), 8), np.uint8)
+    packed[:, : -(-bits.shape[-1] // 8)] = np.packbits(bits, axis=-1)
+    _, first, counts = np.unique(packed.view(np.uint64)[:, 0], return_index=True, return_counts=True)
+    unique = bits[first]
     order = np.lexsort((*unique.T[::-1], -counts))  # by count, then by pattern
     return list(unique[order])
