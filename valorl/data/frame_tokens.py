@@ -133,7 +133,8 @@ def _patterns_by_frequency(frames: np.ndarray) -> list[np.ndarray]:
     bits = bits.reshape(-1, bits.shape[-1])
     packed = np.zeros((len(bits), 8), np.uint8)
     packed[:, : -(-bits.shape[-1] // 8)] = np.packbits(bits, axis=-1)
-    _, first, counts = np.unique(packed.view(np.uint64)[:, 0], return_index=True, return_counts=True)
+    keys = packed.view(np.uint64)[:, 0]
+    _, first, counts = np.unique(keys, return_index=True, return_counts=True)
     unique = bits[first]
     order = np.lexsort((*unique.T[::-1], -counts))  # by count, then by pattern
     return list(unique[order])
