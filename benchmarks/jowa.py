@@ -13,7 +13,8 @@ Tests the claims of Cheng et al. 2024 (JOWA, Sec. 5) at MinAtar scale. Parts:
                                --supervised-weight 0`): the backbone learns from Q alone
                  mtbc          multi-task BC: the same network trained as a policy alone
                                (`--behaviour-cloning true`, no world-model loss)
-               and single-game discrete CQL on each game's own frames (`cql_discrete`)
+               and single-game discrete CQL on each game's own frames (`cql_discrete`);
+               `--arms` picks and orders them (`cql` for the last)
     planning   the jowa run evaluated greedy and with beam search (K, H) in (2, 1), (2, 2),
                (3, 2), with the wall-clock per decision
     transfer   on --held-out (default Freeway, expert data), the first --episodes episodes:
@@ -27,9 +28,9 @@ expert 100) and aggregated as the IQM over games × seeds with a 95% stratified-
 interval. Scaled down from JOWA's 150M-parameter model, 1.75M steps and 15 Atari games: widths
 64-256 (`--width`, `--sizes`), 4 layers (`--depth`), `--steps` gradient steps, 3-4 MinAtar
 games. Finished runs are reused, interrupted ones resume. On one core of the 2-core CPU machine,
-3 seeds on 3 games train at about 2 updates/s at the defaults and 6.7 at `--width 64 --depth 2`;
-evaluation (the token games on the host, one transformer call per step) costs about as much
-again as 3,000 such updates at the default `--eval-episodes`.
+at `--width 64 --depth 2` (a compute-bound 4 GFLOP per update), 3 seeds vmapped take about 1.6
+gradient steps/s (the runs' `updates_per_s` counts every seed's: 4.9) and one seed 6.3; a
+3,000-step arm is about 30 minutes. Evaluating 18 episodes per seed takes a few minutes.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ from valorl.training.run_dir import RunDir
 
 GAMES = ("breakout", "asterix", "spaceinvaders")
 PLANS = ((1, 0), (2, 1), (2, 2), (3, 2))
-FINE_TUNE = "--world-model-steps 0 --supervised-weight 0.5 --learning-rate 5e-5"
+FINE_TUNE = "--world-model-steps 0 --supervised-weight 0.5"
+"""JOWA's fine-tuning settings; its learning rate is the pre-training one halved (JOWA: 1e-4,
+then 5e-5)."""
 BC = "--behaviour-cloning true --world-model-steps 0 --supervised-weight 0"
 
 
@@ -75,6 +78,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/jowa")
     parser.add_argument("--parts", default="pretrain,planning,transfer,size")
     parser.add_argument("--games", default=",".join(GAMES))
+    parser.add_argument(
+        "--arms", default="jowa,q-only,mtbc,cql,stop-grad", help="pre-training arms, in order"
+    )
     parser.add_argument("--held-out", default="freeway")
     parser.add_argument("--episodes", type=int, default=4, help="held-out episodes to learn from")
     parser.add_argument("--steps", type=int, default=20_000)
@@ -86,48 +92,38 @@ def main() -> None:
     parser.add_argument(
         "--world-model-steps", type=int, default=1000, help="world-model-only steps first"
     )
+    parser.add_argument(
+        "--learning-rate", type=float, default=1e-4, help="pre-training (JOWA: 1e-4)"
+    )
+    parser.add_argument(
+        "--target-every", type=int, default=1000, help="updates between target copies (JOWA: 1000)"
+    )
     parser.add_argument("--eval-episodes", type=int, default=6, help="per game and seed")
     args = parser.parse_args()
     out, games, parts = Path(args.out), args.games.split(","), args.parts.split(",")
     n_games = len(games)
     common = f"--seeds {args.seeds} --quiet --log-every 1000 --eval-every {args.steps}"
-    model = f"--depth {args.depth} --world-model-steps {args.world_model_steps}"
+    model = f"--depth {args.depth} --world-model-steps {args.world_model_steps} "
+    model += f"--learning-rate {args.learning_rate} --target-update-every {args.target_every}"
     multi = f"--datasets {datasets(games, 'medium')} {common} {model} --steps {args.steps} "
     multi += f"--eval-episodes {args.eval_episodes * n_games}"
     arms = {
         "jowa": "",
-        "stop-grad": "--joint false",
         "q-only": "--world-model-steps 0 --supervised-weight 0",
         "mtbc": BC,
+        "stop-grad": "--joint false",
     }
     rows = {}
     if "pretrain" in parts:
-        for name, flags in arms.items():
+        for name in args.arms.split(","):
+            if name == "cql":
+                rows["cql (one per game)"] = _cql_per_game(out, games, common, args)
+                continue
             valorl(
-                "train", "jowa", *multi.split(), "--width", str(args.width), *flags.split(),
+                "train", "jowa", *multi.split(), "--width", str(args.width), *arms[name].split(),
                 "--out", str(out / name),
             )  # fmt: skip
             rows[name] = game_scores(out / name, final(out / name))
-        cql = []
-        for game in games:
-            run = out / f"cql-{game}"
-            data = f"{game}-minatar-medium-v0"
-            valorl(
-                "train",
-                "cql_discrete",
-                "--dataset",
-                data,
-                *common.split(),
-                "--steps",
-                str(args.steps),
-                "--eval-episodes",
-                str(args.eval_episodes),
-                "--out",
-                str(run),
-            )
-            with np.load(run / "evaluations.npz") as f:
-                cql.append(f["normalized_scores"][:, -1].mean(axis=-1))
-        rows["cql (one per game)"] = np.stack(cql, axis=1)
         print(f"\n| arm | IQM (95% CI) | {' | '.join(games)} |")
         print("|---|---:|" + "---:|" * n_games)
         for name, scores in rows.items():
@@ -145,20 +141,16 @@ def main() -> None:
     if "transfer" in parts:
         held = f"{args.held_out}-minatar-expert-v0"
         few = f"--datasets {held} --episodes-per-game {args.episodes} {common} "
-        few += f"--width {args.width} --depth {args.depth} "
-        few += f"--steps {args.fine_tune_steps} --eval-episodes {args.eval_episodes}"
-        init = ["--init-from", str(out / "jowa")]
-        valorl(
-            "train",
-            "jowa",
-            *few.split(),
-            *FINE_TUNE.split(),
-            *init,
-            "--out",
-            str(out / "fine-tune"),
+        few += (
+            f"--width {args.width} --depth {args.depth} --target-update-every {args.target_every} "
         )
-        valorl("train", "jowa", *few.split(), "--out", str(out / "scratch"))
-        valorl("train", "jowa", *few.split(), *BC.split(), "--out", str(out / "bc"))
+        few += f"--steps {args.fine_tune_steps} --eval-episodes {args.eval_episodes}"
+        lr = ["--learning-rate", str(args.learning_rate)]
+        fine_tune = [*FINE_TUNE.split(), "--learning-rate", str(args.learning_rate / 2)]
+        init = ["--init-from", str(out / "jowa")]
+        valorl("train", "jowa", *few.split(), *fine_tune, *init, "--out", str(out / "fine-tune"))
+        valorl("train", "jowa", *few.split(), *lr, "--out", str(out / "scratch"))
+        valorl("train", "jowa", *few.split(), *lr, *BC.split(), "--out", str(out / "bc"))
         print(f"\n{args.held_out}, {args.episodes} episodes | normalised score |")
         for name in ("fine-tune", "scratch", "bc"):
             print(f"| {name} | {mean_cell(game_scores(out / name, final(out / name))[:, 0])} |")
@@ -168,6 +160,21 @@ def main() -> None:
             run = out / ("jowa" if width == args.width else f"jowa-w{width}")
             valorl("train", "jowa", *multi.split(), "--width", str(width), "--out", str(run))
             print(f"| {width} | {_parameters(run):,} | {iqm_cell(game_scores(run, final(run)))} |")
+
+
+def _cql_per_game(out: Path, games: list[str], common: str, args) -> np.ndarray:
+    """(seeds, games) normalised scores of single-game discrete CQL on each game's own data."""
+    scores = []
+    for game in games:
+        run = out / f"cql-{game}"
+        valorl(
+            "train", "cql_discrete", "--dataset", f"{game}-minatar-medium-v0", *common.split(),
+            "--steps", str(args.steps), "--eval-episodes", str(args.eval_episodes),
+            "--out", str(run),
+        )  # fmt: skip
+        with np.load(run / "evaluations.npz") as f:
+            scores.append(f["normalized_scores"][:, -1].mean(axis=-1))
+    return np.stack(scores, axis=1)
 
 
 def _seconds_per_decision(run: Path, width: int, depth: int, batch: int = 16) -> float:
