@@ -99,6 +99,12 @@ def main() -> None:
         "--target-every", type=int, default=1000, help="updates between target copies (JOWA: 1000)"
     )
     parser.add_argument("--eval-episodes", type=int, default=6, help="per game and seed")
+    parser.add_argument(
+        "--plan-episodes",
+        type=int,
+        help="per game and seed in the planning part (default --eval-episodes; a planned "
+        "decision costs (H·(tokens per frame + 1) + 1) transformer calls)",
+    )
     args = parser.parse_args()
     out, games, parts = Path(args.out), args.games.split(","), args.parts.split(",")
     n_games = len(games)
@@ -133,7 +139,7 @@ def main() -> None:
         print("\n| planner (K, H) | IQM (95% CI) | ms per decision |")
         print("|---|---:|---:|")
         for width, depth in PLANS:
-            episodes = args.eval_episodes * n_games
+            episodes = (args.plan_episodes or args.eval_episodes) * n_games
             ev = evaluate_run(out / "jowa", episodes=episodes, plan=(width, depth))
             scores = game_scores(out / "jowa", ev.returns)
             ms = 1000 * _seconds_per_decision(out / "jowa", width, depth)
