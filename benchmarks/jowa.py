@@ -102,8 +102,8 @@ def main() -> None:
     parser.add_argument(
         "--plan-episodes",
         type=int,
-        help="per game and seed in the planning part (default --eval-episodes; a planned "
-        "decision costs (H·(tokens per frame + 1) + 1) transformer calls)",
+        help="per game and seed in the planning part (default --eval-episodes; a planned decision "
+        "costs 1 + H·(tokens per frame + 2) transformer calls)",
     )
     args = parser.parse_args()
     out, games, parts = Path(args.out), args.games.split(","), args.parts.split(",")
