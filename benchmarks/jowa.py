@@ -14,9 +14,9 @@ Tests the claims of Cheng et al. 2024 (JOWA, Sec. 5) at MinAtar scale. Parts:
                  mtbc          multi-task BC: the same network trained as a policy alone
                                (`--behaviour-cloning true`, no world-model loss)
                and single-game discrete CQL on each game's own frames (`cql_discrete`);
-               `--arms` picks and orders them (`cql` for the last)
-    planning   the jowa run evaluated greedy and with beam search (K, H) in (2, 1), (2, 2),
-               (3, 2), with the wall-clock per decision
+               `--arms` picks and orders them (`cql` names the last)
+    planning   the jowa run evaluated greedy and with beam search of width K and depth H
+               (`--plans`: (2, 1), (2, 2), (3, 2)), with the wall-clock per decision
     transfer   on --held-out (default Freeway, expert data), the first --episodes episodes:
                  fine-tune     from the jowa run (`--init-from`, JOWA's fine-tuning settings)
                  scratch       the same model and steps from a random initialisation
@@ -51,7 +51,6 @@ from valorl.eval.policy import load_policy
 from valorl.training.run_dir import RunDir
 
 GAMES = ("breakout", "asterix", "spaceinvaders")
-PLANS = ((1, 0), (2, 1), (2, 2), (3, 2))
 FINE_TUNE = "--world-model-steps 0 --supervised-weight 0.5"
 """JOWA's fine-tuning settings; its learning rate is the pre-training one halved (JOWA: 1e-4,
 then 5e-5)."""
@@ -100,6 +99,9 @@ def main() -> None:
     )
     parser.add_argument("--eval-episodes", type=int, default=6, help="per game and seed")
     parser.add_argument(
+        "--plans", default="1x0,2x1,2x2,3x2", help="planners KxH of the planning part; 1x0 greedy"
+    )
+    parser.add_argument(
         "--plan-episodes",
         type=int,
         help="per game and seed in the planning part (default --eval-episodes; a planned decision "
@@ -138,7 +140,8 @@ def main() -> None:
     if "planning" in parts:
         print("\n| planner (K, H) | IQM (95% CI) | ms per decision |")
         print("|---|---:|---:|")
-        for width, depth in PLANS:
+        for plan in args.plans.split(","):
+            width, depth = map(int, plan.split("x"))
             episodes = (args.plan_episodes or args.eval_episodes) * n_games
             ev = evaluate_run(out / "jowa", episodes=episodes, plan=(width, depth))
             scores = game_scores(out / "jowa", ev.returns)
