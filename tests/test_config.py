@@ -74,11 +74,12 @@ SPECIAL = {
         "heads": 3,
         "normalize_observations": False,
         "reward_normalization": "none",
+        "behaviour_cloning": False,
     },
 }
 """Values given instead where changing every field would combine options an agent refuses
 (FQL's n-step returns with chunks; DQC with a distributional head; JOWA's width not a multiple
-of its heads, or its token observations normalised)."""
+of its heads, its token observations normalised, or planning with a behaviour-cloning head)."""
 
 
 @pytest.mark.parametrize("name", sorted(AGENTS))
