@@ -22,6 +22,8 @@ Tests the claims of Cheng et al. 2024 (JOWA, Sec. 5) at MinAtar scale. Parts:
                  scratch       the same model and steps from a random initialisation
                  bc            the same model trained as a policy (BC) on the episodes
     size       jowa at each of --sizes widths (the --width run is the pretrain jowa run)
+    world-model  how well the jowa run's seed 0 predicts the data, teacher-forced on 256
+               segments: next-frame tokens, non-empty patches, whole frames, reward signs
 
 Scores are normalised per game by the zoo's references (random 0, the behaviour data's
 expert 100) and aggregated as the IQM over games × seeds with a 95% stratified-bootstrap
@@ -42,9 +44,11 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from common import iqm_cell, mean_cell, valorl
 
+from valorl.data.segments import sample_segments
 from valorl.envs.token_games import load_multigame, per_game
 from valorl.eval.evaluate import evaluate_run
 from valorl.eval.policy import load_policy
@@ -163,6 +167,8 @@ def main() -> None:
         print(f"\n{args.held_out}, {args.episodes} episodes | normalised score |")
         for name in ("fine-tune", "scratch", "bc"):
             print(f"| {name} | {mean_cell(game_scores(out / name, final(out / name))[:, 0])} |")
+    if "world-model" in parts:
+        _world_model_accuracy(out / "jowa", games)
     if "size" in parts:
         print("\n| width | parameters | IQM (95% CI) |")
         for width in map(int, args.sizes.split(",")):
@@ -184,6 +190,41 @@ def _cql_per_game(out: Path, games: list[str], common: str, args) -> np.ndarray:
         with np.load(run / "evaluations.npz") as f:
             scores.append(f["normalized_scores"][:, -1].mean(axis=-1))
     return np.stack(scores, axis=1)
+
+
+def _world_model_accuracy(run: Path, games: list[str], rows: int = 256) -> None:
+    """Teacher-forced accuracy of seed 0's world model on `rows` data segments: what the
+    planner's imagined steps start from."""
+    policy = load_policy(run)
+    agent, state = policy.agent, jax.tree.map(lambda x: x[0], policy.states)
+    data = jax.device_put(load_multigame(datasets(games, "medium").split(",")).to_batch())
+    seg = sample_segments(data, jax.random.key(0), rows, agent.context)
+    tokens, tasks, _ = agent.sequence(state, seg)
+    frame_logits, reward_logits, _ = agent._call(
+        state,
+        state.model.params,
+        "world",
+        agent._call(state, state.model.params, "hidden", tokens, tasks),
+    )
+    per = tokens.shape[1] // agent.context
+    right = np.asarray(jnp.argmax(frame_logits[:, :-1], -1) == tokens[:, 1:])  # predicts p+1
+    valid = np.repeat(np.asarray(seg.valid), per, axis=1)[:, 1:]
+    position = np.arange(1, tokens.shape[1])
+    frame = (position % per < per - 1) & (position >= per) & valid  # frame tokens of blocks >= 1
+    nonempty = frame & (np.asarray(tokens[:, 1:]) != 0)
+    whole = [
+        right[:, k * per - 1 : (k + 1) * per - 2].all(axis=1)[np.asarray(seg.valid)[:, k]].mean()
+        for k in range(1, agent.context)
+    ]
+    sign = np.asarray(jnp.argmax(reward_logits.reshape(rows, agent.context, per, 3)[:, :, -1], -1))
+    steps = np.asarray(seg.valid)
+    rewards = np.sign(np.asarray(seg.rewards))
+    no_reward = (rewards == 0)[steps].mean()
+    print(
+        f"\nnext-frame tokens right: {right[frame].mean():.3f}, non-empty patches "
+        f"{right[nonempty].mean():.3f}, whole frames {np.round(whole, 3).tolist()}, reward signs "
+        f"{(sign - 1 == rewards)[steps].mean():.3f} (steps without reward {no_reward:.3f})"
+    )
 
 
 def _seconds_per_decision(run: Path, width: int, depth: int, batch: int = 16) -> float:
