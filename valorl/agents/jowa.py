@@ -327,10 +327,18 @@ class JOWA(AgentBase):
         }
 
     def q_loss(
-        self, state, params, frame_end, outputs, valid, batch, step_valid
+        self,
+        state: JOWAState,
+        params: Params,
+        frame_end: jax.Array,
+        outputs: jax.Array,
+        valid: jax.Array,
+        batch: Batch,
+        step_valid: jax.Array,
     ) -> tuple[jax.Array, Metrics]:
         """The TD loss from the next blocks plus `cql_alpha` times CQL's gap, both summed over
-        the ensemble's members."""
+        the ensemble's members, from the hidden states at each block's last frame token
+        (B, L, W) and the Q head's outputs there (M, B, L, A, D)."""
         next_h = jax.lax.stop_gradient(frame_end[:, 1:])
         target = self.td_target(state, params, next_h, valid[:, 1:], batch)
         td, q_metrics = self.td_loss(outputs[:, :, :-1], batch, target, step_valid)
