@@ -200,24 +200,20 @@ def _world_model_accuracy(run: Path, games: list[str], rows: int = 256) -> None:
     data = jax.device_put(load_multigame(datasets(games, "medium").split(",")).to_batch())
     seg = sample_segments(data, jax.random.key(0), rows, agent.context)
     tokens, tasks, _ = agent.sequence(state, seg)
-    frame_logits, reward_logits, _ = agent._call(
-        state,
-        state.model.params,
-        "world",
-        agent._call(state, state.model.params, "hidden", tokens, tasks),
-    )
+    world, _ = state.model.apply_fn({"params": state.model.params}, tokens, tasks)
+    frame_logits, reward_logits, _ = world
     per = tokens.shape[1] // agent.context
     right = np.asarray(jnp.argmax(frame_logits[:, :-1], -1) == tokens[:, 1:])  # predicts p+1
-    valid = np.repeat(np.asarray(seg.valid), per, axis=1)[:, 1:]
+    steps = np.asarray(seg.valid)
+    valid = np.repeat(steps, per, axis=1)[:, 1:]
     position = np.arange(1, tokens.shape[1])
     frame = (position % per < per - 1) & (position >= per) & valid  # frame tokens of blocks >= 1
     nonempty = frame & (np.asarray(tokens[:, 1:]) != 0)
     whole = [
-        right[:, k * per - 1 : (k + 1) * per - 2].all(axis=1)[np.asarray(seg.valid)[:, k]].mean()
+        right[:, k * per - 1 : (k + 1) * per - 2].all(axis=1)[steps[:, k]].mean()
         for k in range(1, agent.context)
     ]
     sign = np.asarray(jnp.argmax(reward_logits.reshape(rows, agent.context, per, 3)[:, :, -1], -1))
-    steps = np.asarray(seg.valid)
     rewards = np.sign(np.asarray(seg.rewards))
     no_reward = (rewards == 0)[steps].mean()
     print(

@@ -201,8 +201,9 @@ class JOWA(AgentBase):
     joint: bool = True
     """The TD loss's gradient reaches the shared backbone; false: only the Q head learns from it."""
     behaviour_cloning: bool = False
-    """Train the Q head's per-action outputs as a policy's logits (cross-entropy to the data's
-    action) instead of by TD and CQL: multi-task BC with the same network (MTBC)."""
+    """Train the Q head's per-action values (a distributional head's means) as a policy's logits
+    (cross-entropy to the data's action) instead of by TD and CQL: multi-task BC with the same
+    network (MTBC)."""
     target_update_every: int = 1000
     """Updates between copies of the Q head to its target (JOWA: 1000)."""
     learning_rate: float = 1e-4
