@@ -19,6 +19,8 @@ Tests the claims of Cheng et al. 2024 (JOWA, Sec. 5) at MinAtar scale. Parts:
                (`--plans`: (2, 1), (2, 2), (3, 2)), with the wall-clock per decision
     transfer   on --held-out (default Freeway, expert data), the first --episodes episodes:
                  fine-tune     from the jowa run (`--init-from`, JOWA's fine-tuning settings)
+                 fine-tune-imagined  the same with --imagine-batch of each batch's sequences
+                               rolled out in the model (JOWA's optional data synthesis)
                  scratch       the same model and steps from a random initialisation
                  bc            the same model trained as a policy (BC) on the episodes
     size       jowa at each of --sizes widths (the --width run is the pretrain jowa run)
@@ -85,6 +87,17 @@ def main() -> None:
         "--arms", default="jowa,q-only,mtbc,cql,stop-grad", help="pre-training arms, in order"
     )
     parser.add_argument("--held-out", default="freeway")
+    parser.add_argument(
+        "--transfer-arms",
+        default="fine-tune,fine-tune-imagined,scratch,bc",
+        help="transfer arms, in order",
+    )
+    parser.add_argument(
+        "--imagine-batch",
+        type=int,
+        default=16,
+        help="sequences of 32 imagined per update in fine-tune-imagined (JOWA: 16)",
+    )
     parser.add_argument("--episodes", type=int, default=4, help="held-out episodes to learn from")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--fine-tune-steps", type=int, default=5_000)
@@ -109,7 +122,7 @@ def main() -> None:
         "--plan-episodes",
         type=int,
         help="per game and seed in the planning part (default --eval-episodes; a planned decision "
-        "costs 1 + H·(tokens per frame + 2) transformer calls)",
+        "feeds 1 + H·(tokens per frame + 1) tokens per beam through the key/value cache)",
     )
     args = parser.parse_args()
     out, games, parts = Path(args.out), args.games.split(","), args.parts.split(",")
@@ -161,11 +174,17 @@ def main() -> None:
         lr = ["--learning-rate", str(args.learning_rate)]
         fine_tune = [*FINE_TUNE.split(), "--learning-rate", str(args.learning_rate / 2)]
         init = ["--init-from", str(out / "jowa")]
-        valorl("train", "jowa", *few.split(), *fine_tune, *init, "--out", str(out / "fine-tune"))
-        valorl("train", "jowa", *few.split(), *lr, "--out", str(out / "scratch"))
-        valorl("train", "jowa", *few.split(), *lr, *BC.split(), "--out", str(out / "bc"))
+        imagine = ["--imagine-batch", str(args.imagine_batch)]
+        transfer_arms = {
+            "fine-tune": [*fine_tune, *init],
+            "fine-tune-imagined": [*fine_tune, *init, *imagine],
+            "scratch": lr,
+            "bc": [*lr, *BC.split()],
+        }
+        for name in args.transfer_arms.split(","):
+            valorl("train", "jowa", *few.split(), *transfer_arms[name], "--out", str(out / name))
         print(f"\n{args.held_out}, {args.episodes} episodes | normalised score |")
-        for name in ("fine-tune", "scratch", "bc"):
+        for name in args.transfer_arms.split(","):
             print(f"| {name} | {mean_cell(game_scores(out / name, final(out / name))[:, 0])} |")
     if "world-model" in parts:
         _world_model_accuracy(out / "jowa", games)

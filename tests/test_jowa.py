@@ -15,6 +15,7 @@ from valorl.agents.jowa import (
     masked_cql_gap,
     split_observation,
 )
+from valorl.agents.jowa_decoding import Decoder
 from valorl.agents.jowa_planning import beam_search
 from valorl.critics.heads import Categorical, Scalar
 from valorl.data.dataset import Batch
@@ -74,6 +75,22 @@ def test_transformer_is_causal():
     assert not np.allclose(h[:, 7:], h2[:, 7:])
     h3 = net.apply(params, tokens, jnp.ones(1, jnp.int32))  # the task embedding reaches all
     assert not np.allclose(h[:, 0], h3[:, 0])
+
+
+def test_cached_decoding_gives_the_full_causal_pass_token_by_token():
+    net = CausalTransformer(vocab_size=20, num_tasks=3, max_length=12, width=16, depth=2, heads=2)
+    tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, 20)
+    tasks = jnp.array([0, 2])
+    params = net.init(jax.random.key(0), tokens, tasks)
+    full = net.apply(params, tokens, tasks)
+    stepper = net.clone(decode=True)
+    cache = stepper.init(jax.random.key(0), tokens, tasks)["cache"]
+    for t in range(12):
+        h, variables = stepper.apply(
+            {**params, "cache": cache}, tokens[:, t : t + 1], tasks, mutable=["cache"]
+        )
+        cache = variables["cache"]
+        np.testing.assert_allclose(h[:, 0], full[:, t], atol=1e-5)
 
 
 # ---- segments ------------------------------------------------------------------------------
@@ -230,6 +247,130 @@ def test_act_is_greedy_over_valid_actions_and_plans_when_asked():
     planned = jax.jit(planner.act)(state, obs, jax.random.key(0))
     assert planned.shape == (4,) and set(np.asarray(planned)) <= {0, 1}
     assert agent.q_values(state, obs, actions).shape == (3, 4)
+
+
+# ---- the model stepped as an environment ---------------------------------------------------
+
+
+def full_pass_step(agent, state, tokens, game, action):
+    """The reference for `Decoder.step`: full causal passes over the growing token list, the
+    next frame's tokens generated greedily one pass per token; with Q at the new frame."""
+
+    def call(method, *inputs):
+        return state.model.apply_fn({"params": state.model.params}, *inputs, method=method)
+
+    def last_hidden(tokens):
+        return call("hidden", jnp.array(tokens)[None], jnp.array([game]))[0, -1]
+
+    tokens = [*tokens, agent.vocab_size + action]
+    _, reward_logits, done_logits = call("world", last_hidden(tokens))
+    probs = jax.nn.softmax(reward_logits)
+    frame = []
+    for _ in range(3):
+        logits, _, _ = call("world", last_hidden(tokens))
+        frame.append(int(jnp.argmax(logits)))
+        tokens.append(frame[-1])
+    q = agent.critic.value(call("q", last_hidden(tokens))).mean(axis=0)
+    done = bool(jax.nn.softmax(done_logits)[1] > 0.5)
+    return float(probs[2] - probs[0]), done, frame, tokens, q
+
+
+def scrambled(state, scale=8.0, seed=3):
+    """The state with its parameters drawn afresh at `scale` times the size, so that an
+    untrained model's predictions differ clearly between tokens."""
+    leaves, tree = jax.tree.flatten(state.model.params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    noisy = [scale * 0.1 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)]
+    return state.replace(model=state.model.replace(params=jax.tree.unflatten(tree, noisy)))
+
+
+def test_decoder_steps_the_model_as_full_passes_predict():
+    agent, state = tiny_agent(context=3)
+    state = scrambled(state)
+    decoder = Decoder.of(agent, state)
+    frame, game = [5, 1, 9], 1
+    cursor = decoder.start(jnp.array([frame]), jnp.array([game]))
+    tokens = list(frame)
+    for action in (2, 0):  # two steps: the cache keeps what the first wrote
+        reward, done, frame_next, cursor = decoder.step(cursor, jnp.array([action]))
+        ref_reward, ref_done, ref_frame, tokens, ref_q = full_pass_step(
+            agent, state, tokens, game, action
+        )
+        np.testing.assert_allclose(float(reward[0]), ref_reward, atol=1e-4)
+        assert bool(done[0]) == ref_done
+        np.testing.assert_array_equal(frame_next[0], ref_frame)
+        q = decoder.q(cursor, jnp.ones((1, 3), bool))[0]
+        np.testing.assert_allclose(q, ref_q, atol=1e-4)
+    assert len(set(tokens)) > 3  # the generated frames are not one repeated token
+
+
+def test_plan_takes_the_first_action_with_the_best_full_pass_score():
+    """Width = every action and depth 1: the planner's choice is the argmax over valid a of
+    r̂(s, a) + γ·(1 − done)·max_a' Q(s'_a, a') computed by full passes."""
+    agent, state = tiny_agent(context=3)
+    planner = JOWA(**(TINY | {"critic": agent.critic, "context": 3, "plan_width": 3,
+                              "plan_depth": 1}))
+    valid = np.array([True, True, False])
+    agree = 0
+    for seed in range(6):
+        s = scrambled(state, seed=seed)
+        frame = [int(t) for t in jax.random.randint(jax.random.key(seed), (3,), 0, 16)]
+        scores = []
+        for action in (0, 1):
+            r, done, _, _, q = full_pass_step(agent, s, frame, 0, action)
+            scores.append(r + (0.0 if done else agent.discount * float(q[valid].max())))
+        obs = jnp.array([[*frame, 0.0, *valid.astype(float)]])
+        planned = int(planner.act(s, obs, jax.random.key(0))[0])
+        assert planned == int(np.argmax(scores))
+        greedy = int(agent.act(s, obs, jax.random.key(0))[0])
+        agree += planned == greedy
+    assert agree < 6  # the model's predictions change some choices
+
+
+# ---- imagination ---------------------------------------------------------------------------
+
+
+def test_imagined_rows_continue_their_first_frame_in_the_model():
+    agent, state = tiny_agent(context=3, world_model_steps=0, imagine_batch=2,
+                              imagine_epsilon=0.0)
+    state = scrambled(state)
+    batch = segment_batch(jax.random.key(2), batch=4, context=3)
+    mixed = agent.with_imagined(state, batch, jax.random.key(5))
+    for field in ("observations", "actions", "rewards", "masks", "valid"):
+        np.testing.assert_array_equal(getattr(mixed, field)[:2], getattr(batch, field)[:2])
+    np.testing.assert_array_equal(mixed.observations[2:, 0], batch.observations[2:, 0])
+    np.testing.assert_array_equal(  # the game and its valid actions stay
+        mixed.observations[2:, :, 3:], batch.observations[2:, :, 3:]
+    )
+    assert not np.array_equal(mixed.observations[2:, 1:], batch.observations[2:, 1:])
+    actions = np.asarray(mixed.actions[2:])
+    assert set(actions.ravel()) <= {0, 1}  # action 2 is not valid in this game
+    # ε = 0: the first action is greedy in Q at the real frame
+    greedy = agent.act(state, batch.observations[2:, 0], jax.random.key(0))
+    np.testing.assert_array_equal(actions[:, 0], greedy)
+    assert np.all(np.abs(np.asarray(mixed.rewards[2:])) <= 1.0)
+    ended = np.asarray(mixed.dones[2:]) > 0
+    np.testing.assert_array_equal(np.asarray(mixed.masks[2:]), 1.0 - ended)
+    alive = np.asarray(mixed.valid[2:])
+    assert np.all(alive[:, 0]) and np.all(alive[:, 1:] <= ~np.cumsum(ended, 1)[:, :-1].astype(bool))
+
+
+def test_imagined_rows_train_q_only_and_imagination_refusals():
+    agent, state = tiny_agent(context=3, world_model_steps=0, imagine_batch=2)
+    batch = segment_batch(jax.random.key(2), batch=4, context=3)
+    other = batch.replace(observations=batch.observations.at[2:, :, :3].set(7.0))
+    _, metrics = loss_grads(agent, batch)(state.model.params, state)
+    _, metrics_other = loss_grads(agent, other)(state.model.params, state)
+    assert float(metrics["world_loss"]) == pytest.approx(float(metrics_other["world_loss"]))
+    assert float(metrics["td_loss"]) != pytest.approx(float(metrics_other["td_loss"]))
+    new_state, update_metrics = jax.jit(agent.update)(state, batch, jax.random.key(1))
+    assert np.isfinite(float(update_metrics["model/td_loss"]))
+    with pytest.raises(ValorlError, match="--imagine-batch must be in"):
+        JOWA(**TINY, world_model_steps=0, imagine_batch=32)
+    with pytest.raises(ValorlError, match="needs --world-model-steps 0"):
+        JOWA(**TINY, imagine_batch=2)
+    with pytest.raises(ValorlError, match="no --behaviour-cloning"):
+        JOWA(**TINY, world_model_steps=0, behaviour_cloning=True, imagine_batch=2)
 
 
 # ---- planning ------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from valorl.agents.base import (
     prefix,
 )
 from valorl.agents.discrete import require_discrete
+from valorl.agents.jowa_decoding import INVALID, Decoder
 from valorl.agents.jowa_planning import plan
 from valorl.critics import CriticHead
 from valorl.critics.heads import Categorical
@@ -61,10 +62,6 @@ from valorl.data.transforms import RewardNormalization
 from valorl.errors import ValorlError
 from valorl.losses import discrete_cql_gap
 from valorl.nets.transformer import CausalTransformer
-
-INVALID = -1e9
-"""Value given to actions a game does not have, so that no maximum or soft maximum picks them."""
-
 
 def observation_layout(obs_dim: int, num_actions: int) -> int:
     """Frame tokens per observation of `obs_dim` numbers: tokens, game index, valid actions."""
@@ -129,6 +126,8 @@ class WorldActionModel(nn.Module):
     q_members: int
     q_hidden: int
     q_out: int
+    decode: bool = False
+    """The backbone steps through a key/value cache (`valorl.agents.jowa_decoding`)."""
 
     def setup(self) -> None:
         self.backbone = CausalTransformer(
@@ -138,6 +137,7 @@ class WorldActionModel(nn.Module):
             self.width,
             self.depth,
             self.heads,
+            decode=self.decode,
         )
         self.frame_head = nn.Dense(self.vocab_size)
         self.reward_head = nn.Dense(3)
@@ -217,6 +217,12 @@ class JOWA(AgentBase):
     """Steps the planner looks ahead in the learned model; 0: greedy in Q (JOWA: 2)."""
     batch_size: int = 32
     """Sequences per update (JOWA: 512 across 15 games)."""
+    imagine_batch: int = 0
+    """Sequences of each batch replaced by rollouts in the learned model for the Q loss (JOWA's
+    optional data synthesis when fine-tuning: 16 of 32); 0: real data only."""
+    imagine_epsilon: float = 0.1
+    """Exploration of the ε-greedy policy in Q that acts in imagination (JOWA anneals it from
+    1.0 to 0.1 over 20k of its fine-tuning steps; fine-tuning runs here are shorter)."""
     normalize_observations: bool = False
     """Standardise observations (never: they are token ids, a game index and flags)."""
     reward_normalization: RewardNormalization = "none"
@@ -239,6 +245,16 @@ class JOWA(AgentBase):
         if self.behaviour_cloning and self.plan_depth > 0:
             raise ValorlError(
                 "--plan-depth scores paths by Q, which --behaviour-cloning does not learn"
+            )
+        if not 0 <= self.imagine_batch < self.batch_size:
+            raise ValorlError(
+                f"--imagine-batch must be in [0, --batch-size = {self.batch_size}): real "
+                "sequences train the world model"
+            )
+        if self.imagine_batch and (self.world_model_steps or self.behaviour_cloning):
+            raise ValorlError(
+                "--imagine-batch rolls out Q's policy in a trained model: it needs "
+                "--world-model-steps 0 (fine-tuning, as JOWA) and no --behaviour-cloning"
             )
         if self.plan_width < 1 or not 0 <= self.plan_depth < self.context:
             raise ValorlError(
@@ -304,8 +320,12 @@ class JOWA(AgentBase):
         per_block = tokens.shape[1] // num_blocks
         h = self._call(state, params, "hidden", tokens, games)  # (B, L·(T+1), W)
         step_valid = self.steps_valid(batch)  # (B, L)
+        # imagined sequences (the last `imagine_batch` rows) train Q only
+        real = jnp.arange(tokens.shape[0])[:, None] < tokens.shape[0] - self.imagine_batch
 
-        world, world_metrics = self.world_model_loss(state, params, h, tokens, batch, step_valid)
+        world, world_metrics = self.world_model_loss(
+            state, params, h, tokens, batch, step_valid & real
+        )
 
         frame_end = h.reshape(h.shape[0], num_blocks, per_block, -1)[:, :, -2]  # (B, L, W)
         q_input = frame_end if self.joint else jax.lax.stop_gradient(frame_end)
@@ -416,12 +436,46 @@ class JOWA(AgentBase):
     # ---- updates and acting -------------------------------------------------------------
 
     def update(self, state: JOWAState, batch: Batch, key: jax.Array) -> tuple[JOWAState, Metrics]:
-        del key
+        if self.imagine_batch:
+            batch = self.with_imagined(state, batch, key)
         model, metrics = grad_step(state.model, lambda p: self.loss(p, state, batch))
         target_q = periodic_copy(
             model.params["q_head"], state.target_q, model.step, self.target_update_every
         )
         return JOWAState(model=model, target_q=target_q), prefix("model", metrics)
+
+    def with_imagined(self, state: JOWAState, batch: Batch, key: jax.Array) -> Batch:
+        """The batch with its last `imagine_batch` sequences replaced by rollouts in the model:
+        each keeps its first frame and continues it `context` − 1 steps by ε-greedy in Q,
+        with the model's sampled frames, expected reward signs and terminations (JOWA's data
+        synthesis, `Decoder.rollout`)."""
+        rows = slice(batch.rewards.shape[0] - self.imagine_batch, None)
+        frames, games, valid = split_observation(
+            batch.observations[rows, 0], self.num_actions(state)
+        )
+        dream = Decoder.of(self, state).rollout(frames, games, valid, self.imagine_epsilon, key)
+        extra = batch.observations[rows, :, frames.shape[-1] :]  # game index, valid actions
+        observations = jnp.concatenate(
+            [dream.frames.astype(extra.dtype), extra], axis=-1
+        )
+        ends = dream.dones.astype(batch.dones.dtype)
+        imagined = dataclasses.replace(
+            batch,
+            observations=observations,
+            next_observations=jnp.concatenate(
+                [observations[:, 1:], observations[:, -1:]], axis=1
+            ),
+            actions=dream.actions.astype(batch.actions.dtype),
+            rewards=dream.rewards.astype(batch.rewards.dtype),
+            masks=1 - ends,
+            dones=ends,
+            valid=dream.alive.astype(batch.valid.dtype),
+        )
+
+        def join(real, dreamt):
+            return jnp.concatenate([real[: rows.start], dreamt])
+
+        return jax.tree.map(join, batch, imagined)
 
     def warm_start(self, state: JOWAState, pretrained: JOWAState) -> JOWAState:
         """The pre-trained network and target head with a fresh optimiser and step count

@@ -10,8 +10,8 @@ the best path is played, correcting Q's errors with the model's short-horizon pr
 `depth` 0 is greedy in Q.
 
 `beam_search` is written against two functions of a node (any pytree of fixed shape), so it can
-be checked on a hand-made model; `plan` applies it to the JOWA agent, whose node is a buffer of
-tokens and its filled length.
+be checked on a hand-made model; `plan` applies it to the JOWA agent, whose node is a cursor in
+its model stepped through a key/value cache (`valorl.agents.jowa_decoding`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-NEG = -1e9
+from valorl.agents.jowa_decoding import INVALID, Decoder
 
 
 def beam_search(
@@ -40,31 +40,31 @@ def beam_search(
     if depth == 0:
         return jnp.argmax(q_root)
     k, num_actions = width, q_root.shape[-1]
-    padded = jnp.concatenate([q_root, jnp.full(max(k - num_actions, 0), NEG)])  # width > A
+    padded = jnp.concatenate([q_root, jnp.full(max(k - num_actions, 0), INVALID)])  # width > A
     first_q, first = jax.lax.top_k(padded, k)
     first = jnp.minimum(first, num_actions - 1)
     nodes = jax.tree.map(lambda x: jnp.repeat(jnp.asarray(x)[None], k, axis=0), root)
-    actions, first_valid = first, first_q > NEG / 2
-    score = jnp.where(first_valid, 0.0, NEG)
+    actions, first_valid = first, first_q > INVALID / 2
+    score = jnp.where(first_valid, 0.0, INVALID)
     alive = first_valid
     for d in range(depth):
         reward, done, nodes = jax.vmap(step_fn)(nodes, actions)
         score = score + jnp.where(alive, discount**d * reward, 0.0)
         alive = alive & ~done
         q_next = jax.vmap(q_fn)(nodes)  # (k, A)
-        valid = q_next > NEG / 2
+        valid = q_next > INVALID / 2
         bootstrap = jnp.where(alive[:, None], discount ** (d + 1) * q_next, 0.0)
-        children = jnp.where(valid, score[:, None] + bootstrap, NEG)
+        children = jnp.where(valid, score[:, None] + bootstrap, INVALID)
         if d == depth - 1:
             return first[jnp.argmax(children.max(axis=-1))]
         # a finished path keeps one child, so that it is not counted k times
         later = jnp.arange(children.shape[-1]) > jnp.argmax(valid, -1)[:, None]
-        children = jnp.where(~alive[:, None] & later, NEG, children)
+        children = jnp.where(~alive[:, None] & later, INVALID, children)
         _, flat = jax.lax.top_k(children.reshape(-1), k)
         parent, actions = flat // children.shape[-1], flat % children.shape[-1]
-        picked = children.reshape(-1)[flat] > NEG / 2  # fewer candidates than beams
+        picked = children.reshape(-1)[flat] > INVALID / 2  # fewer candidates than beams
         nodes = jax.tree.map(lambda x, rows=parent: x[rows], nodes)
-        score = jnp.where(picked, score[parent], NEG)
+        score = jnp.where(picked, score[parent], INVALID)
         alive, first = alive[parent] & picked, first[parent]
     raise AssertionError("unreachable")
 
@@ -72,41 +72,21 @@ def beam_search(
 def plan(agent, state, frames: jax.Array, games: jax.Array, valid: jax.Array) -> jax.Array:
     """JOWA's action for each row of frame tokens (B, T), games (B,), valid actions (B, A)."""
     tokens_per_frame = frames.shape[-1]
-    length = agent.context * (tokens_per_frame + 1)
-    if tokens_per_frame + agent.plan_depth * (tokens_per_frame + 1) > length:
+    if tokens_per_frame + agent.plan_depth * (tokens_per_frame + 1) > agent.context * (
+        tokens_per_frame + 1
+    ):
         raise ValueError("plan_depth must be below the agent's context")
-    params = state.model.params
-
-    def call(method, *inputs):
-        return state.model.apply_fn({"params": params}, *inputs, method=method)
+    decoder = Decoder.of(agent, state)
 
     def one(frame, game, valid_actions):
-        def hidden(buffer):
-            return call("hidden", buffer[None], game[None])[0]  # (length, W)
+        def q_fn(cursor):
+            return decoder.q(cursor, valid_actions[None])[0]
 
-        def q_fn(node):
-            buffer, filled = node
-            h = hidden(buffer)[filled - 1]
-            values = agent.critic.value(call("q", h)).mean(axis=0)  # (A,)
-            return jnp.where(valid_actions, values, NEG)
+        def step_fn(cursor, action):
+            reward, done, _, cursor = decoder.step(cursor, action[None])
+            return reward[0], done[0], cursor
 
-        def step_fn(node, action):
-            buffer, filled = node
-            buffer = buffer.at[filled].set(agent.vocab_size + action)
-            _, reward_logits, done_logits = call("world", hidden(buffer)[filled])
-            probs = jax.nn.softmax(reward_logits)
-            reward = probs[2] - probs[0]  # expected sign of the reward
-            done = jax.nn.softmax(done_logits)[1] > 0.5
-
-            def next_token(j, buffer):
-                logits, _, _ = call("world", hidden(buffer)[filled + j])
-                return buffer.at[filled + 1 + j].set(jnp.argmax(logits).astype(buffer.dtype))
-
-            buffer = jax.lax.fori_loop(0, tokens_per_frame, next_token, buffer)
-            return reward, done, (buffer, filled + 1 + tokens_per_frame)
-
-        buffer = jnp.zeros(length, jnp.int32).at[:tokens_per_frame].set(frame)
-        root = (buffer, jnp.int32(tokens_per_frame))
+        root = decoder.start(frame[None], game[None])
         return beam_search(root, q_fn, step_fn, agent.plan_width, agent.plan_depth, agent.discount)
 
     return jax.vmap(one)(frames, games, valid)
