@@ -31,10 +31,12 @@ Scores are normalised per game by the zoo's references (random 0, the behaviour 
 expert 100) and aggregated as the IQM over games × seeds with a 95% stratified-bootstrap
 interval. Scaled down from JOWA's 150M-parameter model, 1.75M steps and 15 Atari games: widths
 64-256 (`--width`, `--sizes`), 4 layers (`--depth`), `--steps` gradient steps, 3-4 MinAtar
-games. Finished runs are reused, interrupted ones resume. On one core of the 2-core CPU machine,
-at `--width 64 --depth 2` (a compute-bound 4 GFLOP per update), 3 seeds vmapped take about 1.6
-gradient steps/s (the runs' `updates_per_s` counts every seed's: 4.9) and one seed 6.3; a
-3,000-step arm is about 30 minutes. Evaluating 18 episodes per seed takes a few minutes.
+games. Finished runs are reused, interrupted ones resume; `--seeds-per-run` splits an arm's
+seeds over runs (`<arm>`, `<arm>-from3`, ...), so raising `--seeds` trains only the new ones.
+On one core of the 2-core CPU machine, at `--width 64 --depth 2` (a compute-bound 4 GFLOP per
+update), 3 seeds vmapped take about 1.6 gradient steps/s (the runs' `updates_per_s` counts
+every seed's: 4.9) and one seed 6.3 (so `--seeds-per-run 1` is the faster here); a 3,000-step
+arm of 3 seeds is about 30 minutes. Evaluating 18 episodes per seed takes a few minutes.
 """
 
 from __future__ import annotations
@@ -78,6 +80,31 @@ def final(run: Path) -> np.ndarray:
         return f["returns"][:, -1]
 
 
+def seed_groups(seeds: int, per_run: int | None) -> list[tuple[str, list[str]]]:
+    """(run-name suffix, `valorl train` seed flags) of each run an arm's seeds are split into:
+    seeds 0..per_run−1 in the arm's own directory, seed s onwards in `<arm>-from<s>`, so an arm
+    grows to more seeds by training only the new ones."""
+    size, groups = per_run or seeds, []
+    for first in range(0, seeds, size):
+        flags = ["--seed", str(first), "--seeds", str(min(size, seeds - first))]
+        groups.append(("" if first == 0 else f"-from{first}", flags))
+    return groups
+
+
+def train(out: Path, name: str, argv: list[str], groups, agent: str = "jowa") -> list[Path]:
+    """The arm's runs (trained, or reused when finished), one per seed group."""
+    runs = []
+    for suffix, seed_flags in groups:
+        runs.append(out / f"{name}{suffix}")
+        valorl("train", agent, *argv, *seed_flags, "--out", str(runs[-1]))
+    return runs
+
+
+def arm_scores(runs: list[Path]) -> np.ndarray:
+    """(seeds, games) normalised final scores of an arm's runs, seed groups stacked."""
+    return np.concatenate([game_scores(run, final(run)) for run in runs])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/jowa")
@@ -102,6 +129,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--fine-tune-steps", type=int, default=5_000)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--seeds-per-run",
+        type=int,
+        help="seeds trained together in one run (default: all); on this CPU one seed per run "
+        "trains faster than seeds vmapped together, and an arm grows to more seeds by training "
+        "only the new ones",
+    )
     parser.add_argument("--width", type=int, default=128, help="the transformer's width")
     parser.add_argument("--depth", type=int, default=4, help="the transformer's layers")
     parser.add_argument("--sizes", default="64,128,256", help="widths of the size part")
@@ -127,7 +161,8 @@ def main() -> None:
     args = parser.parse_args()
     out, games, parts = Path(args.out), args.games.split(","), args.parts.split(",")
     n_games = len(games)
-    common = f"--seeds {args.seeds} --quiet --log-every 1000 --eval-every {args.steps}"
+    groups = seed_groups(args.seeds, args.seeds_per_run)
+    common = f"--quiet --log-every 1000 --eval-every {args.steps}"
     model = f"--depth {args.depth} --world-model-steps {args.world_model_steps} "
     model += f"--learning-rate {args.learning_rate} --target-update-every {args.target_every}"
     multi = f"--datasets {datasets(games, 'medium')} {common} {model} --steps {args.steps} "
@@ -138,76 +173,82 @@ def main() -> None:
         "mtbc": BC,
         "stop-grad": "--joint false",
     }
+    width = ["--width", str(args.width)]
     rows = {}
     if "pretrain" in parts:
         for name in args.arms.split(","):
             if name == "cql":
-                rows["cql (one per game)"] = _cql_per_game(out, games, common, args)
+                rows["cql (one per game)"] = _cql_per_game(out, games, common, groups, args)
                 continue
-            valorl(
-                "train", "jowa", *multi.split(), "--width", str(args.width), *arms[name].split(),
-                "--out", str(out / name),
-            )  # fmt: skip
-            rows[name] = game_scores(out / name, final(out / name))
+            argv = [*multi.split(), *width, *arms[name].split()]
+            rows[name] = arm_scores(train(out, name, argv, groups))
         print(f"\n| arm | IQM (95% CI) | {' | '.join(games)} |")
         print("|---|---:|" + "---:|" * n_games)
         for name, scores in rows.items():
             cells = " | ".join(mean_cell(scores[:, g]) for g in range(n_games))
             print(f"| {name} | {iqm_cell(scores)} | {cells} |")
+    jowa_runs = [out / f"jowa{suffix}" for suffix, _ in groups]
     if "planning" in parts:
         print("\n| planner (K, H) | IQM (95% CI) | ms per decision |")
         print("|---|---:|---:|")
         for plan in args.plans.split(","):
-            width, depth = map(int, plan.split("x"))
+            plan_width, depth = map(int, plan.split("x"))
             episodes = (args.plan_episodes or args.eval_episodes) * n_games
-            ev = evaluate_run(out / "jowa", episodes=episodes, plan=(width, depth))
-            scores = game_scores(out / "jowa", ev.returns)
-            ms = 1000 * _seconds_per_decision(out / "jowa", width, depth)
-            print(f"| ({width}, {depth}) | {iqm_cell(scores)} | {ms:.1f} |")
+            planner = (plan_width, depth)
+            scores = np.concatenate([
+                game_scores(run, evaluate_run(run, episodes=episodes, plan=planner).returns)
+                for run in jowa_runs
+            ])  # fmt: skip
+            ms = 1000 * _seconds_per_decision(jowa_runs[0], plan_width, depth)
+            print(f"| ({plan_width}, {depth}) | {iqm_cell(scores)} | {ms:.1f} |")
     if "transfer" in parts:
         held = f"{args.held_out}-minatar-expert-v0"
         few = f"--datasets {held} --episodes-per-game {args.episodes} {common} "
-        few += (
-            f"--width {args.width} --depth {args.depth} --target-update-every {args.target_every} "
-        )
+        few += f"--depth {args.depth} --target-update-every {args.target_every} "
         few += f"--steps {args.fine_tune_steps} --eval-episodes {args.eval_episodes}"
+        few_argv = [*few.split(), *width]
         lr = ["--learning-rate", str(args.learning_rate)]
         fine_tune = [*FINE_TUNE.split(), "--learning-rate", str(args.learning_rate / 2)]
-        init = ["--init-from", str(out / "jowa")]
         imagine = ["--imagine-batch", str(args.imagine_batch)]
         transfer_arms = {
-            "fine-tune": [*fine_tune, *init],
-            "fine-tune-imagined": [*fine_tune, *init, *imagine],
+            "fine-tune": fine_tune,
+            "fine-tune-imagined": [*fine_tune, *imagine],
             "scratch": lr,
             "bc": [*lr, *BC.split()],
         }
-        for name in args.transfer_arms.split(","):
-            valorl("train", "jowa", *few.split(), *transfer_arms[name], "--out", str(out / name))
         print(f"\n{args.held_out}, {args.episodes} episodes | normalised score |")
         for name in args.transfer_arms.split(","):
-            print(f"| {name} | {mean_cell(game_scores(out / name, final(out / name))[:, 0])} |")
+            runs = []
+            for (suffix, seed_flags), init in zip(groups, jowa_runs, strict=True):
+                warm = ["--init-from", str(init)] if name.startswith("fine-tune") else []
+                runs.append(out / f"{name}{suffix}")
+                argv = [*few_argv, *transfer_arms[name], *warm, *seed_flags]
+                valorl("train", "jowa", *argv, "--out", str(runs[-1]))
+            print(f"| {name} | {mean_cell(arm_scores(runs)[:, 0])} |")
     if "world-model" in parts:
-        _world_model_accuracy(out / "jowa", games)
+        _world_model_accuracy(jowa_runs[0], games)
     if "size" in parts:
         print("\n| width | parameters | IQM (95% CI) |")
-        for width in map(int, args.sizes.split(",")):
-            run = out / ("jowa" if width == args.width else f"jowa-w{width}")
-            valorl("train", "jowa", *multi.split(), "--width", str(width), "--out", str(run))
-            print(f"| {width} | {_parameters(run):,} | {iqm_cell(game_scores(run, final(run)))} |")
+        for size in map(int, args.sizes.split(",")):
+            name = "jowa" if size == args.width else f"jowa-w{size}"
+            runs = train(out, name, [*multi.split(), "--width", str(size)], groups)
+            print(f"| {size} | {_parameters(runs[0]):,} | {iqm_cell(arm_scores(runs))} |")
 
 
-def _cql_per_game(out: Path, games: list[str], common: str, args) -> np.ndarray:
+def _cql_per_game(out: Path, games: list[str], common: str, groups, args) -> np.ndarray:
     """(seeds, games) normalised scores of single-game discrete CQL on each game's own data."""
     scores = []
     for game in games:
-        run = out / f"cql-{game}"
-        valorl(
-            "train", "cql_discrete", "--dataset", f"{game}-minatar-medium-v0", *common.split(),
-            "--steps", str(args.steps), "--eval-episodes", str(args.eval_episodes),
-            "--out", str(run),
-        )  # fmt: skip
-        with np.load(run / "evaluations.npz") as f:
-            scores.append(f["normalized_scores"][:, -1].mean(axis=-1))
+        argv = [
+            "--dataset", f"{game}-minatar-medium-v0", *common.split(), "--steps", str(args.steps),
+            "--eval-episodes", str(args.eval_episodes),
+        ]  # fmt: skip
+        runs = train(out, f"cql-{game}", argv, groups, agent="cql_discrete")
+        per_seed = []
+        for run in runs:
+            with np.load(run / "evaluations.npz") as f:
+                per_seed.append(f["normalized_scores"][:, -1].mean(axis=-1))
+        scores.append(np.concatenate(per_seed))
     return np.stack(scores, axis=1)
 
 

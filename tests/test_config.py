@@ -75,11 +75,13 @@ SPECIAL = {
         "normalize_observations": False,
         "reward_normalization": "none",
         "behaviour_cloning": False,
+        "world_model_steps": 0,
     },
 }
 """Values given instead where changing every field would combine options an agent refuses
 (FQL's n-step returns with chunks; DQC with a distributional head; JOWA's width not a multiple
-of its heads, its token observations normalised, or planning with a behaviour-cloning head)."""
+of its heads, its token observations normalised, planning with a behaviour-cloning head, or
+imagination before its world model has trained)."""
 
 
 @pytest.mark.parametrize("name", sorted(AGENTS))

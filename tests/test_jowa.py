@@ -280,7 +280,7 @@ def scrambled(state, scale=8.0, seed=3):
     untrained model's predictions differ clearly between tokens."""
     leaves, tree = jax.tree.flatten(state.model.params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    noisy = [scale * 0.1 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)]
+    noisy = [scale * 0.1 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
     return state.replace(model=state.model.replace(params=jax.tree.unflatten(tree, noisy)))
 
 
@@ -308,8 +308,9 @@ def test_plan_takes_the_first_action_with_the_best_full_pass_score():
     """Width = every action and depth 1: the planner's choice is the argmax over valid a of
     r̂(s, a) + γ·(1 − done)·max_a' Q(s'_a, a') computed by full passes."""
     agent, state = tiny_agent(context=3)
-    planner = JOWA(**(TINY | {"critic": agent.critic, "context": 3, "plan_width": 3,
-                              "plan_depth": 1}))
+    planner = JOWA(
+        **(TINY | {"critic": agent.critic, "context": 3, "plan_width": 3, "plan_depth": 1})
+    )
     valid = np.array([True, True, False])
     agree = 0
     for seed in range(6):
@@ -331,8 +332,7 @@ def test_plan_takes_the_first_action_with_the_best_full_pass_score():
 
 
 def test_imagined_rows_continue_their_first_frame_in_the_model():
-    agent, state = tiny_agent(context=3, world_model_steps=0, imagine_batch=2,
-                              imagine_epsilon=0.0)
+    agent, state = tiny_agent(context=3, world_model_steps=0, imagine_batch=2, imagine_epsilon=0.0)
     state = scrambled(state)
     batch = segment_batch(jax.random.key(2), batch=4, context=3)
     mixed = agent.with_imagined(state, batch, jax.random.key(5))
@@ -363,7 +363,7 @@ def test_imagined_rows_train_q_only_and_imagination_refusals():
     _, metrics_other = loss_grads(agent, other)(state.model.params, state)
     assert float(metrics["world_loss"]) == pytest.approx(float(metrics_other["world_loss"]))
     assert float(metrics["td_loss"]) != pytest.approx(float(metrics_other["td_loss"]))
-    new_state, update_metrics = jax.jit(agent.update)(state, batch, jax.random.key(1))
+    _, update_metrics = jax.jit(agent.update)(state, batch, jax.random.key(1))
     assert np.isfinite(float(update_metrics["model/td_loss"]))
     with pytest.raises(ValorlError, match="--imagine-batch must be in"):
         JOWA(**TINY, world_model_steps=0, imagine_batch=32)

@@ -63,6 +63,7 @@ from valorl.errors import ValorlError
 from valorl.losses import discrete_cql_gap
 from valorl.nets.transformer import CausalTransformer
 
+
 def observation_layout(obs_dim: int, num_actions: int) -> int:
     """Frame tokens per observation of `obs_dim` numbers: tokens, game index, valid actions."""
     tokens = obs_dim - 1 - num_actions
@@ -221,8 +222,9 @@ class JOWA(AgentBase):
     """Sequences of each batch replaced by rollouts in the learned model for the Q loss (JOWA's
     optional data synthesis when fine-tuning: 16 of 32); 0: real data only."""
     imagine_epsilon: float = 0.1
-    """Exploration of the ε-greedy policy in Q that acts in imagination (JOWA anneals it from
-    1.0 to 0.1 over 20k of its fine-tuning steps; fine-tuning runs here are shorter)."""
+    """Exploration of the ε-greedy policy in Q that acts in imagination (JOWA's alternative to
+    beam search there, annealed from 1.0 to 0.1 over 20k of its fine-tuning steps; fine-tuning
+    runs here are shorter)."""
     normalize_observations: bool = False
     """Standardise observations (never: they are token ids, a game index and flags)."""
     reward_normalization: RewardNormalization = "none"
@@ -455,16 +457,12 @@ class JOWA(AgentBase):
         )
         dream = Decoder.of(self, state).rollout(frames, games, valid, self.imagine_epsilon, key)
         extra = batch.observations[rows, :, frames.shape[-1] :]  # game index, valid actions
-        observations = jnp.concatenate(
-            [dream.frames.astype(extra.dtype), extra], axis=-1
-        )
+        observations = jnp.concatenate([dream.frames.astype(extra.dtype), extra], axis=-1)
         ends = dream.dones.astype(batch.dones.dtype)
         imagined = dataclasses.replace(
             batch,
             observations=observations,
-            next_observations=jnp.concatenate(
-                [observations[:, 1:], observations[:, -1:]], axis=1
-            ),
+            next_observations=jnp.concatenate([observations[:, 1:], observations[:, -1:]], axis=1),
             actions=dream.actions.astype(batch.actions.dtype),
             rewards=dream.rewards.astype(batch.rewards.dtype),
             masks=1 - ends,

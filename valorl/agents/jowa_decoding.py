@@ -138,8 +138,9 @@ class Decoder:
         key: jax.Array,
     ) -> Rollout:
         """`agent.context` steps of ε-greedy in Q over the valid actions (B, A) from frames
-        (B, T), the next frames sampled from the model (JOWA's imagination with its
-        epsilon-greedy policy, App. C)."""
+        (B, T), the next frames sampled from the model: JOWA's imagination (reference code,
+        `JOWA.imagine`) with its ε-greedy policy; its other policy, beam search, would cost
+        `plan_width`·`plan_depth` model steps per imagined step."""
         steps = self.agent.context
 
         def act(cursor, key):
@@ -158,13 +159,12 @@ class Decoder:
 
         k_steps, k_last = jax.random.split(key)
         start = (self.start(frames, games), frames, jnp.ones(frames.shape[0], bool))
-        (cursor, frame, alive), out = jax.lax.scan(
-            one, start, jax.random.split(k_steps, steps - 1)
-        )
+        (cursor, frame, alive), out = jax.lax.scan(one, start, jax.random.split(k_steps, steps - 1))
         # the last step's action only: stepping it would run past the model's context
         never = jnp.zeros_like(alive)
         last = (frame, act(cursor, k_last), jnp.zeros_like(out[2][0]), never, alive)
         joined = [
-            jnp.moveaxis(jnp.concatenate([x, y[None]]), 0, 1) for x, y in zip(out, last)
+            jnp.moveaxis(jnp.concatenate([x, y[None]]), 0, 1)
+            for x, y in zip(out, last, strict=True)
         ]
         return Rollout(*joined)
