@@ -456,7 +456,8 @@ class JOWA(AgentBase):
             batch.observations[rows, 0], self.num_actions(state)
         )
         dream = Decoder.of(self, state).rollout(frames, games, valid, self.imagine_epsilon, key)
-        extra = batch.observations[rows, :, frames.shape[-1] :]  # game index, valid actions
+        first = batch.observations[rows, :1, frames.shape[-1] :]  # game index, valid actions
+        extra = jnp.broadcast_to(first, (*dream.frames.shape[:2], first.shape[-1]))
         observations = jnp.concatenate([dream.frames.astype(extra.dtype), extra], axis=-1)
         ends = dream.dones.astype(batch.dones.dtype)
         imagined = dataclasses.replace(
