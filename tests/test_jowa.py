@@ -252,6 +252,11 @@ def test_act_is_greedy_over_valid_actions_and_plans_when_asked():
 # ---- the model stepped as an environment ---------------------------------------------------
 
 
+@jax.jit
+def full_hidden(state, tokens, games):
+    return state.model.apply_fn({"params": state.model.params}, tokens, games, method="hidden")
+
+
 def full_pass_step(agent, state, tokens, game, action):
     """The reference for `Decoder.step`: full causal passes over the growing token list, the
     next frame's tokens generated greedily one pass per token; with Q at the new frame."""
@@ -260,7 +265,10 @@ def full_pass_step(agent, state, tokens, game, action):
         return state.model.apply_fn({"params": state.model.params}, *inputs, method=method)
 
     def last_hidden(tokens):
-        return call("hidden", jnp.array(tokens)[None], jnp.array([game]))[0, -1]
+        """At the last of `tokens`, from one full-length pass (later padding cannot reach it:
+        the transformer is causal), so every call has one shape and compiles once."""
+        padded = jnp.zeros((1, agent.context * 4), jnp.int32).at[0, : len(tokens)].set(tokens)
+        return full_hidden(state, padded, jnp.array([game]))[0, len(tokens) - 1]
 
     tokens = [*tokens, agent.vocab_size + action]
     _, reward_logits, done_logits = call("world", last_hidden(tokens))
@@ -289,17 +297,18 @@ def test_decoder_steps_the_model_as_full_passes_predict():
     state = scrambled(state)
     decoder = Decoder.of(agent, state)
     frame, game = [5, 1, 9], 1
-    cursor = decoder.start(jnp.array([frame]), jnp.array([game]))
+    step, q_at = jax.jit(decoder.step), jax.jit(decoder.q)
+    cursor = jax.jit(decoder.start)(jnp.array([frame]), jnp.array([game]))
     tokens = list(frame)
     for action in (2, 0):  # two steps: the cache keeps what the first wrote
-        reward, done, frame_next, cursor = decoder.step(cursor, jnp.array([action]))
+        reward, done, frame_next, cursor = step(cursor, jnp.array([action]))
         ref_reward, ref_done, ref_frame, tokens, ref_q = full_pass_step(
             agent, state, tokens, game, action
         )
         np.testing.assert_allclose(float(reward[0]), ref_reward, atol=1e-4)
         assert bool(done[0]) == ref_done
         np.testing.assert_array_equal(frame_next[0], ref_frame)
-        q = decoder.q(cursor, jnp.ones((1, 3), bool))[0]
+        q = q_at(cursor, jnp.ones((1, 3), bool))[0]
         np.testing.assert_allclose(q, ref_q, atol=1e-4)
     assert len(set(tokens)) > 3  # the generated frames are not one repeated token
 
@@ -312,6 +321,7 @@ def test_plan_takes_the_first_action_with_the_best_full_pass_score():
         **(TINY | {"critic": agent.critic, "context": 3, "plan_width": 3, "plan_depth": 1})
     )
     valid = np.array([True, True, False])
+    plan_act, greedy_act = jax.jit(planner.act), jax.jit(agent.act)
     agree = 0
     for seed in range(6):
         s = scrambled(state, seed=seed)
@@ -321,9 +331,9 @@ def test_plan_takes_the_first_action_with_the_best_full_pass_score():
             r, done, _, _, q = full_pass_step(agent, s, frame, 0, action)
             scores.append(r + (0.0 if done else agent.discount * float(q[valid].max())))
         obs = jnp.array([[*frame, 0.0, *valid.astype(float)]])
-        planned = int(planner.act(s, obs, jax.random.key(0))[0])
+        planned = int(plan_act(s, obs, jax.random.key(0))[0])
         assert planned == int(np.argmax(scores))
-        greedy = int(agent.act(s, obs, jax.random.key(0))[0])
+        greedy = int(greedy_act(s, obs, jax.random.key(0))[0])
         agree += planned == greedy
     assert agree < 6  # the model's predictions change some choices
 
