@@ -72,9 +72,8 @@ def beam_search(
 def plan(agent, state, frames: jax.Array, games: jax.Array, valid: jax.Array) -> jax.Array:
     """JOWA's action for each row of frame tokens (B, T), games (B,), valid actions (B, A)."""
     tokens_per_frame = frames.shape[-1]
-    if tokens_per_frame + agent.plan_depth * (tokens_per_frame + 1) > agent.context * (
-        tokens_per_frame + 1
-    ):
+    per_step = tokens_per_frame + 1  # a frame and its action
+    if tokens_per_frame + agent.plan_depth * per_step > agent.context * per_step:
         raise ValueError("plan_depth must be below the agent's context")
     decoder = Decoder.of(agent, state)
 
