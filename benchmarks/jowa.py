@@ -91,12 +91,21 @@ def seed_groups(seeds: int, per_run: int | None) -> list[tuple[str, list[str]]]:
     return groups
 
 
-def train(out: Path, name: str, argv: list[str], groups, agent: str = "jowa") -> list[Path]:
-    """The arm's runs (trained, or reused when finished), one per seed group."""
+def train(
+    out: Path,
+    name: str,
+    argv: list[str],
+    groups,
+    agent: str = "jowa",
+    init_from: list[Path] | None = None,
+) -> list[Path]:
+    """The arm's runs (trained, or reused when finished), one per seed group; with
+    `init_from`, each group starts from the same group's run of another arm."""
     runs = []
-    for suffix, seed_flags in groups:
+    for i, (suffix, seed_flags) in enumerate(groups):
         runs.append(out / f"{name}{suffix}")
-        valorl("train", agent, *argv, *seed_flags, "--out", str(runs[-1]))
+        warm = ["--init-from", str(init_from[i])] if init_from else []
+        valorl("train", agent, *argv, *warm, *seed_flags, "--out", str(runs[-1]))
     return runs
 
 
@@ -218,12 +227,8 @@ def main() -> None:
         }
         print(f"\n{args.held_out}, {args.episodes} episodes | normalised score |")
         for name in args.transfer_arms.split(","):
-            runs = []
-            for (suffix, seed_flags), init in zip(groups, jowa_runs, strict=True):
-                warm = ["--init-from", str(init)] if name.startswith("fine-tune") else []
-                runs.append(out / f"{name}{suffix}")
-                argv = [*few_argv, *transfer_arms[name], *warm, *seed_flags]
-                valorl("train", "jowa", *argv, "--out", str(runs[-1]))
+            init = jowa_runs if name.startswith("fine-tune") else None
+            runs = train(out, name, [*few_argv, *transfer_arms[name]], groups, init_from=init)
             print(f"| {name} | {mean_cell(arm_scores(runs)[:, 0])} |")
     if "world-model" in parts:
         _world_model_accuracy(jowa_runs[0], games)
