@@ -33,10 +33,11 @@ interval. Scaled down from JOWA's 150M-parameter model, 1.75M steps and 15 Atari
 64-256 (`--width`, `--sizes`), 4 layers (`--depth`), `--steps` gradient steps, 3-4 MinAtar
 games. Finished runs are reused, interrupted ones resume; `--seeds-per-run` splits an arm's
 seeds over runs (`<arm>`, `<arm>-from3`, ...), so raising `--seeds` trains only the new ones.
-On one core of the 2-core CPU machine, at `--width 64 --depth 2` (a compute-bound 4 GFLOP per
-update), 3 seeds vmapped take about 1.6 gradient steps/s (the runs' `updates_per_s` counts
-every seed's: 4.9) and one seed 6.3 (so `--seeds-per-run 1` is the faster here); a 3,000-step
-arm of 3 seeds is about 30 minutes. Evaluating 18 episodes per seed takes a few minutes.
+On one core of the 2-core CPU machine (AMD EPYC), at `--width 64 --depth 2` (a compute-bound
+4 GFLOP per update), one seed trains at about 7 gradient steps/s, two seeds vmapped at 3.1 and
+three at 2.2 (the runs' `updates_per_s` counts every seed's), so `--seeds-per-run 1` is the
+fastest here: a 3,000-step pre-training seed is about 12 minutes of a core, of which about 3
+are the evaluation of 18 episodes and 2 the value diagnostics every critic run writes.
 """
 
 from __future__ import annotations
