@@ -15,9 +15,10 @@ with Lipschitz Regularized Value Function", ICLR 2023) at CPU scale: MBPO (valor
     single-det-vagram   one deterministic model trained by VaGraM's value-gradient loss
     sac            SAC at the same update-to-data ratio, no model
 
-and with `--arms robust-grid` the robust loss over ε ∈ {0.001, 0.01} × λ ∈ {0.1, 1}. Every arm
-trains the same seeds together (vmapped) with the same settings (`COMMON`), scaled down from
-MBPO's (see BENCHMARKS.md for the factors), for `--online-steps` environment steps; an arm
+and with `--arms robust-grid` the robust loss over ε ∈ {0.001, 0.01} × λ ∈ {0.1, 1} (or one point
+of it by name, e.g. `--arms robust-eps0.001-lambda0.1`). Every arm trains the same seeds
+together (vmapped) with the same settings (`COMMON`), scaled down from MBPO's (see
+BENCHMARKS.md for the factors), for `--online-steps` environment steps; an arm
 trained longer is compared at that budget. Finished runs are reused and interrupted ones
 resume, so the script can be stopped and started again.
 
@@ -87,7 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/mbpo-lipschitz")
     parser.add_argument(
-        "--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}; robust-grid"
+        "--arms",
+        default=",".join(ARMS),
+        help=f"comma-separated, of {', '.join(ARMS)}; robust-grid (all of {', '.join(GRID)})",
     )
     parser.add_argument("--online-steps", type=int, default=4000)
     parser.add_argument("--skip-report", action="store_true", help="train only")
@@ -96,7 +99,9 @@ def main() -> None:
     out = Path(args.out)
     arms: dict[str, str] = {}
     for name in args.arms.split(","):
-        arms |= GRID if name == "robust-grid" else {name: ARMS[name]}
+        if name != "robust-grid" and name not in ARMS | GRID:
+            parser.error(f"unknown arm {name!r}")
+        arms |= GRID if name == "robust-grid" else {name: (ARMS | GRID)[name]}
     for name, flags in {} if args.report_only else arms.items():
         agent, *rest = flags.split()
         steps = ["--online-steps", str(args.online_steps)]
