@@ -1,20 +1,25 @@
-"""OGBench datasets: generation by its oracles (deterministic by seed), the round trip through
-OGBench's own loader, single-task relabelling by hand and against OGBench's, and the zoo's
-single-task names."""
+"""OGBench datasets: generation by its oracles (deterministic by seed, and independent of the
+CPU's numerical kernels in a zoo build), the round trip through OGBench's own loader, single-task
+relabelling by hand and against OGBench's, and the zoo's single-task names."""
 
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from valorl.data import ogbench as og
+from valorl.data.checksum import checksum
 from valorl.data.dataset import Dataset, DatasetInfo
 from valorl.data.sources import load_dataset
 from valorl.errors import ValorlError
-from valorl.zoo import ogbench_tasks
-from valorl.zoo.ogbench_data import generate, save_trajectories
+from valorl.zoo import ogbench_data, ogbench_tasks
+from valorl.zoo.ogbench_data import generate, pinned_kernel_env, save_trajectories
 from valorl.zoo.ogbench_export import export
 
 STEPS = 40  # rows per test trajectory (OGBench's are 1001)
@@ -47,6 +52,50 @@ def test_noisy_generation_is_deterministic_too():
     b = generate("puzzle-3x3-v0", "noisy", 1, seed=0, episode_steps=20, progress=False)
     np.testing.assert_array_equal(a[0].actions, b[0].actions)
     assert a[0].button_states.shape == (20, 9)
+
+
+def _avx2_x86() -> bool:
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    return x86 and bool(__cpu_features__.get("AVX2") and __cpu_features__.get("FMA3"))
+
+
+def test_the_pinned_environment_fixes_openblas_and_numpy_simd():
+    environ = {"OPENBLAS_CORETYPE": "Sandybridge", "KEEP": "1"}
+    env = pinned_kernel_env(environ)
+    assert environ == {"OPENBLAS_CORETYPE": "Sandybridge", "KEEP": "1"}  # a copy is changed
+    assert env["KEEP"] == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
+    if _avx2_x86():
+        assert env["OPENBLAS_CORETYPE"] == ogbench_data.PINNED_OPENBLAS_CORE == "Haswell"
+        disabled = env["NPY_DISABLE_CPU_FEATURES"].split()
+        assert disabled and all(f.startswith(("AVX512", "X86_V4")) for f in disabled)
+
+
+@pytest.mark.skipif(not _avx2_x86(), reason="the pinned kernels need an x86-64 CPU with AVX2")
+def test_a_zoo_build_does_not_depend_on_the_cpus_blas_kernel(tmp_path, monkeypatch):
+    """OGBench's controller solves its inverse kinematics with OpenBLAS, whose kernel is chosen
+    per CPU: a different kernel (here forced with OPENBLAS_CORETYPE) changes the data of an
+    unpinned process, and not those of the pinned child a zoo build runs in."""
+    arguments = dict(env_id="cube-single-v0", kind="noisy", episodes=1, seed=0, episode_steps=120)
+    arguments |= dict(dataset_id="valorl/tiny-noisy-v0", metadata={}, progress=False)
+
+    def pinned(name: str) -> str:
+        ogbench_data.write_dataset_pinned(**arguments, out=tmp_path / name)
+        return checksum(tmp_path / name)
+
+    def unpinned(name: str, coretype: str) -> str:
+        child = json.dumps(arguments | dict(out=str(tmp_path / name)))
+        env = os.environ | {"OPENBLAS_CORETYPE": coretype}
+        command = [sys.executable, "-m", "valorl.zoo.ogbench_data", child]
+        subprocess.run(command, env=env, check=True)
+        return checksum(tmp_path / name)
+
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Sandybridge")
+    under_another_kernel = pinned("a")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert pinned("b") == under_another_kernel
+    assert unpinned("c", "Sandybridge") != unpinned("d", "Haswell")  # the kernel does matter
 
 
 def test_round_trip_through_ogbench_loader(trajectories, tmp_path):

@@ -3,12 +3,12 @@ recipe makes.
 
 A build is deterministic: `valorl collect` with the recipe's behaviours (policy files run in
 float64, see `collection/policy_file.py`), steps and seed, the concatenation of other recipes'
-built data, or OGBench's scripted oracles in its environments (`ogbench_data.py`). The dataset
-is written beside its final place, its content checksum compared with
-the one the recipe records, and only a matching build is moved into place; a mismatch leaves
-nothing behind and says so. The content checksum (`data/checksum.py`) names the data alone
-and is remembered beside it, so listing or loading a large dataset does not re-read it unless
-the file changed.
+built data, or OGBench's scripted oracles in its environments (`ogbench_data.py`, in a child
+process with the CPU-dependent numerical kernels fixed). The dataset is written beside its
+final place, its content checksum compared with the one the recipe records, and only a
+matching build is moved into place; a mismatch leaves nothing behind and says so. The content
+checksum (`data/checksum.py`) names the data alone and is remembered beside it, so listing or
+loading a large dataset does not re-read it unless the file changed.
 """
 
 from __future__ import annotations
@@ -152,21 +152,19 @@ def _write(recipe: Recipe, out: Path, progress: bool) -> None:
 
 
 def _write_ogbench(recipe: Recipe, out: Path, progress: bool, metadata: dict) -> None:
-    """Trajectories of OGBench's oracles, with each observation's simulator state in `infos`."""
-    from valorl.zoo.ogbench_data import generate, save_trajectories
+    """Trajectories of OGBench's oracles, with each observation's simulator state in `infos`,
+    generated in a child process whose numerical kernels do not depend on the CPU."""
+    from valorl.zoo.ogbench_data import write_dataset_pinned
 
-    trajectories = generate(
-        recipe.env_id, recipe.ogbench, recipe.episodes, recipe.seed, progress=progress
-    )
-    save_trajectories(
-        trajectories,
-        recipe.env_id,
-        recipe.dataset_id,
-        out,
-        algorithm_name=f"OGBench {recipe.ogbench} oracles (valorl datasets build)",
-        description=f"{recipe.env_id}: OGBench '{recipe.ogbench}' data, {recipe.episodes} "
-        "trajectories of 1001 steps (OGBench publishes 1000)",
-        extra_metadata=metadata,
+    write_dataset_pinned(
+        env_id=recipe.env_id,
+        kind=recipe.ogbench,
+        episodes=recipe.episodes,
+        seed=recipe.seed,
+        dataset_id=recipe.dataset_id,
+        out=out,
+        metadata=metadata,
+        progress=progress,
     )
 
 

@@ -22,7 +22,11 @@ download and at any size:
 Unlike the published script (which never seeds), a build is deterministic: numpy's global
 generator (used by the oracles) is seeded and restored afterwards, the environment is seeded on
 its first reset, and random actions come from a generator of their own (OGBench samples them
-from the action space, which its environments rebuild, unseeded, at every access). OGBench
+from the action space, which its environments rebuild, unseeded, at every access). A zoo build
+is also the same on different CPUs: it runs in a child process whose numerical kernels are
+fixed (`pinned_kernel_env`), since OGBench's controller solves its inverse kinematics with
+NumPy's linear algebra, whose OpenBLAS kernels are chosen per CPU, and their last-bit
+differences grow through the contact dynamics into different trajectories. OGBench
 also writes a validation file of `episodes // 10` further episodes; valorl's datasets hold the
 training episodes only (see `valorl.zoo.ogbench_export`).
 
@@ -37,8 +41,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
-from collections.abc import Iterator
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +64,8 @@ NOISE = 0.1
 NOISE_SMOOTHING = 0.5
 MIN_NORM = 0.4
 INFO_KEYS = ("qpos", "qvel", "button_states")
+PINNED_OPENBLAS_CORE = "Haswell"
+"""OpenBLAS's kernel for builds on x86-64 CPUs with AVX2 and FMA (every such CPU can run it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,3 +306,77 @@ def save_trajectories(
     return save_minari(
         dataset, dataset_id, out, episode_infos=[t.infos() for t in trajectories], **minari
     )
+
+
+def pinned_kernel_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """`environ` with the CPU-dependent numerical kernels of a new process fixed: OpenBLAS's
+    kernel set to `PINNED_OPENBLAS_CORE` and one thread, NumPy's own SIMD loops at most AVX2.
+
+    On one machine, `OPENBLAS_CORETYPE=Sandybridge` changes a cube-single-noisy build, and a
+    build on an AMD EPYC (OpenBLAS's Haswell kernels) differed from the one an Intel Xeon
+    (AVX-512 kernels) had recorded. Both variables are read when NumPy loads, so they only act
+    on a child process. CPUs without AVX2 and FMA keep their own kernels (and may not reproduce
+    the recorded checksums)."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    env = dict(environ)
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        if __cpu_features__.get("AVX2") and __cpu_features__.get("FMA3"):
+            env["OPENBLAS_CORETYPE"] = PINNED_OPENBLAS_CORE
+        beyond_avx2 = [f for f in __cpu_dispatch__ if f.startswith(("AVX512", "X86_V4"))]
+        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(beyond_avx2)
+    return env
+
+
+def write_dataset(
+    env_id: str,
+    kind: str,
+    episodes: int,
+    seed: int,
+    dataset_id: str,
+    out: str | os.PathLike,
+    *,
+    metadata: dict[str, Any],
+    episode_steps: int = EPISODE_STEPS,
+    progress: bool = True,
+) -> None:
+    """Generate a zoo recipe's trajectories and write them as the Minari dataset `out`."""
+    trajectories = generate(
+        env_id, kind, episodes, seed, episode_steps=episode_steps, progress=progress
+    )
+    save_trajectories(
+        trajectories,
+        env_id,
+        dataset_id,
+        out,
+        algorithm_name=f"OGBench {kind} oracles (valorl datasets build)",
+        description=f"{env_id}: OGBench '{kind}' data, {episodes} trajectories of "
+        f"{episode_steps} steps (OGBench publishes 1000)",
+        extra_metadata=metadata,
+    )
+
+
+def write_dataset_pinned(**arguments: Any) -> None:
+    """`write_dataset(**arguments)` in a child process with `pinned_kernel_env`, so that the
+    data do not depend on the CPU; its progress and errors print as they come."""
+    from valorl.errors import ValorlError
+
+    arguments["out"] = str(arguments["out"])
+    command = [sys.executable, "-m", __name__, json.dumps(arguments)]
+    done = subprocess.run(command, env=pinned_kernel_env(), check=False)
+    if done.returncode != 0:
+        raise ValorlError(
+            f"generating {arguments['dataset_id']} failed in its child process (exit status "
+            f"{done.returncode}; its error is printed above)"
+        )
+
+
+if __name__ == "__main__":  # the child process of `write_dataset_pinned`
+    from valorl.errors import ValorlError
+
+    try:
+        write_dataset(**json.loads(sys.argv[1]))
+    except ValorlError as error:
+        print(f"valorl: error: {error}", file=sys.stderr)
+        sys.exit(2)
