@@ -145,6 +145,15 @@ def test_a_build_that_differs_from_the_recipe_is_discarded(monkeypatch):
     assert not list(zoo.dataset_path(recipe).parent.glob(".*"))
 
 
+def test_an_ogbench_build_runs_in_a_child_and_a_mismatch_names_the_cpu(monkeypatch):
+    recipe = dataclasses.replace(zoo.get("cube-single-noisy-v0"), episodes=1, sha256="0" * 64)
+    monkeypatch.setitem(recipe_module.recipes(), recipe.name, recipe)
+    with pytest.raises(ValorlError, match=r"not the recorded 000000000000….*x86-64 CPUs with AVX2"):
+        zoo.build(recipe.name, progress=False)
+    assert not zoo.dataset_path(recipe).exists()
+    assert not list(zoo.dataset_path(recipe).parent.glob(".*"))
+
+
 def test_minari_reads_a_built_dataset_with_the_recipe_references():
     recipe = zoo.get(SMALL)
     zoo.build(SMALL, progress=False)

@@ -96,10 +96,14 @@ def build(name: str, *, force: bool = False, progress: bool = True) -> Path:
         _write(recipe, staging, progress)
         built = checksum(staging)  # a rename keeps the file's time, so the stamp stays valid
         if recipe.sha256 is not None and built != recipe.sha256:
+            cause = (
+                "OGBench data are reproduced on x86-64 CPUs with AVX2 and FMA; is this one?"
+                if recipe.ogbench
+                else "is this valorl's own, unchanged recipe and policy files?"
+            )
             raise ValorlError(
                 f"building {recipe.name} gave content checksum {built[:12]}…, not the "
-                f"recorded {recipe.sha256[:12]}…; the build was discarded (is this valorl's "
-                "own, unchanged recipe and policy files?)"
+                f"recorded {recipe.sha256[:12]}…; the build was discarded ({cause})"
             )
         try:
             os.rename(staging, path)
