@@ -5,7 +5,8 @@
 
 Tests the claim of Zheng et al. ("Is Model Ensemble Necessary? Model-based RL via a Single Model
 with Lipschitz Regularized Value Function", ICLR 2023) at CPU scale: MBPO (valorl train mbpo
---mode online) on InvertedDoublePendulum-v5 with
+--mode online) on InvertedDoublePendulum-v5 (or `--env Hopper-v5`: then the whole of OUT is that
+environment's) with
 
     ensemble       7 probabilistic members, 5 elites (MBPO's model)
     single-prob    one probabilistic model
@@ -38,7 +39,7 @@ import numpy as np
 from common import mean_cell, plot_curves, valorl
 
 COMMON = (
-    "--mode online --env InvertedDoublePendulum-v5 --start-steps 1000 --log-every 250 "
+    "--mode online --start-steps 1000 --log-every 250 "
     "--eval-every 1000 --eval-episodes 5 --seeds 3 --utd 5 --quiet"
 )
 MODEL = (
@@ -92,6 +93,7 @@ def main() -> None:
         default=",".join(ARMS),
         help=f"comma-separated, of {', '.join(ARMS)}; robust-grid (all of {', '.join(GRID)})",
     )
+    parser.add_argument("--env", default="InvertedDoublePendulum-v5")
     parser.add_argument("--online-steps", type=int, default=4000)
     parser.add_argument("--skip-report", action="store_true", help="train only")
     parser.add_argument("--report-only", action="store_true", help="read the runs, train none")
@@ -105,7 +107,8 @@ def main() -> None:
     for name, flags in {} if args.report_only else arms.items():
         agent, *rest = flags.split()
         steps = ["--online-steps", str(args.online_steps)]
-        valorl("train", agent, *COMMON.split(), *steps, *rest, "--out", str(out / name))
+        env = ["--env", args.env, *steps]
+        valorl("train", agent, *COMMON.split(), *env, *rest, "--out", str(out / name))
     if args.skip_report:
         return
     results = {name: summary(out / name, args.online_steps) for name in arms}
@@ -123,7 +126,7 @@ def main() -> None:
             f"{wall} |"
         )
     curves = {name: (r["steps"], r["returns"]) for name, r in results.items()}
-    plot_curves(curves, "MBPO on InvertedDoublePendulum-v5", out / "curves.png")
+    plot_curves(curves, f"MBPO on {args.env}", out / "curves.png")
 
 
 if __name__ == "__main__":
