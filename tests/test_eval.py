@@ -18,6 +18,7 @@ from valorl.envs.rollouts import Evaluator, episode_seeds
 from valorl.errors import ValorlError
 from valorl.eval.evaluate import FRESH_ROUNDS, evaluate_run
 from valorl.stats import mean_interval
+from valorl.training.evaluation import fresh_noise
 
 T_975_DF2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
 """Student-t quantile t_{0.975} with 2 degrees of freedom, from its closed form for df = 2,
@@ -275,6 +276,20 @@ def test_episode_seeds_reproducible_and_distinct():
     others = [episode_seeds(1, 0, 5), episode_seeds(0, 1, 5), episode_seeds(0, FRESH_ROUNDS, 5)]
     for other in others:
         assert not set(a) & set(other)
+
+
+def test_a_sampling_policy_draws_new_noise_at_every_decision():
+    """A flow policy (or best-of-N) samples to act: evaluation gives it new keys at every
+    decision, different per seed, and the same sequence again for the same keys."""
+    keys = jax.random.split(jax.random.key(0), 2)
+    noise = lambda obs, keys: jax.vmap(lambda key: jax.random.normal(key, (3,)))(keys)
+    act = fresh_noise(noise, keys)
+    first, second = np.asarray(act(None)), np.asarray(act(None))
+    assert first.shape == (2, 3)
+    assert not np.isclose(first, second).any() and not np.isclose(first[0], first[1]).any()
+    again = fresh_noise(noise, keys)
+    np.testing.assert_array_equal(again(None), first)
+    np.testing.assert_array_equal(again(None), second)
 
 
 # ---- evaluate_run -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from valorl.envs.rollouts import episode_seeds
 from valorl.errors import ValorlError
 from valorl.eval.policy import load_policy
 from valorl.eval.steering import Reduction, steer
-from valorl.training.evaluation import run_evaluator, seed_policies
+from valorl.training.evaluation import fresh_noise, run_evaluator, seed_policies
 
 FRESH_ROUNDS = 1_000_000
 """Offset of the episode-seed streams used here, far from those of training-time rounds."""
@@ -87,7 +87,9 @@ def evaluate_run(
     else:
         deterministic = seed_policies(policy.agent)
         keys = jax.random.split(jax.random.key(seed), len(policy.seeds))
-        act = lambda obs: deterministic(policy.states, policy.normalizer, obs, keys)
+        act = fresh_noise(
+            lambda obs, keys: deterministic(policy.states, policy.normalizer, obs, keys), keys
+        )
     try:
         returns = evaluator.returns(
             act, [episode_seeds(s, FRESH_ROUNDS + seed, episodes) for s in policy.seeds]

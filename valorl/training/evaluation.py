@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,19 @@ from valorl.data.transforms import Normalizer
 from valorl.envs import goal_tasks, token_games
 from valorl.envs.rollouts import MAX_ENVS, Evaluator, episode_seeds
 from valorl.training.fused import compiled_cache
+
+_fold_in_seeds = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+
+
+def fresh_noise(
+    act: Callable[[Any, jax.Array], jax.Array], keys: jax.Array
+) -> Callable[[Any], jax.Array]:
+    """`obs -> act(obs, keys')` with `keys'` the seeds' `keys` folded with a decision count, so
+    that a policy that samples to act (a flow's noise, best-of-N's samples) draws new noise at
+    every decision, as the flow papers' evaluations do, instead of the same noise all episode;
+    the same `keys` give the same decisions again."""
+    decisions = itertools.count()
+    return lambda obs: act(obs, _fold_in_seeds(keys, next(decisions)))
 
 
 @compiled_cache
@@ -45,10 +59,10 @@ def evaluation_round(
     round_index: int,
 ) -> np.ndarray:
     """Every seed's deterministic policy on this round's episode starts: (seeds, episodes)."""
-    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_keys, round_index)
+    keys = _fold_in_seeds(eval_keys, round_index)
     act = seed_policies(agent)
     return evaluator.returns(
-        lambda obs: act(states, normalizer, obs, keys),
+        fresh_noise(lambda obs, keys: act(states, normalizer, obs, keys), keys),
         [episode_seeds(s, round_index, evaluator.episodes) for s in seeds],
     )
 
