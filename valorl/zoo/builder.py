@@ -97,7 +97,7 @@ def build(name: str, *, force: bool = False, progress: bool = True) -> Path:
         built = checksum(staging)  # a rename keeps the file's time, so the stamp stays valid
         if recipe.sha256 is not None and built != recipe.sha256:
             cause = (
-                "OGBench data are reproduced on x86-64 CPUs with AVX2 and FMA; is this one?"
+                "OGBench checksums are recorded for x86-64 CPUs with AVX2 and FMA; is this one?"
                 if recipe.ogbench
                 else "is this valorl's own, unchanged recipe and policy files?"
             )
