@@ -72,6 +72,7 @@ def test_the_pinned_environment_fixes_openblas_and_numpy_simd():
         assert disabled and all(f.startswith(("AVX512", "X86_V4")) for f in disabled)
 
 
+@pytest.mark.expensive  # four child processes, about 45 s: `make test-all`
 @pytest.mark.skipif(not _avx2_x86(), reason="the pinned kernels need an x86-64 CPU with AVX2")
 def test_a_zoo_build_does_not_depend_on_the_cpus_blas_kernel(tmp_path, monkeypatch):
     """OGBench's controller solves its inverse kinematics with OpenBLAS, whose kernel is chosen
