@@ -53,6 +53,7 @@ from valorl.critics.selection import choose
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
 from valorl.eval.policy import Policy, load_policy, observation_batch
+from valorl.training.evaluation import fresh_noise
 from valorl.training.fused import compiled_cache
 
 Reduction = Literal["min", "mean"]
@@ -135,10 +136,6 @@ def steered_candidates(critic: Agent, reduction: Reduction):
         return steer_candidates(critic, c_state, c_norm, obs, candidates, beta, key, reduction)
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None, 0, 0, 0, None)))
-
-
-fold_in_each = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
-"""Every key of a batch folded with the same number (the decision's index), in one call."""
 
 
 @dataclasses.dataclass
@@ -243,17 +240,9 @@ class SteeredPolicy:
         return jax.random.fold_in(jax.random.key(self.seed), self._calls - 1)
 
     def episode_act(self, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
-        """`act(obs)` for `Evaluator`: every seed steered at once, with fresh keys per call
-        drawn from a stream seeded by `seed`."""
-        base = jax.random.split(jax.random.key(seed), len(self.seeds))
-        calls = [0]
-
-        def act(obs: np.ndarray) -> np.ndarray:
-            keys = fold_in_each(base, calls[0])
-            calls[0] += 1
-            return self.act_seeds(obs, keys)
-
-        return act
+        """`act(obs)` for `Evaluator`: every seed steered at once, with new keys at every
+        decision (`fresh_noise`) from a stream seeded by `seed`."""
+        return fresh_noise(self.act_seeds, jax.random.split(jax.random.key(seed), len(self.seeds)))
 
 
 def steer(
