@@ -30,7 +30,8 @@ def add_datasets_parser(commands) -> None:
         description="valorl's dataset zoo: D4RL-style datasets (random, medium, medium-replay, "
         "medium-expert, expert on Hopper, HalfCheetah, Walker2d; small Pendulum and "
         "InvertedPendulum ones) built locally from committed recipes and behaviour policies, "
-        "identical bit for bit on every machine (checked by a content checksum). Built "
+        "identical bit for bit across machines (checked by a content checksum; OGBench's "
+        "recipes on x86-64 CPUs with AVX2). Built "
         "datasets are Minari datasets under valorl/NAME in the local Minari root "
         "($MINARI_DATASETS_PATH or ~/.minari/datasets); `valorl train --dataset NAME` builds "
         "a recipe's dataset on first use.",
@@ -57,6 +58,13 @@ def add_datasets_parser(commands) -> None:
     build.add_argument("--all", action="store_true", help="every recipe")
     build.add_argument(
         "--force", action="store_true", help="replace a copy that does not match its recipe"
+    )
+    build.add_argument(
+        "--accept-local-build",
+        action="store_true",
+        help="keep a build whose checksum differs from the recorded one (a CPU whose "
+        "numerical kernels differ from the recording machine's: OGBench recipes on non-AVX2 "
+        "CPUs, ARM), marked 'local' and checked against its own checksum from then on",
     )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(run=cmd_build)
@@ -100,6 +108,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(column, justify="right" if column == "transitions" else "left")
     marks = {
         "verified": "[green]verified[/]",
+        "local": "[yellow]local build[/]",
         "modified": "[red]MODIFIED[/]",
         "unrecorded": "[yellow]not recorded[/]",
         "not built": "-",
@@ -200,11 +209,18 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise ValorlError("name the recipes to build (see `valorl datasets list`), or --all")
     for recipe in [zoo.get(n) for n in names]:  # every name checked before anything builds
         before = zoo.status(recipe)
-        path = zoo.build(recipe.name, force=args.force, progress=not args.quiet)
+        path = zoo.build(
+            recipe.name,
+            force=args.force,
+            progress=not args.quiet,
+            accept_local=args.accept_local_build,
+        )
         after = zoo.status(recipe)
-        done = "already built" if before in ("verified", "unrecorded") else "built"
+        done = "already built" if zoo.reusable(before, args.force) else "built"
         check = {
             "verified": "checksum verified",
+            "local": f"this machine's build, checksum {zoo.checksum(path)} "
+            f"(recorded: {recipe.sha256})",
             "unrecorded": f"checksum {zoo.checksum(path)} (none recorded)",
         }[after]
         out.print(f"{recipe.name}: {done}, {recipe.steps:,} transitions, {check}: {path}")

@@ -6,7 +6,10 @@ float64, see `collection/policy_file.py`), steps and seed, the concatenation of 
 built data, or OGBench's scripted oracles in its environments (`ogbench_data.py`, in a child
 process with the CPU-dependent numerical kernels fixed). The dataset is written beside its
 final place, its content checksum compared with the one the recipe records, and only a
-matching build is moved into place; a mismatch leaves nothing behind and says so. The content
+matching build is moved into place; a mismatch leaves nothing behind and says so, unless the
+user accepts this machine's build (`accept_local`, for CPUs whose numerical kernels differ from
+the recording machine's): it is kept with a record of both checksums beside it, and is "local"
+from then on, trusted only while its data still match the record. The content
 checksum (`data/checksum.py`) names the data alone and is remembered beside it, so listing or
 loading a large dataset does not re-read it unless the file changed.
 """
@@ -32,9 +35,13 @@ from valorl.zoo.recipe import Recipe, find, get
 FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
 """Arrays of a Minari episode (beside its `infos`)."""
 
-Status = Literal["not built", "verified", "modified", "unrecorded"]
-"""A recipe's dataset: absent; present and matching the recipe's checksum; present and not
-matching; present, but the recipe records no checksum to compare with."""
+Status = Literal["not built", "verified", "local", "modified", "unrecorded"]
+"""A recipe's dataset: absent; present and matching the recipe's checksum; present, differing
+from it, but accepted as this machine's build and unchanged since; present and not matching;
+present, but the recipe records no checksum to compare with."""
+
+LOCAL_BUILD = "valorl_local_build.json"
+"""Beside an accepted local build's data: the recipe's recorded checksum and the build's."""
 
 
 def dataset_path(recipe: Recipe) -> Path:
@@ -48,7 +55,27 @@ def status(recipe: Recipe) -> Status:
         return "not built"
     if recipe.sha256 is None:
         return "unrecorded"
-    return "verified" if checksum(path) == recipe.sha256 else "modified"
+    found = checksum(path)
+    if found == recipe.sha256:
+        return "verified"
+    return (
+        "local"
+        if _local_record(path) == {"recorded": recipe.sha256, "built": found}
+        else "modified"
+    )
+
+
+def reusable(found: Status, force: bool = False) -> bool:
+    """Whether `build` uses a dataset in state `found` as it is (`force` rebuilds a local one)."""
+    return found in ("verified", "unrecorded") or (found == "local" and not force)
+
+
+def _local_record(path: Path) -> dict | None:
+    """The record of an accepted local build, or None (absent or unreadable: not trusted)."""
+    try:
+        return json.loads((path / LOCAL_BUILD).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def verify(recipe: Recipe) -> Path:
@@ -73,42 +100,51 @@ def resolve(name: str) -> Path | None:
     return build(name) if find(name) is not None else None
 
 
-def build(name: str, *, force: bool = False, progress: bool = True) -> Path:
-    """Build the recipe's dataset unless a verified copy exists; returns its directory.
+def build(
+    name: str, *, force: bool = False, progress: bool = True, accept_local: bool = False
+) -> Path:
+    """Build the recipe's dataset unless a usable copy exists; returns its directory.
 
-    `force` replaces a copy that does not match the recipe. A build whose checksum differs
-    from the recorded one is discarded with an error (it would not be the recipe's dataset).
+    `force` replaces a copy that does not match the recipe (an accepted local one too). A
+    build whose checksum differs from the recorded one is discarded with an error (it would not
+    be the recipe's dataset), or with `accept_local` kept as this machine's build, both
+    checksums recorded beside it.
     """
     recipe = get(name)
     path = dataset_path(recipe)
     found = status(recipe)
-    if found in ("verified", "unrecorded"):
+    if reusable(found, force):
         return path
-    if found == "modified":
-        if not force:
-            verify(recipe)  # raises, naming the fix
-        shutil.rmtree(path)
+    if found == "modified" and not force:
+        verify(recipe)  # raises, naming the fix
     for part in recipe.concat:
-        build(part, progress=progress)
+        build(part, progress=progress, accept_local=accept_local)
     staging = path.with_name(f".{path.name}.build-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         _write(recipe, staging, progress)
         built = checksum(staging)  # a rename keeps the file's time, so the stamp stays valid
         if recipe.sha256 is not None and built != recipe.sha256:
-            cause = (
-                "OGBench checksums are recorded for x86-64 CPUs with AVX2 and FMA; is this one?"
-                if recipe.ogbench
-                else "is this valorl's own, unchanged recipe and policy files?"
-            )
-            raise ValorlError(
-                f"building {recipe.name} gave content checksum {built[:12]}…, not the "
-                f"recorded {recipe.sha256[:12]}…; the build was discarded ({cause})"
-            )
+            if not accept_local:
+                cause = (
+                    "OGBench checksums are recorded for x86-64 CPUs with AVX2 and FMA; is this one?"
+                    if recipe.ogbench
+                    else "is this valorl's own, unchanged recipe and policy files?"
+                )
+                raise ValorlError(
+                    f"building {recipe.name} gave content checksum {built[:12]}…, not the "
+                    f"recorded {recipe.sha256[:12]}…; the build was discarded ({cause} "
+                    f"`valorl datasets build {recipe.name} --accept-local-build` keeps this "
+                    "machine's build)"
+                )
+            record = {"recorded": recipe.sha256, "built": built}
+            (staging / LOCAL_BUILD).write_text(json.dumps(record))
+        if found in ("modified", "local"):  # replaced only by a build that passed
+            shutil.rmtree(path)
         try:
             os.rename(staging, path)
         except OSError:  # another process (a parallel sweep group) built it first
-            if status(recipe) not in ("verified", "unrecorded"):
+            if not reusable(status(recipe)):
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
