@@ -40,6 +40,7 @@ os.environ["XLA_FLAGS"] = " ".join(
 )
 
 import gymnasium as gym
+import jax
 import numpy as np
 import pytest
 
@@ -73,6 +74,12 @@ TINY = {
     ),
 }
 """Hyperparameters that make every agent fast enough for unit tests."""
+
+
+def compiled_init(obj, *args, seed: int = 0):
+    """`obj.init(jax.random.key(seed), *args)` compiled as one program: run op by op, an
+    initialisation compiles each of its operations separately (BENCHMARKS.md, "Test suite")."""
+    return jax.jit(lambda key: obj.init(key, *args))(jax.random.key(seed))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY, synthetic_dataset
+from conftest import TINY, compiled_init, synthetic_dataset
 
 import valorl
 from valorl.agents import CQL, CalQL, Spec, make_agent
@@ -82,7 +82,7 @@ def test_cql_logsumexp_by_hand():
 def setup():
     """A CQL agent with small networks, one initialised state and a batch with returns-to-go."""
     agent = CQL(hidden_dims=(16, 16), batch_size=32, cql_n_actions=4)
-    state = agent.init(jax.random.key(0), SPEC)
+    state = compiled_init(agent, SPEC)
     data = synthetic_dataset(obs_dim=3, action_dim=2).to_batch(discount=0.99)
     batch = sample_batch(data, jax.random.key(1), agent.batch_size)
     proposals = agent.proposals(state, batch, jax.random.key(2))
@@ -148,7 +148,7 @@ def test_cql_lagrange_multiplier_follows_the_gap():
     batch = sample_batch(data, jax.random.key(1), 16)
     for gap_target, direction in ((-100.0, 1.0), (100.0, -1.0)):
         agent = CQL(**TINY["cql"], cql_lagrange=True, cql_target_action_gap=gap_target)
-        state = agent.init(jax.random.key(0), SPEC)
+        state = compiled_init(agent, SPEC)
         new, metrics = jax.jit(agent.update)(state, batch, jax.random.key(3))
         before = float(apply(state.lagrange, state.lagrange.params))
         after = float(apply(new.lagrange, new.lagrange.params))
@@ -245,7 +245,7 @@ def test_calql_with_high_returns_keeps_only_the_data_term(setup):
 def test_calql_without_returns_to_go_is_an_error():
     """A batch without returns-to-go is refused with a message saying how to provide them."""
     agent = CalQL(**TINY["calql"])
-    state = agent.init(jax.random.key(0), SPEC)
+    state = compiled_init(agent, SPEC)
     batch = sample_batch(
         synthetic_dataset(obs_dim=3, action_dim=2).to_batch(), jax.random.key(1), 16
     )

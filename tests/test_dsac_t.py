@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import TINY, synthetic_dataset
+from conftest import TINY, compiled_init, synthetic_dataset
 
 import valorl
 from valorl.agents import DSACT, Spec
@@ -129,7 +129,7 @@ def test_reference_2025_critic_loss_by_hand():
 def test_std_average_starts_at_the_batch_mean_then_moves_by_tau_b():
     """b starts at the first batch's mean σ (per member), then b ← (1 − τ_b)·b + τ_b·mean σ."""
     agent = DSACT(**TINY["dsac_t"], tau_b=0.25)
-    state = agent.init(jax.random.key(0), SPEC)
+    state = compiled_init(agent, SPEC)
     np.testing.assert_array_equal(np.asarray(state.std_average), [-1.0, -1.0])
     data = synthetic_dataset(obs_dim=3, action_dim=2).to_batch()
     batch = sample_batch(data, jax.random.key(1), 16)
@@ -152,7 +152,7 @@ def test_update_structure_and_defaults():
     assert (agent.clip_xi, agent.epsilon, agent.tau, agent.tau_b) == (3.0, 0.1, 0.005, 0.005)
     assert (agent.actor_lr, agent.critic_lr, agent.temperature_lr) == (1e-4, 1e-4, 3e-4)
     assert np.isclose(agent.init_temperature, np.e) and agent.critic.name == "gaussian"
-    state = agent.init(jax.random.key(0), SPEC)
+    state = compiled_init(agent, SPEC)
     data = synthetic_dataset(obs_dim=3, action_dim=2).to_batch()
     batch = sample_batch(data, jax.random.key(1), 16, 2)
     new, metrics = jax.jit(agent.update)(state, batch, jax.random.key(2))
@@ -189,7 +189,7 @@ def test_update_is_delayed_critic_steps_then_actor_temperature_and_targets():
     the first half of the update's key, then the shared actor and temperature step on the last
     batch with the second half, then one Polyak step of the target actor and critics."""
     agent = DSACT(**TINY["dsac_t"])
-    state = agent.init(jax.random.key(0), SPEC)
+    state = compiled_init(agent, SPEC)
     data = synthetic_dataset(obs_dim=3, action_dim=2).to_batch()
     batch = sample_batch(data, jax.random.key(3), 16, 2)
     key = jax.random.key(4)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import synthetic_dataset
+from conftest import compiled_init, synthetic_dataset
 
 import valorl
 from valorl.agents import DQC, FQL, QC, FlowBC, Spec
@@ -55,7 +55,7 @@ def test_flow_bc_learns_both_modes_that_a_mean_would_average_away():
     data = Batch(jnp.zeros((n, 1)), actions, jnp.zeros(n), jnp.zeros((n, 1)), jnp.ones(n),
                  jnp.zeros(n))  # fmt: skip
     agent = FlowBC(hidden_dims=(32, 32), flow_steps=10, lr=3e-3)
-    state = agent.init(jax.random.key(0), Spec(obs_shape=(1,), action_dim=1))
+    state = compiled_init(agent, Spec(obs_shape=(1,), action_dim=1))
 
     def step(state, key):
         state, _ = agent.update(state, data, key)

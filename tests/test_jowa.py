@@ -3,10 +3,13 @@ and CQL gap by hand, the two training stages, and beam search on a hand-made mod
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import compiled_init
 
 from valorl.agents.jowa import (
     JOWA,
@@ -160,6 +163,7 @@ def test_masked_bc_loss_by_hand():
 TINY = dict(vocab_size=16, num_tasks=2, context=2, width=16, depth=1, heads=2, q_hidden=8)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def segment_batch(key, batch=4, context=2, frame_tokens=3, num_actions=3):
     k1, k2, k3 = jax.random.split(key, 3)
     frames = jax.random.randint(k1, (batch, context, frame_tokens), 0, 16).astype(jnp.float32)
@@ -182,7 +186,7 @@ def tiny_agent(**overrides):
 
     agent = JOWA(**(TINY | {"critic": Categorical(bins=11, vmin=0.0, vmax=5.0)} | overrides))
     spec = Spec(obs_shape=(3 + 1 + 3,), action_dim=0, num_actions=3)
-    return agent, agent.init(jax.random.key(0), spec)
+    return agent, compiled_init(agent, spec)
 
 
 def test_observations_split_into_tokens_game_and_valid_actions():
@@ -241,7 +245,7 @@ def test_behaviour_cloning_trains_the_heads_and_backbone_as_a_policy_and_refuses
 def test_act_is_greedy_over_valid_actions_and_plans_when_asked():
     agent, state = tiny_agent()
     obs = segment_batch(jax.random.key(4)).observations[:, 0]
-    actions = agent.act(state, obs, jax.random.key(0))
+    actions = jax.jit(agent.act)(state, obs, jax.random.key(0))
     assert actions.shape == (4,) and set(np.asarray(actions)) <= {0, 1}
     planner = JOWA(**(TINY | {"critic": agent.critic, "plan_width": 2, "plan_depth": 1}))
     planned = jax.jit(planner.act)(state, obs, jax.random.key(0))
@@ -257,12 +261,14 @@ def full_hidden(state, tokens, games):
     return state.model.apply_fn({"params": state.model.params}, tokens, games, method="hidden")
 
 
+@functools.partial(jax.jit, static_argnames="method")
+def apply_model(state, *inputs, method):
+    return state.model.apply_fn({"params": state.model.params}, *inputs, method=method)
+
+
 def full_pass_step(agent, state, tokens, game, action):
     """The reference for `Decoder.step`: full causal passes over the growing token list, the
     next frame's tokens generated greedily one pass per token; with Q at the new frame."""
-
-    def call(method, *inputs):
-        return state.model.apply_fn({"params": state.model.params}, *inputs, method=method)
 
     def last_hidden(tokens):
         """At the last of `tokens`, from one full-length pass (later padding cannot reach it:
@@ -271,14 +277,14 @@ def full_pass_step(agent, state, tokens, game, action):
         return full_hidden(state, padded, jnp.array([game]))[0, len(tokens) - 1]
 
     tokens = [*tokens, agent.vocab_size + action]
-    _, reward_logits, done_logits = call("world", last_hidden(tokens))
+    _, reward_logits, done_logits = apply_model(state, last_hidden(tokens), method="world")
     probs = jax.nn.softmax(reward_logits)
     frame = []
     for _ in range(3):
-        logits, _, _ = call("world", last_hidden(tokens))
+        logits, _, _ = apply_model(state, last_hidden(tokens), method="world")
         frame.append(int(jnp.argmax(logits)))
         tokens.append(frame[-1])
-    q = agent.critic.value(call("q", last_hidden(tokens))).mean(axis=0)
+    q = agent.critic.value(apply_model(state, last_hidden(tokens), method="q")).mean(axis=0)
     done = bool(jax.nn.softmax(done_logits)[1] > 0.5)
     return float(probs[2] - probs[0]), done, frame, tokens, q
 
@@ -286,10 +292,17 @@ def full_pass_step(agent, state, tokens, game, action):
 def scrambled(state, scale=8.0, seed=3):
     """The state with its parameters drawn afresh at `scale` times the size, so that an
     untrained model's predictions differ clearly between tokens."""
-    leaves, tree = jax.tree.flatten(state.model.params)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    noisy = [scale * 0.1 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
-    return state.replace(model=state.model.replace(params=jax.tree.unflatten(tree, noisy)))
+
+    @jax.jit
+    def redraw(params):
+        leaves, tree = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.key(seed), len(leaves))
+        noisy = [
+            scale * 0.1 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)
+        ]
+        return jax.tree.unflatten(tree, noisy)
+
+    return state.replace(model=state.model.replace(params=redraw(state.model.params)))
 
 
 def test_decoder_steps_the_model_as_full_passes_predict():
@@ -345,7 +358,7 @@ def test_imagined_rows_continue_their_first_frame_in_the_model():
     agent, state = tiny_agent(context=3, world_model_steps=0, imagine_batch=2, imagine_epsilon=0.0)
     state = scrambled(state)
     batch = segment_batch(jax.random.key(2), batch=4, context=3)
-    mixed = agent.with_imagined(state, batch, jax.random.key(5))
+    mixed = jax.jit(agent.with_imagined)(state, batch, jax.random.key(5))
     for field in ("observations", "actions", "rewards", "masks", "valid"):
         np.testing.assert_array_equal(getattr(mixed, field)[:2], getattr(batch, field)[:2])
     np.testing.assert_array_equal(mixed.observations[2:, 0], batch.observations[2:, 0])
@@ -356,7 +369,7 @@ def test_imagined_rows_continue_their_first_frame_in_the_model():
     actions = np.asarray(mixed.actions[2:])
     assert set(actions.ravel()) <= {0, 1}  # action 2 is not valid in this game
     # ε = 0: the first action is greedy in Q at the real frame
-    greedy = agent.act(state, batch.observations[2:, 0], jax.random.key(0))
+    greedy = jax.jit(agent.act)(state, batch.observations[2:, 0], jax.random.key(0))
     np.testing.assert_array_equal(actions[:, 0], greedy)
     assert np.all(np.abs(np.asarray(mixed.rewards[2:])) <= 1.0)
     ended = np.asarray(mixed.dones[2:]) > 0

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import interrupt_on_call, synthetic_dataset
+from conftest import compiled_init, interrupt_on_call, synthetic_dataset
 
 import valorl
 from valorl.errors import ValorlError
@@ -192,7 +192,7 @@ def test_open_loop_model_errors_grow_as_a_biased_model_drifts():
     model = DynamicsModel(
         model_members=1, model_elites=1, model_kind="deterministic", model_hidden_dims=()
     )
-    state = model.init(jax.random.key(0), 1, 1)
+    state = compiled_init(model, 1, 1)
     params = {"layer_0": {"kernel": jnp.zeros((1, 2, 3)), "bias": jnp.array([[1.1, 2.0, -50.0]])}}
     state = state.replace(net=state.net.replace(params=params))
     stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], state)

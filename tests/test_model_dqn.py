@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import compiled_init
 
 from valorl.agents import DQN, ModelDQN, PerfectModelDQN, Spec
 from valorl.critics import QEnsemble, Scalar
@@ -47,7 +48,7 @@ def test_binary_model_nll_by_hand():
     transition to bits (1, 0) with r = 2: −ln .5 − ln .25 + (.5 + ½ln2π) + ln 2; a terminal one
     (r = 0): its bits are not modelled, (.5 + ½ln2π) + ln 2. The loss is their mean."""
     model = BinaryModel(model_hidden_dims=(4,))
-    state = constant_model(model.init(jax.random.key(0), (2,), 3), [0.0, math.log(3)], 1.0, 0.0)
+    state = constant_model(compiled_init(model, (2,), 3), [0.0, math.log(3)], 1.0, 0.0)
     batch = Batch(
         observations=jnp.array([[0, 1], [1, 1]], jnp.uint8),
         actions=jnp.array([0, 2], jnp.int32),
@@ -74,7 +75,7 @@ def test_the_model_learns_a_deterministic_bit_flip():
     """A few hundred NLL steps on s' = 1 − s, r = s_0, never terminal: the model's prediction
     becomes right (a smoke check that the gradient flows through all three networks)."""
     model = BinaryModel(model_hidden_dims=(32,), model_lr=1e-2)
-    state = model.init(jax.random.key(0), (4,), 2)
+    state = compiled_init(model, (4,), 2)
     rng = np.random.default_rng(0)
     obs = jnp.asarray(rng.integers(0, 2, (64, 4)), jnp.uint8)
     batch = Batch(

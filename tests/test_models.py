@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import compiled_init
 
 from valorl.agents import MOBILE, MOPO, Spec
 from valorl.agents.sac import SAC
@@ -69,7 +70,7 @@ def test_elites_are_the_members_with_the_lowest_held_out_error():
     exact, _ = jax.jit(
         lambda s, k: fit(linear_model(model_lr=1e-2, model_max_epochs=100), s, data, 2000, k)
     )(linear_model().init(jax.random.key(0), S, A), jax.random.key(1))
-    state = model.init(jax.random.key(2), S, A)
+    state = compiled_init(model, S, A, seed=2)
     noise = jnp.array([0.3, 0.0, 0.5, 0.1])  # member 1 exact, then 3, 0, 2
     params = jax.tree.map(
         lambda exact_p, p: exact_p[0] + noise.reshape(-1, *[1] * (p.ndim - 1)) * jnp.ones_like(p),
@@ -100,7 +101,7 @@ def step_model(reward: float = 2.0) -> tuple[DynamicsModel, object]:
     """A deterministic one-member model that predicts s' = s + 1 and reward `reward` whatever
     (s, a), and never terminates by its classifier."""
     model = linear_model()
-    state = model.init(jax.random.key(0), 1, 1)
+    state = compiled_init(model, 1, 1)
     params = {
         "layer_0": {
             "kernel": jnp.zeros((1, 2, 3)),
@@ -221,7 +222,7 @@ def test_the_mopo_penalty_by_hand():
 def test_the_vagram_loss_by_hand():
     """Weighted squared error of each target dimension, mean over dimensions and rows."""
     model = linear_model(model_weight_decay=(0.0,))
-    state = model.init(jax.random.key(0), 1, 1)
+    state = compiled_init(model, 1, 1)
     params = {"layer_0": {"kernel": jnp.zeros((1, 2, 3)), "bias": jnp.array([[1.0, 0.0, -50.0]])}}
     inputs = jnp.zeros((1, 2, 2))
     targets = jnp.array([[[0.0, 1.0], [3.0, 2.0]]])  # errors (1, −1) and (−2, −2)
@@ -236,7 +237,7 @@ def test_vagram_fits_the_directions_the_value_changes_along():
     that dimension's dynamics and not the second's."""
     data, _ = linear_data(2000)
     model = linear_model(model_lr=1e-2, model_max_epochs=60, model_patience=60)
-    state = model.init(jax.random.key(0), S, A)
+    state = compiled_init(model, S, A)
     value_grad = lambda s: jnp.broadcast_to(jnp.array([1.0, 0.0, 0.0]), s.shape)
     fitted, _ = jax.jit(lambda s, k: fit(model, s, data, 2000, k, value_grad))(
         state, jax.random.key(1)
@@ -286,7 +287,7 @@ def test_the_mobile_penalty_by_hand():
         penalty_coef=2.0,
         penalty_samples=3,
     )
-    state = agent.init(jax.random.key(0), Spec(obs_shape=(1,), action_dim=1))
+    state = compiled_init(agent, Spec(obs_shape=(1,), action_dim=1))
     bias = jnp.array([[0.5, 0.0, -50.0], [-0.5, 0.0, -50.0]])
     model_params = {"layer_0": {"kernel": jnp.zeros((2, 2, 3)), "bias": bias}}
     # the critics' first layer sees (s, a): zero the action's row so that Q̄(s', a') = Q̄(s')
@@ -342,7 +343,7 @@ def test_mbpo_takes_utd_full_sac_updates_and_mobile_needs_two_elites():
         next_observations=jnp.ones((3, 8, 2)), masks=jnp.ones((3, 8)), dones=jnp.zeros((3, 8)),
     )  # fmt: skip
     agent = MBPO(utd=3, hidden_dims=(4,), batch_size=8, model=model)
-    state = agent.init(jax.random.key(0), spec)
+    state = compiled_init(agent, spec)
     state, metrics = agent.update(state, batch, jax.random.key(1))
     assert int(state.critic.step) == 3 and int(state.actor.step) == 3  # SAC's utd 3: 3 and 1
     assert np.isfinite(float(metrics["critic/lipschitz"]))

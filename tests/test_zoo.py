@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import h5py
 import minari
@@ -21,6 +22,24 @@ from valorl.zoo import recipe as recipe_module
 from valorl.zoo.references import reference_returns
 
 SMALL = "pendulum-medium-v0"
+
+
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory):
+    """SMALL built once for the module (a build takes seconds); `built_small` copies it."""
+    root = tmp_path_factory.mktemp("minari")
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setenv("MINARI_DATASETS_PATH", str(root))
+        return zoo.build(SMALL, progress=False)
+
+
+@pytest.fixture
+def built_small(small_build):
+    """SMALL as `zoo.build` leaves it, in this test's Minari root (file times kept, so its
+    remembered checksum stays valid)."""
+    path = zoo.dataset_path(zoo.get(SMALL))
+    shutil.copytree(small_build, path)
+    return path
 
 
 def _tamper(name: str) -> None:
@@ -92,22 +111,17 @@ def test_recorded_reference_returns_are_what_the_measurement_gives():
 # ---- building and checking ---------------------------------------------------------------
 
 
-def test_building_twice_gives_the_recorded_checksum_both_times(tmp_path, monkeypatch):
+def test_building_twice_gives_the_recorded_checksum_both_times(tmp_path, small_build):
     recipe = zoo.get(SMALL)
-    checksums = []
-    for root in ("a", "b"):
-        monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / root))
-        path = zoo.build(SMALL, progress=False)
-        assert path == tmp_path / root / "valorl" / SMALL
-        checksums.append(zoo.content_checksum(path))
-        assert zoo.status(recipe) == "verified"
-    assert checksums == [recipe.sha256, recipe.sha256]
-    assert not list((tmp_path / "a" / "valorl").glob(".*"))  # no staging directory left
+    path = zoo.build(SMALL, progress=False)  # the second build; the module's was the first
+    assert path == tmp_path / "minari" / "valorl" / SMALL
+    assert zoo.status(recipe) == "verified"
+    assert [zoo.content_checksum(p) for p in (small_build, path)] == [recipe.sha256] * 2
+    assert not list(path.parent.glob(".*"))  # no staging directory left
 
 
-def test_a_tampered_dataset_is_detected_and_only_force_replaces_it(capsys):
+def test_a_tampered_dataset_is_detected_and_only_force_replaces_it(built_small, capsys):
     recipe = zoo.get(SMALL)
-    zoo.build(SMALL, progress=False)
     _tamper(SMALL)
     assert zoo.status(recipe) == "modified"
     with pytest.raises(ValorlError, match=r"does not match its recipe.*--force"):
@@ -121,9 +135,8 @@ def test_a_tampered_dataset_is_detected_and_only_force_replaces_it(capsys):
     assert zoo.status(recipe) == "verified"
 
 
-def test_the_checksum_is_remembered_until_the_file_changes(monkeypatch):
-    recipe = zoo.get(SMALL)
-    path = zoo.build(SMALL, progress=False)
+def test_the_checksum_is_remembered_until_the_file_changes(built_small, monkeypatch):
+    recipe, path = zoo.get(SMALL), built_small
     assert json.loads((path / checksum_module.STAMP).read_text())["sha256"] == recipe.sha256
 
     def unexpected(path):
@@ -185,9 +198,8 @@ def test_an_ogbench_build_runs_in_a_child_and_a_mismatch_names_the_cpu(monkeypat
     assert not list(zoo.dataset_path(recipe).parent.glob(".*"))
 
 
-def test_minari_reads_a_built_dataset_with_the_recipe_references():
+def test_minari_reads_a_built_dataset_with_the_recipe_references(built_small):
     recipe = zoo.get(SMALL)
-    zoo.build(SMALL, progress=False)
     theirs = minari.load_dataset(recipe.dataset_id)
     ours = valorl.load_dataset(SMALL)
     assert theirs.total_steps == len(ours) == recipe.steps
@@ -213,7 +225,7 @@ def test_medium_expert_is_medium_then_expert_exactly():
     assert zoo.status(zoo.get("pendulum-medium-expert-v0")) == "verified"
 
 
-def test_normalised_scores_use_the_recipe_references_by_hand():
+def test_normalised_scores_use_the_recipe_references_by_hand(built_small):
     info = valorl.load_dataset(SMALL).info
     random, expert = -1242.852294921875, -153.42218017578125  # pendulum.toml
     assert (info.ref_min_score, info.ref_max_score) == (random, expert)
@@ -232,8 +244,7 @@ def test_training_on_a_recipe_name_builds_it_first(capsys):
     assert zoo.status(zoo.get(SMALL)) == "verified"
 
 
-def test_datasets_list_and_info_show_recipes_and_their_state(capsys):
-    zoo.build(SMALL, progress=False)
+def test_datasets_list_and_info_show_recipes_and_their_state(built_small, capsys):
     assert main(["datasets", "list"]) == 0
     listing = capsys.readouterr().out
     row = next(line for line in listing.splitlines() if f"│ {SMALL} " in line)
