@@ -24,10 +24,9 @@ to the published success at 100k offline steps (QC's plot data, ogbench-agg.pkl)
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from common import final_success, mean_cell, train_arms
+from common import BenchmarkParser, final_success, mean_cell, train_arms
 
 DATASETS = (
     "scene-play-singletask-task2-sparse-v0",
@@ -54,7 +53,7 @@ def arms(dataset: str, samples: int) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/chunking")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--arms", default="fql,fql-n,qc-fql,qc")

@@ -1,8 +1,9 @@
-"""Pieces the benchmark scripts share: the `valorl` command, the datasets valorl builds itself,
-and the interval cells of their Markdown tables."""
+"""Pieces the benchmark scripts share: their command line, the `valorl` command, the datasets
+valorl builds itself, and the interval cells of their Markdown tables."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,6 +27,23 @@ DATASETS = {
         "--normalize-observations true",
     ),
 }
+
+
+class BenchmarkParser(argparse.ArgumentParser):
+    """A benchmark's command line: `--help` prints the script's whole docstring (its arms, its
+    scale against the papers', how to rerun it) and every option's default."""
+
+    def __init__(self, doc: str) -> None:
+        super().__init__(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in (
+            action.help or ""
+        ):
+            default = "default: %(default)s"
+            action.help = f"{action.help} ({default})" if action.help else default
+        return action
 
 
 def valorl(*args: str) -> None:

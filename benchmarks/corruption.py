@@ -18,13 +18,12 @@ Agents run with their paper defaults, plus the per-dataset settings of `common.D
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
 from pathlib import Path
 
 import numpy as np
-from common import DATASETS, ensure_dataset, iqm_cell, short_name, valorl
+from common import DATASETS, BenchmarkParser, ensure_dataset, iqm_cell, short_name, valorl
 
 from valorl.agents import AGENTS
 from valorl.training.results import RunResult
@@ -47,7 +46,7 @@ def agent_flags(agent: str, flags: str) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/corruption")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30_000, help="gradient steps per run")

@@ -12,11 +12,10 @@ reused, so an interrupted ablation resumes.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
-from common import DATASETS, ensure_dataset, iqm_cell, mean_cell, valorl
+from common import DATASETS, BenchmarkParser, ensure_dataset, iqm_cell, mean_cell, valorl
 
 from valorl.training.results import RunResult
 
@@ -25,7 +24,7 @@ COMMON = "--steps 30000 --log-every 2000 --eval-every 10000 --eval-episodes 10 -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()

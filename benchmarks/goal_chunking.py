@@ -29,10 +29,9 @@ Prints the final success rate per arm (mean over seeds, 95% t-interval).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from common import final_success, mean_cell, train_arms
+from common import BenchmarkParser, final_success, mean_cell, train_arms
 
 CHUNKED = "--goals oracle --q-reduce min --distill-expectile 0.8 --value-quantile 0.93"
 ARMS = {
@@ -45,7 +44,7 @@ ARMS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/goal-chunking")
     parser.add_argument("--datasets", default="cube-double-play-v0")
     parser.add_argument("--arms", default=",".join(ARMS))

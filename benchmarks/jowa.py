@@ -42,7 +42,6 @@ are the evaluation of 18 episodes and 2 the value diagnostics every critic run w
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -51,7 +50,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import iqm_cell, mean_cell, valorl
+from common import BenchmarkParser, iqm_cell, mean_cell, valorl
 
 from valorl.data.segments import sample_segments
 from valorl.envs.token_games import load_multigame, per_game
@@ -116,7 +115,7 @@ def arm_scores(runs: list[Path]) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/jowa")
     parser.add_argument("--parts", default="pretrain,planning,transfer,size")
     parser.add_argument("--games", default=",".join(GAMES))

@@ -18,12 +18,11 @@ by the value (or the verifier). Finished runs and decodings are reused.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
-from common import mean_cell, valorl
+from common import BenchmarkParser, mean_cell, valorl
 
 METHODS = {
     "greedy": ["--method", "greedy"],
@@ -83,7 +82,7 @@ def value_as_verifier(policy: Path, value: Path, seed: int, prompts: int = 256, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--policy", type=Path, required=True, help="a finished policy run")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--value-steps", type=int, default=300)

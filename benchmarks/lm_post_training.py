@@ -27,18 +27,17 @@ out-of-distribution problems for the base and every arm, and writes OUT/curves.p
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
-from common import mean_cell, plot_curves, valorl
+from common import BenchmarkParser, mean_cell, plot_curves, valorl
 
 ARMS = ("sft", "grpo", "sft-grpo", "hpt")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--task", default="addition")
     parser.add_argument("--seeds", type=int, default=5)

@@ -31,12 +31,11 @@ agent updates); writes learning curves to `OUT/curves.png`.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
-from common import mean_cell, plot_curves, valorl
+from common import BenchmarkParser, mean_cell, plot_curves, valorl
 
 COMMON = (
     "--mode online --start-steps 1000 --log-every 250 "
@@ -86,7 +85,7 @@ def summary(run: Path, budget: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/mbpo-lipschitz")
     parser.add_argument(
         "--arms",

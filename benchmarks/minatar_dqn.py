@@ -26,7 +26,6 @@ interval) and over games × seeds the IQM of DQN-normalised scores, (R − R_ran
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -34,7 +33,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from common import iqm_cell, mean_cell, valorl
+from common import BenchmarkParser, iqm_cell, mean_cell, valorl
 
 from valorl.envs.gymnax_envs import make_jax_env, random_returns
 
@@ -57,7 +56,7 @@ def evaluations(out: Path, game: str, head: str) -> tuple[np.ndarray, np.ndarray
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/minatar-dqn")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument(

@@ -15,11 +15,10 @@ over datasets × seeds with a 95% stratified-bootstrap interval. Finished runs a
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
-from common import iqm_cell, mean_cell, valorl
+from common import BenchmarkParser, iqm_cell, mean_cell, valorl
 
 from valorl.training.results import RunResult
 
@@ -29,7 +28,7 @@ KINDS = ("medium", "mixed")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/minatar-offline")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20_000, help="gradient steps per run")

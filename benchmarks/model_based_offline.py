@@ -25,11 +25,10 @@ IQM over datasets × seeds with a 95% stratified-bootstrap interval.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
-from common import iqm_cell, mean_cell, valorl
+from common import BenchmarkParser, iqm_cell, mean_cell, valorl
 
 DATASETS = ("hopper-medium-replay-v0", "walker2d-medium-replay-v0", "halfcheetah-medium-replay-v0")
 MOPO_PENALTY = {"hopper": "2.5", "walker2d": "2.5", "halfcheetah": "0.5"}
@@ -58,7 +57,7 @@ def final_scores(run: Path) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/mb-offline")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--arms", default="mopo,mopo-single-lip,mobile,iql,cql")

@@ -41,7 +41,6 @@ environments (and the perfect model bounds what a model could give).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -49,7 +48,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from common import mean_cell, valorl
+from common import BenchmarkParser, mean_cell, valorl
 
 ENVS = ("ProcMaze-4x4-v0", "ButtonGrid-4x4-v0", "PanFlute-v0")
 ARMS = ("er", "model", "perfect")
@@ -105,7 +104,7 @@ def evaluations(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/model-generalization")
     parser.add_argument("--regime", choices=("high", "low"), default="high")
     parser.add_argument("--steps", type=int, default=100_000, help="environment steps per seed")

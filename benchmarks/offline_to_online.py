@@ -31,11 +31,10 @@ t-intervals); writes the fine-tuning curves to OUT/curves-DATASET.png.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
-from common import mean_cell, plot_curves, valorl
+from common import BenchmarkParser, mean_cell, plot_curves, valorl
 
 from valorl.data.sources import load_dataset
 
@@ -73,7 +72,7 @@ def fine_tuning_curve(run: Path, dataset, offline: int) -> tuple[np.ndarray, np.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/o2o")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--arms", default=",".join(ARMS))

@@ -37,13 +37,12 @@ evaluation, and the relative value bias; writes learning curves to OUT/curves-EN
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import gymnasium as gym
 import jax
 import numpy as np
-from common import mean_cell, plot_curves
+from common import BenchmarkParser, mean_cell, plot_curves
 
 from valorl.collection.run import collect
 from valorl.launch.train import train_from_args, train_parser
@@ -131,7 +130,7 @@ def relative_bias(run: Path, env: str, steps: int) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/online-agents")
     parser.add_argument(
         "--envs",

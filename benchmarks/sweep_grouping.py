@@ -12,13 +12,12 @@ metrics, evaluations); the report is skipped in both. Prints a Markdown table.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from common import ensure_dataset, short_name, valorl
+from common import BenchmarkParser, ensure_dataset, short_name, valorl
 
 from valorl.sweep import expand
 
@@ -47,7 +46,7 @@ hidden_dims = [64, 64]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/sweep-grouping")
     parser.add_argument("--steps", type=int, default=5000, help="gradient steps per run")
     parser.add_argument("--seeds", type=int, default=5)

@@ -30,12 +30,11 @@ t-interval (each seed's score averaged over its episodes).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
-from common import mean_cell, valorl
+from common import BenchmarkParser, mean_cell, valorl
 
 from valorl.eval.evaluate import evaluate_run
 
@@ -71,7 +70,7 @@ def scores(out: Path, label: str, run: Path, episodes: int, **steering) -> np.nd
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/vgps")
     parser.add_argument("--dataset", default="hopper-medium-replay-v0")
     parser.add_argument("--policy-agent", default="gaussian-bc")
