@@ -133,12 +133,13 @@ def test_std_average_starts_at_the_batch_mean_then_moves_by_tau_b():
     np.testing.assert_array_equal(np.asarray(state.std_average), [-1.0, -1.0])
     data = synthetic_dataset(obs_dim=3, action_dim=2).to_batch()
     batch = sample_batch(data, jax.random.key(1), 16)
-    outputs = apply(state.critic, state.critic.params, batch.observations, batch.actions)
+    outputs = jax.jit(apply)(state.critic, state.critic.params, batch.observations, batch.actions)
     sigma = np.exp(np.asarray(agent.critic.mean_log_std(outputs)[1])).mean(axis=1)
-    _, metrics = agent.critic_loss(state.critic.params, state, batch, jax.random.key(2))
+    critic_loss = jax.jit(agent.critic_loss)
+    _, metrics = critic_loss(state.critic.params, state, batch, jax.random.key(2))
     np.testing.assert_allclose(np.asarray(metrics["std_average"]), sigma, rtol=1e-6)
     moved = state.replace(std_average=jnp.array([2.0, 3.0]))
-    _, metrics = agent.critic_loss(state.critic.params, moved, batch, jax.random.key(2))
+    _, metrics = critic_loss(state.critic.params, moved, batch, jax.random.key(2))
     np.testing.assert_allclose(
         np.asarray(metrics["std_average"]), 0.75 * np.array([2.0, 3.0]) + 0.25 * sigma, rtol=1e-6
     )

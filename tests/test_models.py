@@ -309,17 +309,18 @@ def test_the_mobile_penalty_by_hand():
         dones=jnp.zeros(4),
     )
     target_params = state.replace(critic=state.critic.replace(params=target))
-    q_next = lambda s: np.asarray(agent.q_values(target_params, s, jnp.zeros((2, 1))).min(axis=0))
+    q_values, uncertainty = jax.jit(agent.q_values), jax.jit(agent.bellman_uncertainty)
+    q_next = lambda s: np.asarray(q_values(target_params, s, jnp.zeros((2, 1))).min(axis=0))
     expected = np.array(
         [np.std(q_next(obs[i] + jnp.array([[0.5], [-0.5]])), ddof=1) for i in (2, 3)]
     )
     key = jax.random.key(1)
-    u = agent.bellman_uncertainty(state, obs[2:], batch.actions[2:], key)
+    u = uncertainty(state, obs[2:], batch.actions[2:], key)
     np.testing.assert_allclose(u, expected, rtol=1e-5)
     key_target, key_penalty = jax.random.split(key)
-    plain = SAC.critic_target(agent, state, batch, key_target)
-    got = agent.critic_target(state, batch, key)
-    penalty = agent.bellman_uncertainty(state, obs[2:], batch.actions[2:], key_penalty)
+    plain = jax.jit(lambda *a: SAC.critic_target(agent, *a))(state, batch, key_target)
+    got = jax.jit(agent.critic_target)(state, batch, key)
+    penalty = uncertainty(state, obs[2:], batch.actions[2:], key_penalty)
     np.testing.assert_allclose(got[:2], plain[:2], rtol=1e-6)
     np.testing.assert_allclose(got[2:], plain[2:] - 2.0 * penalty, rtol=1e-6)
 

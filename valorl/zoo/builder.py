@@ -126,17 +126,7 @@ def build(
         built = checksum(staging)  # a rename keeps the file's time, so the stamp stays valid
         if recipe.sha256 is not None and built != recipe.sha256:
             if not accept_local:
-                cause = (
-                    "OGBench checksums are recorded for x86-64 CPUs with AVX2 and FMA; is this one?"
-                    if recipe.ogbench
-                    else "is this valorl's own, unchanged recipe and policy files?"
-                )
-                raise ValorlError(
-                    f"building {recipe.name} gave content checksum {built[:12]}…, not the "
-                    f"recorded {recipe.sha256[:12]}…; the build was discarded ({cause} "
-                    f"`valorl datasets build {recipe.name} --accept-local-build` keeps this "
-                    "machine's build)"
-                )
+                raise _mismatch_error(recipe, built)
             record = {"recorded": recipe.sha256, "built": built}
             (staging / LOCAL_BUILD).write_text(json.dumps(record))
         if found in ("modified", "local"):  # replaced only by a build that passed
@@ -149,6 +139,21 @@ def build(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _mismatch_error(recipe: Recipe, built: str) -> ValorlError:
+    """Why a build whose checksum differs from the recorded one was discarded, and the flag
+    that keeps it."""
+    cause = (
+        "OGBench checksums are recorded for x86-64 CPUs with AVX2 and FMA; is this one?"
+        if recipe.ogbench
+        else "is this valorl's own, unchanged recipe and policy files?"
+    )
+    return ValorlError(
+        f"building {recipe.name} gave content checksum {built[:12]}…, not the recorded "
+        f"{recipe.sha256[:12]}…; the build was discarded ({cause} "
+        f"`valorl datasets build {recipe.name} --accept-local-build` keeps this machine's build)"
+    )
 
 
 def _write(recipe: Recipe, out: Path, progress: bool) -> None:
