@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -54,26 +53,21 @@ def test_noisy_generation_is_deterministic_too():
     assert a[0].button_states.shape == (20, 9)
 
 
-def _avx2_x86() -> bool:
-    from numpy._core._multiarray_umath import __cpu_features__
-
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
-    return x86 and bool(__cpu_features__.get("AVX2") and __cpu_features__.get("FMA3"))
-
-
 def test_the_pinned_environment_fixes_openblas_and_numpy_simd():
     environ = {"OPENBLAS_CORETYPE": "Sandybridge", "KEEP": "1"}
     env = pinned_kernel_env(environ)
     assert environ == {"OPENBLAS_CORETYPE": "Sandybridge", "KEEP": "1"}  # a copy is changed
     assert env["KEEP"] == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
-    if _avx2_x86():
+    if ogbench_data.avx2_fma_cpu():
         assert env["OPENBLAS_CORETYPE"] == ogbench_data.PINNED_OPENBLAS_CORE == "Haswell"
         disabled = env["NPY_DISABLE_CPU_FEATURES"].split()
         assert disabled and all(f.startswith(("AVX512", "X86_V4")) for f in disabled)
 
 
 @pytest.mark.expensive  # four child processes, about 45 s: `make test-all`
-@pytest.mark.skipif(not _avx2_x86(), reason="the pinned kernels need an x86-64 CPU with AVX2")
+@pytest.mark.skipif(
+    not ogbench_data.avx2_fma_cpu(), reason="the pinned kernels need an x86-64 CPU with AVX2"
+)
 def test_a_zoo_build_does_not_depend_on_the_cpus_blas_kernel(tmp_path, monkeypatch):
     """OGBench's controller solves its inverse kinematics with OpenBLAS, whose kernel is chosen
     per CPU: a different kernel (here forced with OPENBLAS_CORETYPE) changes the data of an

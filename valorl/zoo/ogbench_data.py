@@ -317,16 +317,32 @@ def pinned_kernel_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]
     (AVX-512 kernels) had recorded. Both variables are read when NumPy loads, so they only act
     on a child process. CPUs without AVX2 and FMA keep their own kernels (and may not reproduce
     the recorded checksums)."""
-    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
-
     env = dict(environ)
     env["OPENBLAS_NUM_THREADS"] = "1"
     if platform.machine().lower() in ("x86_64", "amd64"):
-        if __cpu_features__.get("AVX2") and __cpu_features__.get("FMA3"):
+        if avx2_fma_cpu():
             env["OPENBLAS_CORETYPE"] = PINNED_OPENBLAS_CORE
-        beyond_avx2 = [f for f in __cpu_dispatch__ if f.startswith(("AVX512", "X86_V4"))]
+        simd = _numpy_simd()
+        dispatched = simd.get("found", []) + simd.get("not found", [])
+        beyond_avx2 = [f for f in dispatched if f.startswith(("AVX512", "X86_V4"))]
         env["NPY_DISABLE_CPU_FEATURES"] = " ".join(beyond_avx2)
     return env
+
+
+def avx2_fma_cpu() -> bool:
+    """Whether this is an x86-64 CPU with AVX2 and FMA, the kind the OGBench recipes' checksums
+    are recorded for (x86-64-v3 includes both)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    simd = _numpy_simd()
+    has = set(simd.get("baseline", [])) | set(simd.get("found", []))
+    return "X86_V3" in has or {"AVX2", "FMA3"} <= has
+
+
+def _numpy_simd() -> dict[str, list[str]]:
+    """NumPy's SIMD report from its public `show_config`: the extensions it was built to assume
+    ("baseline"), those it dispatches to and this CPU has ("found") or lacks ("not found")."""
+    return np.show_config(mode="dicts").get("SIMD Extensions", {})
 
 
 def write_dataset(
