@@ -205,9 +205,10 @@ def test_every_head_broadcasts_over_an_ensemble():
     and values (members, batch): the shape every agent relies on."""
     for name, head in HEADS.items():
         head = resolve_support(head, -1.0, 1.0)
-        outputs = jax.random.normal(jax.random.key(1), (3, 5, head.out_dim))
-        assert head.loss(outputs, jnp.zeros(5)).shape == (3, 5), name
-        assert head.value(outputs).shape == (3, 5), name
+        outputs = jax.ShapeDtypeStruct((3, 5, head.out_dim), jnp.float32)
+        target = jax.ShapeDtypeStruct((5,), jnp.float32)
+        assert jax.eval_shape(head.loss, outputs, target).shape == (3, 5), name
+        assert jax.eval_shape(head.value, outputs).shape == (3, 5), name
 
 
 # ---- supports ------------------------------------------------------------------------------
@@ -341,9 +342,12 @@ def test_spectral_norm_keeps_the_largest_singular_value_near_one():
 def test_spectral_norm_vectors_advance_only_in_grad_step():
     """Applying the network never changes u; each grad_step advances it."""
     net = MLP((8,), 1, spectral_norm=True)
-    state = create_train_state(net, jax.random.key(0), (jnp.zeros((1, 3)),), optax.sgd(0.0))
+    state = jax.jit(lambda key: create_train_state(net, key, (jnp.zeros((1, 3)),), optax.sgd(0.0)))(
+        jax.random.key(0)
+    )
     u0 = state.extra["spectral"]["SpectralDense_0"]["u"]
-    apply(state, state.params, jnp.ones((2, 3)))
+    jax.jit(apply)(state, state.params, jnp.ones((2, 3)))
     assert (state.extra["spectral"]["SpectralDense_0"]["u"] == u0).all()
-    state, _ = grad_step(state, lambda p: (apply(state, p, jnp.ones((2, 3))).sum(), {}))
+    step = jax.jit(lambda s: grad_step(s, lambda p: (apply(s, p, jnp.ones((2, 3))).sum(), {})))
+    state, _ = step(state)
     assert not (state.extra["spectral"]["SpectralDense_0"]["u"] == u0).all()
