@@ -12,6 +12,7 @@ find them. Set JAX_COMPILATION_CACHE_DIR to keep the cache elsewhere.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -79,7 +80,14 @@ TINY = {
 def compiled_init(obj, *args, seed: int = 0):
     """`obj.init(jax.random.key(seed), *args)` compiled as one program: run op by op, an
     initialisation compiles each of its operations separately (BENCHMARKS.md, "Test suite")."""
-    return jax.jit(lambda key: obj.init(key, *args))(jax.random.key(seed))
+    return _jitted_init(obj, args)(jax.random.key(seed))
+
+
+@functools.cache
+def _jitted_init(obj, args: tuple):
+    """One compiled `init` per object and arguments, so a test module's repeated
+    initialisations trace and compile once."""
+    return jax.jit(lambda key: obj.init(key, *args))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -292,17 +292,16 @@ def full_pass_step(agent, state, tokens, game, action):
 def scrambled(state, scale=8.0, seed=3):
     """The state with its parameters drawn afresh at `scale` times the size, so that an
     untrained model's predictions differ clearly between tokens."""
+    params = redrawn(state.model.params, jax.random.key(seed), scale)
+    return state.replace(model=state.model.replace(params=params))
 
-    @jax.jit
-    def redraw(params):
-        leaves, tree = jax.tree.flatten(params)
-        keys = jax.random.split(jax.random.key(seed), len(leaves))
-        noisy = [
-            scale * 0.1 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)
-        ]
-        return jax.tree.unflatten(tree, noisy)
 
-    return state.replace(model=state.model.replace(params=redraw(state.model.params)))
+@jax.jit
+def redrawn(params, key, scale):
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    noisy = [scale * 0.1 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+    return jax.tree.unflatten(tree, noisy)
 
 
 def test_decoder_steps_the_model_as_full_passes_predict():
