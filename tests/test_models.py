@@ -318,11 +318,12 @@ def test_the_mobile_penalty_by_hand():
     u = uncertainty(state, obs[2:], batch.actions[2:], key)
     np.testing.assert_allclose(u, expected, rtol=1e-5)
     key_target, key_penalty = jax.random.split(key)
-    plain = jax.jit(lambda *a: SAC.critic_target(agent, *a))(state, batch, key_target)
-    got = jax.jit(agent.critic_target)(state, batch, key)
+    plain, _ = jax.jit(lambda *a: SAC.critic_target(agent, *a))(state, batch, key_target)
+    got, logged = jax.jit(agent.critic_target)(state, batch, key)
     penalty = uncertainty(state, obs[2:], batch.actions[2:], key_penalty)
     np.testing.assert_allclose(got[:2], plain[:2], rtol=1e-6)
     np.testing.assert_allclose(got[2:], plain[2:] - 2.0 * penalty, rtol=1e-6)
+    np.testing.assert_allclose(logged["penalty"], 2.0 * penalty.mean(), rtol=1e-6)
 
 
 def test_model_based_agents_refuse_discrete_actions_and_images():

@@ -22,7 +22,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from valorl.agents.base import apply
+from valorl.agents.base import Metrics, apply
 from valorl.agents.model_based import ModelBasedSAC, ModelBasedState
 from valorl.data.dataset import Batch
 from valorl.errors import ValorlError
@@ -67,14 +67,18 @@ class MOBILE(ModelBasedSAC):
         values = self.critic.value(outputs).min(axis=0).reshape(noise.shape[:-1])
         return values.mean(axis=0).std(axis=0, ddof=1)
 
-    def critic_target(self, state: ModelBasedState, batch: Batch, key: jax.Array) -> jax.Array:
+    def critic_target(
+        self, state: ModelBasedState, batch: Batch, key: jax.Array
+    ) -> tuple[jax.Array, Metrics]:
+        """SAC's target less β·u(s, a) on imagined rows, floored; logs the mean of β·u over
+        them as `critic/penalty` (MOPO's penalty is logged at rollout time instead)."""
         key_target, key_penalty = jax.random.split(key)
-        target = super().critic_target(state, batch, key_target)
+        target, metrics = super().critic_target(state, batch, key_target)
         n = self.real_rows
-        penalty = self.bellman_uncertainty(
+        penalty = self.penalty_coef * self.bellman_uncertainty(
             state, batch.observations[n:], batch.actions[n:], key_penalty
         )
-        target = target - self.penalty_coef * jnp.concatenate([jnp.zeros(n), penalty])
+        target = target - jnp.concatenate([jnp.zeros(n), penalty])
         if self.target_floor is not None:
             target = jnp.maximum(target, self.target_floor)
-        return target
+        return target, {**metrics, "penalty": penalty.mean()}

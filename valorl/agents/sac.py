@@ -127,8 +127,11 @@ class SAC(MaxEntropyAgentBase):
             actor=actor, critic=critic, target_critic=critic.params, temperature=temperature
         )
 
-    def critic_target(self, state: SACState, batch: Batch, key: jax.Array) -> jax.Array:
-        """y = r + γ·m·(Q̂'(s', a') − α·log π(a'|s')) with a' ~ π(·|s') (Eq. 3 and 5)."""
+    def critic_target(
+        self, state: SACState, batch: Batch, key: jax.Array
+    ) -> tuple[jax.Array, Metrics]:
+        """y = r + γ·m·(Q̂'(s', a') − α·log π(a'|s')) with a' ~ π(·|s') (Eq. 3 and 5), and
+        what a subclass's target logs (nothing here)."""
         key_next, key_reduce = jax.random.split(key)
         mean, log_std = apply(state.actor, state.actor.params, batch.next_observations)
         next_actions, next_log_prob = tanh_gaussian_sample(key_next, mean, log_std)
@@ -138,15 +141,15 @@ class SAC(MaxEntropyAgentBase):
         next_value = self.ensemble.reduce(self.critic.value(next_outputs), key_reduce)
         if self.backup_entropy:
             next_value = next_value - self.alpha(state) * next_log_prob
-        return batch.rewards + self.discount * batch.masks * next_value
+        return batch.rewards + self.discount * batch.masks * next_value, {}
 
     def critic_loss(
         self, params: Params, state: SACState, batch: Batch, key: jax.Array
     ) -> tuple[jax.Array, Metrics]:
-        target = self.critic_target(state, batch, key)
+        target, metrics = self.critic_target(state, batch, key)
         outputs = apply(state.critic, params, batch.observations, batch.actions)
         loss = self.critic.loss(outputs, jax.lax.stop_gradient(target)).mean(axis=-1).sum()
-        return loss, {"q_mean": self.critic.value(outputs).mean()}
+        return loss, {"q_mean": self.critic.value(outputs).mean(), **metrics}
 
     def q_for_actor(self, values: jax.Array, key: jax.Array) -> jax.Array:
         """The ensemble's reduction, or its mean with `actor_q="mean"` (REDQ, RLPD)."""

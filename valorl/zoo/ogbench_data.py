@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -339,9 +340,11 @@ def avx2_fma_cpu() -> bool:
     return "X86_V3" in has or {"AVX2", "FMA3"} <= has
 
 
+@functools.cache
 def _numpy_simd() -> dict[str, list[str]]:
     """NumPy's SIMD report from its public `show_config`: the extensions it was built to assume
-    ("baseline"), those it dispatches to and this CPU has ("found") or lacks ("not found")."""
+    ("baseline"), those it dispatches to and this CPU has ("found") or lacks ("not found");
+    asked once per process."""
     return np.show_config(mode="dicts").get("SIMD Extensions", {})
 
 
