@@ -16,7 +16,7 @@ from valorl.agents.base import apply
 from valorl.agents.flow_bc import flow_actions
 from valorl.critics import Bernoulli, HLGauss, Scalar
 from valorl.data.dataset import Batch
-from valorl.data.nstep import sample_n_step
+from valorl.data.nstep import sample_n_step, whole_chunks
 from valorl.errors import ValorlError
 from valorl.nets.flow import euler_sample, flow_matching_loss
 
@@ -128,14 +128,16 @@ def test_qc_best_of_n_picks_the_highest_valued_sample():
     assert len(np.unique(np.asarray(q.reshape(6, 8).argmax(1)))) > 1  # not one fixed index
 
 
-def test_chunk_critic_leaves_out_chunks_that_cross_an_episode_end():
-    """The TD loss over a batch equals the loss over its rows whose last chunk step is valid,
-    and rows past an episode's end change nothing."""
+def test_chunk_critic_leaves_out_chunks_that_a_truncation_cuts():
+    """The TD loss over a batch equals the loss over its rows whose target is whole (the last
+    chunk step valid, or the sum ended at a termination), and rows that a truncation cuts
+    change nothing; chunks that end at a termination count."""
     agent = QC(hidden_dims=(16, 16), flow_steps=2, samples=2, horizon=4)
     state = init(agent)
     batch = chunk_batch(4, rows=64)
-    valid = np.asarray(batch.valid[:, -1])
-    assert 0 < valid.sum() < 64
+    valid = np.asarray(whole_chunks(batch))
+    last_valid = np.asarray(batch.valid[:, -1])
+    assert 0 < last_valid.sum() < valid.sum() < 64  # terminated chunks kept, truncated left out
     next_chunks = jax.random.uniform(jax.random.key(7), (64, 8), minval=-1, maxval=1)
     params, key = state.critic.params, jax.random.key(8)
     td_loss = jax.jit(lambda batch, chunks: agent.td_loss(params, state, batch, chunks, key)[0])
@@ -170,7 +172,8 @@ def test_chunked_agents_refuse_what_they_cannot_do_in_one_line():
 def test_dqc_distillation_and_value_losses_by_hand():
     """DQC's action critic: κ_d-expectile weighted squared error towards the chunk critic's
     min over members at the dataset's long chunk; its value: the κ_b pinball loss towards the
-    target action critic's min at the short chunk; both over rows whose long chunk is valid."""
+    target action critic's min at the short chunk; both over rows whose long chunk's target is
+    whole (valid to its end, or ended at a termination)."""
     agent = DQC(hidden_dims=(16, 16), flow_steps=2, samples=2, horizon=4, action_horizon=2,
                 critic=Scalar(), distill_expectile=0.8, value_quantile=0.7)  # fmt: skip
     state = init(agent)
@@ -195,7 +198,7 @@ def test_dqc_distillation_and_value_losses_by_hand():
         return q_long, q_short[..., 0], q_target[..., 0], v
 
     q_long, q_short, q_target, v = (np.asarray(x, np.float64) for x in networks(state, batch))
-    whole = np.asarray(batch.valid[:, -1], np.float64)
+    whole = (np.asarray(batch.valid[:, -1]) | (np.asarray(batch.masks) == 0)).astype(np.float64)
     target = q_long.min(0)
     weight = np.where(target >= q_short, 0.8, 0.2)
     expected = (weight * (q_short - target) ** 2 * whole).mean(axis=-1).sum()

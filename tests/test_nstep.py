@@ -11,7 +11,7 @@ import numpy as np
 from valorl.agents import DQN, IQL
 from valorl.data import replay
 from valorl.data.dataset import Batch, sample_batch
-from valorl.data.nstep import chunk_transitions, n_step_transitions, sample_n_step
+from valorl.data.nstep import chunk_transitions, n_step_transitions, sample_n_step, whole_chunks
 from valorl.data.replay import OfflineMix
 from valorl.training.sources import (
     DATASET_ROWS,
@@ -107,6 +107,23 @@ def test_chunk_rows_keep_the_actions_and_mark_steps_past_the_episode_end():
         assert float(out.rewards[i]) == want["reward"] and float(out.masks[i]) == want["mask"]
     drawn = sample_n_step(EPISODE, jax.random.key(0), 16, 3, GAMMA, num_batches=2, chunks=True)
     assert drawn.actions.shape == (2, 16, 3) and drawn.valid.shape == (2, 16, 3)
+
+
+def test_a_chunk_target_is_whole_up_to_a_termination_but_not_across_a_truncation():
+    """A critic learns from a chunk whose steps all lie in one episode or whose sum ended at a
+    terminal state (EPISODE's rows 0-2, mask 0: nothing is backed up past row 2), and not from
+    one that a truncation or the end of the data cuts (what it would have done is unknown)."""
+    steps, available = windows(EPISODE, [0, 1, 2, 3], 3)
+    np.testing.assert_array_equal(
+        whole_chunks(chunk_transitions(steps, available, GAMMA)), [1, 1, 1, 0]
+    )
+    cut = rows(rewards=[1.0] * 5, dones=[0, 0, 1, 0, 0], masks=[1, 1, 1, 1, 1])  # truncated at 2
+    steps, available = windows(cut, [0, 1, 2], 3)
+    np.testing.assert_array_equal(
+        whole_chunks(chunk_transitions(steps, available, GAMMA)), [1, 0, 0]
+    )
+    one_step = n_step_transitions(steps, available, GAMMA)
+    np.testing.assert_array_equal(whole_chunks(one_step), [1, 1, 1])
 
 
 def test_dataset_n_step_rows_match_the_hand_table():

@@ -5,8 +5,9 @@ runs a critic on the state and a whole chunk of h actions, backing up
     y = Σ_(k<h) γ^k r_(t+k) + γ^h · Q̄(s_(t+h), a'_(t+h : t+2h)),   a' ~ π(s_(t+h)),
 an unbiased h-step target because the actions in it are the ones the chunk took (the "-n"
 baselines with one action and an h-step return are biased off-policy). Chunk rows
-(`valorl.data.nstep`) carry the sum and the bootstrap; a chunk that crosses an episode's end
-is left out of the loss (`valid` of its last step), as the reference code does. With h = 1
+(`valorl.data.nstep`) carry the sum and the bootstrap; a chunk cut by a truncation or the end
+of the data is left out of the loss, one that ends at a terminal state is kept with its sum up
+to there (`nstep.whole_chunks`), as the reference code does. With h = 1
 this is a one-step critic, and the agent is a `CriticAgent` that diagnostics, OPE and
 steering can read.
 """
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 from valorl.agents.base import CriticAgentBase, Metrics, NetState, Params, Spec, apply
 from valorl.agents.flow_bc import HorizonChunks, flat_actions
 from valorl.data.dataset import Batch
+from valorl.data.nstep import whole_chunks
 
 
 class ChunkCriticBase(HorizonChunks, CriticAgentBase):
@@ -62,6 +64,6 @@ class ChunkCriticBase(HorizonChunks, CriticAgentBase):
         )
         outputs = apply(state.critic, params, batch.observations, flat_actions(batch))
         loss = self.critic.loss(outputs, jax.lax.stop_gradient(target))  # (members, batch)
-        weights = jnp.ones_like(batch.rewards) if batch.valid is None else batch.valid[:, -1] * 1.0
+        weights = whole_chunks(batch)
         loss = (loss * weights).sum(axis=-1) / jnp.maximum(weights.sum(), 1.0)
         return loss.sum(), {"q_mean": self.critic.value(outputs).mean()}

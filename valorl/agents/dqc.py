@@ -50,6 +50,7 @@ from valorl.agents.flow_bc import (
 )
 from valorl.critics import Bernoulli, CriticHead, QEnsemble
 from valorl.data.dataset import Batch
+from valorl.data.nstep import whole_chunks
 from valorl.data.transforms import RewardNormalization
 from valorl.errors import ValorlError
 from valorl.nets import StateValue
@@ -171,7 +172,7 @@ class DQC(ChunkCriticBase):
         )
         target = jax.lax.stop_gradient(batch.rewards + self.discount * batch.masks * next_v)
         outputs = apply(state.critic, params, batch.observations, flat_actions(batch))
-        loss = self.critic.loss(outputs, target) * self._whole_chunk(batch)
+        loss = self.critic.loss(outputs, target) * whole_chunks(batch)
         return loss.mean(axis=-1).sum(), {"q_mean": self.critic.value(outputs).mean()}
 
     def action_critic_loss(
@@ -186,7 +187,7 @@ class DQC(ChunkCriticBase):
         outputs = apply(state.action_critic, params, batch.observations, short)
         below = target >= self.critic.value(outputs)  # the target lies above the estimate
         weight = jnp.where(below, self.distill_expectile, 1.0 - self.distill_expectile)
-        loss = weight * self.critic.loss(outputs, target) * self._whole_chunk(batch)
+        loss = weight * self.critic.loss(outputs, target) * whole_chunks(batch)
         return loss.mean(axis=-1).sum(), {"q_mean": self.critic.value(outputs).mean()}
 
     def value_loss(
@@ -199,12 +200,8 @@ class DQC(ChunkCriticBase):
         v = apply(state.value, params, batch.observations)
         u = target - v
         weight = jnp.where(u < 0, 1.0 - self.value_quantile, self.value_quantile)
-        loss = (weight * jnp.abs(u) * self._whole_chunk(batch)).mean()
+        loss = (weight * jnp.abs(u) * whole_chunks(batch)).mean()
         return loss, {"v_mean": self.critic.value(v[..., None]).mean()}
-
-    def _whole_chunk(self, batch: Batch) -> jax.Array:
-        """1 for rows whose long chunk lies in one episode (`valid` of its last step)."""
-        return jnp.ones_like(batch.rewards) if batch.valid is None else batch.valid[:, -1] * 1.0
 
     def score(self, state: DQCState, key: jax.Array):
         """Q_ha of flattened h_a-chunks, members reduced by the ensemble's rule."""

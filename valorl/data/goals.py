@@ -20,9 +20,10 @@ Windows of n rows (n-step returns, action chunks: `valorl.data.nstep`) stop at t
 k < n rows ahead pays γ^k and ends the sum there (DQC's backup "clipped at the goal"), while the
 chunk's actions stay valid up to the trajectory's end. Two differences from the references: one
 goal per row serves every network (OGBench's GCIQL draws a second goal for its actor, from later
-states only, and draws its value goals' future offsets geometrically), and a chunk critic
-leaves out the last h − 1 rows of each trajectory even where the goal is reached (DQC clips
-those backups; 2.4% of the rows of OGBench's 1001-step trajectories at h = 25).
+states only, and draws its value goals' future offsets geometrically), and the last h − 1 rows
+of each trajectory are drawn too (DQC never draws them: 2.4% of the rows of OGBench's 1001-step
+trajectories at h = 25); a chunk critic learns from those whose window reaches the goal before
+the trajectory's end (`nstep.whole_chunks`), and the policy imitates their steps up to it.
 
     data = load_dataset("cube-double-play-v0")
     table = goal_table(data)                    # or goal_table(data, oracle_goals(data))

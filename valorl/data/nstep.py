@@ -20,8 +20,13 @@ and the observation, action and return-to-go of the first row.
 An action-chunk row (Q-chunking: Li, Zhou & Levine 2025, "Reinforcement Learning with Action
 Chunking", Sec. 4) is the same n-step row with the n actions a_t, …, a_(t+n−1) kept, shape
 (n, action_dim), and `valid` (n,): whether each step lies in the episode of the first. A
-critic of the whole chunk learns only from rows whose last step is valid; a policy imitates
-the valid steps. Steps past an episode's end hold whatever rows follow, so they must be masked.
+policy imitates the valid steps: steps past an episode's end hold whatever rows follow, so
+they must be masked. A critic of the whole chunk learns from rows whose target is whole
+(`whole_chunks`): its n steps lie in one episode, or its sum ended at a terminal state, after
+which nothing is backed up and the chunk's later actions change nothing (Q-chunking's
+reference keeps these rows, with mask 0; they are the rows that reach a sparse task's goal).
+Windows cut by a truncation or by the end of the data are left out: what the chunk's later
+actions would have done is unknown.
 """
 
 from __future__ import annotations
@@ -84,6 +89,15 @@ def chunk_transitions(steps: Batch, available: jax.Array, discount: float) -> Ba
     validity (B, n) (see the module docstring)."""
     row = n_step_transitions(steps, available, discount)
     return row.replace(actions=steps.actions, valid=continuing_steps(steps, available))
+
+
+def whole_chunks(batch: Batch) -> jax.Array:
+    """(B,) 1.0 for the chunk rows whose h-step target is whole (see the module docstring): the
+    last step is valid, or the sum ended at a terminal state (mask 0); all 1.0 for one-step
+    rows."""
+    if batch.valid is None:
+        return jnp.ones_like(batch.rewards)
+    return ((batch.valid[:, -1] > 0) | (batch.masks == 0)).astype(batch.rewards.dtype)
 
 
 def sample_n_step(
