@@ -19,7 +19,8 @@ zoo's sparse single-task variants (reward −1 until every subtask is solved, 0 
 `--sparse`), built on first use. Finished runs are reused, interrupted ones resume.
 
 Prints the final success rate per arm and dataset (mean over seeds with a 95% t-interval) next
-to the published success at 100k offline steps (QC's plot data, ogbench-agg.pkl).
+to the published success on the same task at 100k offline steps (QC's plot data,
+ogbench-individual.pkl).
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ DATASETS = (
 ALPHA = {"scene": "300", "puzzle": "1000", "cube": "300"}
 """FQL's α per domain (FQL's README)."""
 PUBLISHED_100K = {
-    "scene": {"fql": 0.21, "fql-n": 0.23, "qc-fql": 0.47, "qc": 0.58},
-    "puzzle": {"fql": 0.07, "fql-n": 0.61, "qc-fql": 0.40, "qc": 0.98},
+    "scene-play-singletask-task2": {"fql": 0.216, "fql-n": 0.106, "qc-fql": 0.614, "qc": 0.975},
+    "puzzle-3x3-play-singletask-task4": {"fql": 0.0, "fql-n": 0.63, "qc-fql": 0.216, "qc": 0.95},
 }
-"""Success at 100k offline steps, 5 tasks' mean, 4x512 networks, 1M-transition datasets (QC's
-plot data; read by the reference notes in shared/reference/seed-methods.md)."""
+"""Success on the task at 100k offline steps, 4x512 networks, 1M-transition datasets (QC's
+plot data, `plot_data/ogbench-individual.pkl`, keys ('scene-play-task2', method) and
+('puzzle-3x3-play-task4', method))."""
 
 
 def arms(dataset: str, samples: int) -> dict[str, str]:
@@ -77,9 +79,11 @@ def main() -> None:
     for name in names:
         cells = []
         for dataset in datasets:
-            published = PUBLISHED_100K[dataset.split("-")[0]][name]
+            task = dataset.removesuffix("-v0").removesuffix("-sparse")
+            published = PUBLISHED_100K.get(task, {}).get(name)
             success = final_success(out / f"{name}-{dataset}")
-            cells.append(f"{mean_cell(100 * success)} ({100 * published:.0f})")
+            shown = "–" if published is None else f"{100 * published:.0f}"
+            cells.append(f"{mean_cell(100 * success)} ({shown})")
         print(f"| {name} | {' | '.join(cells)} |")
 
 
