@@ -135,13 +135,13 @@ def test_chunk_critic_leaves_out_chunks_that_a_truncation_cuts():
     agent = QC(hidden_dims=(16, 16), flow_steps=2, samples=2, horizon=4)
     state = init(agent)
     batch = chunk_batch(4, rows=64)
-    valid = np.asarray(whole_chunks(batch))
+    whole = np.asarray(whole_chunks(batch))
     last_valid = np.asarray(batch.valid[:, -1])
-    assert 0 < last_valid.sum() < valid.sum() < 64  # terminated chunks kept, truncated left out
+    assert 0 < last_valid.sum() < whole.sum() < 64  # terminated chunks kept, truncated left out
     next_chunks = jax.random.uniform(jax.random.key(7), (64, 8), minval=-1, maxval=1)
     params, key = state.critic.params, jax.random.key(8)
     td_loss = jax.jit(lambda batch, chunks: agent.td_loss(params, state, batch, chunks, key)[0])
-    keep = np.flatnonzero(valid)
+    keep = np.flatnonzero(whole)
     loss = td_loss(batch, next_chunks)
     loss_kept = td_loss(jax.tree.map(lambda x: x[keep], batch), next_chunks[keep])
     assert float(loss) == pytest.approx(float(loss_kept), rel=1e-5)
