@@ -146,6 +146,40 @@ def test_every_ensemble_option_shapes_every_agents_critic(agent_name, ensemble):
     assert (COLLECTION in state.critic.extra) == options.spectral_norm
 
 
+def mlp_by_hand(params, x, activation, norm_after_activation: bool) -> np.ndarray:
+    """valorl's MLP with LayerNorm in NumPy, from its parameters (flax's names)."""
+    dense = sorted(k for k in params if k.startswith("Dense_"))
+    layer_norm = lambda h, p: (
+        (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-6) * p["scale"]
+        + p["bias"]
+    )
+    for i, name in enumerate(dense):
+        x = x @ np.asarray(params[name]["kernel"]) + np.asarray(params[name]["bias"])
+        if i + 1 < len(dense):
+            norm = jax.tree.map(np.asarray, params[f"LayerNorm_{i}"])
+            x = activation(layer_norm(x, norm) if not norm_after_activation else x)
+            x = layer_norm(x, norm) if norm_after_activation else x
+    return x
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["rlpd", "fql"])
+def test_layer_norm_sits_before_or_after_the_activation_by_hand(after):
+    """RLPD's code normalises before the activation, FQL's, QC's, DQC's and ReBRAC's after it:
+    the ensemble's network computes whichever is asked, and the two differ."""
+    ensemble = QEnsemble(num_qs=1, layer_norm=True, norm_after_activation=after)
+    net = ensemble.network((8, 8), 1)
+    obs, actions = np.linspace(-2, 2, 15).reshape(5, 3), np.linspace(1, -1, 10).reshape(5, 2)
+    params = net.init(jax.random.key(0), obs, actions)["params"]
+    member = jax.tree.map(lambda p: np.asarray(p)[0], params)
+    member = member[next(iter(member))]["MLP_0"]  # the Ensemble's member network's MLP
+    relu = lambda x: np.maximum(x, 0.0)
+    inputs = np.concatenate([obs, actions], -1)
+    got = np.asarray(net.apply({"params": params}, obs, actions))[0]
+    np.testing.assert_allclose(got, mlp_by_hand(member, inputs, relu, after), rtol=1e-4, atol=1e-5)
+    other = mlp_by_hand(member, inputs, relu, not after)
+    assert np.abs(got - other).max() > 1e-3
+
+
 # ---- the head's loss is what trains the critic ---------------------------------------------------
 
 GRADIENTS_SEEN: list[tuple[int, ...]] = []

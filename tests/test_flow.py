@@ -208,6 +208,22 @@ def test_dqc_distillation_and_value_losses_by_hand():
     assert float(value) == pytest.approx(expected_v, rel=1e-4)
 
 
+def test_dqc_builds_its_networks_as_the_reference_does():
+    """DQC's value is a GELU network with LayerNorm after each activation, like its critics,
+    and its flow has LayerNorm (the reference's `actor_layer_norm`); FQL's flow has none."""
+    from test_agents_heads import mlp_by_hand
+
+    state = init(DQC(hidden_dims=(8, 8), horizon=4, action_horizon=2, critic=Scalar()))
+    obs = np.linspace(-1, 1, 12).reshape(4, 3)
+    value = np.asarray(jax.jit(lambda s, o: apply(s.value, s.value.params, o))(state, obs))
+    mlp = jax.tree.map(np.asarray, state.value.params["MLP_0"])
+    gelu = lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    np.testing.assert_allclose(value, mlp_by_hand(mlp, obs, gelu, True)[:, 0], rtol=1e-4, atol=1e-5)
+    norms = lambda tree: {k for k in tree["MLP_0"] if k.startswith("LayerNorm")}
+    assert norms(state.actor.params) == {"LayerNorm_0", "LayerNorm_1"}
+    assert norms(init(FQL(hidden_dims=(8, 8))).flow.params) == set()
+
+
 def test_the_bce_head_reads_probabilities_and_clips_its_targets():
     head = Bernoulli()
     logits = jnp.array([[0.0], [2.0]])

@@ -97,10 +97,13 @@ class DQC(ChunkCriticBase):
     """Learning rate of both critics and the value."""
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     """Hidden layer sizes of every network (the paper's are 4x1024)."""
+    actor_layer_norm: bool = True
+    """LayerNorm in the flow's hidden layers (the reference's `actor_layer_norm`)."""
     critic: CriticHead = Bernoulli()
     """A one-output head: bce (values are success probabilities), mse or huber."""
-    ensemble: QEnsemble = QEnsemble(layer_norm=True, activation="gelu")
-    """Two LayerNorm GELU networks per critic; min over them (mean on puzzles)."""
+    ensemble: QEnsemble = QEnsemble(layer_norm=True, norm_after_activation=True, activation="gelu")
+    """Two LayerNorm GELU networks per critic, LayerNorm after each activation as in the
+    reference; min over them (mean on puzzles). The value is one network built the same way."""
     batch_size: int = 256
     """Rows (chunks) per gradient step (the paper's 4096)."""
     normalize_observations: bool = False
@@ -136,16 +139,22 @@ class DQC(ChunkCriticBase):
         key_actor, key_critic, key_action, key_value = jax.random.split(key, 4)
         dims = spec.action_dim * self.action_horizon
         obs = jnp.zeros((1, *spec.obs_shape))
-        actor = create_flow(key_actor, spec.obs_shape, dims, self.hidden_dims, self.actor_lr)
+        actor = create_flow(
+            key_actor, spec.obs_shape, dims, self.hidden_dims, self.actor_lr, self.actor_layer_norm
+        )
         action_critic = create_train_state(
             self.ensemble.network(self.hidden_dims, 1),
             key_action,
             (obs, jnp.zeros((1, dims))),
             adam(self.critic_lr),
         )
-        value = create_train_state(
-            StateValue(self.hidden_dims, layer_norm=True), key_value, (obs,), adam(self.critic_lr)
+        value_net = StateValue(
+            self.hidden_dims,
+            self.ensemble.layer_norm,
+            self.ensemble.norm_after_activation,
+            self.ensemble.activation,
         )
+        value = create_train_state(value_net, key_value, (obs,), adam(self.critic_lr))
         return DQCState(
             actor=actor,
             critic=self.create_critic(key_critic, spec),

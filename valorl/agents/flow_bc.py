@@ -78,11 +78,17 @@ def flow_bc_loss(
 
 
 def create_flow(
-    key: jax.Array, obs_shape: tuple[int, ...], dims: int, hidden_dims, lr: float
+    key: jax.Array,
+    obs_shape: tuple[int, ...],
+    dims: int,
+    hidden_dims,
+    lr: float,
+    layer_norm: bool = False,
 ) -> NetState:
     """A velocity field over `dims` numbers (an action or a flattened chunk), with Adam."""
     obs, x, t = jnp.zeros((1, *obs_shape)), jnp.zeros((1, dims)), jnp.zeros((1, 1))
-    return create_train_state(VelocityField(hidden_dims, dims), key, (obs, x, t), adam(lr))
+    velocity = VelocityField(hidden_dims, dims, layer_norm)
+    return create_train_state(velocity, key, (obs, x, t), adam(lr))
 
 
 def flow_actions(

@@ -84,7 +84,9 @@ class FQL(ChunkCriticBase):
     """Hidden layer sizes of every network (the paper's 4x512)."""
     critic: CriticHead = Scalar()
     """How Q is represented and trained."""
-    ensemble: QEnsemble = QEnsemble(q_reduce="mean", layer_norm=True, activation="gelu")
+    ensemble: QEnsemble = QEnsemble(
+        q_reduce="mean", layer_norm=True, norm_after_activation=True, activation="gelu"
+    )
     """Q-ensemble: two GELU networks with LayerNorm, targets the mean of the two (FQL's)."""
     batch_size: int = 256
     """Rows (chunks) per gradient step."""

@@ -67,7 +67,9 @@ class QC(ChunkCriticBase):
     """Hidden layer sizes of the flow and the critics (the paper's 4x512)."""
     critic: CriticHead = Scalar()
     """How Q is represented and trained."""
-    ensemble: QEnsemble = QEnsemble(q_reduce="mean", layer_norm=True, activation="gelu")
+    ensemble: QEnsemble = QEnsemble(
+        q_reduce="mean", layer_norm=True, norm_after_activation=True, activation="gelu"
+    )
     """Q-ensemble: two GELU networks with LayerNorm; targets and the argmax use their mean."""
     batch_size: int = 256
     """Rows (chunks) per gradient step."""

@@ -59,7 +59,7 @@ class ReBRAC(TD3Base):
     """Hidden layer sizes of actor and critics (FQL's baseline; the paper's D4RL runs 3x256)."""
     critic: CriticHead = Scalar()
     """How Q is represented and trained (`valorl.critics.heads`)."""
-    ensemble: QEnsemble = QEnsemble(layer_norm=True)
+    ensemble: QEnsemble = QEnsemble(layer_norm=True, norm_after_activation=True)
     """Two critics with LayerNorm; targets and the actor take their minimum."""
     distributional_backup: bool = False
     """Train a c51/quantile/gaussian critic towards the backed-up next-state distribution."""

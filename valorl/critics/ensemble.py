@@ -46,7 +46,10 @@ class QEnsemble:
     q_quantile: float = 0.25
     """α of the quantile reduction, in [0, 1] (RIQL uses 0.25)."""
     layer_norm: bool = False
-    """LayerNorm after each hidden layer of the Q-networks (as in RLPD)."""
+    """LayerNorm in each hidden layer of the Q-networks (as in RLPD, FQL, ReBRAC)."""
+    norm_after_activation: bool = False
+    """LayerNorm after the activation (FQL's, Q-chunking's, DQC's and ReBRAC's code) instead of
+    before it (RLPD's)."""
     spectral_norm: bool = False
     """Spectral normalisation of the Q-networks' hidden layers (Miyato et al. 2018)."""
     activation: Activation = "relu"
@@ -67,7 +70,12 @@ class QEnsemble:
     def network(self, hidden_dims: tuple[int, ...], out_dim: int) -> nn.Module:
         """The Q-networks: outputs of shape (num_qs, batch, out_dim)."""
         q = StateActionValue(
-            hidden_dims, out_dim, self.layer_norm, self.spectral_norm, self.activation
+            hidden_dims,
+            out_dim,
+            self.layer_norm,
+            self.spectral_norm,
+            self.activation,
+            self.norm_after_activation,
         )
         return Ensemble(q, self.num_qs)
 
@@ -85,6 +93,7 @@ class QEnsemble:
             self.layer_norm,
             self.spectral_norm,
             self.activation,
+            self.norm_after_activation,
         )
         return Ensemble(q, self.num_qs)
 

@@ -18,10 +18,18 @@ class StateValue(nn.Module):
 
     hidden_dims: Sequence[int]
     layer_norm: bool = False
+    norm_after_activation: bool = False
+    activation: Activation = "relu"
 
     @nn.compact
     def __call__(self, observations: jax.Array) -> jax.Array:
-        return MLP(self.hidden_dims, 1, layer_norm=self.layer_norm)(observations)[..., 0]
+        return MLP(
+            self.hidden_dims,
+            1,
+            activation=ACTIVATIONS[self.activation],
+            layer_norm=self.layer_norm,
+            norm_after_activation=self.norm_after_activation,
+        )(observations)[..., 0]
 
 
 class StateActionValue(nn.Module):
@@ -32,6 +40,7 @@ class StateActionValue(nn.Module):
     layer_norm: bool = False
     spectral_norm: bool = False
     activation: Activation = "relu"
+    norm_after_activation: bool = False
 
     @nn.compact
     def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
@@ -41,6 +50,7 @@ class StateActionValue(nn.Module):
             self.out_dim,
             activation=ACTIVATIONS[self.activation],
             layer_norm=self.layer_norm,
+            norm_after_activation=self.norm_after_activation,
             spectral_norm=self.spectral_norm,
         )(inputs)
 
@@ -58,6 +68,7 @@ class ActionValues(nn.Module):
     layer_norm: bool = False
     spectral_norm: bool = False
     activation: Activation = "relu"
+    norm_after_activation: bool = False
 
     @nn.compact
     def __call__(self, observations: jax.Array) -> jax.Array:
@@ -67,6 +78,7 @@ class ActionValues(nn.Module):
             layer_norm=self.layer_norm,
             spectral_norm=self.spectral_norm,
             activation=self.activation,
+            norm_after_activation=self.norm_after_activation,
         )(observations)
         outputs = nn.Dense(self.num_actions * self.out_dim, kernel_init=default_init())(features)
         return outputs.reshape(*outputs.shape[:-1], self.num_actions, self.out_dim)

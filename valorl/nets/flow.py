@@ -31,13 +31,19 @@ class VelocityField(nn.Module):
     hidden_dims: Sequence[int]
     action_dim: int
     layer_norm: bool = False
+    """LayerNorm after each hidden layer's activation, as in DQC's reference actor."""
     activation: Activation = "gelu"
 
     @nn.compact
     def __call__(self, observations: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
         inputs = jnp.concatenate([observations, x, t], axis=-1)
-        mlp = MLP(self.hidden_dims, self.action_dim, ACTIVATIONS[self.activation], self.layer_norm)
-        return mlp(inputs)
+        return MLP(
+            self.hidden_dims,
+            self.action_dim,
+            ACTIVATIONS[self.activation],
+            layer_norm=self.layer_norm,
+            norm_after_activation=True,
+        )(inputs)
 
 
 class OneStepPolicy(nn.Module):

@@ -39,6 +39,10 @@ class MLP(nn.Module):
     output_dim: int | None = None
     activation: Callable[[jax.Array], jax.Array] = nn.relu
     layer_norm: bool = False
+    norm_after_activation: bool = False
+    """Where LayerNorm sits in a hidden layer: Dense → LayerNorm → activation (off, as RLPD's
+    code) or Dense → activation → LayerNorm (on, as the code of FQL, Q-chunking, DQC and
+    CORL's ReBRAC)."""
     spectral_norm: bool = False
     """Spectrally normalise the hidden layers (not the output layer)."""
     output_scale: float = 1.0
@@ -49,9 +53,11 @@ class MLP(nn.Module):
         hidden_layer = SpectralDense if self.spectral_norm else nn.Dense
         for width in self.hidden_dims:
             x = hidden_layer(width, kernel_init=default_init())(x)
-            if self.layer_norm:
+            if self.layer_norm and not self.norm_after_activation:
                 x = nn.LayerNorm()(x)
             x = self.activation(x)
+            if self.layer_norm and self.norm_after_activation:
+                x = nn.LayerNorm()(x)
         if self.output_dim is not None:
             x = nn.Dense(self.output_dim, kernel_init=default_init(self.output_scale))(x)
         return x

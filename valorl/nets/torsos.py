@@ -38,6 +38,8 @@ class Torso(nn.Module):
     spectral_norm: bool = False
     activation: Activation = "relu"
     """Nonlinearity of the dense layers (the convolution keeps ReLU, as Young & Tian's)."""
+    norm_after_activation: bool = False
+    """LayerNorm after the activation instead of before (`MLP`)."""
 
     @nn.compact
     def __call__(self, observations: jax.Array) -> jax.Array:
@@ -50,6 +52,7 @@ class Torso(nn.Module):
             self.hidden_dims,
             activation=ACTIVATIONS[self.activation],
             layer_norm=self.layer_norm,
+            norm_after_activation=self.norm_after_activation,
             spectral_norm=self.spectral_norm,
         )(x)
 
