@@ -106,6 +106,18 @@ def test_fql_actor_loss_is_alpha_distillation_minus_q_by_hand():
     assert jax.jit(agent.act)(state, batch.observations, key).shape == (16, 2, 2)
 
 
+def test_fql_actor_steps_against_the_critic_from_before_the_update():
+    """FQL's reference takes one step on the summed losses, so the actor's gradient sees the
+    critic as it was before this step: how far the critic moves cannot change the actor."""
+    batch, key = chunk_batch(1), jax.random.key(5)
+    actors = []
+    for critic_lr in (0.0, 0.1):
+        agent = FQL(hidden_dims=(16, 16), flow_steps=2, critic_lr=critic_lr)
+        state, _ = jax.jit(agent.update)(init(agent), batch, key)
+        actors.append(state.actor.params)
+    jax.tree.map(np.testing.assert_array_equal, *actors)
+
+
 def test_qc_best_of_n_picks_the_highest_valued_sample():
     """The chosen chunk is, at every observation, the candidate with the highest mean Q among
     the N flow samples drawn from the same key."""

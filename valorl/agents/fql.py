@@ -153,12 +153,16 @@ class FQL(ChunkCriticBase):
         flow, flow_metrics = grad_step(
             state.flow, lambda p: flow_bc_loss(state.flow, p, batch, key_flow)
         )
-        state = state.replace(critic=critic, flow=flow)
+        # the actor sees the critic and flow from before this step: with every cross-network
+        # gradient stopped, the three steps are the reference's one step on the summed loss
         actor, actor_metrics = grad_step(
             state.actor, lambda p: self.actor_loss(p, state, batch, key_actor)
         )
         state = state.replace(
-            actor=actor, target_critic=polyak(critic.params, state.target_critic, self.tau)
+            actor=actor,
+            critic=critic,
+            flow=flow,
+            target_critic=polyak(critic.params, state.target_critic, self.tau),
         )
         metrics = {**prefix("critic", critic_metrics), **prefix("flow", flow_metrics)}
         return state, {**metrics, **prefix("actor", actor_metrics)}
