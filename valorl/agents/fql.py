@@ -63,7 +63,7 @@ class FQL(ChunkCriticBase):
 
     alpha: float = 10.0
     """α of the distillation term (Eq. 8): the reference uses 300 on cube and scene, 1000 on
-    puzzle, 10 on antmaze; QC-FQL uses 100."""
+    puzzle, 10 on antmaze; the QC paper runs FQL, FQL-n and QC-FQL at 100."""
     horizon: int = 1
     """h: actions per chunk (1: FQL; 5: QC-FQL)."""
     n_step: int = 1
