@@ -9,7 +9,7 @@ Arms, on every dataset, the same seeds trained together (vmapped):
     mopo              MOPO with MBPO's 7/5 probabilistic ensemble, OfflineRL-Kit's λ per dataset
     mopo-single-lip   MOPO with one probabilistic model (its own σ is the penalty) and the
                       robust Lipschitz loss on imagined states (ε 0.01, λ_robust 1)
-    mobile            MOBILE with the ensemble (β 1.0; `--penalty-samples 4` instead of 10)
+    mobile            MOBILE with the ensemble, OfflineRL-Kit's β per dataset, 10 samples
     iql, cql          the model-free baselines, valorl's defaults
 
 Scaled down from OfflineRL-Kit's protocol (3M gradient steps, 50k rollouts every 1000 steps,
@@ -33,6 +33,8 @@ from common import BenchmarkParser, iqm_cell, mean_cell, valorl
 DATASETS = ("hopper-medium-replay-v0", "walker2d-medium-replay-v0", "halfcheetah-medium-replay-v0")
 MOPO_PENALTY = {"hopper": "2.5", "walker2d": "2.5", "halfcheetah": "0.5"}
 """OfflineRL-Kit's MOPO λ on the medium-replay datasets."""
+MOBILE_PENALTY = {"hopper": "0.1", "walker2d": "0.5", "halfcheetah": "0.1"}
+"""OfflineRL-Kit's MOBILE β on the medium-replay datasets (run_mobile.py's suggestions)."""
 MODEL = "--model-hidden-dims 200,200,200 --model-max-epochs 30 --rollout-batch 10000"
 SINGLE_LIP = "--model-members 1 --model-elites 1 --robust-coef 1 --robust-radius 0.01"
 
@@ -45,7 +47,7 @@ def arms(dataset: str) -> dict[str, str]:
     return {
         "mopo": f"mopo {model} --penalty-coef {penalty}",
         "mopo-single-lip": f"mopo {model} {SINGLE_LIP} --penalty-coef {penalty}",
-        "mobile": f"mobile {model} --penalty-coef 1.0 --penalty-samples 4",
+        "mobile": f"mobile {model} --penalty-coef {MOBILE_PENALTY[env]}",
         "iql": "iql",
         "cql": "cql",
     }

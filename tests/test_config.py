@@ -9,7 +9,7 @@ from typing import Literal
 
 import pytest
 
-from valorl.agents import AGENTS, IQL
+from valorl.agents import AGENTS, IQL, MOPO
 from valorl.config import coerce, field_docs, from_dict, to_dict
 from valorl.critics import Categorical, CriticHead, QEnsemble, Scalar
 from valorl.errors import ValorlError
@@ -116,6 +116,16 @@ def test_to_dict_is_plain_json():
 def test_from_dict_partial_keeps_defaults():
     """Fields left out of the dict keep their defaults (old run records stay loadable)."""
     assert from_dict(IQL, {"beta": "10"}) == IQL(beta=10.0)
+
+
+def test_a_field_added_later_reads_older_configs_as_they_behaved():
+    """MOPO's actor schedule is a cosine now; a config written before the field existed
+    trained with a constant rate and is read so, and one that names it keeps its value."""
+    new = to_dict(MOPO())
+    assert new["actor_lr_schedule"] == "cosine"
+    old = {k: v for k, v in new.items() if k != "actor_lr_schedule"}
+    assert from_dict(MOPO, old).actor_lr_schedule == "constant"
+    assert from_dict(MOPO, new) == MOPO()
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from valorl.data import replay
 from valorl.data.dataset import Batch
 from valorl.errors import ValorlError
 from valorl.models import DynamicsModel, Prediction, Rollouts, add_valid, fit, rollout
+from valorl.models.fit import bootstrap
 from valorl.models.termination import termination_rule
 
 S, A = 3, 2
@@ -82,6 +83,19 @@ def test_elites_are_the_members_with_the_lowest_held_out_error():
     np.testing.assert_array_equal(fitted.elites, [1, 3])
     errors = np.asarray(fitted.holdout_error)
     assert errors[1] < errors[3] < errors[0] < errors[2]
+
+
+def test_each_member_trains_on_its_own_bootstrap_resample():
+    """MBPO's bootstrap: each member's rows are a resample with replacement of the training
+    rows, so about 1 − 1/e of them, different for each member."""
+    draws = np.asarray(
+        jax.jit(bootstrap, static_argnums=(1, 2))(jax.random.key(0), 3, 6000, 1000, 5000)
+    )
+    used = draws[:, :4000]  # the resample: as many draws as training rows
+    assert used.min() >= 1000 and used.max() < 5000
+    distinct = [len(np.unique(row)) / 4000 for row in used]
+    np.testing.assert_allclose(distinct, 1 - np.exp(-1), atol=0.015)
+    assert len(np.intersect1d(np.unique(used[0]), np.unique(used[1]))) < 0.45 * 4000
 
 
 def test_fit_uses_only_the_first_size_rows():

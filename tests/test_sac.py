@@ -197,6 +197,30 @@ def test_update_is_utd_critic_steps_then_one_actor_step(sac):
     np.testing.assert_allclose(float(metrics["critic/loss"]), float(critic_loss), rtol=1e-6)
 
 
+def test_a_cosine_actor_schedule_reaches_zero_at_the_end_of_training(sac):
+    """With `--actor-lr-schedule cosine` over one update, the first update moves the actor at
+    the full rate and the second at rate 0, while the critic keeps learning; held, the
+    second moves the actor too. (MOPO and MOBILE default to it, as OfflineRL-Kit.)"""
+    agent, _, data = sac
+    batch = sample_batch(data, jax.random.key(9), agent.batch_size)
+    moved = {}
+    for schedule in ("cosine", "constant"):
+        cosine = dataclasses.replace(agent, actor_lr_schedule=schedule)
+        state = jax.jit(cosine.init, static_argnums=1)(
+            jax.random.key(0), dataclasses.replace(SPEC, total_updates=1)
+        )
+        update = jax.jit(cosine.update)
+        first, _ = update(state, batch, jax.random.key(1))
+        second, _ = update(first, batch, jax.random.key(2))
+        change = lambda a, b: float(
+            jax.tree.reduce(jnp.maximum, jax.tree.map(lambda x, y: jnp.abs(x - y).max(), a, b))
+        )
+        assert change(first.actor.params, state.actor.params) > 0
+        assert change(second.critic.params, first.critic.params) > 0
+        moved[schedule] = change(second.actor.params, first.actor.params)
+    assert moved["cosine"] == 0 and moved["constant"] > 0
+
+
 def test_bad_hyperparameters_are_refused():
     with pytest.raises(ValorlError, match="--utd must be at least 1, got 0"):
         SAC(utd=0)

@@ -35,13 +35,22 @@ def _to_json(value: Any) -> Any:
     return value
 
 
+def added_later(default: Any, before: Any) -> Any:
+    """A field whose default differs from how configs written before it existed behaved: new
+    configs get `default`, `from_dict` gives older ones (which lack it) `before`."""
+    return dataclasses.field(default=default, metadata={"before": before})
+
+
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild `cls` from `to_dict` output, converting and checking each field against its type."""
+    """Rebuild `cls` from `to_dict` output, converting and checking each field against its type.
+    A missing field takes its default, or its `added_later` value from before it existed."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ValorlError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    earlier = {k: f.metadata["before"] for k, f in fields.items() if "before" in f.metadata}
+    data = {k: v for k, v in earlier.items() if k not in data} | data
     return cls(**{k: coerce(hints[k], v, f"{cls.__name__}.{k}") for k, v in data.items()})
 
 

@@ -11,7 +11,10 @@ the standard deviation over elites of their expected target value. The critic's 
 imagined rows becomes y = r − β·u(s, a) + γ·m·min_j Q̄_j(s', a') (real rows: u = 0), without
 the entropy term (a deterministic backup, as the reference code's default) and clipped below at
 `target_floor` (the reference clips at 0, which presumes non-negative returns). Defaults follow
-OfflineRL-Kit: N = 10 samples, β = 1.0 (hopper-medium 1.5), the dataset's α tuned as SAC's.
+OfflineRL-Kit: N = 10 samples, SAC's α tuned, its offline SAC settings (`OfflineModelBasedSAC`).
+β depends on the dataset; OfflineRL-Kit's run_mobile.py suggests (medium / medium-replay /
+medium-expert) halfcheetah 0.5 / 0.1 / 2.0, hopper 1.5 / 0.1 / 1.5 (hopper-medium with α
+fixed), walker2d 0.5 / 0.5 / 1.5, with h = 1 on walker2d medium-replay and medium-expert.
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ import jax
 import jax.numpy as jnp
 
 from valorl.agents.base import Metrics, apply
-from valorl.agents.model_based import ModelBasedSAC, ModelBasedState
+from valorl.agents.model_based import ModelBasedState, OfflineModelBasedSAC
 from valorl.data.dataset import Batch
 from valorl.errors import ValorlError
 from valorl.nets import tanh_gaussian_sample
 
 
 @dataclasses.dataclass(frozen=True)
-class MOBILE(ModelBasedSAC):
+class MOBILE(OfflineModelBasedSAC):
     """SAC whose target on imagined rows is penalised by the members' Bellman inconsistency."""
 
     name: ClassVar[str] = "mobile"

@@ -6,7 +6,8 @@ the first `rollouts.real_rows(batch_size)` rows are real transitions and the res
 model buffer of imagined rollouts. The run loop fits the model, imagines the rollouts with the
 agent's policy (`valorl.training.model_based`) and draws the batches; the agent says how
 imagined rewards are penalised (`rollout_penalty`: none here, MOPO's uncertainty) and may
-change its critic's target on imagined rows (MOBILE).
+change its critic's target on imagined rows (MOBILE). The offline agents (MOPO, MOBILE) take
+OfflineRL-Kit's SAC settings (`OfflineModelBasedSAC`).
 
 The critic can be kept smooth in the state as Zheng et al. (ICLR 2023) propose instead of an
 ensemble: spectral normalisation (`--spectral-norm true`) or the adversarial robust loss on the
@@ -18,13 +19,14 @@ its last batch.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 
 from valorl.agents.base import Metrics, Params, Spec, apply
 from valorl.agents.sac import SAC, SACState
+from valorl.config import added_later
 from valorl.critics.lipschitz import lipschitz_estimate, robust_loss
 from valorl.data.dataset import Batch
 from valorl.errors import ValorlError
@@ -140,6 +142,20 @@ class ModelBasedSAC(SAC):
             return jax.grad(value)(flat).reshape(next_obs.shape)
 
         return grad
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineModelBasedSAC(ModelBasedSAC):
+    """A model-based agent trained offline, with OfflineRL-Kit's SAC settings for MOPO and
+    MOBILE (run_mopo.py, run_mobile.py): actor and temperature learning rates 1e-4, the
+    actor's decayed to zero over training by a cosine."""
+
+    actor_lr: float = 1e-4
+    """Actor learning rate (OfflineRL-Kit's 1e-4)."""
+    actor_lr_schedule: Literal["constant", "cosine"] = added_later("cosine", before="constant")
+    """The actor's learning rate decayed to zero over training (OfflineRL-Kit), or held."""
+    temperature_lr: float = 1e-4
+    """Learning rate of log α (OfflineRL-Kit's 1e-4)."""
 
 
 def member_std_norm(prediction: Prediction) -> jax.Array:

@@ -22,12 +22,12 @@ from typing import ClassVar
 
 import jax
 
-from valorl.agents.model_based import ModelBasedSAC, member_std_norm
+from valorl.agents.model_based import OfflineModelBasedSAC, member_std_norm
 from valorl.models import Prediction
 
 
 @dataclasses.dataclass(frozen=True)
-class MOPO(ModelBasedSAC):
+class MOPO(OfflineModelBasedSAC):
     """SAC on dataset rows and uncertainty-penalised model rollouts (offline)."""
 
     name: ClassVar[str] = "mopo"

@@ -85,6 +85,9 @@ class SAC(MaxEntropyAgentBase):
     """Q the actor maximises: the ensemble's reduction (SAC: min of two) or its mean (RLPD)."""
     actor_lr: float = 3e-4
     """Actor learning rate."""
+    actor_lr_schedule: Literal["constant", "cosine"] = "constant"
+    """The actor's learning rate held (SAC's) or decayed to zero over training by a cosine
+    (OfflineRL-Kit's offline model-based agents)."""
     critic_lr: float = 3e-4
     """Critic learning rate."""
     temperature_lr: float = 3e-4
@@ -115,11 +118,12 @@ class SAC(MaxEntropyAgentBase):
 
     def init(self, key: jax.Array, spec: Spec) -> SACState:
         key_actor, key_critic, key_temperature = jax.random.split(key, 3)
+        cosine = spec.total_updates if self.actor_lr_schedule == "cosine" else None
         actor = create_train_state(
             TanhGaussianPolicy(self.hidden_dims, spec.action_dim),
             key_actor,
             (jnp.zeros((1, *spec.obs_shape)),),
-            adam(self.actor_lr),
+            adam(self.actor_lr, cosine),
         )
         critic = self.create_critic(key_critic, spec)
         temperature = init_temperature(self.init_temperature, self.temperature_lr, key_temperature)

@@ -4,8 +4,10 @@ MBPO's procedure (Janner et al. 2019; its `BNN.train`): hold out a random `model
 share of the rows (at most `model_max_holdout`); standardise inputs with the training rows'
 statistics (and targets too: valorl's choice, so that one learning rate and one held-out error
 serve every output; MBPO and OfflineRL-Kit standardise inputs only, so their elites are ranked by
-raw errors); train every member on its own minibatches, an epoch being one pass worth
-of minibatches over the training rows; after each epoch measure each member's held-out error
+raw errors); give every member its own bootstrap resample of the training rows (as many rows,
+drawn with replacement, so that members differ by their data as well as their initialisation)
+and train it on minibatches of that resample, an epoch being one pass worth of minibatches over
+the training rows; after each epoch measure each member's held-out error
 and keep a snapshot of its parameters when the error improved by more than 1%; stop when no
 member improved for `model_patience` epochs (or at `model_max_epochs`), restore every member's
 best snapshot, and make the `model_elites` members with the lowest held-out error the elites.
@@ -46,6 +48,12 @@ def _moments(x: jax.Array, valid: jax.Array, size: jax.Array) -> tuple[jax.Array
     return mean, jnp.where(std < 1e-6, 1.0, std)
 
 
+def bootstrap(key: jax.Array, members: int, n: int, low: jax.Array, high: jax.Array) -> jax.Array:
+    """(members, n) draws with replacement from [low, high): member m's resample is the first
+    high − low of its row (`n` is a static bound on high − low)."""
+    return jax.random.randint(key, (members, n), low, high, jnp.int32)
+
+
 def fit(
     model: DynamicsModel,
     state: ModelState,
@@ -66,7 +74,7 @@ def fit(
     targets = jnp.concatenate([next_obs - obs, data.rewards[:, None]], axis=-1)
     terminals = 1.0 - data.masks
 
-    key_split, key_train = jax.random.split(key)
+    key_split, key_bootstrap, key_train = jax.random.split(key, 3)
     order = jnp.argsort(jnp.where(valid, jax.random.uniform(key_split, (n,)), 2.0))
     num_holdout = jnp.minimum(
         model.model_max_holdout, jnp.floor(model.model_holdout * size).astype(jnp.int32)
@@ -85,7 +93,9 @@ def fit(
     holdout_rows = order[: min(model.model_max_holdout, n)]
     holdout_valid = jnp.arange(holdout_rows.shape[0]) < num_holdout
     batch = model.model_batch_size
-    steps_per_epoch = (size - num_holdout + batch - 1) // batch
+    num_train = size - num_holdout
+    steps_per_epoch = (num_train + batch - 1) // batch
+    resamples = bootstrap(key_bootstrap, model.model_members, n, num_holdout, size)
 
     def weights(rows: jax.Array) -> jax.Array | None:
         """VaGraM's weights of each standardised target dimension at `rows`: (∂V/∂s'_d · σ_d)²
@@ -107,10 +117,8 @@ def fit(
     def train_step(_, carry):
         net, key, _ = carry
         key, key_rows = jax.random.split(key)
-        draws = jax.random.randint(
-            key_rows, (model.model_members, batch), num_holdout, size, jnp.int32
-        )
-        rows = order[draws]
+        positions = jax.random.randint(key_rows, (model.model_members, batch), 0, num_train)
+        rows = order[jnp.take_along_axis(resamples, positions, axis=1)]
         (loss, _), grads = jax.value_and_grad(model.loss, has_aux=True)(
             net.params, state, inputs[rows], targets[rows], terminals[rows], weights(rows)
         )
