@@ -16,7 +16,13 @@ evaluated at s, bounded by the return from s); the uniform proposals stay unboun
 
 The trainer puts the returns-to-go (at the agent's discount, scaled like the rewards) in every
 batch for an agent that sets `needs_returns_to_go`; an online loop does the same for its own
-finished episodes. Defaults are the reference code's (nakamotoo/Cal-QL).
+finished episodes. Defaults are the reference code's ConservativeSAC defaults
+(nakamotoo/Cal-QL); its published runs add per-task settings (AntMaze: `--cql-lagrange true
+--cql-target-action-gap 0.8` and 4x256 critics; Adroit: `--cql-alpha 1`) and a reward shift
+(10·r − 5) valorl has no flag for. A truncated episode's return-to-go ends in its mean reward
+continued forever (`Dataset.returns_to_go`), where the reference adds nothing but to an
+all-failure sparse episode; networks are initialised as valorl's (`valorl.nets`), not with
+the reference's orthogonal initialisation.
 """
 
 from __future__ import annotations
