@@ -18,7 +18,8 @@ environment's) with
 
 and with `--arms robust-grid` the robust loss over ε ∈ {0.001, 0.01} × λ ∈ {0.1, 1} (or one point
 of it by name, e.g. `--arms robust-eps0.001-lambda0.1`). Every arm trains the same seeds
-together (vmapped) with the same settings (`COMMON`), scaled down from MBPO's (see
+together (vmapped) with the same settings (`COMMON`, and MBPO's target entropy for the
+environment, `TARGET_ENTROPY`), scaled down from MBPO's (see
 BENCHMARKS.md for the factors), for `--online-steps` environment steps; an arm
 trained longer is compared at that budget. Finished runs are reused and interrupted ones
 resume, so the script can be stopped and started again.
@@ -46,6 +47,14 @@ MODEL = (
     "--rollout-length 1 --rollout-every 250 --rollout-retain 4"
 )
 SINGLE_DET = "--model-members 1 --model-elites 1 --model-kind deterministic"
+TARGET_ENTROPY = {
+    "InvertedDoublePendulum-v5": "-0.5",
+    "Hopper-v5": "-1",
+    "HalfCheetah-v5": "-3",
+    "Walker2d-v5": "-3",
+}
+"""SAC's target entropy in MBPO's per-environment configs (examples/config/*/0.py), for every
+arm, SAC's included; other environments keep SAC's −|A|."""
 ARMS = {
     "ensemble": f"mbpo {MODEL} --model-members 7 --model-elites 5",
     "single-prob": f"mbpo {MODEL} --model-members 1 --model-elites 1",
@@ -107,6 +116,8 @@ def main() -> None:
         agent, *rest = flags.split()
         steps = ["--online-steps", str(args.online_steps)]
         env = ["--env", args.env, *steps]
+        if args.env in TARGET_ENTROPY:
+            env += ["--target-entropy", TARGET_ENTROPY[args.env]]
         valorl("train", agent, *COMMON.split(), *env, *rest, "--out", str(out / name))
     if args.skip_report:
         return

@@ -178,10 +178,39 @@ def test_a_growing_rollout_schedule_and_real_rows():
     assert [int(r.length_at(s)) for s in (0, 20_000, 60_000, 100_000, 10**6)] == [1, 1, 8, 15, 15]
     assert int(Rollouts(rollout_length=5).length_at(10**6)) == 5
     assert r.real_rows(256) == 13 and r.capacity == 50_000 * 15 * 5
+    # batches see the rounds kept at the length of the last round (MBPO's pool size): after
+    # 60,000 steps the last round was at 59,000 (length 7), one step later at 60,000 (8)
+    every = dataclasses.replace(r, rollout_every=1000)
+    assert [int(every.kept_rows(s)) for s in (1, 60_000, 60_001)] == [
+        50_000 * h * 5 for h in (1, 7, 8)
+    ]
     with pytest.raises(ValorlError, match="--rollout-start-length must be between 1"):
         Rollouts(rollout_length=3, rollout_start_length=4)
     with pytest.raises(ValorlError, match="--model-elites must be between 1 and --model-members"):
         DynamicsModel(model_members=2, model_elites=3)
+
+
+def test_online_batches_draw_imagined_rows_from_the_rounds_kept_at_the_current_length():
+    """A model buffer of 12 rows holding rows 9..20 (1..20 added): with rounds of 2 rollouts
+    and 2 rounds kept, batches draw the newest 2·h·2 rows at the rollout length h of the last
+    round (1 early in the schedule, 3 after it), and real rows come first."""
+    from valorl.training.sources import ModelMix, Replay, ReplayInputs
+
+    def rows(values):
+        v = jnp.asarray(values, jnp.float32)
+        return Batch(v[:, None], v[:, None], v, v[:, None], v, v)
+
+    schedule = dict(rollout_start_length=1, rollout_schedule=(100, 200), rollout_every=10)
+    rollouts = Rollouts(rollout_batch=2, rollout_length=3, rollout_retain=2, **schedule)
+    model_buffer = replay.add(replay.init(rollouts.capacity, (1,), 1), rows(np.arange(1, 21)))
+    real = replay.add(replay.init(4, (1,), 1), rows([-1.0] * 4))
+    mix = ModelMix(real=Replay(), real_rows=1, rollouts=rollouts)
+    draw = jax.jit(lambda step: mix.sample((real, model_buffer), ReplayInputs(None, step),
+                                           jax.random.key(0), 400, 1).rewards)  # fmt: skip
+    early, late = np.asarray(draw(jnp.int32(5))), np.asarray(draw(jnp.int32(500)))
+    assert early[0] == late[0] == -1
+    assert set(early[1:].tolist()) == {17, 18, 19, 20}
+    assert set(late[1:].tolist()) == set(range(9, 21))
 
 
 def test_known_termination_rules():

@@ -79,6 +79,21 @@ def test_sample_draws_only_filled_rows():
     assert np.all(np.asarray(batches.rewards) >= 1)
 
 
+def test_sample_recent_draws_the_newest_rows_across_the_wrap():
+    """Capacity 8 after rows 1..11 holds 4..11 with 9, 10, 11 written last (wrapped to the
+    front): a window of 3 draws exactly those, a window past the size every held row, and a
+    half-filled buffer its newest rows."""
+    buffer = replay.add(replay.init(8, (2,), 1), rows(np.arange(1, 12)))
+    sample = jax.jit(replay.sample_recent, static_argnums=(2, 4))
+    drawn = lambda b, window: set(
+        np.asarray(sample(b, jax.random.key(0), 2000, window, 1).rewards).tolist()
+    )
+    assert drawn(buffer, 3) == {9, 10, 11}
+    assert drawn(buffer, 100) == set(range(4, 12))
+    assert drawn(replay.add(replay.init(8, (2,), 1), rows([1, 2, 3, 4, 5])), jnp.int32(2)) == {4, 5}
+    assert sample(buffer, jax.random.key(1), 4, 3, 5).rewards.shape == (5, 4)
+
+
 def test_vmapped_buffers_are_independent():
     """Three seeds' buffers under vmap: each gets its own rows, count, position and size, and
     samples only from itself."""

@@ -9,7 +9,11 @@ follows a linear schedule over environment steps (Sec. 4.1: short rollouts bound
 compounding error). Defaults are the paper's Hopper configuration (App. C and its
 `examples/config/hopper.py`): 7 members, 5 elites, 4×200 swish layers, refit every 250 steps,
 100k rollouts per round, h from 1 to 15 over environment steps 20k to 100k, one epoch (4
-rounds) of imagined data kept, 20 critic steps per environment step. The rollout batch and UTD
+rounds) of imagined data kept, 20 critic steps per environment step (its released code grows h
+until epoch 150). Batches draw imagined rows from the newest rounds at the current h
+(`Rollouts.kept_rows`), as MBPO's pool. MBPO's code sets SAC's target entropy per environment
+(Hopper −1, InvertedDoublePendulum −0.5, HalfCheetah and Walker2d −3, Ant −4, Humanoid −2)
+where valorl's default is SAC's −|A|: pass `--target-entropy`. The rollout batch and UTD
 dominate the cost on a CPU: benchmarks scale them down and say by how much.
 """
 

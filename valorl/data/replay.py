@@ -129,6 +129,23 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, num_batches: i
     return jax.tree.map(lambda x: x[idx], buffer.data)
 
 
+def sample_recent(
+    buffer: ReplayBuffer,
+    key: jax.Array,
+    batch_size: int,
+    window: jax.Array | int,
+    num_batches: int = 1,
+) -> Batch:
+    """Rows drawn uniformly with replacement from the newest `window` rows added (all filled
+    rows when there are fewer): the buffer as a first-in-first-out pool of `window` rows, which
+    may change between calls without reallocating (MBPO's model pool, resized as h grows)."""
+    shape = (batch_size,) if num_batches == 1 else (num_batches, batch_size)
+    count = jnp.maximum(jnp.minimum(buffer.size, window), 1)
+    back = jax.random.randint(key, shape, 0, count)
+    idx = (buffer.position - 1 - back) % buffer.data.rewards.shape[0]
+    return jax.tree.map(lambda x: x[idx], buffer.data)
+
+
 def sample_n_step(
     buffer: ReplayBuffer,
     key: jax.Array,

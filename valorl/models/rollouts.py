@@ -10,9 +10,9 @@ an epoch being 1000 environment steps); offline (MOPO, MOBILE) it is fixed.
 
 Rollouts are compiled at their longest length and the current length is a traced number, so a
 growing schedule never recompiles (steps past the current length are skipped, not computed);
-the model buffer is a `valorl.data.replay.ReplayBuffer` holding `rollout_batch ·
-rollout_length · rollout_retain` rows (MBPO resizes its buffer as h grows; a fixed capacity
-keeps more rounds while h is short).
+the model buffer is a `valorl.data.replay.ReplayBuffer` of `rollout_batch · rollout_length ·
+rollout_retain` rows, of which batches see only the newest `rollout_retain` rounds' worth at
+the current length (`kept_rows`), as MBPO's pool, which it resizes as h grows.
 """
 
 from __future__ import annotations
@@ -74,8 +74,15 @@ class Rollouts:
 
     @property
     def capacity(self) -> int:
-        """Rows of the model buffer."""
+        """Rows of the model buffer: `rollout_retain` rounds at the longest length."""
         return self.rollout_batch * self.rollout_length * self.rollout_retain
+
+    def kept_rows(self, env_step: jax.Array | int) -> jax.Array:
+        """Rows of `rollout_retain` rounds at the length of the last round imagined before
+        `env_step` environment steps were taken (rounds start every `rollout_every` steps):
+        the newest part of the model buffer, which batches are drawn from (MBPO's pool)."""
+        last_round = env_step - 1 - (env_step - 1) % self.rollout_every
+        return self.rollout_batch * self.length_at(last_round) * self.rollout_retain
 
     def real_rows(self, batch_size: int) -> int:
         """Real rows in a batch of `batch_size`; they come first, the imagined rows after."""

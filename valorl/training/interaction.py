@@ -223,7 +223,7 @@ def online_chunk(agent: Agent, num_updates: int, mix: OfflineMix | None, num_see
     of its model buffer (None for other agents)."""
     source = replay_source(agent, mix)
     if agent.model_based:
-        source = ModelMix(real=source, real_rows=agent.real_rows)
+        source = ModelMix(real=source, real_rows=agent.real_rows, rollouts=agent.rollouts)
 
     def chunk(state, key, buffer, staged, count, normalizer, offline, env_step, model_buffer):
         buffer = replay.add(buffer, normalizer.batch(staged), count)

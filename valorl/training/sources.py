@@ -39,6 +39,7 @@ from valorl.data.nstep import sample_n_step
 from valorl.data.replay import OfflineMix, ReplayBuffer
 from valorl.data.segments import sample_segments
 from valorl.data.transforms import Normalizer
+from valorl.models import Rollouts
 
 
 class BatchSource(Protocol):
@@ -172,6 +173,9 @@ class ModelMix:
 
     real: BatchSource
     real_rows: int
+    rollouts: Rollouts | None = None
+    """Online (the shared inputs are `ReplayInputs`): imagined rows come from the rounds kept at
+    the current rollout length (`Rollouts.kept_rows`). None: from the whole model buffer."""
 
     def sample(
         self, state: tuple[Any, ReplayBuffer], shared: Any, key, batch_size: int, num_batches: int
@@ -179,7 +183,12 @@ class ModelMix:
         real_state, model_buffer = state
         key_real, key_model = jax.random.split(key)
         real = self.real.sample(real_state, shared, key_real, self.real_rows, num_batches)
-        imagined = replay.sample(model_buffer, key_model, batch_size - self.real_rows, num_batches)
+        n = batch_size - self.real_rows
+        if self.rollouts is None:
+            imagined = replay.sample(model_buffer, key_model, n, num_batches)
+        else:
+            window = self.rollouts.kept_rows(shared.env_step)
+            imagined = replay.sample_recent(model_buffer, key_model, n, window, num_batches)
         axis = 0 if num_batches == 1 else 1
         return jax.tree.map(
             lambda a, b: jnp.concatenate([a, b.astype(a.dtype)], axis=axis), real, imagined
