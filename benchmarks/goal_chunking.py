@@ -9,10 +9,13 @@ baselines are the same code without the chunk critic: the critic over the policy
 trained on the n-step target directly, V by the same quantile backup):
 
     dqc      critic over h = 25, action critic over h_a = 5 distilled by the κ_d = 0.8 expectile,
-             value by the κ_b = 0.93 quantile (the reference's cube settings), policy over 5
+             value by the κ_b = 0.93 quantile, policy over 5
     qc-25    h = h_a = 25: the action critic is the chunk critic (QC with the long chunk)
     qc-5     h = h_a = 5 (QC with the short chunk)
-    os       h = h_a = 1 (one-step)
+    os       h = h_a = 1 (one-step), κ_b = 0.5
+
+κ_b and κ_d per arm are the reference's for its smallest cube task (experiments/reproduce.py,
+cube-triple; it has no cube-double settings), γ its 0.999.
     gciql    IQL with OGBench's GCIQL rewards (0 at the goal, −1 elsewhere); not OGBench's
              GCIQL itself, which extracts with DDPG+BC and samples its actor's goals apart
 
@@ -33,12 +36,12 @@ from pathlib import Path
 
 from common import BenchmarkParser, final_success, mean_cell, train_arms
 
-CHUNKED = "--goals oracle --q-reduce min --distill-expectile 0.8 --value-quantile 0.93"
+CHUNKED = "--goals oracle --q-reduce min --discount 0.999 --distill-expectile 0.8"
 ARMS = {
-    "dqc": f"dqc --horizon 25 --action-horizon 5 {CHUNKED}",
-    "qc-25": f"dqc --horizon 25 --action-horizon 25 {CHUNKED}",
-    "qc-5": f"dqc --horizon 5 --action-horizon 5 {CHUNKED}",
-    "os": f"dqc --horizon 1 --action-horizon 1 {CHUNKED}",
+    "dqc": f"dqc --horizon 25 --action-horizon 5 {CHUNKED} --value-quantile 0.93",
+    "qc-25": f"dqc --horizon 25 --action-horizon 25 {CHUNKED} --value-quantile 0.93",
+    "qc-5": f"dqc --horizon 5 --action-horizon 5 {CHUNKED} --value-quantile 0.93",
+    "os": f"dqc --horizon 1 --action-horizon 1 {CHUNKED} --value-quantile 0.5",
     "gciql": "iql --goals oracle --goal-reward negative",
 }
 

@@ -182,10 +182,10 @@ def test_chunked_agents_refuse_what_they_cannot_do_in_one_line():
 
 
 def test_dqc_distillation_and_value_losses_by_hand():
-    """DQC's action critic: κ_d-expectile weighted squared error towards the chunk critic's
-    min over members at the dataset's long chunk; its value: the κ_b pinball loss towards the
-    target action critic's min at the short chunk; both over rows whose long chunk's target is
-    whole (valid to its end, or ended at a termination)."""
+    """DQC's action critic: κ_d-expectile weighted squared error of each member towards the
+    same member of the chunk critic at the dataset's long chunk; its value: the κ_b pinball
+    loss towards the target action critic's min at the short chunk; both over rows whose long
+    chunk's target is whole (valid to its end, or ended at a termination)."""
     agent = DQC(hidden_dims=(16, 16), flow_steps=2, samples=2, horizon=4, action_horizon=2,
                 critic=Scalar(), distill_expectile=0.8, value_quantile=0.7)  # fmt: skip
     state = init(agent)
@@ -194,7 +194,7 @@ def test_dqc_distillation_and_value_losses_by_hand():
     other = jax.jit(agent.init, static_argnums=1)(jax.random.key(1), SPEC)
     state = state.replace(target_action_critic=other.action_critic.params)
     losses = jax.jit(
-        lambda s, b: (agent.action_critic_loss(s.action_critic.params, s, b, key)[0],
+        lambda s, b: (agent.action_critic_loss(s.action_critic.params, s, b)[0],
                       agent.value_loss(s.value.params, s, b, key)[0])
     )  # fmt: skip
     distill, value = losses(state, batch)
@@ -211,7 +211,7 @@ def test_dqc_distillation_and_value_losses_by_hand():
 
     q_long, q_short, q_target, v = (np.asarray(x, np.float64) for x in networks(state, batch))
     whole = (np.asarray(batch.valid[:, -1]) | (np.asarray(batch.masks) == 0)).astype(np.float64)
-    target = q_long.min(0)
+    target = q_long  # (members, rows): member by member
     weight = np.where(target >= q_short, 0.8, 0.2)
     expected = (weight * (q_short - target) ** 2 * whole).mean(axis=-1).sum()
     assert float(distill) == pytest.approx(expected, rel=1e-4)
@@ -234,6 +234,21 @@ def test_dqc_builds_its_networks_as_the_reference_does():
     norms = lambda tree: {k for k in tree["MLP_0"] if k.startswith("LayerNorm")}
     assert norms(state.actor.params) == {"LayerNorm_0", "LayerNorm_1"}
     assert norms(init(FQL(hidden_dims=(8, 8))).flow.params) == set()
+
+
+def test_dqc_clones_the_behaviour_without_the_goal_unless_asked():
+    """On [s, g] observations DQC's flow reads s only, as the reference's unconditional BC:
+    its velocity is the same whatever the goal; `actor_sees_goal` conditions it on g."""
+    spec = Spec(obs_shape=(5,), action_dim=2, goal_dim=2)
+    obs = jnp.tile(jnp.linspace(-1, 1, 5), (4, 1))
+    other_goal = obs.at[:, 3:].set(7.0)
+    x, t = jnp.ones((4, 4)), jnp.full((4, 1), 0.5)
+    for sees_goal in (False, True):
+        agent = DQC(hidden_dims=(8, 8), horizon=4, action_horizon=2, actor_sees_goal=sees_goal)
+        state = jax.jit(agent.init, static_argnums=1)(jax.random.key(0), spec)
+        velocity = jax.jit(lambda s, o: apply(s.actor, s.actor.params, o, x, t))
+        same = np.allclose(velocity(state, obs), velocity(state, other_goal))
+        assert same != sees_goal
 
 
 def test_the_bce_head_reads_probabilities_and_clips_its_targets():

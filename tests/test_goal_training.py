@@ -156,7 +156,7 @@ def test_goal_conditioned_run_records_its_goals(tiny, tmp_path):
     )  # fmt: skip
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["goals"]["representation"] == "oracle"
-    assert config["spec"]["obs_shape"] == [28 + 3]
+    assert config["spec"]["obs_shape"] == [28 + 3] and config["spec"]["goal_dim"] == 3
     assert not (run / "diagnostics.json").exists()  # values of relabelled goals: no MC check
     with pytest.raises(ValorlError, match="--episodes must be a multiple of 5"):
         evaluate_run(run, episodes=3)

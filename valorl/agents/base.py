@@ -73,6 +73,9 @@ class Spec:
     num_actions: int | None = None
     """Size of a discrete action space (actions are integers in [0, num_actions)); None for
     continuous actions."""
+    goal_dim: int = 0
+    """Trailing features of each observation that are a goal (a goal-conditioned run's
+    observations are [s, g]); 0 without goals."""
 
     @property
     def discrete(self) -> bool:

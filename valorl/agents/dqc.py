@@ -99,6 +99,10 @@ class DQC(ChunkCriticBase):
     """Hidden layer sizes of every network (the paper's are 4x1024)."""
     actor_layer_norm: bool = True
     """LayerNorm in the flow's hidden layers (the reference's `actor_layer_norm`)."""
+    actor_sees_goal: bool = False
+    """Condition the flow on the goal of goal-conditioned data. Off, as the reference: the flow
+    clones the behaviour over all goals, and the goal enters through Q_ha's choice among its
+    samples."""
     critic: CriticHead = Bernoulli()
     """A one-output head: bce (values are success probabilities), mse or huber."""
     ensemble: QEnsemble = QEnsemble(layer_norm=True, norm_after_activation=True, activation="gelu")
@@ -139,8 +143,15 @@ class DQC(ChunkCriticBase):
         key_actor, key_critic, key_action, key_value = jax.random.split(key, 4)
         dims = spec.action_dim * self.action_horizon
         obs = jnp.zeros((1, *spec.obs_shape))
+        goal_free = spec.obs_shape[0] - spec.goal_dim if spec.goal_dim else None
         actor = create_flow(
-            key_actor, spec.obs_shape, dims, self.hidden_dims, self.actor_lr, self.actor_layer_norm
+            key_actor,
+            spec.obs_shape,
+            dims,
+            self.hidden_dims,
+            self.actor_lr,
+            self.actor_layer_norm,
+            None if self.actor_sees_goal else goal_free,
         )
         action_critic = create_train_state(
             self.ensemble.network(self.hidden_dims, 1),
@@ -185,13 +196,14 @@ class DQC(ChunkCriticBase):
         return loss.mean(axis=-1).sum(), {"q_mean": self.critic.value(outputs).mean()}
 
     def action_critic_loss(
-        self, params: Params, state: DQCState, batch: Batch, key: jax.Array
+        self, params: Params, state: DQCState, batch: Batch
     ) -> tuple[jax.Array, Metrics]:
-        """Upper-expectile distillation of Q_h(s, a_0:h) into Q_ha(s, a_0:h_a)."""
+        """Upper-expectile distillation of Q_h(s, a_0:h) into Q_ha(s, a_0:h_a), member by
+        member (member i of Q_ha from member i of Q_h, as the reference)."""
         chunk_q = self.chunk_values(
             state.critic, state.critic.params, batch.observations, flat_actions(batch)
         )
-        target = jax.lax.stop_gradient(self.ensemble.reduce(chunk_q, key))
+        target = jax.lax.stop_gradient(chunk_q)  # (members, B)
         short = flat_actions(self.partial(batch))
         outputs = apply(state.action_critic, params, batch.observations, short)
         below = target >= self.critic.value(outputs)  # the target lies above the estimate
@@ -222,13 +234,14 @@ class DQC(ChunkCriticBase):
         return q
 
     def update(self, state: DQCState, batch: Batch, key: jax.Array) -> tuple[DQCState, Metrics]:
-        key_distill, key_value, key_flow = jax.random.split(key, 3)
+        # every loss sees the networks from before this step: with the cross-network gradients
+        # stopped, the four steps are the reference's one step on the summed losses
+        key_value, key_flow = jax.random.split(key)
         critic, critic_metrics = grad_step(
             state.critic, lambda p: self.chunk_critic_loss(p, state, batch)
         )
-        state = state.replace(critic=critic)
         action_critic, action_metrics = grad_step(
-            state.action_critic, lambda p: self.action_critic_loss(p, state, batch, key_distill)
+            state.action_critic, lambda p: self.action_critic_loss(p, state, batch)
         )
         value, value_metrics = grad_step(
             state.value, lambda p: self.value_loss(p, state, batch, key_value)
@@ -237,6 +250,7 @@ class DQC(ChunkCriticBase):
             state.actor, lambda p: flow_bc_loss(state.actor, p, self.partial(batch), key_flow)
         )
         state = state.replace(
+            critic=critic,
             action_critic=action_critic,
             target_action_critic=polyak(action_critic.params, state.target_action_critic, self.tau),
             value=value,

@@ -84,10 +84,12 @@ def create_flow(
     hidden_dims,
     lr: float,
     layer_norm: bool = False,
+    obs_features: int | None = None,
 ) -> NetState:
-    """A velocity field over `dims` numbers (an action or a flattened chunk), with Adam."""
+    """A velocity field over `dims` numbers (an action or a flattened chunk), with Adam, that
+    reads the first `obs_features` features of an observation (None: all)."""
     obs, x, t = jnp.zeros((1, *obs_shape)), jnp.zeros((1, dims)), jnp.zeros((1, 1))
-    velocity = VelocityField(hidden_dims, dims, layer_norm)
+    velocity = VelocityField(hidden_dims, dims, layer_norm, obs_features=obs_features)
     return create_train_state(velocity, key, (obs, x, t), adam(lr))
 
 

@@ -33,9 +33,13 @@ class VelocityField(nn.Module):
     layer_norm: bool = False
     """LayerNorm after each hidden layer's activation, as in DQC's reference actor."""
     activation: Activation = "gelu"
+    obs_features: int | None = None
+    """Read only the first `obs_features` features of each observation (a policy that ignores
+    the goal of [s, g] observations); None: all of them."""
 
     @nn.compact
     def __call__(self, observations: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
+        observations = observations[..., : self.obs_features]
         inputs = jnp.concatenate([observations, x, t], axis=-1)
         return MLP(
             self.hidden_dims,

@@ -117,11 +117,12 @@ def train(
         reward_normalization="none" if goals else agent.reward_normalization,
         action_space=action_space,
     )
-    obs_shape = full_data.obs_shape
+    obs_shape, goal_dim = full_data.obs_shape, 0
     if goals is not None:
         features = goal_features(data, goals)
         normalizer = with_goal_features(normalizer, features, agent.normalize_observations)
-        obs_shape = (obs_shape[0] + features.shape[1],)
+        goal_dim = features.shape[1]
+        obs_shape = (obs_shape[0] + goal_dim,)
     values = None if goals is None else goals.value_range(agent.discount)
     agent = resolve_agent_support(agent, data, float(normalizer.reward_scale), values)
     plan = RunPlan(
@@ -133,6 +134,7 @@ def train(
         action_dim=full_data.action_dim,
         eval_episodes=eval_episodes,
         num_actions=full_data.num_actions,
+        goal_dim=goal_dim,
     )
     return run_plan(
         plan,

@@ -72,6 +72,8 @@ class RunPlan:
     """None for an offline run."""
     num_actions: int | None = None
     """Size of a discrete action space; None for continuous actions."""
+    goal_dim: int = 0
+    """Goal features at the end of each observation (goal-conditioned runs); 0 without."""
 
     @property
     def mode(self) -> str:
@@ -122,6 +124,7 @@ class RunPlan:
             action_dim=self.action_dim,
             total_updates=self.updates,
             num_actions=self.num_actions,
+            goal_dim=self.goal_dim,
         )
 
     @property
@@ -171,6 +174,7 @@ class RunPlan:
                 "action_dim": self.action_dim,
                 # only when discrete, so continuous runs' configs (and run paths) stay as they were
                 **({} if self.num_actions is None else {"num_actions": self.num_actions}),
+                **({"goal_dim": self.goal_dim} if self.goal_dim else {}),
             },
             "schedule": schedule | {"eval_episodes": self.eval_episodes},
             "seeds": list(self.seeds),
@@ -200,6 +204,7 @@ class RunPlan:
             eval_episodes=s.get("eval_episodes", 0),
             interaction=interaction,
             num_actions=config["spec"].get("num_actions"),
+            goal_dim=config["spec"].get("goal_dim", 0),
         )
 
     # ---- the shapes of what a run holds ---------------------------------------------------
