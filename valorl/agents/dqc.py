@@ -107,7 +107,8 @@ class DQC(ChunkCriticBase):
     """A one-output head: bce (values are success probabilities), mse or huber."""
     ensemble: QEnsemble = QEnsemble(layer_norm=True, norm_after_activation=True, activation="gelu")
     """Two LayerNorm GELU networks per critic, LayerNorm after each activation as in the
-    reference; min over them (mean on puzzles). The value is one network built the same way."""
+    reference; min over them, as the reference's cube runs (its puzzle and humanoid runs:
+    `--q-reduce mean`). The value is one network built the same way."""
     batch_size: int = 256
     """Rows (chunks) per gradient step (the paper's 4096)."""
     normalize_observations: bool = False
