@@ -1,18 +1,17 @@
 """Fitting a dynamics model to transitions: a held-out split, early stopping, elites.
 
-MBPO's procedure (Janner et al. 2019; its `BNN.train`): hold out a random `model_holdout`
-share of the rows (at most `model_max_holdout`); standardise inputs with the training rows'
-statistics (and targets too: valorl's choice, so that one learning rate and one held-out error
-serve every output; MBPO and OfflineRL-Kit standardise inputs only, so their elites are ranked by
-raw errors); give every member its own bootstrap resample of the training rows (as many rows,
-drawn with replacement, so that members differ by their data as well as their initialisation)
-and train it on minibatches of that resample, an epoch being one pass worth of minibatches over
-the training rows; after each epoch measure each member's held-out error
-and keep a snapshot of its parameters when the error improved by more than 1%; stop when no
-member improved for `model_patience` epochs (or at `model_max_epochs`), restore every member's
-best snapshot, and make the `model_elites` members with the lowest held-out error the elites.
-Fitting again later (MBPO refits every 250 environment steps) continues from the current
-parameters and optimiser.
+MBPO's procedure (Janner et al. 2019; its `BNN.train`): hold out a random `model_holdout` share
+of the rows (at most `model_max_holdout`); standardise inputs with the training rows' statistics
+(and targets too: valorl's choice, so that one learning rate and one held-out error serve every
+output; MBPO and OfflineRL-Kit standardise inputs only, so their elites are ranked by raw
+errors); give every member its own bootstrap resample of the training rows (as many rows, drawn
+with replacement, so that members differ by their data as well as their initialisation) and
+train it on minibatches of that resample, an epoch being one pass worth of minibatches over the
+training rows; after each epoch measure each member's held-out error and keep a snapshot of its
+parameters when the error improved by more than 1%; stop when no member improved for
+`model_patience` epochs (or at `model_max_epochs`), restore every member's best snapshot, and
+make the `model_elites` members with the lowest held-out error the elites. Fitting again later
+(MBPO refits every 250 environment steps) continues from the current parameters and optimiser.
 
 The rows come as a fixed-size `Batch` of which the first `size` are real (a replay buffer fills
 in that order), so the same compiled fit serves a growing buffer; it is a pure function of
