@@ -14,7 +14,7 @@ import valorl
 from valorl.agents import DQC, FQL, QC, FlowBC, Spec
 from valorl.agents.base import apply
 from valorl.agents.flow_bc import flow_actions
-from valorl.critics import Bernoulli, HLGauss, Scalar
+from valorl.critics import Bernoulli, HLGauss, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.nstep import sample_n_step, whole_chunks
 from valorl.errors import ValorlError
@@ -218,6 +218,34 @@ def test_dqc_distillation_and_value_losses_by_hand():
     u = q_target.min(0) - v
     expected_v = (np.where(u < 0, 0.3, 0.7) * np.abs(u) * whole).mean()
     assert float(value) == pytest.approx(expected_v, rel=1e-4)
+
+
+def test_dqc_mean_reduction_averages_probabilities_for_v_and_logits_for_best_of_n():
+    """With `--q-reduce mean` and the bce head, as the reference: V's target is the logit of
+    the members' mean success probability, and best-of-N scores the sigmoid of the members'
+    mean logit (the two differ unless the members agree)."""
+    ensemble = QEnsemble(q_reduce="mean", layer_norm=True, norm_after_activation=True,
+                         activation="gelu")  # fmt: skip
+    agent = DQC(hidden_dims=(16, 16), flow_steps=2, samples=2, horizon=4, action_horizon=2,
+                critic=Bernoulli(), ensemble=ensemble, value_quantile=0.7)  # fmt: skip
+    state = init(agent)
+    batch, key = chunk_batch(4, rows=64), jax.random.key(9)
+    short = batch.actions[:, :2].reshape(64, -1)
+    logits = np.asarray(
+        apply(state.action_critic, state.target_action_critic, batch.observations, short)[..., 0],
+        np.float64,
+    )  # (members, rows)
+    assert np.abs(logits[0] - logits[1]).max() > 0.01  # the members disagree
+    v = np.asarray(apply(state.value, state.value.params, batch.observations), np.float64)
+    p = (1 / (1 + np.exp(-logits))).mean(0)
+    u = np.log(p / (1 - p)) - v
+    whole = (np.asarray(batch.valid[:, -1]) | (np.asarray(batch.masks) == 0)).astype(np.float64)
+    expected = (np.where(u < 0, 0.3, 0.7) * np.abs(u) * whole).mean()
+    value = jax.jit(lambda s, b: agent.value_loss(s.value.params, s, b, key)[0])(state, batch)
+    assert float(value) == pytest.approx(expected, rel=1e-4)
+    # best-of-N scores with the online action critic (here equal to its target at init)
+    scores = np.asarray(agent.score(state, key)(batch.observations, short), np.float64)
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-logits.mean(0))), rtol=1e-5)
 
 
 def test_dqc_builds_its_networks_as_the_reference_does():

@@ -215,10 +215,13 @@ class DQC(ChunkCriticBase):
     def value_loss(
         self, params: Params, state: DQCState, batch: Batch, key: jax.Array
     ) -> tuple[jax.Array, Metrics]:
-        """The κ_b-quantile (pinball) loss of V against the target Q_ha, on raw outputs."""
+        """The κ_b-quantile (pinball) loss of V against the target Q_ha, on raw outputs (logits
+        for bce). Members are reduced as values (probabilities), then mapped back to an output,
+        as the reference's `mean` aggregation does."""
         short = flat_actions(self.partial(batch))
         raw = apply(state.action_critic, state.target_action_critic, batch.observations, short)
-        target = jax.lax.stop_gradient(self.ensemble.reduce(raw[..., 0], key))
+        reduced = self.ensemble.reduce(self.critic.value(raw), key)
+        target = jax.lax.stop_gradient(self.critic.output(reduced))
         v = apply(state.value, params, batch.observations)
         u = target - v
         weight = jnp.where(u < 0, 1.0 - self.value_quantile, self.value_quantile)
@@ -226,11 +229,12 @@ class DQC(ChunkCriticBase):
         return loss, {"v_mean": self.critic.value(v[..., None]).mean()}
 
     def score(self, state: DQCState, key: jax.Array):
-        """Q_ha of flattened h_a-chunks, members reduced by the ensemble's rule."""
+        """Q_ha of flattened h_a-chunks, members reduced by the ensemble's rule on raw outputs
+        (logits for bce) before they become values, as the reference's best-of-N does."""
 
         def q(obs: jax.Array, chunks: jax.Array) -> jax.Array:
             outputs = apply(state.action_critic, state.action_critic.params, obs, chunks)
-            return self.ensemble.reduce(self.critic.value(outputs), key)
+            return self.critic.value(self.ensemble.reduce(outputs, key))
 
         return q
 

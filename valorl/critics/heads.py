@@ -48,6 +48,10 @@ class Scalar:
     def value(self, outputs: jax.Array) -> jax.Array:
         return outputs[..., 0]
 
+    def output(self, value: jax.Array) -> jax.Array:
+        """The one output that stands for `value` (the inverse of `value`), shape (...)."""
+        return value
+
     def loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
         return (outputs[..., 0] - target) ** 2
 
@@ -77,6 +81,11 @@ class Bernoulli(Scalar):
 
     def value(self, outputs: jax.Array) -> jax.Array:
         return jax.nn.sigmoid(outputs[..., 0])
+
+    def output(self, value: jax.Array) -> jax.Array:
+        """The logit of a probability, kept finite where float32 rounds it to 0 or 1."""
+        p = jnp.clip(value, 1e-7, 1.0 - 1e-7)
+        return jnp.log(p) - jnp.log1p(-p)
 
     def loss(self, outputs: jax.Array, target: jax.Array) -> jax.Array:
         return optax.sigmoid_binary_cross_entropy(outputs[..., 0], jnp.clip(target, 0.0, 1.0))
