@@ -114,7 +114,7 @@ def test_train_iql_help_lists_every_hyperparameter():
         following = text[at : text.index(")", text.index("(default:", at)) + 1]
         assert following.endswith(f"(default: {shown})"), (flag, following)
     assert "--critic {mse,huber,bce,hl-gauss,two-hot,c51,quantile,gaussian}" in text
-    assert "--actor-lr-schedule {cosine,constant}" in text
+    assert "--actor-lr-schedule {constant,cosine}" in text
     for run_flag in ("--dataset", "--steps", "--seeds", "--log-every", "--eval-episodes"):
         assert run_flag in text
 

@@ -192,7 +192,7 @@ def test_coerce_errors(tp, value, message):
         ),
         (
             {"actor_lr_schedule": "linear"},
-            "IQL.actor_lr_schedule: 'linear' is not one of cosine, constant",
+            "IQL.actor_lr_schedule: 'linear' is not one of constant, cosine",
         ),
         ({"zeta": 1, "alpha": 2.5}, "unknown IQL field(s): alpha, zeta"),
         ({"name": "bc"}, "unknown IQL field(s): name"),

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import flax.linen as nn
 import flax.struct
@@ -194,6 +194,17 @@ def adam(
     if cosine_steps is None:
         return optax.adam(learning_rate, eps=eps)
     return optax.adam(optax.cosine_decay_schedule(learning_rate, cosine_steps), eps=eps)
+
+
+LRSchedule = Literal["constant", "cosine"]
+"""A learning rate held for the whole run, or decayed to zero over it by a cosine."""
+
+
+def scheduled_adam(
+    learning_rate: float, schedule: LRSchedule, total_updates: int
+) -> optax.GradientTransformation:
+    """Adam at `learning_rate`, held or decayed to zero over `total_updates` by a cosine."""
+    return adam(learning_rate, total_updates if schedule == "cosine" else None)
 
 
 def periodic_copy(params: Params, target: Params, step: jax.Array, period: int) -> Params:

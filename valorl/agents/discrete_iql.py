@@ -22,7 +22,14 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from valorl.agents.base import Metrics, Params, Spec, adam, create_train_state
+from valorl.agents.base import (
+    Metrics,
+    Params,
+    Spec,
+    adam,
+    create_train_state,
+    scheduled_adam,
+)
 from valorl.agents.discrete import (
     DiscreteCriticAgentBase,
     create_policy,
@@ -50,9 +57,12 @@ class DiscreteIQL(DiscreteCriticAgentBase, IQL):
 
     def init(self, key: jax.Array, spec: Spec) -> IQLState:
         key_actor, key_critic, key_value = jax.random.split(key, 3)
-        cosine = spec.total_updates if self.actor_lr_schedule == "cosine" else None
         actor = create_policy(
-            key_actor, spec, self.hidden_dims, adam(self.actor_lr, cosine), self.name
+            key_actor,
+            spec,
+            self.hidden_dims,
+            scheduled_adam(self.actor_lr, self.actor_lr_schedule, spec.total_updates),
+            self.name,
         )
         critic = self.create_critic(key_critic, spec)
         value = create_train_state(

@@ -18,7 +18,7 @@ critic head's loss (the paper: squared error). Defaults are the paper's MuJoCo s
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import flax.linen as nn
 import flax.struct
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from valorl.agents.base import (
     CriticAgentBase,
+    LRSchedule,
     Metrics,
     NetState,
     Params,
@@ -37,6 +38,7 @@ from valorl.agents.base import (
     grad_step,
     polyak,
     prefix,
+    scheduled_adam,
 )
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
@@ -78,7 +80,7 @@ class IQL(CriticAgentBase):
     """Q-network learning rate."""
     value_lr: float = 3e-4
     """V-network learning rate."""
-    actor_lr_schedule: Literal["cosine", "constant"] = "cosine"
+    actor_lr_schedule: LRSchedule = "cosine"
     """Cosine decay of the actor learning rate over training, as in the reference code."""
     hidden_dims: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of every network."""
@@ -97,9 +99,11 @@ class IQL(CriticAgentBase):
     def init(self, key: jax.Array, spec: Spec) -> IQLState:
         key_actor, key_critic, key_value = jax.random.split(key, 3)
         obs = jnp.zeros((1, *spec.obs_shape))
-        cosine = spec.total_updates if self.actor_lr_schedule == "cosine" else None
         actor = create_train_state(
-            self.actor_network(spec.action_dim), key_actor, (obs,), adam(self.actor_lr, cosine)
+            self.actor_network(spec.action_dim),
+            key_actor,
+            (obs,),
+            scheduled_adam(self.actor_lr, self.actor_lr_schedule, spec.total_updates),
         )
         critic = self.create_critic(key_critic, spec)
         value = create_train_state(

@@ -34,16 +34,17 @@ import jax
 import jax.numpy as jnp
 
 from valorl.agents.base import (
+    LRSchedule,
     Metrics,
     NetState,
     Params,
     Spec,
-    adam,
     apply,
     create_train_state,
     grad_step,
     polyak,
     prefix,
+    scheduled_adam,
 )
 from valorl.agents.entropy import MaxEntropyAgentBase, init_temperature
 from valorl.agents.steps import critic_steps
@@ -85,7 +86,7 @@ class SAC(MaxEntropyAgentBase):
     """Q the actor maximises: the ensemble's reduction (SAC: min of two) or its mean (RLPD)."""
     actor_lr: float = 3e-4
     """Actor learning rate."""
-    actor_lr_schedule: Literal["constant", "cosine"] = "constant"
+    actor_lr_schedule: LRSchedule = "constant"
     """The actor's learning rate held (SAC's) or decayed to zero over training by a cosine
     (OfflineRL-Kit's offline model-based agents)."""
     critic_lr: float = 3e-4
@@ -118,12 +119,11 @@ class SAC(MaxEntropyAgentBase):
 
     def init(self, key: jax.Array, spec: Spec) -> SACState:
         key_actor, key_critic, key_temperature = jax.random.split(key, 3)
-        cosine = spec.total_updates if self.actor_lr_schedule == "cosine" else None
         actor = create_train_state(
             TanhGaussianPolicy(self.hidden_dims, spec.action_dim),
             key_actor,
             (jnp.zeros((1, *spec.obs_shape)),),
-            adam(self.actor_lr, cosine),
+            scheduled_adam(self.actor_lr, self.actor_lr_schedule, spec.total_updates),
         )
         critic = self.create_critic(key_critic, spec)
         temperature = init_temperature(self.init_temperature, self.temperature_lr, key_temperature)
