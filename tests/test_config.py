@@ -9,7 +9,7 @@ from typing import Literal
 
 import pytest
 
-from valorl.agents import AGENTS, IQL, MOPO
+from valorl.agents import AGENTS, IQL, MOPO, make_agent
 from valorl.config import coerce, field_docs, from_dict, to_dict
 from valorl.critics import Categorical, CriticHead, QEnsemble, Scalar
 from valorl.errors import ValorlError
@@ -126,6 +126,10 @@ def test_a_field_added_later_reads_older_configs_as_they_behaved():
     old = {k: v for k, v in new.items() if k != "actor_lr_schedule"}
     assert from_dict(MOPO, old).actor_lr_schedule == "constant"
     assert from_dict(MOPO, new) == MOPO()
+    # a new agent from overrides (the CLI's and Python API's path) is not an old config
+    assert make_agent("mopo", penalty_coef=0.5).actor_lr_schedule == "cosine"
+    assert make_agent("mobile").actor_lr_schedule == "cosine"
+    assert make_agent("mopo", actor_lr_schedule="constant").actor_lr_schedule == "constant"
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,9 @@ def test_an_offline_model_based_run_fits_imagines_and_learns(mopo_run):
     model = json.loads((mopo_run / "diagnostics.json").read_text())["model"]
     assert model["split"] == "heldout" and model["episodes"] == 2
     assert len(model["obs_mse"]) == 2 and len(model["obs_mse"][0]) == 5
+    # a new run takes OfflineRL-Kit's cosine actor schedule (not the old configs' constant)
+    config = json.loads((mopo_run / "config.json").read_text())
+    assert config["agent"]["hyperparameters"]["actor_lr_schedule"] == "cosine"
 
 
 @pytest.mark.expensive  # 28 s; the penalty by hand: test_models.py

@@ -37,8 +37,17 @@ def _to_json(value: Any) -> Any:
 
 def added_later(default: Any, before: Any) -> Any:
     """A field whose default differs from how configs written before it existed behaved: new
-    configs get `default`, `from_dict` gives older ones (which lack it) `before`."""
+    configs get `default` (the dataclass's, and `new_defaults` for dicts of overrides),
+    `from_dict` gives saved ones that lack it `before`."""
     return dataclasses.field(default=default, metadata={"before": before})
+
+
+def new_defaults(cls: type) -> dict[str, Any]:
+    """The `added_later` fields of `cls` at their current defaults: what a new configuration
+    (not one read from a saved run) that leaves them out means."""
+    return {
+        f.name: f.default for f in dataclasses.fields(cls) if f.init and "before" in f.metadata
+    }
 
 
 def from_dict(cls: type, data: dict[str, Any]) -> Any:

@@ -27,7 +27,7 @@ from valorl.agents.rebrac import ReBRAC
 from valorl.agents.riql import RIQL
 from valorl.agents.sac import SAC
 from valorl.agents.td3_bc import TD3BC
-from valorl.config import from_dict
+from valorl.config import from_dict, new_defaults
 from valorl.errors import ValorlError
 
 AGENTS: dict[str, type] = {
@@ -52,8 +52,11 @@ def agent_class(name: str) -> type:
 
 def make_agent(name: str, **hyperparameters) -> Agent:
     """An agent by registry name with hyperparameters overridden, e.g. `make_agent("iql",
-    expectile=0.9)`; values are checked against the field types."""
-    return from_dict(agent_class(name), hyperparameters)
+    expectile=0.9)`; values are checked against the field types. A new agent: fields added
+    since older runs were saved take their current defaults, not the ones old runs trained
+    with."""
+    cls = agent_class(name)
+    return from_dict(cls, new_defaults(cls) | hyperparameters)
 
 
 __all__ = [
