@@ -45,9 +45,7 @@ def added_later(default: Any, before: Any) -> Any:
 def new_defaults(cls: type) -> dict[str, Any]:
     """The `added_later` fields of `cls` at their current defaults: what a new configuration
     (not one read from a saved run) that leaves them out means."""
-    return {
-        f.name: f.default for f in dataclasses.fields(cls) if f.init and "before" in f.metadata
-    }
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.init and "before" in f.metadata}
 
 
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
