@@ -25,7 +25,7 @@ from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
 from valorl.eval.evaluate import evaluate_run
 from valorl.eval.policy import Policy
-from valorl.eval.steering import critic_scores, steer
+from valorl.eval.steering import DEFAULT_BETA, DEFAULT_SAMPLES, critic_scores, steer
 
 OBS_DIM, ACTION_DIM = 3, 2
 
@@ -121,7 +121,8 @@ def test_argmax_picks_the_largest_component_by_hand(obs):
     assert len(np.unique(candidates[:, :, 0].argmax(axis=1))) > 1  # not always one index
     # a callable policy gives the same choice from the same samples
     sample = lambda o, k: np.asarray(policy(o, key=k, deterministic=False))
-    np.testing.assert_array_equal(steer(sample, critic, samples=8)(obs, key=key), expected)
+    chosen_by_callable = steer(sample, critic, samples=8, beta=0.0)(obs, key=key)
+    np.testing.assert_array_equal(chosen_by_callable, expected)
 
 
 def test_softmax_returns_one_of_the_samples(obs):
@@ -172,7 +173,7 @@ def test_critic_scores_environment_actions_through_its_own_normaliser(obs):
     policy = run_of(UniformPolicy(), {}, policy_norm)
     critic = run_of(TargetCritic(), state(stretched), stretched)
     key = jax.random.key(11)
-    chosen = steer(policy, critic, samples=16)(obs, key=key)
+    chosen = steer(policy, critic, samples=16, beta=0.0)(obs, key=key)
     candidates = own_samples(policy, obs, key, 16)
     distance = np.sum((candidates - obs[:, None, :ACTION_DIM]) ** 2, axis=-1)
     np.testing.assert_allclose(chosen, candidates[np.arange(5), distance.argmin(axis=1)])
@@ -184,7 +185,7 @@ def test_chunks_are_scored_by_their_first_action_and_returned_whole(obs):
     policy = run_of(UniformPolicy(h=3), {})
     critic = run_of(LinearCritic(), {"w": [1.0, 0.0]})
     key = jax.random.key(5)
-    chosen = steer(policy, critic, samples=8)(obs, key=key)
+    chosen = steer(policy, critic, samples=8, beta=0.0)(obs, key=key)
     candidates = own_samples(policy, obs, key, 8)  # (5, 8, 3, 2)
     assert chosen.shape == (5, 3, ACTION_DIM)
     best_first = candidates[:, :, 0, 0].argmax(axis=1)
@@ -268,8 +269,13 @@ def test_cli_eval_steered(iql_run, capsys):
                  "--episodes", "1", "--json"]) == 0  # fmt: skip
     summary = json.loads(capsys.readouterr().out)
     assert summary["steering"] == dict(
-        steer_with=str(iql_run), samples=4, beta=0.0, reduction="min"
+        steer_with=str(iql_run), samples=4, beta=DEFAULT_BETA, reduction="min"
     )
+    with pytest.raises(SystemExit):  # the defaults `--help` states are the ones used
+        main(["eval", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {DEFAULT_SAMPLES}, as V-GPS's code)" in help_text
+    assert f"(default: {DEFAULT_BETA}, as V-GPS's code)" in help_text
     assert len(summary["return_per_seed"]) == 2
     assert main(["eval", str(iql_run), "--samples", "4"]) == 2
     assert capsys.readouterr().err.strip() == (

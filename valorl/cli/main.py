@@ -114,14 +114,15 @@ def build_parser() -> Parser:
         type=int,
         default=None,
         metavar="N",
-        help="actions drawn from the policy per decision when steering (default: 16)",
+        help="actions drawn from the policy per decision when steering (default: 10, as "
+        "V-GPS's code)",
     )
     ev.add_argument(
         "--beta",
         type=float,
         default=None,
-        help="steering temperature in return units: 0 takes the highest-Q sample (default), "
-        "beta > 0 draws from softmax(Q / beta)",
+        help="steering temperature in return units: beta > 0 draws from softmax(Q / beta), 0 "
+        "takes the highest-Q sample (default: 1.0, as V-GPS's code)",
     )
     ev.add_argument(
         "--reduction",

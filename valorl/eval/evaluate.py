@@ -13,7 +13,7 @@ from valorl.envs.goal_tasks import check_episodes
 from valorl.envs.rollouts import episode_seeds
 from valorl.errors import ValorlError
 from valorl.eval.policy import load_policy
-from valorl.eval.steering import Reduction, steer
+from valorl.eval.steering import DEFAULT_BETA, DEFAULT_SAMPLES, Reduction, steer
 from valorl.training.evaluation import fresh_noise, run_evaluator, seed_policies
 
 FRESH_ROUNDS = 1_000_000
@@ -66,7 +66,8 @@ def evaluate_run(
         policy = dataclasses.replace(policy, agent=agent)
     steered, steering = None, None
     if steer_with is not None:
-        samples, beta = 16 if samples is None else samples, 0.0 if beta is None else beta
+        samples = DEFAULT_SAMPLES if samples is None else samples
+        beta = DEFAULT_BETA if beta is None else beta
         steered = steer(policy, steer_with, samples=samples, beta=beta, reduction=reduction)
         steering = dict(steer_with=str(steer_with), samples=samples, beta=beta, reduction=reduction)
     if policy.goals is not None:

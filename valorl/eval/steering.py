@@ -17,8 +17,10 @@ or that valorl has to make on its own:
   generalist's actions from its statistics to the critic's bounds, experiments/eval_vgps.py.)
   The scored action is exactly the executed one (not clipped to the critic's bounds).
 - Chunks. A policy with `action_chunk` h > 1 returns (batch, h, action_dim); the one-step
-  critic scores the chunk's FIRST action and the whole chosen chunk is returned, to be
-  executed open-loop (as V-GPS scores the first action of an Octo chunk).
+  critic scores the chunk's FIRST action (as V-GPS scores the first action of an Octo chunk)
+  and the whole chosen chunk is returned, to be executed open-loop as valorl's chunked agents
+  are. V-GPS instead re-chooses at every step and executes Octo's temporal ensemble of its
+  recent chunks, so the later actions of a chunk here are never scored.
 - Ensemble. Q is the ensemble's minimum by default, as V-GPS's `get_q_values` takes
   (jaxrl_m/agents/continuous/cql.py and gc_iql.py: `jnp.min` over the critics); `"mean"`
   is the option. V-GPS reads its target critic; valorl's `q_values` reads the online one.
@@ -56,6 +58,12 @@ from valorl.eval.policy import Policy, load_policy, observation_batch
 from valorl.training.evaluation import fresh_noise
 from valorl.training.fused import compiled_cache
 
+DEFAULT_SAMPLES = 10
+"""N, as the reference's default (nakamotoo/V-GPS, experiments/eval_vgps.py `num_samples`)."""
+DEFAULT_BETA = 1.0
+"""β, as the reference's default action temperature ("the beta value in the paper",
+eval_vgps.py `action_temp`): a draw from softmax(Q); 0 takes the argmax, which at large N
+leans on the critic's errors (BENCHMARKS.md, V-GPS)."""
 Reduction = Literal["min", "mean"]
 REDUCTIONS: tuple[str, ...] = ("min", "mean")
 SampleFn = Callable[[np.ndarray, jax.Array], Any]
@@ -249,8 +257,8 @@ def steer(
     policy: str | os.PathLike | Policy | SampleFn,
     critic: str | os.PathLike | Policy,
     *,
-    samples: int = 16,
-    beta: float = 0.0,
+    samples: int = DEFAULT_SAMPLES,
+    beta: float = DEFAULT_BETA,
     reduction: Reduction = "min",
     seed: int = 0,
 ) -> SteeredPolicy:
