@@ -16,8 +16,10 @@ trained on the n-step target directly, V by the same quantile backup):
 
 κ_b and κ_d per arm are the reference's for its smallest cube task (experiments/reproduce.py,
 cube-triple; it has no cube-double settings), γ its 0.999.
-    gciql    IQL with OGBench's GCIQL rewards (0 at the goal, −1 elsewhere); not OGBench's
-             GCIQL itself, which extracts with DDPG+BC and samples its actor's goals apart
+    gciql    IQL with OGBench's GCIQL rewards (0 at the goal, −1 elsewhere) and its critic
+             (expectile 0.9, GELU with LayerNorm after each activation, constant actor rate);
+             not OGBench's GCIQL itself, which extracts with DDPG+BC, samples its actor's goals
+             apart (all from the future, geometric value goals) and normalises its value net
 
 Every chunked arm uses values as probabilities (`bce`), success rewards, OGBench's oracle goals
 (the cubes' positions, DQC's `oraclerep`) and min-of-two critics for extraction (the
@@ -42,7 +44,8 @@ ARMS = {
     "qc-25": f"dqc --horizon 25 --action-horizon 25 {CHUNKED} --value-quantile 0.93",
     "qc-5": f"dqc --horizon 5 --action-horizon 5 {CHUNKED} --value-quantile 0.93",
     "os": f"dqc --horizon 1 --action-horizon 1 {CHUNKED} --value-quantile 0.5",
-    "gciql": "iql --goals oracle --goal-reward negative",
+    "gciql": "iql --goals oracle --goal-reward negative --expectile 0.9 --layer-norm true "
+    "--norm-after-activation true --activation gelu --actor-lr-schedule constant",
 }
 
 
