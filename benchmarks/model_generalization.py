@@ -30,7 +30,9 @@ from the paper, stated: Adam has β2 0.999 and no weight decay (the paper: AdamW
 weight decay 1e-6), ε 1e-5 as the paper; greedy evaluation episodes start fresh (the paper's
 continuing evaluations also start from a reset). Evaluation: `--eval-episodes` (32, as the paper)
 greedy episodes of 100 steps (ProcMaze: return until the goal; the continuing two: reward
-summed over 100 steps, i.e. 100 x the paper's reward rate) every `--steps`/20 steps.
+summed over 100 steps, i.e. 100 x the paper's reward rate) every `--steps`/20 steps. Training
+has no time limit, as the paper's (since 2026-12-02; the results recorded before truncated
+training episodes at 100 steps too).
 
 Finished runs are reused and an interrupted run resumes from its checkpoint, so re-running the
 same command continues. Prints per environment each arm's return averaged over the last

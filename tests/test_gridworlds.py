@@ -247,6 +247,22 @@ def test_stepping_inside_a_scan_equals_one_call_at_a_time(env):
     assert scanned.observations.dtype == np.uint8
 
 
+@pytest.mark.parametrize("env", [ProcMaze(4, spontaneous=0.0), ButtonGrid(4, 3), PanFlute(3)])
+def test_evaluation_truncates_at_100_steps_and_training_never(env):
+    """The paper evaluates over 100 steps and trains without a time limit."""
+    for world, truncated_at in ((env, 100), (env.for_training(), None)):
+        assert world.id == env.id
+        obs, state = world.reset(KEY)
+        step = jax.jit(world.step)
+        truncations = []
+        for t in range(150):
+            _, state, _, terminated, truncated = step(jax.random.fold_in(KEY, t), state, NOOP)
+            assert not terminated  # standing still never reaches a maze's goal
+            truncations.append(bool(truncated))
+        expected = [truncated_at is not None and t + 1 >= truncated_at for t in range(150)]
+        assert truncations == expected
+
+
 def test_ids_name_the_gridworlds_and_gymnasium_steps_them():
     for env in [*ENVS, ProcMaze(), ButtonGrid(5, 2), PanFlute(), ProcMaze(4, spontaneous=0.5)]:
         assert gridworld(env.id) == env and is_jax_env(env.id)
@@ -281,6 +297,9 @@ def test_dqn_trains_on_a_gridworld_in_the_compiled_loop(tmp_path):
     progress = load_progress(path)
     assert progress.online.env_carry is not None  # the environments stepped on the device
     np.testing.assert_array_equal(progress.online.buffers.size, [400, 400])
+    # training has no time limit: the continuing PanFlute is one unending episode per seed
+    assert run.metrics()[-1]["rollout/episode_return"] == [None, None]
+    assert not np.asarray(progress.online.buffers.data.dones).any()
     # an evaluation episode is 100 steps; the reward needs at least 3 steps per success
     assert result.returns.shape == (2, 1, 2)
     assert ((result.returns >= 0) & (result.returns <= 34)).all()

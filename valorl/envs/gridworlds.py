@@ -33,10 +33,12 @@ the player where it is.
 
 Episodes and truncation: the paper trains without time limits and evaluates over 100 steps
 (the sum of rewards until termination for ProcMaze, the reward rate for the continuing two).
-valorl's JAX environments need a length at which an episode is truncated, so every gridworld
-truncates after `MAX_EPISODE_STEPS` = 100 steps: an evaluation episode is then exactly the
-paper's evaluation (a continuing environment's return is 100 times its reward rate), and a
-truncation still bootstraps in training. The continuing environments never terminate.
+So does valorl: a gridworld truncates after `MAX_EPISODE_STEPS` = 100 steps, which makes an
+evaluation episode exactly the paper's (a continuing environment's return is 100 times its
+reward rate), and the compiled training loop steps `env.for_training()`, the same world
+without the limit (ButtonGrid keeps its layout until it is solved, a ProcMaze episode lasts
+until the goal). The host loop (`--host-loop`) steps Gymnasium's environment, which
+truncates in training too. The continuing environments never terminate.
 
 `state_from_obs(obs)` rebuilds the environment's state from an observation alone (every one of
 these observations is a complete description of the state), so the true dynamics can be
@@ -79,11 +81,6 @@ def _coin(key: jax.Array, p: float) -> jax.Array:
     return jax.random.uniform(key) < p
 
 
-def _truncation(time: jax.Array, terminated: jax.Array) -> tuple[jax.Array, jax.Array]:
-    time = time + 1
-    return time, (time >= MAX_EPISODE_STEPS) & ~terminated
-
-
 def _check_probability(p: float | None) -> None:
     if p is not None and not 0.0 <= p <= 1.0:
         raise ValorlError(f"a spontaneous-event probability must be in [0, 1], got {p}")
@@ -104,6 +101,16 @@ class GridWorld:
     """Boolean observations (stored as uint8 in {0, 1}), as MinAtar's frames."""
     sticky_actions: ClassVar[float] = 0.0
     """The paper's environments have none."""
+    time_limited: bool = dataclasses.field(default=True, kw_only=True)
+    """Truncate episodes after `max_episode_steps` (evaluation); off in training."""
+
+    def for_training(self) -> GridWorld:
+        """The world as the paper trains in it: no time limit."""
+        return dataclasses.replace(self, time_limited=False)
+
+    def _truncation(self, time: jax.Array, terminated: jax.Array) -> tuple[jax.Array, jax.Array]:
+        time = time + 1
+        return time, (time >= MAX_EPISODE_STEPS) & ~terminated & self.time_limited
 
     @property
     def spontaneous_p(self) -> float:
@@ -237,7 +244,7 @@ class ProcMaze(GridWorld):
         target = jnp.clip(state.pos + jnp.asarray(MOVES)[action], 0, g - 1)
         pos = jnp.where(state.walls[target[0], target[1]], state.pos, target)
         pos = jnp.where(_coin(key, self.spontaneous_p), state.goal, pos)
-        time, truncated = _truncation(state.time, terminated)
+        time, truncated = self._truncation(state.time, terminated)
         state = state.replace(pos=pos.astype(jnp.int32), time=time)
         return self.observe(state), state, jnp.float32(-1.0), terminated, truncated
 
@@ -326,7 +333,7 @@ class ButtonGrid(GridWorld):
         moved = jnp.any(pos != state.pos)
         on = state.on ^ (moved & (state.buttons == pos[0] * g + pos[1]))
         on = on | _coin(coin_key, self.spontaneous_p)
-        time, truncated = _truncation(state.time, jnp.bool_(False))
+        time, truncated = self._truncation(state.time, jnp.bool_(False))
         moved_on = ButtonState(pos, state.buttons, on, time)
         fresh = self._layout(layout_key, time)
         state = jax.tree.map(lambda a, b: jnp.where(success, a, b), fresh, moved_on)
@@ -399,7 +406,7 @@ class PanFlute(GridWorld):
         shifted = jnp.concatenate([jnp.zeros(1, bool), cells[:-1]])  # each cell from the one before
         cells = jnp.where(first, pipe == action, shifted)
         cells = cells | (last & _coin(key, self.spontaneous_p))
-        time, truncated = _truncation(state.time, jnp.bool_(False))
+        time, truncated = self._truncation(state.time, jnp.bool_(False))
         state = PipeState(cells, time)
         return self.observe(state), state, reward, jnp.bool_(False), truncated
 

@@ -115,6 +115,10 @@ class GymnaxEnv:
     def max_episode_steps(self) -> int:
         return int(self._env[1].max_steps_in_episode)
 
+    def for_training(self) -> GymnaxEnv:
+        """Training steps the game as evaluation does (gymnax's time limit included)."""
+        return self
+
     def reset(self, key: jax.Array) -> tuple[jax.Array, StickyState]:
         env, params = self._env
         obs, inner = env.reset_env(key, params)

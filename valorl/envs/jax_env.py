@@ -36,6 +36,11 @@ class JaxEnv(Protocol):
     max_episode_steps: int
     """Length at which an episode is truncated."""
 
+    def for_training(self) -> JaxEnv:
+        """The environment the compiled training loop steps (the gridworlds drop their time
+        limit there, as their paper trains)."""
+        ...
+
     def reset(self, key: jax.Array) -> tuple[jax.Array, Any]: ...
 
     def step(

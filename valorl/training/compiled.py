@@ -89,7 +89,7 @@ class CompiledEvaluator:
 def jax_environment_phase(loop: Loop) -> None:
     """Interact and learn until the run's last environment step, in compiled chunks."""
     plan, agent, interaction = loop.plan, loop.plan.agent, loop.plan.interaction
-    env, progress = plan.jax_env, loop.online
+    env, progress = plan.jax_env.for_training(), loop.online
     per_iteration = interaction.env_steps_per_call * interaction.num_envs
     updates = plan.updates_per_iteration
     cadence = plan.schedule.phase(online=True)
