@@ -252,7 +252,7 @@ def test_evaluation_truncates_at_100_steps_and_training_never(env):
     """The paper evaluates over 100 steps and trains without a time limit."""
     for world, truncated_at in ((env, 100), (env.for_training(), None)):
         assert world.id == env.id
-        obs, state = world.reset(KEY)
+        _, state = world.reset(KEY)
         step = jax.jit(world.step)
         truncations = []
         for t in range(150):
