@@ -19,12 +19,12 @@ its last batch.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from valorl.agents.base import Metrics, Params, Spec, apply
+from valorl.agents.base import LRSchedule, Metrics, Params, Spec, apply
 from valorl.agents.sac import SAC, SACState
 from valorl.config import added_later
 from valorl.critics.lipschitz import lipschitz_estimate, robust_loss
@@ -152,7 +152,7 @@ class OfflineModelBasedSAC(ModelBasedSAC):
 
     actor_lr: float = 1e-4
     """Actor learning rate (OfflineRL-Kit's 1e-4)."""
-    actor_lr_schedule: Literal["constant", "cosine"] = added_later("cosine", before="constant")
+    actor_lr_schedule: LRSchedule = added_later("cosine", before="constant")
     """The actor's learning rate decayed to zero over training (OfflineRL-Kit), or held."""
     temperature_lr: float = 1e-4
     """Learning rate of log α (OfflineRL-Kit's 1e-4)."""
