@@ -125,6 +125,9 @@ def test_round_trip_through_ogbench_loader(trajectories, tmp_path):
         np.testing.assert_array_equal(getattr(back, key), getattr(ours, key))
     np.testing.assert_array_equal(back.timeouts, ours.timeouts)
     assert back.info.env_id == "cube-single-v0"
+    sized = tmp_path / "cube-single-play-1m-v0.npz"  # a zoo build's size in the name
+    sized.write_bytes(train.read_bytes())
+    assert load_dataset(sized).info.env_id == "cube-single-v0"
     # the oracle goals of the stored states are OGBench's (its add_oracle_reps)
     env, reps, _ = ogbench.make_env_and_datasets(
         "cube-single-play-oraclerep-v0", dataset_path=str(train)

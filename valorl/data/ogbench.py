@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -178,10 +179,13 @@ def from_layout(arrays: dict[str, np.ndarray], path: Path) -> Dataset:
 
 def _env_from_name(name: str) -> str | None:
     """OGBench's environment of a dataset file named as OGBench names them
-    (`cube-double-play-v0` -> `cube-double-v0`), or None."""
+    (`cube-double-play-v0` -> `cube-double-v0`; a size after the kind, as valorl's
+    `scene-play-1m-v0`, is dropped), or None."""
     import gymnasium as gym
 
     parts = name.split("-")
+    if len(parts) > 3 and re.fullmatch(r"\d+[km]?", parts[-2]):
+        parts = parts[:-2] + parts[-1:]
     if len(parts) < 3 or not is_ogbench(name):
         return None
     env_id = "-".join(parts[:-2] + parts[-1:])
