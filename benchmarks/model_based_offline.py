@@ -10,6 +10,7 @@ Arms, on every dataset, the same seeds trained together (vmapped):
     mopo-single-lip   MOPO with one probabilistic model (its own σ is the penalty) and the
                       robust Lipschitz loss on imagined states (ε 0.01, λ_robust 1)
     mobile            MOBILE with the ensemble, OfflineRL-Kit's β per dataset, 10 samples
+                      (no single-model arm: its penalty is a spread across members)
     iql, cql          the model-free baselines, valorl's defaults
 
 Scaled down from OfflineRL-Kit's protocol (3M gradient steps, 50k rollouts every 1000 steps,

@@ -15,6 +15,10 @@ OfflineRL-Kit: N = 10 samples, SAC's α tuned, its offline SAC settings (`Offlin
 β depends on the dataset; OfflineRL-Kit's run_mobile.py suggests (medium / medium-replay /
 medium-expert) halfcheetah 0.5 / 0.1 / 2.0, hopper 1.5 / 0.1 / 1.5 (hopper-medium with α
 fixed), walker2d 0.5 / 0.5 / 1.5, with h = 1 on walker2d medium-replay and medium-expert.
+
+MOBILE has no single-model form: u is a spread across members, and one model has none (the
+samples of one Gaussian measure its noise, not its error), so it needs at least two elites;
+the single model with a Lipschitz-regularised critic (Zheng et al. 2023) pairs with MOPO.
 """
 
 from __future__ import annotations
