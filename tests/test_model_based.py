@@ -143,6 +143,8 @@ def test_bad_model_based_settings_are_refused_before_anything_is_written(tmp_pat
     out = tmp_path / "run"
     with pytest.raises(ValorlError, match="--steps must be a multiple of 5"):
         train_offline(out, steps=12)
+    with pytest.raises(ValorlError, match="--robust-coef regularises the critic on imagined"):
+        train_offline(out, robust_coef=1.0, rollouts=dataclasses.replace(OFFLINE, real_ratio=1.0))
     with pytest.raises(ValorlError, match=r"--model-loss vagram .* needs a model refitted"):
         train_offline(out, model=dataclasses.replace(MODEL, model_loss="vagram"))
     with pytest.raises(ValorlError, match="--start-steps must be a positive multiple"):

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from conftest import compiled_init
 
-from valorl.agents import MOBILE, MOPO, Spec
+from valorl.agents import MBPO, MOBILE, MOPO, Spec
 from valorl.agents.sac import SAC
 from valorl.critics.lipschitz import lipschitz_estimate, robust_loss, worst_perturbation
 from valorl.data import replay
 from valorl.data.dataset import Batch
 from valorl.errors import ValorlError
 from valorl.models import DynamicsModel, Prediction, Rollouts, add_valid, fit, rollout
-from valorl.models.fit import bootstrap
+from valorl.models.fit import bootstrap, vagram_weights
 from valorl.models.termination import termination_rule
 
 S, A = 3, 2
@@ -275,14 +275,62 @@ def test_the_vagram_loss_by_hand():
     assert float(loss) == pytest.approx(by_hand, abs=1e-6)  # termination BCE ≈ 2e-22
 
 
+def test_vagram_weights_by_hand():
+    """On standardised targets the reference's (1/S)·Σ g_d²·e_d² + e_r² (raw units) weighs
+    dimension d by g_d²·σ_d² and the reward by S·σ_r²; the plain error adds 1 to each."""
+    g2 = jnp.array([[4.0, 0.0], [1.0, 9.0]])  # two rows, S = 2
+    std = jnp.array([0.5, 2.0, 3.0])  # σ of the two state changes, then of the reward
+    expected = np.array([[1.0, 0.0, 18.0], [0.25, 36.0, 18.0]])
+    np.testing.assert_allclose(vagram_weights(g2, std), expected)
+    np.testing.assert_allclose(vagram_weights(g2, std, jnp.bool_(True)), expected + 1)
+
+
+def test_mbpo_value_weights_average_squared_gradients_of_online_and_target_members():
+    """VaGraM's reference (`use_all_vf`): the mean over the online and target critics' members
+    of (∂Q_i(s', a')/∂s')², the action a' = tanh μ(s') held fixed."""
+    agent = MBPO(hidden_dims=(8,), batch_size=4, model=DynamicsModel(model_hidden_dims=(4,)))
+    state = compiled_init(agent, Spec(obs_shape=(3,), action_dim=2))
+    target = jax.tree.map(lambda x: 1.5 * x + 0.1, state.critic.params)  # unlike the online one
+    state = state.replace(target_critic=target)
+    next_obs = jax.random.normal(jax.random.key(3), (5, 3))
+    weights = np.asarray(jax.jit(lambda s, o: agent.value_weights(s)(o))(state, next_obs))
+    actions = agent.act(state, next_obs, None, deterministic=True)
+    by_member = []
+    for params in (state.critic.params, target):
+        online = state.replace(critic=state.critic.replace(params=params))
+        for i in range(agent.ensemble.num_qs):
+            q = lambda o, a, i=i, s=online: agent.q_values(s, o[None], a[None])[i, 0]
+            by_member.append([jax.grad(q)(next_obs[r], actions[r]) for r in range(5)])
+    np.testing.assert_allclose(weights, np.square(np.asarray(by_member)).mean(0), rtol=1e-5)
+
+
+def test_vagram_adds_the_plain_error_for_the_first_1000_environment_steps(monkeypatch):
+    """As its reference's first MBPO epoch: while the critic has taken fewer than 1000·UTD
+    updates, the fit gets `plain_mse`; the weights come from the agent's critic."""
+    import valorl.training.model_based as training
+
+    seen = []
+    monkeypatch.setattr(
+        training, "fit", lambda *args: seen.append((args[5], bool(args[6]))) or (args[1], {})
+    )
+    agent = MBPO(hidden_dims=(8,), batch_size=4, utd=2,
+                 model=DynamicsModel(model_hidden_dims=(4,), model_loss="vagram"))  # fmt: skip
+    state = compiled_init(agent, Spec(obs_shape=(3,), action_dim=2))
+    for updates in (0, 1999, 2000):
+        aged = state.replace(critic=state.critic.replace(step=jnp.int32(updates)))
+        training.fit_model(agent, aged, None, 10, jax.random.key(0))
+    assert [plain for _, plain in seen] == [True, True, False]
+    assert all(callable(weights) for weights, _ in seen)
+
+
 def test_vagram_fits_the_directions_the_value_changes_along():
     """With a value that depends on the first state dimension only, the fitted model learns
     that dimension's dynamics and not the second's."""
     data, _ = linear_data(2000)
     model = linear_model(model_lr=1e-2, model_max_epochs=60, model_patience=60)
     state = compiled_init(model, S, A)
-    value_grad = lambda s: jnp.broadcast_to(jnp.array([1.0, 0.0, 0.0]), s.shape)
-    fitted, _ = jax.jit(lambda s, k: fit(model, s, data, 2000, k, value_grad))(
+    value_weights = lambda s: jnp.broadcast_to(jnp.array([1.0, 0.0, 0.0]), s.shape)
+    fitted, _ = jax.jit(lambda s, k: fit(model, s, data, 2000, k, value_weights))(
         state, jax.random.key(1)
     )
     p = model.predict(fitted, data.observations, data.actions)

@@ -31,7 +31,7 @@ from valorl.critics.lipschitz import lipschitz_estimate, robust_loss
 from valorl.data.dataset import Batch
 from valorl.errors import ValorlError
 from valorl.models import DynamicsModel, ModelState, Prediction, Rollouts
-from valorl.models.fit import ValueGrad
+from valorl.models.fit import ValueWeights
 
 
 class ModelBasedState(SACState):
@@ -61,6 +61,11 @@ class ModelBasedSAC(SAC):
             raise ValorlError(
                 "--robust-coef and --robust-radius must be non-negative and --robust-steps "
                 "at least 1"
+            )
+        if self.robust_coef > 0 and self.real_rows >= self.batch_size:
+            raise ValorlError(
+                "--robust-coef regularises the critic on imagined rows, and a batch of "
+                f"{self.batch_size} at --real-ratio {self.rollouts.real_ratio} has none"
             )
 
     def init(self, key: jax.Array, spec: Spec) -> ModelBasedState:
@@ -130,18 +135,24 @@ class ModelBasedSAC(SAC):
         """SAC's update: `utd` critic steps, then one actor and temperature step."""
         return super().update(state, batch, key)
 
-    def value_gradient(self, state: ModelBasedState) -> ValueGrad:
-        """∂V/∂s' with V(s') = min_i Q_i(s', tanh μ(s')): the weights of VaGraM's model loss."""
+    def value_weights(self, state: ModelBasedState) -> ValueWeights:
+        """VaGraM's weights: (∂Q_i(s', a')/∂s')² averaged over the critic's members, online and
+        target, at a' = tanh μ(s') held fixed, as its reference (`use_all_vf`, the action
+        detached)."""
 
-        def value(obs):
-            actions = self.act(state, obs, None, deterministic=True)
-            return self.q_values(state, obs, actions).min(axis=0).sum()
+        def q_sums(params, obs, actions):  # (members,): each member's Q summed over rows
+            return self.critic.value(apply(state.critic, params, obs, actions)).sum(axis=-1)
 
-        def grad(next_obs):
+        def weights(next_obs):
             flat = next_obs.reshape(-1, next_obs.shape[-1])
-            return jax.grad(value)(flat).reshape(next_obs.shape)
+            actions = self.act(state, flat, None, deterministic=True)
+            grads = [  # with respect to the observations only: the actions are held fixed
+                jax.jacrev(q_sums, argnums=1)(params, flat, actions)  # (members, rows, S)
+                for params in (state.critic.params, state.target_critic)
+            ]
+            return jnp.square(jnp.concatenate(grads)).mean(axis=0).reshape(next_obs.shape)
 
-        return grad
+        return weights
 
 
 @dataclasses.dataclass(frozen=True)

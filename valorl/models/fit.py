@@ -17,11 +17,15 @@ The rows come as a fixed-size `Batch` of which the first `size` are real (a repl
 in that order), so the same compiled fit serves a growing buffer; it is a pure function of
 arrays and vmaps over seeds (a `lax.while_loop` whose seeds stop at different epochs).
 
-`value_grad` turns the loss into VaGraM's (Voelcker et al., "Value Gradient weighted
-Model-Based Reinforcement Learning", ICLR 2022, Eq. 6, the diagonal bound of the value-aware
-loss): each next-state dimension's squared error is weighted by the square of the value
-function's gradient along it at the observed next state, (∂V/∂s'_d)², so the model spends its
-capacity on the directions the value changes along.
+`value_weights` turns the loss into VaGraM's (Voelcker et al., "Value Gradient weighted
+Model-Based Reinforcement Learning", ICLR 2022, the diagonal bound of the value-aware loss):
+each next-state dimension's squared error is weighted by the square of the value function's
+gradient along it at the observed next state, g_d² = (∂V/∂s'_d)², so the model spends its
+capacity on the directions the value changes along. As its reference code (pairlab/vagram,
+`mbrl/models/vaml_mlp.py`), the loss is (1/S)·Σ_d g_d²·e_d² + e_r² in the data's units (e the
+error of next state and reward): on standardised targets that is the weight g_d²·σ_d² for
+dimension d and S·σ_r² for the reward. `plain_mse` adds the unweighted squared error of the
+standardised targets (the reference adds plain MSE while the critic is young).
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ import jax.numpy as jnp
 from valorl.data.dataset import Batch
 from valorl.models.dynamics import DynamicsModel, ModelState
 
-ValueGrad = Callable[[jax.Array], jax.Array]
-"""Next observations (..., S) -> ∂V/∂s' at them (..., S), in the data's units."""
+ValueWeights = Callable[[jax.Array], jax.Array]
+"""Next observations (..., S) -> VaGraM's weights g² at them (..., S): squared value gradients
+in the data's units."""
 
 
 def _moments(x: jax.Array, valid: jax.Array, size: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -53,13 +58,26 @@ def bootstrap(key: jax.Array, members: int, n: int, low: jax.Array, high: jax.Ar
     return jax.random.randint(key, (members, n), low, high, jnp.int32)
 
 
+def vagram_weights(
+    squared_grads: jax.Array, target_std: jax.Array, plain_mse: jax.Array | bool = False
+) -> jax.Array:
+    """VaGraM's weights of each standardised target (next-state change, then reward) from the
+    squared value gradients g² (..., S) (module docstring): g_d²·σ_d² for the next state,
+    S·σ_r² for the reward, each + 1 with `plain_mse`."""
+    state_w = squared_grads * jnp.square(target_std[:-1])
+    reward_w = jnp.full_like(state_w[..., :1], state_w.shape[-1] * target_std[-1] ** 2)
+    w = jnp.concatenate([state_w, reward_w], axis=-1)
+    return w + jnp.asarray(plain_mse, w.dtype)
+
+
 def fit(
     model: DynamicsModel,
     state: ModelState,
     data: Batch,
     size: jax.Array | int,
     key: jax.Array,
-    value_grad: ValueGrad | None = None,
+    value_weights: ValueWeights | None = None,
+    plain_mse: jax.Array | bool = False,
 ) -> tuple[ModelState, dict[str, jax.Array]]:
     """Fit `state` to the first `size` rows of `data` (one-step transitions; `masks` 0 marks a
     termination). Returns the fitted state and metrics: epochs run, the elites' mean held-out
@@ -97,12 +115,9 @@ def fit(
     resamples = bootstrap(key_bootstrap, model.model_members, n, num_holdout, size)
 
     def weights(rows: jax.Array) -> jax.Array | None:
-        """VaGraM's weights of each standardised target dimension at `rows`: (∂V/∂s'_d · σ_d)²
-        for the next state (the chain rule through the standardisation), 1 for the reward."""
-        if value_grad is None:
+        if value_weights is None:
             return None
-        scale = jnp.square(value_grad(next_obs[rows]) * target_std[:-1])
-        return jnp.concatenate([scale, jnp.ones_like(scale[..., :1])], axis=-1)
+        return vagram_weights(value_weights(next_obs[rows]), target_std, plain_mse)
 
     def holdout_error(params) -> jax.Array:
         """(members,) mean squared error of the held-out standardised targets (weighted as

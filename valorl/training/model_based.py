@@ -33,13 +33,21 @@ FIT_KEYS = 0xF17
 """Tag folded into a seed's key for the keys of model fitting."""
 ROLLOUT_KEYS = 0x6011
 """Tag folded into a seed's key for the keys of online rollouts."""
+VAGRAM_MSE_STEPS = 1000
+"""VaGraM's reference adds the plain squared error to its model loss for the first MBPO epoch
+(1000 environment steps, `mbrl/algorithms/mbpo.py`: `add_mse`), while the critic whose
+gradients weight the loss is still close to its random start."""
 
 
 def fit_model(agent: Agent, state: Any, rows: Batch, size: jax.Array, key: jax.Array):
     """One seed's model refitted on the first `size` of `rows` (with VaGraM's weights from the
-    agent's current critic when the model's loss asks for them)."""
-    value_grad = agent.value_gradient(state) if agent.model.model_loss == "vagram" else None
-    model, metrics = fit(agent.model, state.model, rows, size, key, value_grad)
+    agent's current critic when the model's loss asks for them, and the plain squared error
+    too while the critic has learned for fewer than `VAGRAM_MSE_STEPS` environment steps)."""
+    weights, plain = None, False
+    if agent.model.model_loss == "vagram":
+        weights = agent.value_weights(state)
+        plain = state.critic.step < VAGRAM_MSE_STEPS * agent.utd
+    model, metrics = fit(agent.model, state.model, rows, size, key, weights, plain)
     return state.replace(model=model), {f"model/{k}": v for k, v in metrics.items()}
 
 
