@@ -1,5 +1,5 @@
 """ReBRAC: the dataset's next actions, the penalised critic target and the actor loss by hand,
-and the refusal to train online."""
+its small first actions, and the refusal to train online."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from conftest import TINY, synthetic_dataset
 
 import valorl
-from valorl.agents import ReBRAC, Spec
+from valorl.agents import TD3BC, ReBRAC, Spec
 from valorl.agents.base import apply
 from valorl.data.dataset import sample_batch
 from valorl.errors import ValorlError
@@ -59,6 +59,18 @@ def test_rebrac_target_and_actor_loss_by_hand():
     q_min = q_pi.min(0)
     expected = -(q_min / np.abs(q_min).mean()).mean() + 0.3 * ((pi - b.actions) ** 2).sum(-1).mean()
     assert float(actor_loss) == pytest.approx(expected, rel=1e-4)
+
+
+def test_rebracs_first_actions_lie_near_zero():
+    """ReBRAC's actor starts with an output layer 100 times smaller (FQL's `actor_fc_scale`
+    0.01) than TD3+BC's, whose first actions are spread over (−1, 1)."""
+    obs = jax.random.normal(jax.random.key(1), (64, 6))
+    spec = Spec(obs_shape=(6,), action_dim=3)
+    spread = {}
+    for agent in (ReBRAC(hidden_dims=(32, 32)), TD3BC(hidden_dims=(32, 32))):
+        state = agent.init(jax.random.key(0), spec)
+        spread[agent.name] = np.abs(np.asarray(agent.act(state, obs, None, True))).mean()
+    assert spread["td3_bc"] > 0.2 and spread["rebrac"] < spread["td3_bc"] / 5
 
 
 def test_rebrac_trains_offline_only():

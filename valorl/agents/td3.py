@@ -10,6 +10,8 @@ batches. An agent built on it declares its hyperparameters (the fields read here
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -51,6 +53,8 @@ class TD3Base(CriticAgentBase):
     exploration_noise: float
     actor_lr: float
     distributional_backup: bool
+    actor_output_scale: ClassVar[float] = 1.0
+    """Initial scale of the actor's output layer (`MLP.output_scale`)."""
 
     def __post_init__(self) -> None:
         if self.distributional_backup and not self.critic.distributional:
@@ -71,7 +75,7 @@ class TD3Base(CriticAgentBase):
     def init(self, key: jax.Array, spec: Spec) -> TD3State:
         key_actor, key_critic = jax.random.split(key)
         actor = create_train_state(
-            DeterministicPolicy(self.hidden_dims, spec.action_dim),
+            DeterministicPolicy(self.hidden_dims, spec.action_dim, self.actor_output_scale),
             key_actor,
             (jnp.zeros((1, *spec.obs_shape)),),
             adam(self.actor_lr),

@@ -17,10 +17,13 @@ class DeterministicPolicy(nn.Module):
 
     hidden_dims: Sequence[int]
     action_dim: int
+    output_scale: float = 1.0
+    """Initial scale of the output layer (small: actions start near 0, not near ±1)."""
 
     @nn.compact
     def __call__(self, observations: jax.Array) -> jax.Array:
-        return jnp.tanh(MLP(self.hidden_dims, self.action_dim)(observations))
+        mlp = MLP(self.hidden_dims, self.action_dim, output_scale=self.output_scale)
+        return jnp.tanh(mlp(observations))
 
 
 class GaussianPolicy(nn.Module):
