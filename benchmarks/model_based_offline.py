@@ -20,8 +20,10 @@ epochs. Datasets are the zoo's (valorl datasets build NAME), which are smaller a
 short-budget experts (see BENCHMARKS.md), so scores are not D4RL's. Finished runs are reused,
 interrupted ones resume.
 
-Prints the final normalised score per arm and dataset (mean over seeds, 95% t-interval) and the
-IQM over datasets × seeds with a 95% stratified-bootstrap interval.
+Prints the last evaluated normalised score per arm and dataset (mean over seeds, 95%
+t-interval; – where a run has not evaluated yet) and the IQM over datasets × seeds with a 95%
+stratified-bootstrap interval, and draws each dataset's learning curves
+(`OUT/curves-DATASET.png`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from common import BenchmarkParser, iqm_cell, mean_cell, valorl
+from common import BenchmarkParser, iqm_cell, mean_cell, plot_curves, valorl
 
 DATASETS = ("hopper-medium-replay-v0", "walker2d-medium-replay-v0", "halfcheetah-medium-replay-v0")
 MOPO_PENALTY = {"hopper": "2.5", "walker2d": "2.5", "halfcheetah": "0.5"}
@@ -54,9 +56,14 @@ def arms(dataset: str) -> dict[str, str]:
     }
 
 
-def final_scores(run: Path) -> np.ndarray:
-    with np.load(run / "evaluations.npz") as f:
-        return f["normalized_scores"][:, -1].mean(axis=-1)  # (seeds,)
+def scores(run: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """A run's evaluation steps and normalised scores per seed and evaluation, or None when
+    it has not evaluated yet."""
+    path = run / "evaluations.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        return f["steps"], f["normalized_scores"].mean(axis=-1)  # (evals,), (seeds, evals)
 
 
 def main() -> None:
@@ -67,23 +74,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--skip-report", action="store_true", help="train only")
+    parser.add_argument("--report-only", action="store_true", help="read the runs, train none")
     args = parser.parse_args()
     out, datasets, names = Path(args.out), args.datasets.split(","), args.arms.split(",")
     common = f"--steps {args.steps} --log-every 1000 --eval-every {args.steps // 4} "
     common += f"--eval-episodes 10 --seeds {args.seeds} --quiet"
-    for dataset in datasets:
+    for dataset in [] if args.report_only else datasets:
         for name in names:
             agent, *flags = arms(dataset)[name].split()
             run = out / f"{name}-{dataset}"
             valorl("train", agent, "--dataset", dataset, *common.split(), *flags, "--out", str(run))
     if args.skip_report:
         return
+    runs = {(n, d): scores(out / f"{n}-{d}") for n in names for d in datasets}
+    for d in datasets:
+        curves = {n: runs[n, d] for n in names if runs[n, d] is not None}
+        title = f"{d}: normalised score ({args.seeds} seeds)"
+        plot_curves(curves, title, out / f"curves-{d}.png", "normalised score", "gradient steps")
     print(f"\n| arm | IQM (95% CI) | {' | '.join(datasets)} |")
     print("|---|---:|" + "---:|" * len(datasets))
     for name in names:
-        scores = [final_scores(out / f"{name}-{d}") for d in datasets]
-        cells = " | ".join(mean_cell(s) for s in scores)
-        print(f"| {name} | {iqm_cell(np.stack(scores, axis=1))} | {cells} |")
+        final = [None if runs[name, d] is None else runs[name, d][1][:, -1] for d in datasets]
+        cells = " | ".join("–" if f is None else mean_cell(f) for f in final)
+        whole = all(f is not None for f in final) and len({len(f) for f in final}) == 1
+        iqm = iqm_cell(np.stack(final, axis=1)) if whole else "–"
+        print(f"| {name} | {iqm} | {cells} |")
 
 
 if __name__ == "__main__":
