@@ -16,10 +16,11 @@ trained on the n-step target directly, V by the same quantile backup):
 
 κ_b and κ_d per arm are the reference's for its smallest cube task (experiments/reproduce.py,
 cube-triple; it has no cube-double settings), γ its 0.999.
-    gciql    IQL with OGBench's GCIQL rewards (0 at the goal, −1 elsewhere) and its critic
-             (expectile 0.9, GELU with LayerNorm after each activation, constant actor rate);
-             not OGBench's GCIQL itself, which extracts with DDPG+BC, samples its actor's goals
-             apart (all from the future, geometric value goals) and normalises its value net
+    gciql    IQL with OGBench's GCIQL rewards (0 at the goal, −1 elsewhere), its critic
+             (expectile 0.9, GELU with LayerNorm after each activation, constant actor rate) and
+             its actor's own goals (later states of each row's trajectory); not OGBench's GCIQL
+             itself, which extracts with DDPG+BC, draws value goals' offsets geometrically and
+             puts LayerNorm in its value net too
 
 Every chunked arm uses values as probabilities (`bce`), success rewards, OGBench's oracle goals
 (the cubes' positions, DQC's `oraclerep`) and min-of-two critics for extraction (the
@@ -44,8 +45,9 @@ ARMS = {
     "qc-25": f"dqc --horizon 25 --action-horizon 25 {CHUNKED} --value-quantile 0.93",
     "qc-5": f"dqc --horizon 5 --action-horizon 5 {CHUNKED} --value-quantile 0.93",
     "os": f"dqc --horizon 1 --action-horizon 1 {CHUNKED} --value-quantile 0.5",
-    "gciql": "iql --goals oracle --goal-reward negative --expectile 0.9 --layer-norm true "
-    "--norm-after-activation true --activation gelu --actor-lr-schedule constant",
+    "gciql": "iql --goals oracle --goal-reward negative --actor-goals future --expectile 0.9 "
+    "--layer-norm true --norm-after-activation true --activation gelu --actor-lr-schedule "
+    "constant",
 }
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from valorl.agents import make_agent
+from valorl.agents.base import apply
 from valorl.data import ogbench as og
 from valorl.data.goals import GoalSampling
 from valorl.data.sources import load_dataset
@@ -58,12 +59,42 @@ def test_goals_are_appended_to_observations_and_next_observations(tiny):
     np.testing.assert_array_equal(batch.observations[:, d:], batch.observations[:, :d])
     np.testing.assert_array_equal(batch.next_observations[:, d:], batch.observations[:, :d])
     np.testing.assert_array_equal(batch.rewards, np.ones(16))
+    # with goals of the actor's own, it reads [s, actor goal]; the critic's rows are unchanged
+    own = dataclasses.replace(current, actor_goals="future")
+    with_own = jax.jit(GoalRows(own).sample, static_argnums=(3, 4))
+    batch_own = with_own(None, shared, jax.random.key(0), 16, 1)
+    np.testing.assert_array_equal(batch_own.observations, batch.observations)
+    actor = np.asarray(batch_own.actor_observations)
+    np.testing.assert_array_equal(actor[:, :d], batch.observations[:, :d])
+    assert (actor[:, d:] != actor[:, :d]).any() and batch_own.actor_goals is None
     # one-step rows keep every field of the dataset's: ReBRAC's next actions
     rebrac = make_agent("rebrac")
     shared = goal_data(rebrac, tiny, normalizer, current)
     sample = jax.jit(dataset_source(rebrac, current).sample, static_argnums=(3, 4))
     batch = sample(None, shared, jax.random.key(0), 16, 1)
     assert batch.next_actions.shape == (16, tiny.action_dim)
+
+
+def test_iqls_actor_learns_at_its_own_goals():
+    """With `actor_observations`, IQL's actor step takes those rows and Q̂ from the target
+    critic at them; without, the batch's rows and the Q̂ the value step used."""
+    from valorl.agents import IQL, Spec
+    from valorl.data.dataset import Batch
+
+    agent = IQL(hidden_dims=(8,))
+    state = agent.init(jax.random.key(0), Spec(obs_shape=(4,), action_dim=2))
+    state = state.replace(target_critic=jax.tree.map(lambda x: x + 0.3, state.critic.params))
+    obs, actor_obs = jax.random.normal(jax.random.key(1), (2, 6, 4))
+    batch = Batch(observations=obs, actions=jax.numpy.full((6, 2), 0.5),
+                  rewards=jax.numpy.zeros(6), next_observations=obs, masks=jax.numpy.ones(6),
+                  dones=jax.numpy.zeros(6))  # fmt: skip
+    q, key = agent.target_q(state, obs, batch.actions, jax.random.key(2)), jax.random.key(3)
+    assert agent.actor_inputs(batch, q, state, key) == (batch, q)
+    own, own_q = agent.actor_inputs(batch.replace(actor_observations=actor_obs), q, state, key)
+    np.testing.assert_array_equal(own.observations, actor_obs)
+    critic = agent.critic.value(apply(state.critic, state.target_critic, actor_obs, own.actions))
+    np.testing.assert_allclose(own_q, np.asarray(critic).min(axis=0), rtol=1e-6)
+    assert not np.allclose(own_q, q)
 
 
 def test_normalizer_over_observations_and_goals_by_hand():
@@ -213,25 +244,33 @@ def test_goal_conditioned_runs_refuse_what_they_cannot_do(tiny, tmp_path):
         train(
             "iql", tiny, steps=10, env="valorl-test/NoGoals-v0", out=tmp_path / "g", goals="oracle"
         )
+    own = GoalSampling(actor_goals="future")
+    with pytest.raises(ValorlError, match="--actor-goals future: dqc's actor learns with the"):
+        train("dqc", tiny, steps=10, eval_episodes=0, out=tmp_path / "h", goals=own)
     with pytest.raises(ValorlError, match="goal representation must be one of"):
         train("iql", tiny, steps=10, eval_episodes=0, out=tmp_path / "c", goals="pixels")
     assert not any(tmp_path.iterdir())  # nothing written
 
 
 def test_goal_flags_on_the_command_line(tiny, tmp_path, monkeypatch):
-    """`--goals` reaches the run's record; `--goal-reward` alone, or online, is refused."""
+    """`--goals` reaches the run's record (an IQL run whose actor has its own goals); the goal
+    flags alone, or online, are refused."""
     from valorl.cli.main import build_parser
     from valorl.launch.train import train_from_args
 
     parse = lambda *argv: build_parser().parse_args(["train", "iql", *argv])
     with pytest.raises(ValorlError, match="--goal-reward applies to goal-conditioned runs"):
         train_from_args(parse("--dataset", "x", "--goal-reward", "negative"))
+    with pytest.raises(ValorlError, match="--actor-goals applies to goal-conditioned runs"):
+        train_from_args(parse("--dataset", "x", "--actor-goals", "future"))
     with pytest.raises(ValorlError, match="--goals applies to --mode offline"):
         train_from_args(parse("--mode", "online", "--env", "Pendulum-v1", "--goals", "oracle"))
     monkeypatch.setattr("valorl.training.offline.load_dataset", lambda source: tiny)
     run = tmp_path / "cli"
     argv = ["--dataset", "tiny", "--goals", "observation", "--goal-reward", "negative"]
+    argv += ["--actor-goals", "future"]
     argv += ["--steps", "4", "--log-every", "2", "--eval-episodes", "0", "--quiet"]
     train_from_args(parse(*argv, "--out", str(run)))
     goals = json.loads((run / "config.json").read_text())["data"]["goals"]
     assert goals["representation"] == "observation" and goals["reward"] == "negative"
+    assert goals["actor_goals"] == "future"

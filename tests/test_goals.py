@@ -3,6 +3,8 @@ rewards and masks of one-step rows, and n-step windows and chunks that stop at t
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,6 +75,32 @@ def test_mixture_probabilities():
         sample_goal_rows(table, rows, jax.random.key(1), GoalSampling(p_cur=0.5, p_traj=0.5))
     with pytest.raises(ValorlError, match="goal reward must be one of success, negative"):
         GoalSampling(reward="dense").check()
+
+
+def test_the_actors_own_goals_come_from_the_future_of_each_row():
+    """`actor_goals="future"` (OGBench's GCIQL): besides the value goal, each one-step row gets
+    a later state of its trajectory for the actor (itself only at a trajectory's last row);
+    the value goals and their rewards are unchanged."""
+    data = dataset([3, 4])
+    table, rows = goal_table(data), data.to_batch()
+    sample = lambda sampling: sample_goal_windows(rows, table, jax.random.key(2), 2000, sampling)
+    same, own = (
+        sample(ONLY_CURRENT),
+        sample(dataclasses.replace(ONLY_CURRENT, actor_goals="future")),
+    )
+    assert same.actor_goals is None
+    np.testing.assert_array_equal(own.goals, same.goals)  # row i's observation is i
+    np.testing.assert_array_equal(own.rewards, same.rewards)
+    row, actor = np.asarray(own.observations[:, 0]), np.asarray(own.actor_goals[:, 0])
+    last = np.asarray(table.last)[row.astype(int)]
+    assert ((actor > row) & (actor <= last) | (row == last) & (actor == row)).all()
+    assert set(actor[row == 3]) == {4, 5, 6}
+    with pytest.raises(ValorlError, match="actor goals must be one of same, future"):
+        GoalSampling(actor_goals="random").check()
+    with pytest.raises(ValorlError, match="one-step rows only"):
+        sample_goal_windows(
+            rows, table, jax.random.key(2), 8, GoalSampling(actor_goals="future"), n=3
+        )
 
 
 def test_rewards_and_masks_follow_success():

@@ -88,6 +88,7 @@ class Agent(Protocol):
     name: ClassVar[str]
     needs_returns_to_go: ClassVar[bool]
     needs_next_actions: ClassVar[bool]
+    separate_actor_goals: ClassVar[bool]
     has_critic: ClassVar[bool]
     utd_is_hyperparameter: ClassVar[bool]
     batch_size: int
@@ -236,6 +237,9 @@ class AgentBase:
     """Every batch must carry the dataset's action at the next observation
     (`Batch.next_actions`): ReBRAC penalises the bootstrapped action's distance to it. Such an
     agent trains offline only (replay buffers do not keep them)."""
+    separate_actor_goals: ClassVar[bool] = False
+    """In goal-conditioned training the actor may learn with goals of its own
+    (`Batch.actor_observations`, `GoalSampling.actor_goals`): IQL's family."""
     has_critic: ClassVar[bool] = False
     """The agent learns Q and implements `CriticAgent` (`CriticAgentBase` sets it)."""
     utd_is_hyperparameter: ClassVar[bool] = False

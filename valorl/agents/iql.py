@@ -63,6 +63,7 @@ class IQL(CriticAgentBase):
     (RIQL's deterministic actor)."""
 
     name: ClassVar[str] = "iql"
+    separate_actor_goals: ClassVar[bool] = True
 
     expectile: float = 0.7
     """τ of the value loss (Eq. 5): 0.7 for locomotion, 0.9 for AntMaze."""
@@ -151,15 +152,30 @@ class IQL(CriticAgentBase):
             **metrics,
         }
 
+    def target_q(self, state: IQLState, obs: jax.Array, actions: jax.Array, key: jax.Array):
+        """Q̂(s, a) from the target critic, reduced over the ensemble."""
+        outputs = self.critic_outputs(state.critic, state.target_critic, obs, actions)
+        return self.ensemble.reduce(self.critic.value(outputs), key)
+
+    def actor_inputs(
+        self, batch: Batch, q: jax.Array, state: IQLState, key: jax.Array
+    ) -> tuple[Batch, jax.Array]:
+        """The rows the actor learns from and their Q̂: the batch's, or with goals of the
+        actor's own ([s, actor goal], OGBench's GCIQL) the same rows at those goals."""
+        if batch.actor_observations is None:
+            return batch, q
+        actor_batch = batch.replace(observations=batch.actor_observations)
+        return actor_batch, self.target_q(state, actor_batch.observations, batch.actions, key)
+
     def update(self, state: IQLState, batch: Batch, key: jax.Array) -> tuple[IQLState, Metrics]:
-        # Q̂(s, a) from the target critic, reduced over the ensemble; shared by Eq. 5 and 7.
-        outputs = self.critic_outputs(
-            state.critic, state.target_critic, batch.observations, batch.actions
-        )
-        q = self.ensemble.reduce(self.critic.value(outputs), key)
+        # Q̂(s, a), shared by Eq. 5 and 7 (the actor's at its own goals, when it has them)
+        q = self.target_q(state, batch.observations, batch.actions, key)
         value, value_metrics = grad_step(state.value, lambda p: self.value_loss(p, state, batch, q))
         state = state.replace(value=value)
-        actor, actor_metrics = grad_step(state.actor, lambda p: self.actor_loss(p, state, batch, q))
+        actor_batch, actor_q = self.actor_inputs(batch, q, state, jax.random.fold_in(key, 1))
+        actor, actor_metrics = grad_step(
+            state.actor, lambda p: self.actor_loss(p, state, actor_batch, actor_q)
+        )
         critic, critic_metrics = grad_step(
             state.critic, lambda p: self.critic_loss(p, state, batch)
         )

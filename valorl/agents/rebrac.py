@@ -34,9 +34,9 @@ class ReBRAC(TD3Base):
 
     name: ClassVar[str] = "rebrac"
     needs_next_actions: ClassVar[bool] = True
+    # the actor's output layer starts small, so that its first actions lie near 0 and not in
+    # tanh's saturated tails (FQL's ReBRAC `actor_fc_scale` 0.01; CORL's ±1e-3)
     actor_output_scale: ClassVar[float] = 0.01
-    """The actor's output layer starts small, so that its first actions lie near 0 and not in
-    tanh's saturated tails (FQL's ReBRAC `actor_fc_scale` 0.01; CORL's ±1e-3)."""
 
     actor_bc_coef: float = 0.1
     """β_actor: weight of ‖π(s) − a‖² against the normalised Q."""

@@ -334,6 +334,12 @@ class Batch:
     goals: jax.Array | None = None
     """Goal-conditioned batches only (`valorl.data.goals`), shape (rows, *goal_shape): the goal
     each row's reward and mask refer to; None (an empty subtree) otherwise."""
+    actor_goals: jax.Array | None = None
+    """Goal-conditioned batches with the actor's own goals (`GoalSampling.actor_goals`), shape
+    (rows, *goal_shape); None otherwise."""
+    actor_observations: jax.Array | None = None
+    """What the actor learns from when it has goals of its own: [s, actor goal]; None (the
+    actor reads `observations`) otherwise."""
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])

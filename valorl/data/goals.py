@@ -18,9 +18,11 @@ representation of the objects: `valorl.data.ogbench.oracle_goals`).
 
 Windows of n rows (n-step returns, action chunks: `valorl.data.nstep`) stop at the goal: a goal
 k < n rows ahead pays γ^k and ends the sum there (DQC's backup "clipped at the goal"), while the
-chunk's actions stay valid up to the trajectory's end. Two differences from the references: one
-goal per row serves every network (OGBench's GCIQL draws a second goal for its actor, from later
-states only, and draws its value goals' future offsets geometrically), and the last h − 1 rows
+chunk's actions stay valid up to the trajectory's end. One goal per row serves every network,
+unless `actor_goals="future"` gives the actor a second one, a later state of the row's
+trajectory drawn uniformly, as OGBench's GCIQL and GCIVL do (one-step rows; IQL's family reads
+it). Two differences from the references: OGBench draws its value goals' future offsets
+geometrically (valorl and DQC uniformly), and the last h − 1 rows
 of each trajectory are drawn too (DQC never draws them: 2.4% of the rows of OGBench's 1001-step
 trajectories at h = 25); a chunk critic learns from those whose window reaches the goal before
 the trajectory's end (`nstep.whole_chunks`), and the policy imitates their steps up to it.
@@ -46,6 +48,7 @@ from valorl.errors import ValorlError
 
 REPRESENTATIONS = ("observation", "oracle")
 REWARDS = ("success", "negative")
+ACTOR_GOALS = ("same", "future")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +63,10 @@ class GoalSampling:
     p_cur: float = 0.2
     p_traj: float = 0.5
     p_rand: float = 0.3
+    actor_goals: str = "same"
+    """"same": the actor learns with the row's goal; "future": with a goal of its own, a later
+    state of the row's trajectory drawn uniformly (OGBench's GCIQL and GCIVL: actor goals from
+    the future only), for agents that read it (`Agent.separate_actor_goals`)."""
 
     def value_range(self, discount: float) -> tuple[float, float]:
         """The range of goal-conditioned values at `discount`: [0, 1] with success rewards,
@@ -76,6 +83,10 @@ class GoalSampling:
         if self.reward not in REWARDS:
             raise ValorlError(
                 f"goal reward must be one of {', '.join(REWARDS)}, got {self.reward!r}"
+            )
+        if self.actor_goals not in ACTOR_GOALS:
+            raise ValorlError(
+                f"actor goals must be one of {', '.join(ACTOR_GOALS)}, got {self.actor_goals!r}"
             )
         probabilities = (self.p_cur, self.p_traj, self.p_rand)
         if min(probabilities) < 0 or not np.isclose(sum(probabilities), 1.0):
@@ -121,6 +132,13 @@ def goal_table(dataset: Dataset, features: np.ndarray | None = None) -> GoalTabl
     return GoalTable(features=jnp.asarray(goals), last=jnp.asarray(last))
 
 
+def later_rows(table: GoalTable, rows: jax.Array, key: jax.Array) -> jax.Array:
+    """A row of each of `rows`' trajectory after it, drawn uniformly (the last row itself when
+    it is last)."""
+    last = table.last[rows]
+    return jax.random.randint(key, rows.shape, jnp.minimum(rows + 1, last), last + 1)
+
+
 def sample_goal_rows(
     table: GoalTable,
     rows: jax.Array,
@@ -131,9 +149,7 @@ def sample_goal_rows(
     the probabilities of `sampling`."""
     p_cur, p_traj = sampling.check().p_cur, sampling.p_traj
     pick, future, anywhere = jax.random.split(key, 3)
-    last = table.last[rows]
-    first_future = jnp.minimum(rows + 1, last)
-    later = jax.random.randint(future, rows.shape, first_future, last + 1)
+    later = later_rows(table, rows, future)
     random_rows = jax.random.randint(anywhere, rows.shape, 0, table.last.shape[0])
     u = jax.random.uniform(pick, rows.shape)
     return jnp.where(u < p_cur, rows, jnp.where(u < p_cur + p_traj, later, random_rows))
@@ -153,21 +169,28 @@ def sample_goal_windows(
     """Rows of `data` (a dataset's `to_batch()`) drawn uniformly with replacement, each with a
     goal (`Batch.goals`) and that goal's rewards and masks: one-step rows, or with n > 1
     n-step rows (their actions kept as chunks with `chunks`) whose sums stop at the goal.
+    One-step rows also get the actor's own goal (`Batch.actor_goals`) when `sampling` asks.
     Shape `(batch_size, ...)`, or `(num_batches, batch_size, ...)`."""
     size = data.rewards.shape[0]
     shape = (batch_size,) if num_batches == 1 else (num_batches, batch_size)
-    draw, relabel = jax.random.split(key)
+    draw, relabel, actor_key = jax.random.split(key, 3)
     start = jax.random.randint(draw, shape, 0, size)
     goal_rows = sample_goal_rows(table, start, relabel, sampling)
     negative = 1.0 if sampling.reward == "negative" else 0.0
     if n == 1:  # the row itself, every field kept (next actions too)
         success = (start == goal_rows).astype(jnp.float32)
         row = jax.tree.map(lambda x: x[start], data)
+        actor_goals = None
+        if sampling.actor_goals == "future":
+            actor_goals = table.features[later_rows(table, start, actor_key)]
         return row.replace(
             rewards=(success - negative).astype(row.rewards.dtype),
             masks=(1.0 - success).astype(row.masks.dtype),
             goals=table.features[goal_rows],
+            actor_goals=actor_goals,
         )
+    if sampling.actor_goals != "same":
+        raise ValorlError("separate actor goals are drawn for one-step rows only")
     rows = window_rows(start, n)
     available = rows < size
     steps = jax.tree.map(lambda x: x[jnp.minimum(rows, size - 1)], data)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from valorl.agents import AGENTS, agent_class
 from valorl.data.dataset import Dataset
-from valorl.data.goals import REPRESENTATIONS, REWARDS, GoalSampling
+from valorl.data.goals import ACTOR_GOALS, REPRESENTATIONS, REWARDS, GoalSampling
 from valorl.errors import ValorlError
 from valorl.launch.args import StrictParser, add_dataclass_flags, parse_overrides
 from valorl.training.loggers import LOGGERS
@@ -161,6 +161,14 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="with --goals: 'success' pays 1 at the goal and 0 elsewhere (DQC's), 'negative' "
         "0 and -1 (OGBench's GCIQL) (default: success)",
+    )
+    run.add_argument(
+        "--actor-goals",
+        choices=ACTOR_GOALS,
+        default=None,
+        help="with --goals: 'future' gives the actor goals of its own, later states of each "
+        "row's trajectory (OGBench's GCIQL; IQL's family), 'same' the rows' goals (default: "
+        "same)",
     )
     run.add_argument(
         "--keep-checkpoints",
@@ -333,11 +341,14 @@ def train_from_args(args: argparse.Namespace) -> RunResult:
     from valorl.training.offline import train
 
     steps = 1_000_000 if args.steps is None else args.steps
-    if args.goal_reward is not None and args.goals is None:
-        raise ValorlError("--goal-reward applies to goal-conditioned runs: add --goals")
+    for flag, value in (("--goal-reward", args.goal_reward), ("--actor-goals", args.actor_goals)):
+        if value is not None and args.goals is None:
+            raise ValorlError(f"{flag} applies to goal-conditioned runs: add --goals")
     goals = None
     if args.goals is not None:
-        goals = GoalSampling(args.goals, args.goal_reward or "success")
+        goals = GoalSampling(
+            args.goals, args.goal_reward or "success", actor_goals=args.actor_goals or "same"
+        )
     return train(
         args.agent,
         dataset,
@@ -391,7 +402,7 @@ def _train_online(args: argparse.Namespace, kwargs: dict) -> RunResult:
     if args.datasets or args.init_from:
         which = "--datasets" if args.datasets else "--init-from"
         raise ValorlError(f"{which} applies to --mode offline")
-    if args.goals or args.goal_reward:
+    if args.goals or args.goal_reward or args.actor_goals:
         raise ValorlError("--goals applies to --mode offline")
     if args.steps is not None and args.mode == "offline-to-online":
         raise ValorlError(

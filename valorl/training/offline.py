@@ -181,6 +181,11 @@ def check_goals(
             f"{agent.name} learns from {what}, which relabelled goals change; "
             "goal-conditioned training takes model-free agents without returns-to-go"
         )
+    if goals.actor_goals != "same" and not agent.separate_actor_goals:
+        raise ValorlError(
+            f"--actor-goals {goals.actor_goals}: {agent.name}'s actor learns with the rows' "
+            "own goals; separate actor goals are for IQL's family"
+        )
     head = getattr(agent, "critic", None)
     if goals.reward == "negative" and getattr(head, "name", None) == "bce":
         raise ValorlError(

@@ -92,7 +92,8 @@ class GoalData:
 class GoalRows:
     """Dataset rows with relabelled goals (`valorl.data.goals`), each goal appended to the row's
     observation and next observation: the agent learns π(a | s, g) and Q(s, g, a) without
-    knowing it, as OGBench's goal-conditioned agents concatenate [s, g] at their inputs."""
+    knowing it, as OGBench's goal-conditioned agents concatenate [s, g] at their inputs. With
+    separate actor goals, `actor_observations` is [s, actor goal]."""
 
     sampling: GoalSampling
     n_step: int = 1
@@ -111,11 +112,14 @@ class GoalRows:
             num_batches,
             self.chunks,
         )
-        with_goal = lambda obs: jnp.concatenate([obs, batch.goals.astype(obs.dtype)], axis=-1)
+        with_goal = lambda obs, goals: jnp.concatenate([obs, goals.astype(obs.dtype)], axis=-1)
+        actor = batch.actor_goals
         return batch.replace(
-            observations=with_goal(batch.observations),
-            next_observations=with_goal(batch.next_observations),
+            observations=with_goal(batch.observations, batch.goals),
+            next_observations=with_goal(batch.next_observations, batch.goals),
+            actor_observations=None if actor is None else with_goal(batch.observations, actor),
             goals=None,
+            actor_goals=None,
         )
 
 
