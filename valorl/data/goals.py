@@ -173,7 +173,7 @@ def sample_goal_windows(
     Shape `(batch_size, ...)`, or `(num_batches, batch_size, ...)`."""
     size = data.rewards.shape[0]
     shape = (batch_size,) if num_batches == 1 else (num_batches, batch_size)
-    draw, relabel, actor_key = jax.random.split(key, 3)
+    draw, relabel = jax.random.split(key)
     start = jax.random.randint(draw, shape, 0, size)
     goal_rows = sample_goal_rows(table, start, relabel, sampling)
     negative = 1.0 if sampling.reward == "negative" else 0.0
@@ -182,7 +182,8 @@ def sample_goal_windows(
         row = jax.tree.map(lambda x: x[start], data)
         actor_goals = None
         if sampling.actor_goals == "future":
-            actor_goals = table.features[later_rows(table, start, actor_key)]
+            actor_rows = later_rows(table, start, jax.random.fold_in(key, 1))
+            actor_goals = table.features[actor_rows]
         return row.replace(
             rewards=(success - negative).astype(row.rewards.dtype),
             masks=(1.0 - success).astype(row.masks.dtype),
