@@ -11,6 +11,7 @@ import gymnasium as gym
 import jax
 import numpy as np
 import pytest
+from conftest import compiled_init
 
 from valorl.agents import make_agent
 from valorl.agents.base import apply
@@ -82,7 +83,7 @@ def test_iqls_actor_learns_at_its_own_goals():
     from valorl.data.dataset import Batch
 
     agent = IQL(hidden_dims=(8,))
-    state = agent.init(jax.random.key(0), Spec(obs_shape=(4,), action_dim=2))
+    state = compiled_init(agent, Spec(obs_shape=(4,), action_dim=2))
     state = state.replace(target_critic=jax.tree.map(lambda x: x + 0.3, state.critic.params))
     obs, actor_obs = jax.random.normal(jax.random.key(1), (2, 6, 4))
     batch = Batch(observations=obs, actions=jax.numpy.full((6, 2), 0.5),

@@ -295,12 +295,12 @@ def test_mbpo_value_weights_average_squared_gradients_of_online_and_target_membe
     next_obs = jax.random.normal(jax.random.key(3), (5, 3))
     weights = np.asarray(jax.jit(lambda s, o: agent.value_weights(s)(o))(state, next_obs))
     actions = agent.act(state, next_obs, None, deterministic=True)
-    by_member = []
+    by_member = []  # row by row, member by member, each critic set in turn
     for params in (state.critic.params, target):
         online = state.replace(critic=state.critic.replace(params=params))
         for i in range(agent.ensemble.num_qs):
             q = lambda o, a, i=i, s=online: agent.q_values(s, o[None], a[None])[i, 0]
-            by_member.append([jax.grad(q)(next_obs[r], actions[r]) for r in range(5)])
+            by_member.append(jax.jit(jax.vmap(jax.grad(q)))(next_obs, actions))
     np.testing.assert_allclose(weights, np.square(np.asarray(by_member)).mean(0), rtol=1e-5)
 
 

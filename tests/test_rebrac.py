@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, synthetic_dataset
+from conftest import TINY, compiled_init, synthetic_dataset
 
 import valorl
 from valorl.agents import TD3BC, ReBRAC, Spec
@@ -68,7 +68,7 @@ def test_rebracs_first_actions_lie_near_zero():
     spec = Spec(obs_shape=(6,), action_dim=3)
     spread = {}
     for agent in (ReBRAC(hidden_dims=(32, 32)), TD3BC(hidden_dims=(32, 32))):
-        state = agent.init(jax.random.key(0), spec)
+        state = compiled_init(agent, spec)
         spread[agent.name] = np.abs(np.asarray(agent.act(state, obs, None, True))).mean()
     assert spread["td3_bc"] > 0.2 and spread["rebrac"] < spread["td3_bc"] / 5
 
