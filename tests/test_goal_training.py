@@ -90,8 +90,8 @@ def test_iqls_actor_learns_at_its_own_goals():
                   rewards=jax.numpy.zeros(6), next_observations=obs, masks=jax.numpy.ones(6),
                   dones=jax.numpy.zeros(6))  # fmt: skip
     q, key = agent.target_q(state, obs, batch.actions, jax.random.key(2)), jax.random.key(3)
-    assert agent.actor_inputs(batch, q, state, key) == (batch, q)
-    own, own_q = agent.actor_inputs(batch.replace(actor_observations=actor_obs), q, state, key)
+    assert agent.actor_inputs(state, batch, q, key) == (batch, q)
+    own, own_q = agent.actor_inputs(state, batch.replace(actor_observations=actor_obs), q, key)
     np.testing.assert_array_equal(own.observations, actor_obs)
     critic = agent.critic.value(apply(state.critic, state.target_critic, actor_obs, own.actions))
     np.testing.assert_allclose(own_q, np.asarray(critic).min(axis=0), rtol=1e-6)

@@ -158,7 +158,7 @@ class IQL(CriticAgentBase):
         return self.ensemble.reduce(self.critic.value(outputs), key)
 
     def actor_inputs(
-        self, batch: Batch, q: jax.Array, state: IQLState, key: jax.Array
+        self, state: IQLState, batch: Batch, q: jax.Array, key: jax.Array
     ) -> tuple[Batch, jax.Array]:
         """The rows the actor learns from and their Q̂: the batch's, or with goals of the
         actor's own ([s, actor goal], OGBench's GCIQL) the same rows at those goals."""
@@ -172,7 +172,7 @@ class IQL(CriticAgentBase):
         q = self.target_q(state, batch.observations, batch.actions, key)
         value, value_metrics = grad_step(state.value, lambda p: self.value_loss(p, state, batch, q))
         state = state.replace(value=value)
-        actor_batch, actor_q = self.actor_inputs(batch, q, state, jax.random.fold_in(key, 1))
+        actor_batch, actor_q = self.actor_inputs(state, batch, q, jax.random.fold_in(key, 1))
         actor, actor_metrics = grad_step(
             state.actor, lambda p: self.actor_loss(p, state, actor_batch, actor_q)
         )
