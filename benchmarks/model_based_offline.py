@@ -31,7 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from common import BenchmarkParser, iqm_cell, mean_cell, plot_curves, valorl
+from common import BenchmarkParser, iqm_cell, mean_cell, plot_curves, train_arms
 
 DATASETS = ("hopper-medium-replay-v0", "walker2d-medium-replay-v0", "halfcheetah-medium-replay-v0")
 MOPO_PENALTY = {"hopper": "2.5", "walker2d": "2.5", "halfcheetah": "0.5"}
@@ -79,16 +79,15 @@ def main() -> None:
     out, datasets, names = Path(args.out), args.datasets.split(","), args.arms.split(",")
     common = f"--steps {args.steps} --log-every 1000 --eval-every {args.steps // 4} "
     common += f"--eval-episodes 10 --seeds {args.seeds} --quiet"
-    for dataset in [] if args.report_only else datasets:
-        for name in names:
-            agent, *flags = arms(dataset)[name].split()
-            run = out / f"{name}-{dataset}"
-            valorl("train", agent, "--dataset", dataset, *common.split(), *flags, "--out", str(run))
+    if not args.report_only:
+        train_arms(out, datasets, names, lambda name, dataset: arms(dataset)[name], common)
     if args.skip_report:
         return
     runs = {(n, d): scores(out / f"{n}-{d}") for n in names for d in datasets}
     for d in datasets:
         curves = {n: runs[n, d] for n in names if runs[n, d] is not None}
+        if not curves:
+            continue
         title = f"{d}: normalised score ({args.seeds} seeds)"
         plot_curves(curves, title, out / f"curves-{d}.png", "normalised score", "gradient steps")
     print(f"\n| arm | IQM (95% CI) | {' | '.join(datasets)} |")
