@@ -280,6 +280,16 @@ def test_ids_name_the_gridworlds_and_gymnasium_steps_them():
     assert reward == -1.0 and isinstance(terminated, bool) and isinstance(truncated, bool)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_gymnasium_steps_the_training_world_without_the_time_limit(training):
+    """`--host-loop` trains in `gym.make(id, training=True)`: PanFlute never ends there, where
+    evaluation's world truncates at step 100."""
+    env = gym.make("PanFlute-v0", training=training)
+    env.reset(seed=0)
+    truncations = [env.step(0)[3] for _ in range(100)]
+    assert truncations == [False] * 99 + [not training]
+
+
 def test_dqn_trains_on_a_gridworld_in_the_compiled_loop(tmp_path):
     import valorl
     from valorl.training.restore import load_progress
@@ -308,8 +318,10 @@ def test_dqn_trains_on_a_gridworld_in_the_compiled_loop(tmp_path):
 @pytest.mark.expensive  # 15 s; the host loop of JAX envs: test_compiled_loop.py
 def test_the_host_loop_steps_a_gridworld_of_an_unregistered_size(tmp_path):
     """`--host-loop` makes the run's environment with Gymnasium: a size not registered on
-    import ("ButtonGrid-3x3-v0") is registered when the run needs it."""
+    import ("ButtonGrid-3x3-v0") is registered when the run needs it, and it trains, as the
+    compiled loop, without the time limit (no episode ends in 200 steps)."""
     import valorl
+    from valorl.training.run_dir import RunDir
 
     result = valorl.train_online(
         "dqn", mode="online", env="ButtonGrid-3x3-v0", host_loop=True, online_steps=200,
@@ -317,3 +329,4 @@ def test_the_host_loop_steps_a_gridworld_of_an_unregistered_size(tmp_path):
         progress=False, out=tmp_path / "run", **TINY["dqn"],
     )  # fmt: skip
     assert result.returns.shape == (1, 1, 1) and "ButtonGrid-3x3-v0" in gym.registry
+    assert [r["rollout/episode_return"] for r in RunDir(tmp_path / "run").metrics()] == [[None]] * 2

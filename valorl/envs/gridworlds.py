@@ -35,10 +35,10 @@ Episodes and truncation: the paper trains without time limits and evaluates over
 (the sum of rewards until termination for ProcMaze, the reward rate for the continuing two).
 So does valorl: a gridworld truncates after `MAX_EPISODE_STEPS` = 100 steps, which makes an
 evaluation episode exactly the paper's (a continuing environment's return is 100 times its
-reward rate), and the compiled training loop steps `env.for_training()`, the same world
-without the limit (ButtonGrid keeps its layout until it is solved, a ProcMaze episode lasts
-until the goal). The host loop (`--host-loop`) steps Gymnasium's environment, which
-truncates in training too. The continuing environments never terminate.
+reward rate), and both training loops step `env.for_training()`, the same world without the
+limit (ButtonGrid keeps its layout until it is solved, a ProcMaze episode lasts until the
+goal): the compiled loop directly, the host loop (`--host-loop`) through
+`gym.make(id, training=True)`. The continuing environments never terminate.
 
 `state_from_obs(obs)` rebuilds the environment's state from an observation alone (every one of
 these observations is a complete description of the state), so the true dynamics can be

@@ -20,12 +20,14 @@ from valorl.envs.gymnax_envs import JAX_ENVS, default_sticky_actions, make_jax_e
 
 class HostEnv(gym.Env):
     """`gym.Env` over a JAX environment (gymnax's or a gridworld): Discrete actions,
-    observations in the storage dtype."""
+    observations in the storage dtype. `training=True` steps the world the training loops
+    learn in (`JaxEnv.for_training`: the gridworlds without their time limit)."""
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
 
-    def __init__(self, env_id: str, sticky_actions: float | None = None):
-        self.jax_env = env = make_jax_env(env_id, sticky_actions)
+    def __init__(self, env_id: str, sticky_actions: float | None = None, training: bool = False):
+        env = make_jax_env(env_id, sticky_actions)
+        self.jax_env = env = env.for_training() if training else env
         if env.frames:
             self.observation_space = gym.spaces.Box(0, 1, env.obs_shape, np.uint8)
         else:

@@ -37,8 +37,8 @@ class JaxEnv(Protocol):
     """Length at which an episode is truncated."""
 
     def for_training(self) -> JaxEnv:
-        """The environment the compiled training loop steps (the gridworlds drop their time
-        limit there, as their paper trains)."""
+        """The environment the training loops step (the gridworlds drop their time limit
+        there, as their paper trains)."""
         ...
 
     def reset(self, key: jax.Array) -> tuple[jax.Array, Any]: ...

@@ -187,11 +187,12 @@ def _refresh_models(loop: Loop, progress: Any) -> dict[str, Any]:
 
 def host_env(plan: RunPlan, env_id: str | None) -> gym.Env:
     """A seed's environment on the host: the run's Gymnasium environment, or its JAX
-    environment (`--host-loop`) with the sticky actions the run recorded."""
+    environment (`--host-loop`) with the sticky actions the run recorded, in its training form
+    as the compiled loop steps it (the gridworlds without their time limit)."""
     jax_env = plan.jax_env
     if jax_env is not None:
         register_gymnasium_ids((jax_env.id,))  # a gridworld of a size not registered on import
-        return gym.make(jax_env.id, sticky_actions=jax_env.sticky_actions)
+        return gym.make(jax_env.id, sticky_actions=jax_env.sticky_actions, training=True)
     return make_env(plan.info, env_id)
 
 
