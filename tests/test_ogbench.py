@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,7 +85,7 @@ def test_a_zoo_build_does_not_depend_on_the_cpus_blas_kernel(tmp_path, monkeypat
     def unpinned(name: str, coretype: str) -> str:
         child = json.dumps(arguments | dict(out=str(tmp_path / name)))
         env = os.environ | {"OPENBLAS_CORETYPE": coretype}
-        command = [sys.executable, "-m", "valorl.zoo.ogbench_data", child]
+        command = [sys.executable, "-m", "valorl.zoo.ogbench_data", child, str(os.getpid())]
         subprocess.run(command, env=env, check=True)
         return checksum(tmp_path / name)
 
@@ -237,3 +240,71 @@ def test_datasets_info_describes_a_single_task_variant_without_building_it(capsy
         "eval_env": "puzzle-3x3-singletask-task4-v0",
     }
     assert shown["recipe"]["status"] == "not built"
+
+
+def test_a_build_child_watches_for_its_parent():
+    """The generating child exits (status ORPHANED) once its parent's pid is no longer its
+    parent, and not while it is."""
+    exits: list[int] = []
+    ogbench_data.exit_with_parent(os.getppid(), poll_s=0.01, exit=exits.append)
+    gone = ogbench_data.exit_with_parent(os.getppid() + 1, poll_s=0.01, exit=exits.append)
+    gone.join(timeout=5)
+    assert not gone.is_alive() and exits == [ogbench_data.ORPHANED]
+
+
+PARENT = """
+import json, sys
+from valorl.zoo.ogbench_data import write_dataset_pinned
+write_dataset_pinned(**json.loads(sys.argv[1]))
+"""
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc ('Z': exited, not yet reaped), '' when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def _wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.expensive  # ~20 s: two processes import valorl; the watcher is tested above
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states in /proc")
+def test_killing_a_build_stops_its_child_and_writes_nothing(tmp_path):
+    """`kill -9` on a build's process used to leave its child generating for up to an hour."""
+    out = tmp_path / "cube-single-play-v0"
+    arguments = dict(
+        env_id="cube-single-v0",
+        kind="play",
+        episodes=100,
+        seed=0,
+        dataset_id="cube-single-play-v0",
+        out=str(out),
+        metadata={},
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, json.dumps(arguments)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+    child = None
+    try:
+        assert _wait_for(lambda: children.read_text().split(), timeout=120)
+        child = int(children.read_text().split()[0])
+        parent.kill()
+        parent.wait()
+        assert _wait_for(lambda: _state(child) in ("", "Z"), timeout=120)
+    finally:
+        parent.kill()
+        if child is not None and _state(child) not in ("", "Z"):
+            os.kill(child, signal.SIGKILL)
+    assert not out.exists()

@@ -47,7 +47,9 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -382,7 +384,7 @@ def write_dataset_pinned(**arguments: Any) -> None:
     from valorl.errors import ValorlError
 
     arguments["out"] = str(arguments["out"])
-    command = [sys.executable, "-m", __name__, json.dumps(arguments)]
+    command = [sys.executable, "-m", __name__, json.dumps(arguments), str(os.getpid())]
     done = subprocess.run(command, env=pinned_kernel_env(), check=False)
     if done.returncode != 0:
         raise ValorlError(
@@ -391,9 +393,34 @@ def write_dataset_pinned(**arguments: Any) -> None:
         )
 
 
+ORPHANED = 3
+"""The child's exit status when it stops because its parent is gone."""
+
+
+def exit_with_parent(
+    parent: int, poll_s: float = 0.5, exit: Callable[[int], Any] = os._exit
+) -> threading.Thread:
+    """Exit this process (status `ORPHANED`) as soon as its parent, pid `parent`, is gone.
+
+    A parent stopped by `kill` (SIGTERM or SIGKILL) cannot stop its child, which would generate
+    for up to an hour and write into a staging folder that no one moves into place; the child
+    watches instead. The parent's pid comes from the parent itself: if it died before the
+    child asked, `os.getppid()` already differs."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        exit(ORPHANED)
+
+    watcher = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    watcher.start()
+    return watcher
+
+
 if __name__ == "__main__":  # the child process of `write_dataset_pinned`
     from valorl.errors import ValorlError
 
+    exit_with_parent(int(sys.argv[2]))
     try:
         write_dataset(**json.loads(sys.argv[1]))
     except ValorlError as error:
