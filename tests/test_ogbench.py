@@ -242,14 +242,15 @@ def test_datasets_info_describes_a_single_task_variant_without_building_it(capsy
     assert shown["recipe"]["status"] == "not built"
 
 
-def test_a_build_child_watches_for_its_parent():
-    """The generating child exits (status ORPHANED) once its parent's pid is no longer its
-    parent, and not while it is."""
+def test_a_build_child_exits_once_its_parent_is_gone():
+    """The generating child's watcher: a pid that is still its parent is not gone, another is;
+    once it is gone, the watcher exits with status ORPHANED."""
+    assert not ogbench_data.orphaned(os.getppid())
+    assert ogbench_data.orphaned(os.getppid() + 1)
     exits: list[int] = []
-    ogbench_data.exit_with_parent(os.getppid(), poll_s=0.01, exit=exits.append)
-    gone = ogbench_data.exit_with_parent(os.getppid() + 1, poll_s=0.01, exit=exits.append)
-    gone.join(timeout=5)
-    assert not gone.is_alive() and exits == [ogbench_data.ORPHANED]
+    watcher = ogbench_data.exit_with_parent(os.getppid() + 1, poll_s=0.01, exit=exits.append)
+    watcher.join(timeout=5)
+    assert not watcher.is_alive() and exits == [ogbench_data.ORPHANED]
 
 
 PARENT = """

@@ -397,6 +397,12 @@ ORPHANED = 3
 """The child's exit status when it stops because its parent is gone."""
 
 
+def orphaned(parent: int) -> bool:
+    """Whether pid `parent` is no longer this process's parent: it exited, and the process was
+    handed to another (init, or a subreaper)."""
+    return os.getppid() != parent
+
+
 def exit_with_parent(
     parent: int, poll_s: float = 0.5, exit: Callable[[int], Any] = os._exit
 ) -> threading.Thread:
@@ -408,7 +414,7 @@ def exit_with_parent(
     child asked, `os.getppid()` already differs."""
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while not orphaned(parent):
             time.sleep(poll_s)
         exit(ORPHANED)
 
