@@ -248,7 +248,7 @@ def test_a_build_child_exits_once_its_parent_is_gone():
     assert not ogbench_data.orphaned(os.getppid())
     assert ogbench_data.orphaned(os.getppid() + 1)
     exits: list[int] = []
-    watcher = ogbench_data.exit_with_parent(os.getppid() + 1, poll_s=0.01, exit=exits.append)
+    watcher = ogbench_data.exit_with_parent(os.getppid() + 1, poll_s=0.01, on_orphaned=exits.append)
     watcher.join(timeout=5)
     assert not watcher.is_alive() and exits == [ogbench_data.ORPHANED]
 

@@ -404,9 +404,9 @@ def orphaned(parent: int) -> bool:
 
 
 def exit_with_parent(
-    parent: int, poll_s: float = 0.5, exit: Callable[[int], Any] = os._exit
+    parent: int, poll_s: float = 0.5, on_orphaned: Callable[[int], Any] = os._exit
 ) -> threading.Thread:
-    """Exit this process (status `ORPHANED`) as soon as its parent, pid `parent`, is gone.
+    """Exit this process (`on_orphaned(ORPHANED)`) as soon as its parent, pid `parent`, is gone.
 
     A parent stopped by `kill` (SIGTERM or SIGKILL) cannot stop its child, which would generate
     for up to an hour and write into a staging folder that no one moves into place; the child
@@ -416,7 +416,7 @@ def exit_with_parent(
     def watch() -> None:
         while not orphaned(parent):
             time.sleep(poll_s)
-        exit(ORPHANED)
+        on_orphaned(ORPHANED)
 
     watcher = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
     watcher.start()
