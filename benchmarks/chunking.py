@@ -11,6 +11,9 @@ Arms (Li, Zhou & Levine 2025, "Reinforcement Learning with Action Chunking", Sec
     fql-n     FQL with uncorrected 5-step returns and one action
     qc-fql    FQL over chunks of 5 actions
     qc        a chunk critic (h = 5) and the best of N samples of a BC flow over chunks
+    rebrac    ReBRAC, the one-step baseline with a deterministic actor: TD3 with LayerNorm
+              critics and BC penalties on actor and target (valorl's defaults, β_actor 0.1,
+              β_critic 0.01); not in the QC paper's comparison, so no published number here
 
 The three FQL arms use α = 100, as QC's README runs all three on every domain (FQL's own README
 uses 300 on scene and 1000 on puzzle; BENCHMARKS.md's first rows were measured so).
@@ -53,6 +56,7 @@ def arms(samples: int) -> dict[str, str]:
         "fql-n": f"fql --alpha {ALPHA} --n-step 5",
         "qc-fql": f"fql --alpha {ALPHA} --horizon 5",
         "qc": f"qc --horizon 5 --samples {samples}",
+        "rebrac": "rebrac",
     }
 
 

@@ -13,6 +13,13 @@ Arms, on every dataset, the same seeds trained together (vmapped):
                       (no single-model arm: its penalty is a spread across members)
     iql, cql          the model-free baselines, valorl's defaults
 
+A SAC-based arm takes variants as suffixes, each changing one setting: `-lambda0.25` sets the
+penalty coefficient (λ for MOPO, β for MOBILE) in place of the reference's, `-temp0.1` starts
+SAC's temperature α at 0.1 instead of 1 (at 20k steps, α from 1 at OfflineRL-Kit's rate 1e-4
+is still above 0.1 and its entropy bonus can outweigh the reward; see BENCHMARKS.md). So
+`--arms mopo-lambda0.1-temp0.1,mopo-single-lip-lambda0.1-temp0.1` runs both MOPO arms with
+λ 0.1 and α from 0.1.
+
 Scaled down from OfflineRL-Kit's protocol (3M gradient steps, 50k rollouts every 1000 steps,
 4x200 models): `--steps` gradient steps (default 20,000), 10k rollouts every 1000 steps of
 length 5 (1 on walker2d-medium-replay, as the reference), 3x200 models fitted for at most 30
@@ -28,6 +35,7 @@ stratified-bootstrap interval, and draws each dataset's learning curves
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -42,18 +50,34 @@ MODEL = "--model-hidden-dims 200,200,200 --model-max-epochs 30 --rollout-batch 1
 SINGLE_LIP = "--model-members 1 --model-elites 1 --robust-coef 1 --robust-radius 0.01"
 
 
-def arms(dataset: str) -> dict[str, str]:
+VARIANTS = {"lambda": "--penalty-coef", "temp": "--init-temperature"}
+"""Arm-name suffixes (`-lambda0.25`, `-temp0.1`) and the flag each sets."""
+
+
+def arm(name: str, dataset: str) -> str:
+    """The `valorl train` recipe of arm NAME (a base arm, then any variant suffixes) on DATASET."""
+    base, variants = name, {}
+    while suffix := re.search(r"-(lambda|temp)([0-9.]+)$", base):
+        variants[VARIANTS[suffix[1]]] = suffix[2]
+        base = base[: suffix.start()]
     env = dataset.split("-")[0]
     length = "1" if dataset.startswith("walker2d-medium-replay") else "5"
     model = f"{MODEL} --rollout-length {length}"
-    penalty = MOPO_PENALTY[env]
-    return {
-        "mopo": f"mopo {model} --penalty-coef {penalty}",
-        "mopo-single-lip": f"mopo {model} {SINGLE_LIP} --penalty-coef {penalty}",
+    recipes = {
+        "mopo": f"mopo {model} --penalty-coef {MOPO_PENALTY[env]}",
+        "mopo-single-lip": f"mopo {model} {SINGLE_LIP} --penalty-coef {MOPO_PENALTY[env]}",
         "mobile": f"mobile {model} --penalty-coef {MOBILE_PENALTY[env]}",
         "iql": "iql",
         "cql": "cql",
     }
+    if base not in recipes:
+        raise SystemExit(f"unknown arm {name!r}: the arms are {', '.join(recipes)}")
+    if variants and base in ("iql", "cql"):
+        raise SystemExit(f"arm {name!r}: only the SAC-based arms take variants")
+    recipe = recipes[base]
+    for flag, value in variants.items():
+        recipe = re.sub(rf" {flag} \S+", "", recipe) + f" {flag} {value}"
+    return recipe
 
 
 def scores(run: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -80,7 +104,7 @@ def main() -> None:
     common = f"--steps {args.steps} --log-every 1000 --eval-every {args.steps // 4} "
     common += f"--eval-episodes 10 --seeds {args.seeds} --quiet"
     if not args.report_only:
-        train_arms(out, datasets, names, lambda name, dataset: arms(dataset)[name], common)
+        train_arms(out, datasets, names, arm, common)
     if args.skip_report:
         return
     runs = {(n, d): scores(out / f"{n}-{d}") for n in names for d in datasets}
