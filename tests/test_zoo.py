@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import h5py
 import minari
@@ -118,6 +121,18 @@ def test_building_twice_gives_the_recorded_checksum_both_times(tmp_path, small_b
     assert zoo.status(recipe) == "verified"
     assert [zoo.content_checksum(p) for p in (small_build, path)] == [recipe.sha256] * 2
     assert not list(path.parent.glob(".*"))  # no staging directory left
+
+
+def test_a_killed_builds_staging_folder_is_removed_and_a_running_builds_kept(built_small):
+    killed = subprocess.Popen([sys.executable, "-c", ""])  # a build's process, now gone
+    killed.wait()
+    abandoned = built_small.with_name(f".{built_small.name}.build-{killed.pid}")
+    running = built_small.with_name(f".{built_small.name}.build-{os.getppid()}")
+    for folder in (abandoned, running):
+        (folder / "data").mkdir(parents=True)
+    assert zoo.build(SMALL, progress=False) == built_small  # already built: used as it is
+    assert not abandoned.exists()
+    assert (running / "data").is_dir()
 
 
 def test_a_tampered_dataset_is_detected_and_only_force_replaces_it(built_small, capsys):

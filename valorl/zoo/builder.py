@@ -112,6 +112,7 @@ def build(
     """
     recipe = get(name)
     path = dataset_path(recipe)
+    _remove_abandoned_staging(path)
     found = status(recipe)
     if reusable(found, force):
         return path
@@ -120,7 +121,6 @@ def build(
     for part in recipe.concat:
         build(part, progress=progress, accept_local=accept_local)
     staging = path.with_name(f".{path.name}.build-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
     try:
         _write(recipe, staging, progress)
         built = checksum(staging)  # a rename keeps the file's time, so the stamp stays valid
@@ -139,6 +139,30 @@ def build(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _remove_abandoned_staging(path: Path) -> None:
+    """Delete the staging folders (`.NAME.build-PID`) of builds of `path` whose process is gone.
+
+    A build killed while writing (SIGKILL, a lost machine) cannot clean up after itself, and
+    its folder can hold most of a 1M-transition dataset. A folder whose pid still runs is a
+    parallel build's (a sweep group) and is left alone; this process's own is stale by
+    definition, as a build runs once per process at a time."""
+    for folder in path.parent.glob(f".{path.name}.build-*"):
+        pid = folder.name.rpartition("-")[2]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _running(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def _mismatch_error(recipe: Recipe, built: str) -> ValorlError:
