@@ -3,6 +3,10 @@ CQL on the zoo's locomotion datasets.
 
     MINARI_DATASETS_PATH=... python benchmarks/model_based_offline.py --out runs/mb-offline
     python benchmarks/model_based_offline.py --datasets hopper-medium-replay-v0 --steps 20000
+    python benchmarks/model_based_offline.py --datasets hopper-medium-v0 --arms iql,mopo
+
+Datasets: hopper, walker2d and halfcheetah, each -medium-replay-v0 (the default) or -medium-v0
+(1M transitions, built in about 6-10 minutes each on first use).
 
 Arms, on every dataset, the same seeds trained together (vmapped):
 
@@ -42,10 +46,24 @@ import numpy as np
 from common import BenchmarkParser, iqm_cell, mean_cell, plot_curves, train_arms
 
 DATASETS = ("hopper-medium-replay-v0", "walker2d-medium-replay-v0", "halfcheetah-medium-replay-v0")
-MOPO_PENALTY = {"hopper": "2.5", "walker2d": "2.5", "halfcheetah": "0.5"}
-"""OfflineRL-Kit's MOPO λ on the medium-replay datasets."""
-MOBILE_PENALTY = {"hopper": "0.1", "walker2d": "0.5", "halfcheetah": "0.1"}
-"""OfflineRL-Kit's MOBILE β on the medium-replay datasets (run_mobile.py's suggestions)."""
+MOPO_PENALTY = {
+    "hopper-medium-replay": "2.5",
+    "walker2d-medium-replay": "2.5",
+    "halfcheetah-medium-replay": "0.5",
+    "hopper-medium": "5.0",
+    "walker2d-medium": "0.5",
+    "halfcheetah-medium": "0.5",
+}
+"""OfflineRL-Kit's MOPO λ per dataset (run_mopo.py's suggested hyperparameters)."""
+MOBILE_PENALTY = {
+    "hopper-medium-replay": "0.1",
+    "walker2d-medium-replay": "0.5",
+    "halfcheetah-medium-replay": "0.1",
+    "hopper-medium": "1.5",
+    "walker2d-medium": "0.5",
+    "halfcheetah-medium": "0.5",
+}
+"""OfflineRL-Kit's MOBILE β per dataset (run_mobile.py's suggestions)."""
 MODEL = "--model-hidden-dims 200,200,200 --model-max-epochs 30 --rollout-batch 10000"
 SINGLE_LIP = "--model-members 1 --model-elites 1 --robust-coef 1 --robust-radius 0.01"
 
@@ -60,13 +78,18 @@ def arm(name: str, dataset: str) -> str:
     while suffix := re.search(r"-(lambda|temp)([0-9.]+)$", base):
         variants[VARIANTS[suffix[1]]] = suffix[2]
         base = base[: suffix.start()]
-    env = dataset.split("-")[0]
-    length = "1" if dataset.startswith("walker2d-medium-replay") else "5"
+    kind = dataset.rsplit("-v", 1)[0]  # hopper-medium-replay-v0 -> hopper-medium-replay
+    if kind not in MOPO_PENALTY:
+        raise SystemExit(
+            f"no reference settings for {dataset!r}: the datasets are the zoo's "
+            f"{', '.join(f'{k}-v0' for k in MOPO_PENALTY)}"
+        )
+    length = "1" if kind == "walker2d-medium-replay" else "5"
     model = f"{MODEL} --rollout-length {length}"
     recipes = {
-        "mopo": f"mopo {model} --penalty-coef {MOPO_PENALTY[env]}",
-        "mopo-single-lip": f"mopo {model} {SINGLE_LIP} --penalty-coef {MOPO_PENALTY[env]}",
-        "mobile": f"mobile {model} --penalty-coef {MOBILE_PENALTY[env]}",
+        "mopo": f"mopo {model} --penalty-coef {MOPO_PENALTY[kind]}",
+        "mopo-single-lip": f"mopo {model} {SINGLE_LIP} --penalty-coef {MOPO_PENALTY[kind]}",
+        "mobile": f"mobile {model} --penalty-coef {MOBILE_PENALTY[kind]}",
         "iql": "iql",
         "cql": "cql",
     }

@@ -47,3 +47,14 @@ def test_unknown_arms_and_variants_of_model_free_arms_are_refused(model_based_of
         model_based_offline.arm("mopo2", "hopper-medium-replay-v0")
     with pytest.raises(SystemExit, match="only the SAC-based arms take variants"):
         model_based_offline.arm("iql-temp0.1", "hopper-medium-replay-v0")
+
+
+def test_medium_datasets_take_the_references_own_penalties(model_based_offline):
+    arm = model_based_offline.arm
+    assert flags(arm("mopo", "hopper-medium-v0"))["--penalty-coef"] == "5.0"
+    assert flags(arm("mopo", "hopper-medium-replay-v0"))["--penalty-coef"] == "2.5"
+    assert flags(arm("mobile", "hopper-medium-v0"))["--penalty-coef"] == "1.5"
+    walker = flags(arm("mopo", "walker2d-medium-v0"))
+    assert walker["--penalty-coef"] == "0.5" and walker["--rollout-length"] == "5"
+    with pytest.raises(SystemExit, match="no reference settings for 'hopper-expert-v0'"):
+        arm("mopo", "hopper-expert-v0")
