@@ -12,7 +12,9 @@ import pytest
 from conftest import TINY, synthetic_dataset, train_tiny_run
 
 import valorl
+from valorl.agents import DQC
 from valorl.cli.main import main
+from valorl.data import sources
 from valorl.data.sources import save_npz
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
@@ -56,6 +58,8 @@ class ConstantCritic:
 
     name = "constant"
     has_critic = True  # declares the CriticAgent contract, as CriticAgentBase does
+    chunk_length = 1
+    action_chunk = 1
     discount: float = 0.9
 
     def q_values(self, state, obs, actions):
@@ -88,6 +92,65 @@ def test_bias_and_td_errors_by_hand():
     assert result["train_episodes"] == 3
 
 
+@dataclasses.dataclass(frozen=True)
+class ConstantChunkCritic(ConstantCritic):
+    """A stand-in critic of chunks of 3 actions: Q = the seed's c + the sum of the chunk's
+    actions (+ member index); the policy acts the zero chunk."""
+
+    chunk_length = 3
+    action_chunk = 3
+
+    def q_values(self, state, obs, actions):
+        assert actions.shape == (obs.shape[0], 3)  # flattened (3 steps × 1 action)
+        return super().q_values(state, obs, actions) + actions.sum(axis=1)
+
+    def act(self, state, obs, key, deterministic=True):
+        return jnp.zeros((obs.shape[0], 3, 1))
+
+
+def test_a_chunk_critic_is_read_at_the_datas_chunks_by_hand():
+    """Row t's chunk is rows t..t+2: Q = c + 0.5 + Σ actions; its target sums the rewards up to
+    an episode's end (γ^k), bootstraps with γ^K·(1 − terminal) at the window's end; rows
+    whose window a truncation or the data's end cuts are left out, a terminal end counts."""
+    data = synthetic_dataset(n=60, episode_len=20)  # episodes 0 and 2 truncated, 1 terminal
+    normalizer = Normalizer.identity(data.obs_shape, data.action_dim)
+    c, gamma = 1.0, 0.9
+    result = value_diagnostics(ConstantChunkCritic(), jnp.array([c]), normalizer, data, None)
+    q, td, counted = [], [], []
+    for t in range(len(data)):
+        window = list(range(t, min(t + 3, len(data))))
+        acts = data.actions[[min(r, len(data) - 1) for r in range(t, t + 3)], 0]
+        taken = []
+        for r in window:
+            taken.append(r)
+            if data.dones[r]:
+                break
+        total = sum(gamma**k * data.rewards[r] for k, r in enumerate(taken))
+        last = taken[-1]
+        mask = gamma ** (len(taken) - 1) * (1.0 - data.terminals[last])
+        q.append(c + 0.5 + acts.sum())
+        td.append(total + gamma * mask * (c + 0.5) - q[-1])
+        counted.append(len(taken) == 3 or bool(data.terminals[last]))
+    q, td, counted = np.array(q), np.array(td), np.array(counted)
+    assert counted.sum() == 60 - 2 - 2  # the last two rows of the two truncated episodes cut
+    assert not counted[18] and counted[38] and counted[39]  # a terminal end counts
+    returns = data.returns_to_go(gamma)[counted]
+    assert result["chunk_length"] == 3
+    assert result["mc_return_mean"] == pytest.approx(returns.mean(), rel=1e-6)
+    np.testing.assert_allclose(result["q_mean"], [q[counted].mean()], rtol=1e-5)
+    np.testing.assert_allclose(result["bias"], [(q[counted] - returns).mean()], rtol=1e-5)
+    rms = np.sqrt((td[counted] ** 2).mean())
+    np.testing.assert_allclose(result["td_error_train"], [rms], rtol=1e-5)
+
+
+def test_an_agent_whose_policy_acts_other_chunks_than_its_critic_scores_is_refused():
+    agent = DQC(horizon=4, action_horizon=2)
+    data = synthetic_dataset(n=40, episode_len=20)
+    normalizer = Normalizer.identity(data.obs_shape, data.action_dim)
+    with pytest.raises(ValorlError, match="chunks of 4 actions and its policy acts 2"):
+        value_diagnostics(agent, None, normalizer, data, None)
+
+
 def test_chunking_covers_every_transition(monkeypatch):
     """A dataset longer than one device chunk (padded at the end) gives the same numbers."""
     import valorl.training.diagnostics as diagnostics
@@ -117,6 +180,29 @@ def test_training_with_holdout_writes_diagnostics(pendulum_dataset):
     assert written["heldout_episodes"] == 2 and written["train_episodes"] == 8
     assert len(written["td_error_heldout"]) == 2
     assert_same(diagnose_run(result.path, pendulum_dataset), written)
+
+
+def test_a_run_on_data_derived_on_load_is_diagnosed_by_the_datas_name(
+    pendulum_dataset, tmp_path, monkeypatch
+):
+    """Data derived when it is loaded (as OGBench's single-task variants relabel their base
+    recipe's file) records the base file as its source and its own name: `valorl diagnose`
+    without --dataset reads it by the name (the source alone gives other rewards)."""
+    base = tmp_path / "base.npz"
+    save_npz(pendulum_dataset, base)
+    derived = dataclasses.replace(
+        pendulum_dataset,
+        rewards=pendulum_dataset.rewards + 1.0,
+        info=dataclasses.replace(pendulum_dataset.info, name="relabelled-v0", source=str(base)),
+    )
+    resolvers = [lambda name: derived if name == "relabelled-v0" else None]
+    monkeypatch.setattr(sources, "_RESOLVERS", resolvers)
+    run = train_tiny_run(derived, tmp_path / "run", agent="iql", seeds=1)
+    written = json.loads((run.path / "diagnostics.json").read_text())
+    assert_same(diagnose_run(run.path), written)
+    monkeypatch.setattr(sources, "_RESOLVERS", [])  # the name no longer loads
+    with pytest.raises(ValorlError, match="is not the data"):
+        diagnose_run(run.path)
 
 
 def assert_same(a: dict, b: dict) -> None:

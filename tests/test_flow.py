@@ -4,6 +4,8 @@ by hand, QC's best-of-N, the chunk critic's masks, and training end to end with 
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -161,7 +163,8 @@ def test_chunk_critic_leaves_out_chunks_that_a_truncation_cuts():
 
 def test_a_chunked_agent_trains_and_evaluates_open_loop(pendulum_dataset, tmp_path):
     """QC with chunks of 3 trains on Pendulum data and evaluates by executing its chunks;
-    its config records the chunk, and the run's policy returns chunks."""
+    its config records the chunk, the run's policy returns chunks, and its critic of chunks
+    gets value diagnostics."""
     result = valorl.train(
         "qc", pendulum_dataset, steps=10, log_every=10, eval_every=10, eval_episodes=1,
         seeds=1, progress=False, out=tmp_path / "qc", horizon=3, samples=2, flow_steps=2,
@@ -170,6 +173,8 @@ def test_a_chunked_agent_trains_and_evaluates_open_loop(pendulum_dataset, tmp_pa
     assert np.isfinite(result.returns).all()
     policy = valorl.load_policy(tmp_path / "qc")
     assert policy(np.zeros((4, 3), np.float32), key=jax.random.key(0)).shape == (4, 3, 1)
+    diagnostics = json.loads((tmp_path / "qc" / "diagnostics.json").read_text())
+    assert diagnostics["chunk_length"] == 3 and np.isfinite(diagnostics["bias"]).all()
 
 
 def test_chunked_agents_refuse_what_they_cannot_do_in_one_line():
@@ -297,6 +302,7 @@ def test_dqc_trains_on_long_chunks_and_acts_in_short_ones(pendulum_dataset, tmp_
     )  # fmt: skip
     policy = valorl.load_policy(tmp_path / "dqc")
     assert policy(np.zeros((4, 3), np.float32), key=jax.random.key(0)).shape == (4, 2, 1)
+    assert not (tmp_path / "dqc" / "diagnostics.json").exists()  # no Q of its own 2-chunks
     with pytest.raises(ValorlError, match="--action-horizon must be between 1 and --horizon"):
         DQC(horizon=2, action_horizon=3)
     with pytest.raises(ValorlError, match="one-output critic head"):

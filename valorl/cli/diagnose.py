@@ -17,8 +17,10 @@ def add_diagnose_parser(commands) -> None:
         description="For every seed of a run: mean Q at the dataset's state-actions against "
         "the discounted Monte-Carlo return (bias > 0 is over-estimation), and the RMS TD error "
         "of Q for the agent's own policy on the training data and on held-out episodes "
-        "(train with --holdout to have some). Values are in the environment's reward units. "
-        "Writes RUN_DIR/diagnostics.json (training a critic agent writes it too).",
+        "(train with --holdout to have some). A critic of action chunks (QC, FQL with "
+        "--horizon) is read at the data's chunks, with its h-step TD error. Values are in the "
+        "environment's reward units. Writes RUN_DIR/diagnostics.json (training a critic agent "
+        "writes it too).",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory made by `valorl train`")
     parser.add_argument(
@@ -41,6 +43,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     table = Table(
         title=f"{args.run_dir} at step {result['step']}: Monte-Carlo return "
         f"{result['mc_return_mean']:.2f} (γ = {result['discount']})"
+        + (f", chunks of {result['chunk_length']}" if result["chunk_length"] > 1 else "")
     )
     for column in ("seed", "mean Q", "bias Q − G", "TD error (train)", "TD error (held out)"):
         table.add_column(column, justify="right")

@@ -12,6 +12,12 @@ Two checks on a run's critic, per seed, in the environment's reward units:
   held-out episodes (`valorl train --holdout`). A held-out error far above the training error
   means the critic memorised its data.
 
+A critic of action chunks (QC, FQL over chunks: Q(s_t, a_t, …, a_(t+h−1))) is read the same way
+at every row's chunk of the data: its bias against G_t, and its h-step TD error
+Σ_(k<h) γ^k r_(t+k) + γ^h·m·Q(s_(t+h), π(s_(t+h))) − Q, over the rows whose chunk is whole
+(`nstep.whole_chunks`, the rows its loss learns from). An agent whose policy acts chunks of
+another length than its critic scores (DQC) has no Q of its own actions and is not diagnosed.
+
 Q is the mean over the ensemble (the estimate, not the pessimistic target). A model-based run
 also gets its dynamics model's one- and k-step prediction errors (`model_diagnostics.py`).
 """
@@ -28,8 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from valorl.agents import CriticAgent
-from valorl.data.dataset import Dataset
+from valorl.agents.base import CriticAgentBase
+from valorl.agents.flow_bc import flat_actions
+from valorl.data.dataset import Batch, Dataset
 from valorl.data.files import atomic_write
+from valorl.data.nstep import chunk_transitions, whole_chunks, window_rows
 from valorl.data.sources import load_dataset
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
@@ -49,23 +58,37 @@ def value_diagnostics(
     heldout: Dataset | None,
 ) -> dict[str, Any]:
     """Bias against Monte-Carlo returns and TD errors for every seed of a seed-stacked state."""
-    if not agent.has_critic:
-        raise ValorlError(f"{agent.name} has no critic: value diagnostics need a Q-function")
-    q, td = _q_and_td(agent, states, normalizer, train)
-    returns = train.returns_to_go(agent.discount)
+    if not diagnosable(agent):
+        raise ValorlError(
+            f"{agent.name} has no critic: value diagnostics need a Q-function"
+            if not (agent.has_critic or isinstance(agent, CriticAgentBase))
+            else f"{agent.name}'s critic scores chunks of {agent.chunk_length} actions and its "
+            f"policy acts {agent.action_chunk}: value diagnostics need Q of the actions taken"
+        )
+    q, td, counted = _q_and_td(agent, states, normalizer, train)
+    returns = train.returns_to_go(agent.discount)[counted]
     result: dict[str, Any] = {
         "discount": agent.discount,
+        "chunk_length": agent.chunk_length,
         "train_episodes": len(train.episode_slices()),
         "heldout_episodes": 0 if heldout is None else len(heldout.episode_slices()),
-        "q_mean": q.mean(axis=1).tolist(),
+        "q_mean": q[:, counted].mean(axis=1).tolist(),
         "mc_return_mean": float(returns.mean()),
-        "bias": (q - returns).mean(axis=1).tolist(),
-        "td_error_train": _rms(td).tolist(),
+        "bias": (q[:, counted] - returns).mean(axis=1).tolist(),
+        "td_error_train": _rms(td[:, counted]).tolist(),
         "td_error_heldout": None,
     }
     if heldout is not None:
-        result["td_error_heldout"] = _rms(_q_and_td(agent, states, normalizer, heldout)[1]).tolist()
+        _, td, counted = _q_and_td(agent, states, normalizer, heldout)
+        result["td_error_heldout"] = _rms(td[:, counted]).tolist()
     return result
+
+
+def diagnosable(agent: Any) -> bool:
+    """Whether the agent has a Q of the actions it takes: a one-step critic, or a critic of
+    the very chunks its policy acts (QC, FQL over chunks; not DQC)."""
+    has_q = agent.has_critic or isinstance(agent, CriticAgentBase)  # a chunk critic's is False
+    return has_q and agent.chunk_length == agent.action_chunk
 
 
 def diagnose_run(
@@ -73,12 +96,14 @@ def diagnose_run(
 ) -> dict[str, Any]:
     """Diagnostics of a run's latest checkpoint on its own data (the recorded training split
     and held-out episodes), written to `RUN/diagnostics.json` and returned. `dataset` defaults
-    to where the run loaded its data from."""
+    to where the run loaded its data from, or to its name for data derived on load."""
     run = RunDir(run_dir)
     config = run.config()["data"]
     plan, ckpt = load_checkpoint(run.path)
-    source = config["source"] if dataset is None else dataset
+    source = dataset if dataset is not None else config["source"]
     data = source if isinstance(source, Dataset) else load_dataset(source)
+    if dataset is None and data.fingerprint() != config["fingerprint"] and config.get("name"):
+        data = _by_name(config["name"], data)
     if data.fingerprint() != config["fingerprint"]:
         raise ValorlError(f"{data.info.source} is not the data {run.path} trained on")
     train, heldout = data.split_episodes(config.get("holdout", 0.0))
@@ -96,35 +121,57 @@ def diagnose_run(
     return result
 
 
+def _by_name(name: str, fallback: Dataset) -> Dataset:
+    """The dataset `name` loads, for data derived on load from the file a run records as its
+    source (an OGBench single-task variant relabels its base recipe's rewards); `fallback`
+    when the name loads nothing."""
+    try:
+        return load_dataset(name)
+    except ValorlError:
+        return fallback
+
+
 def _q_and_td(
     agent: CriticAgent, states: Any, normalizer: Normalizer, data: Dataset
-) -> tuple[np.ndarray, np.ndarray]:
-    """Q(s, a) and TD errors in reward units, each of shape (seeds, transitions)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q at each row's action (or chunk) and its TD error in reward units, each of shape
+    (seeds, transitions), and which rows count (transitions,): all of them for a one-step
+    critic, those whose chunk is whole for a chunk critic."""
     batch = normalizer.batch(data.to_batch())
     n = len(data)
-    pad = -n % CHUNK
-    chunks = jax.tree.map(
-        lambda x: jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(-1, CHUNK, *x.shape[1:]),
-        batch,
-    )
-    q, td = _evaluate(agent.without_planning())(states, chunks)
+    starts = jnp.arange(n + (-n % CHUNK)).reshape(-1, CHUNK)  # padded: rows past n are dropped
+    q, td, whole = _evaluate(agent.without_planning())(states, batch, starts)
     scale = float(normalizer.reward_scale)
     flat = lambda x: np.asarray(x).reshape(x.shape[0], -1)[:, :n] / scale
-    return flat(q), flat(td)
+    return flat(q), flat(td), np.asarray(whole)[0].reshape(-1)[:n] > 0  # the data's, not a seed's
 
 
 @functools.cache
 def _evaluate(agent: CriticAgent):
-    def one_chunk(state, b):
-        q = agent.q_values(state, b.observations, b.actions).mean(axis=0)
+    """Q, TD error and whether the chunk is whole at the rows `starts` of the data: the row's
+    own transition for a one-step critic, the h-row window from it for a chunk critic."""
+    h = agent.chunk_length
+
+    def block(state, data: Batch, starts):
+        rows = window_rows(starts, h)
+        size = data.rewards.shape[0]
+        steps = jax.tree.map(lambda x: x[jnp.minimum(rows, size - 1)], data)
+        b = chunk_transitions(steps, rows < size, agent.discount)
+        actions = flat_actions(b) if h > 1 else b.actions[:, 0]
+        q = agent.q_values(state, b.observations, actions).mean(axis=0)
         next_actions = agent.act(state, b.next_observations, jax.random.key(0), True)
-        next_q = agent.q_values(state, b.next_observations, next_actions).mean(axis=0)
-        return q, b.rewards + agent.discount * b.masks * next_q - q
+        next_q = agent.q_values(state, b.next_observations, _flat(next_actions, h)).mean(axis=0)
+        return q, b.rewards + agent.discount * b.masks * next_q - q, whole_chunks(b)
 
-    def one_seed(state, chunks):
-        return jax.lax.map(lambda b: one_chunk(state, b), chunks)
+    def one_seed(state, data, starts):
+        return jax.lax.map(lambda s: block(state, data, s), starts)
 
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, None)))
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
+
+
+def _flat(actions: jax.Array, h: int) -> jax.Array:
+    """Chunks (batch, h, |A|) as the critic reads them, (batch, h·|A|); one-step unchanged."""
+    return actions.reshape(actions.shape[0], -1) if h > 1 else actions
 
 
 def _rms(x: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from valorl.data.replay import OfflineMix
 from valorl.data.transforms import Normalizer
 from valorl.training import checkpoint
 from valorl.training.compiled import CompiledEvaluator, jax_environment_phase
-from valorl.training.diagnostics import diagnose_run
+from valorl.training.diagnostics import diagnosable, diagnose_run
 from valorl.training.evaluation import evaluation_round, run_evaluator
 from valorl.training.fused import init_seeds, seed_keys, update_chunk
 from valorl.training.interaction import environment_phase
@@ -267,9 +267,9 @@ def run_plan(
     mix: OfflineMix | None = None,
 ) -> RunResult:
     """Open (or reopen) the plan's run directory and run the loop unless it has finished.
-    `data` gives the offline rows; critic agents get value diagnostics (`diagnostics.json`)
-    on `diagnose_with`, the whole dataset, when there is one (not in goal-conditioned runs,
-    whose values answer relabelled goals, not the dataset's returns)."""
+    `data` gives the offline rows; critic agents, chunk critics included, get value diagnostics
+    (`diagnostics.json`) on `diagnose_with`, the whole dataset, when there is one (not in
+    goal-conditioned runs, whose values answer relabelled goals, not the dataset's returns)."""
     config = plan.config()
     path = out if out is not None else default_run_path(config)
     run = RunDir.open(path, config, upgrade=with_current_defaults)
@@ -280,6 +280,6 @@ def run_plan(
             return RunResult.load(run.path)
         run.attach_logger(open_logger(logger, run.path, config))  # closed with the lock
         Loop(run, plan, data, normalizer, env, mix).run(progress)
-        if diagnose_with is not None and plan.agent.has_critic and plan.goals is None:
+        if diagnose_with is not None and diagnosable(plan.agent) and plan.goals is None:
             diagnose_run(run.path, diagnose_with)
     return RunResult.load(run.path)
