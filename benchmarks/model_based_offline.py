@@ -126,6 +126,9 @@ def main() -> None:
     out, datasets, names = Path(args.out), args.datasets.split(","), args.arms.split(",")
     common = f"--steps {args.steps} --log-every 1000 --eval-every {args.steps // 4} "
     common += f"--eval-episodes 10 --seeds {args.seeds} --quiet"
+    for name in names:  # refuse an unknown arm or dataset now, not after hours of training
+        for dataset in datasets:
+            arm(name, dataset)
     if not args.report_only:
         train_arms(out, datasets, names, arm, common)
     if args.skip_report:

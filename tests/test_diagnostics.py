@@ -58,7 +58,7 @@ class ConstantCritic:
 
     name = "constant"
     has_critic = True  # declares the CriticAgent contract, as CriticAgentBase does
-    chunk_length = 1
+    critic_chunk = 1  # and a Q of one action, as AgentBase derives from it
     action_chunk = 1
     discount: float = 0.9
 
@@ -94,10 +94,12 @@ def test_bias_and_td_errors_by_hand():
 
 @dataclasses.dataclass(frozen=True)
 class ConstantChunkCritic(ConstantCritic):
-    """A stand-in critic of chunks of 3 actions: Q = the seed's c + the sum of the chunk's
-    actions (+ member index); the policy acts the zero chunk."""
+    """A stand-in critic of chunks of 3 actions, declared as QC declares one (no one-step Q
+    for OPE or steering): Q = the seed's c + the sum of the chunk's actions (+ member index);
+    the policy acts the zero chunk."""
 
-    chunk_length = 3
+    has_critic = False
+    critic_chunk = 3
     action_chunk = 3
 
     def q_values(self, state, obs, actions):
@@ -132,8 +134,8 @@ def test_a_chunk_critic_is_read_at_the_datas_chunks_by_hand():
         td.append(total + gamma * mask * (c + 0.5) - q[-1])
         counted.append(len(taken) == 3 or bool(data.terminals[last]))
     q, td, counted = np.array(q), np.array(td), np.array(counted)
-    assert counted.sum() == 60 - 2 - 2  # the last two rows of the two truncated episodes cut
-    assert not counted[18] and counted[38] and counted[39]  # a terminal end counts
+    # (the reference's own rows: the last two of each truncated episode cut, a terminal end kept)
+    assert counted.sum() == 60 - 2 - 2 and not counted[18] and counted[38] and counted[39]
     returns = data.returns_to_go(gamma)[counted]
     assert result["chunk_length"] == 3
     assert result["mc_return_mean"] == pytest.approx(returns.mean(), rel=1e-6)
@@ -141,6 +143,17 @@ def test_a_chunk_critic_is_read_at_the_datas_chunks_by_hand():
     np.testing.assert_allclose(result["bias"], [(q[counted] - returns).mean()], rtol=1e-5)
     rms = np.sqrt((td[counted] ** 2).mean())
     np.testing.assert_allclose(result["td_error_train"], [rms], rtol=1e-5)
+
+
+def test_data_without_a_whole_chunk_gives_no_numbers_rather_than_nan():
+    """Episodes shorter than the chunk, cut by truncations: no row's chunk is whole, so there
+    is nothing to read the critic at (None, written as JSON null), on either split."""
+    data = synthetic_dataset(n=2, episode_len=2)  # one truncated episode of 2 rows
+    normalizer = Normalizer.identity(data.obs_shape, data.action_dim)
+    result = value_diagnostics(ConstantChunkCritic(), jnp.array([1.0]), normalizer, data, data)
+    for key in ("q_mean", "mc_return_mean", "bias", "td_error_train", "td_error_heldout"):
+        assert result[key] is None, key
+    assert "NaN" not in json.dumps(result)
 
 
 def test_an_agent_whose_policy_acts_other_chunks_than_its_critic_scores_is_refused():

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -124,15 +125,19 @@ def test_building_twice_gives_the_recorded_checksum_both_times(tmp_path, small_b
 
 
 def test_a_killed_builds_staging_folder_is_removed_and_a_running_builds_kept(built_small):
+    """Of this host's staging folders, a gone process's is removed and a running one's kept;
+    another host's is kept whatever its pid (pids are per host)."""
     killed = subprocess.Popen([sys.executable, "-c", ""])  # a build's process, now gone
     killed.wait()
-    abandoned = built_small.with_name(f".{built_small.name}.build-{killed.pid}")
-    running = built_small.with_name(f".{built_small.name}.build-{os.getppid()}")
-    for folder in (abandoned, running):
+    prefix = f".{built_small.name}.build-{socket.gethostname()}-"
+    abandoned = built_small.with_name(f"{prefix}{killed.pid}")
+    running = built_small.with_name(f"{prefix}{os.getppid()}")
+    elsewhere = built_small.with_name(f".{built_small.name}.build-another-host-{killed.pid}")
+    for folder in (abandoned, running, elsewhere):
         (folder / "data").mkdir(parents=True)
     assert zoo.build(SMALL, progress=False) == built_small  # already built: used as it is
     assert not abandoned.exists()
-    assert (running / "data").is_dir()
+    assert (running / "data").is_dir() and (elsewhere / "data").is_dir()
 
 
 def test_a_tampered_dataset_is_detected_and_only_force_replaces_it(built_small, capsys):

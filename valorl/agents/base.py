@@ -32,6 +32,8 @@ attributes the agent declares, never by probing for methods or fields. An agent 
     model_based            the agent learns a dynamics model and learns from imagined rows too
     chunk_length           (a property) h of the action chunks in its batches (1: one action)
     action_chunk           (a property) actions `act` returns per call, executed open-loop
+    critic_chunk           (a property) actions its critic's Q scores together (0: no critic;
+                           1 for every `CriticAgent`; h for a critic of h-action chunks)
 
 How an agent explores while it collects data is `explore(state, obs, key, env_step)`: by
 default a sample of the stochastic policy; DQN overrides it with its epsilon-greedy schedule.
@@ -108,6 +110,9 @@ class Agent(Protocol):
 
     @property
     def action_chunk(self) -> int: ...
+
+    @property
+    def critic_chunk(self) -> int: ...
 
     def init(self, key: jax.Array, spec: Spec) -> Any: ...
 
@@ -283,6 +288,14 @@ class AgentBase:
         chunks (batch, action_chunk, action_dim) that evaluation executes open-loop before
         it asks again (`valorl.envs.rollouts.Evaluator`)."""
         return 1
+
+    @property
+    def critic_chunk(self) -> int:
+        """How many actions the critic's Q scores together: 0 without a critic, 1 for a
+        `CriticAgent` (Q(s, a)), h for a critic of h-action chunks (Q-chunking), which
+        `has_critic` does not declare because OPE and steering need a one-step Q; value
+        diagnostics read any critic of the chunks the agent acts."""
+        return 1 if self.has_critic else 0
 
     def warm_start(self, state: Any, pretrained: Any) -> Any:
         """`state` (freshly initialised) with what it keeps of `pretrained`, the state of a

@@ -36,6 +36,10 @@ class ChunkCriticBase(HorizonChunks, CriticAgentBase):
     def has_critic(self) -> bool:  # a one-step Q(s, a) only when chunks are single actions
         return self.horizon == 1
 
+    @property
+    def critic_chunk(self) -> int:
+        return self.horizon
+
     def create_critic(self, key: jax.Array, spec: Spec) -> NetState:
         return super().create_critic(
             key, dataclasses.replace(spec, action_dim=spec.action_dim * self.horizon)

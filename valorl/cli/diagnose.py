@@ -40,22 +40,21 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
+    mc = result["mc_return_mean"]
     table = Table(
         title=f"{args.run_dir} at step {result['step']}: Monte-Carlo return "
-        f"{result['mc_return_mean']:.2f} (γ = {result['discount']})"
+        f"{'-' if mc is None else f'{mc:.2f}'} (γ = {result['discount']})"
         + (f", chunks of {result['chunk_length']}" if result["chunk_length"] > 1 else "")
     )
     for column in ("seed", "mean Q", "bias Q − G", "TD error (train)", "TD error (held out)"):
         table.add_column(column, justify="right")
-    heldout = result["td_error_heldout"] or [None] * len(result["seeds"])
+    formats = {"q_mean": ".2f", "bias": "+.2f", "td_error_train": ".3f", "td_error_heldout": ".3f"}
     for i, seed in enumerate(result["seeds"]):
-        table.add_row(
-            str(seed),
-            f"{result['q_mean'][i]:.2f}",
-            f"{result['bias'][i]:+.2f}",
-            f"{result['td_error_train'][i]:.3f}",
-            "-" if heldout[i] is None else f"{heldout[i]:.3f}",
-        )
+        cells = [
+            "-" if result[key] is None else format(result[key][i], spec)
+            for key, spec in formats.items()
+        ]
+        table.add_row(str(seed), *cells)
     out.print(table)
     if result["heldout_episodes"] == 0:
         out.print("no held-out episodes: train with --holdout 0.05 to measure generalisation")

@@ -308,6 +308,11 @@ def _diagnostics(summary: dict[str, Any]) -> str:
             f"{escape(str(diag.get('heldout_episodes', '–')))} held-out and "
             f"{escape(str(diag.get('train_episodes', '–')))} training episodes; "
             f"mean Monte-Carlo return {_num(mc, 3) if isinstance(mc, int | float) else '–'}"
+            + (
+                f"; Q of chunks of {escape(str(diag['chunk_length']))} actions, h-step TD errors"
+                if isinstance(diag.get("chunk_length"), int) and diag["chunk_length"] > 1
+                else ""
+            )
         )
         parts.append(
             f"<h3>{escape(diag['algorithm'])} on {escape(diag['task'])}</h3>"

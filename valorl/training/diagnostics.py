@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from valorl.agents import CriticAgent
-from valorl.agents.base import CriticAgentBase
 from valorl.agents.flow_bc import flat_actions
 from valorl.data.dataset import Batch, Dataset
 from valorl.data.files import atomic_write
@@ -61,34 +60,38 @@ def value_diagnostics(
     if not diagnosable(agent):
         raise ValorlError(
             f"{agent.name} has no critic: value diagnostics need a Q-function"
-            if not (agent.has_critic or isinstance(agent, CriticAgentBase))
-            else f"{agent.name}'s critic scores chunks of {agent.chunk_length} actions and its "
+            if agent.critic_chunk == 0
+            else f"{agent.name}'s critic scores chunks of {agent.critic_chunk} actions and its "
             f"policy acts {agent.action_chunk}: value diagnostics need Q of the actions taken"
         )
-    q, td, counted = _q_and_td(agent, states, normalizer, train)
-    returns = train.returns_to_go(agent.discount)[counted]
     result: dict[str, Any] = {
         "discount": agent.discount,
-        "chunk_length": agent.chunk_length,
+        "chunk_length": agent.critic_chunk,
         "train_episodes": len(train.episode_slices()),
         "heldout_episodes": 0 if heldout is None else len(heldout.episode_slices()),
-        "q_mean": q[:, counted].mean(axis=1).tolist(),
-        "mc_return_mean": float(returns.mean()),
-        "bias": (q[:, counted] - returns).mean(axis=1).tolist(),
-        "td_error_train": _rms(td[:, counted]).tolist(),
+        # None where no row counts: every episode shorter than the critic's chunk and none
+        # ending at a terminal state leaves no chunk to read the critic at
+        **dict.fromkeys(("q_mean", "mc_return_mean", "bias", "td_error_train")),
         "td_error_heldout": None,
     }
+    q, td, counted = _q_and_td(agent, states, normalizer, train)
+    if counted.any():
+        returns = train.returns_to_go(agent.discount)[counted]
+        result["q_mean"] = q[:, counted].mean(axis=1).tolist()
+        result["mc_return_mean"] = float(returns.mean())
+        result["bias"] = (q[:, counted] - returns).mean(axis=1).tolist()
+        result["td_error_train"] = _rms(td[:, counted]).tolist()
     if heldout is not None:
         _, td, counted = _q_and_td(agent, states, normalizer, heldout)
-        result["td_error_heldout"] = _rms(td[:, counted]).tolist()
+        if counted.any():
+            result["td_error_heldout"] = _rms(td[:, counted]).tolist()
     return result
 
 
 def diagnosable(agent: Any) -> bool:
     """Whether the agent has a Q of the actions it takes: a one-step critic, or a critic of
     the very chunks its policy acts (QC, FQL over chunks; not DQC)."""
-    has_q = agent.has_critic or isinstance(agent, CriticAgentBase)  # a chunk critic's is False
-    return has_q and agent.chunk_length == agent.action_chunk
+    return agent.critic_chunk > 0 and agent.critic_chunk == agent.action_chunk
 
 
 def diagnose_run(
@@ -100,12 +103,12 @@ def diagnose_run(
     run = RunDir(run_dir)
     config = run.config()["data"]
     plan, ckpt = load_checkpoint(run.path)
-    source = dataset if dataset is not None else config["source"]
-    data = source if isinstance(source, Dataset) else load_dataset(source)
-    if dataset is None and data.fingerprint() != config["fingerprint"] and config.get("name"):
-        data = _by_name(config["name"], data)
-    if data.fingerprint() != config["fingerprint"]:
-        raise ValorlError(f"{data.info.source} is not the data {run.path} trained on")
+    if dataset is None:
+        data = _recorded_data(config, run.path)
+    else:
+        data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+        if data.fingerprint() != config["fingerprint"]:
+            raise ValorlError(f"{data.info.source} is not the data {run.path} trained on")
     train, heldout = data.split_episodes(config.get("holdout", 0.0))
     result = {
         "step": ckpt.step,
@@ -121,14 +124,19 @@ def diagnose_run(
     return result
 
 
-def _by_name(name: str, fallback: Dataset) -> Dataset:
-    """The dataset `name` loads, for data derived on load from the file a run records as its
-    source (an OGBench single-task variant relabels its base recipe's rewards); `fallback`
-    when the name loads nothing."""
-    try:
-        return load_dataset(name)
-    except ValorlError:
-        return fallback
+def _recorded_data(config: dict[str, Any], run: os.PathLike) -> Dataset:
+    """The data a run trained on, from where it was loaded or else by its name: data derived
+    on load (an OGBench single-task variant relabels its base recipe's file, which is what the
+    run records as its source) is found by the name."""
+    for where in dict.fromkeys(w for w in (config["source"], config.get("name")) if w):
+        try:
+            data = load_dataset(where)
+        except ValorlError:
+            continue
+        if data.fingerprint() == config["fingerprint"]:
+            return data
+        del data  # a 1M-row dataset: not held while the next candidate loads
+    raise ValorlError(f"{config['source']} is not the data {run} trained on")
 
 
 def _q_and_td(
@@ -150,7 +158,7 @@ def _q_and_td(
 def _evaluate(agent: CriticAgent):
     """Q, TD error and whether the chunk is whole at the rows `starts` of the data: the row's
     own transition for a one-step critic, the h-row window from it for a chunk critic."""
-    h = agent.chunk_length
+    h = agent.critic_chunk
 
     def block(state, data: Batch, starts):
         rows = window_rows(starts, h)

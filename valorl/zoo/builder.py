@@ -16,9 +16,11 @@ loading a large dataset does not re-read it unless the file changed.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -120,7 +122,7 @@ def build(
         verify(recipe)  # raises, naming the fix
     for part in recipe.concat:
         build(part, progress=progress, accept_local=accept_local)
-    staging = path.with_name(f".{path.name}.build-{os.getpid()}")
+    staging = path.with_name(f"{_staging_prefix(path)}{os.getpid()}")
     try:
         _write(recipe, staging, progress)
         built = checksum(staging)  # a rename keeps the file's time, so the stamp stays valid
@@ -141,15 +143,25 @@ def build(
     return path
 
 
+def _staging_prefix(path: Path) -> str:
+    """A build writes `path` first into `.NAME.build-HOST-PID` beside it: the host, because
+    machines that share the dataset folder (a Ray cluster's nodes) do not share pids."""
+    return f".{path.name}.build-{socket.gethostname()}-"
+
+
 def _remove_abandoned_staging(path: Path) -> None:
-    """Delete the staging folders (`.NAME.build-PID`) of builds of `path` whose process is gone.
+    """Delete the staging folders of builds of `path` on this host whose process is gone.
 
     A build killed while writing (SIGKILL, a lost machine) cannot clean up after itself, and
     its folder can hold most of a 1M-transition dataset. A folder whose pid still runs is a
-    parallel build's (a sweep group) and is left alone; this process's own is stale by
-    definition, as a build runs once per process at a time."""
-    for folder in path.parent.glob(f".{path.name}.build-*"):
-        pid = folder.name.rpartition("-")[2]
+    parallel build's (a sweep group) and is left alone, as are other hosts' (their pids mean
+    nothing here); this process's own is stale by definition, as a build runs once per
+    process at a time."""
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return
+    prefix = _staging_prefix(path)
+    for folder in path.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = folder.name.removeprefix(prefix)
         if pid.isdigit() and (int(pid) == os.getpid() or not _running(int(pid))):
             shutil.rmtree(folder, ignore_errors=True)
 
