@@ -266,13 +266,17 @@ def test_diagnostics_are_tabled_per_run_and_missing_ones_named(tmp_path):
         "td_error_heldout": [0.5, 0.625],
     }
     (with_diag / "diagnostics.json").write_text(json.dumps(diag))
+    chunked = fake_run(tmp_path / "chunked", per_seed([1.0, 2.0]), agent="qc")
+    empty = dict.fromkeys(("q_mean", "mc_return_mean", "bias", "td_error_train"))
+    (chunked / "diagnostics.json").write_text(json.dumps(diag | empty | {"chunk_length": 5}))
     bare = fake_run(tmp_path / "bare", per_seed([1.0, 2.0]), agent="bc")
-    summary = build_report([with_diag, bare], tmp_path / "out", reps=REPS)
-    assert [d["path"] for d in summary["diagnostics"]] == [str(with_diag)]
+    summary = build_report([with_diag, chunked, bare], tmp_path / "out", reps=REPS)
+    assert [d["path"] for d in summary["diagnostics"]] == [str(with_diag), str(chunked)]
     assert summary["without_diagnostics"] == [str(bare)]
     html = (tmp_path / "out" / "report.html").read_text()
     for value in ("-12.500", "-13.250", "1.500", "0.750", "0.125", "0.625", "-14.000"):
         assert value in html
+    assert html.count("Q of chunks of 5 actions, h-step TD errors") == 1  # the one-step run: none
     assert f"No diagnostics for <code>{bare}</code>" in html
 
 
