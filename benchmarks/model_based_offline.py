@@ -6,7 +6,7 @@ CQL on the zoo's locomotion datasets.
     python benchmarks/model_based_offline.py --datasets hopper-medium-v0 --arms iql,mopo
 
 Datasets: hopper, walker2d and halfcheetah, each -medium-replay-v0 (the default) or -medium-v0
-(1M transitions, built in about 6-10 minutes each on first use).
+(1M transitions, built in about 4-10 minutes each on first use).
 
 Arms, on every dataset, the same seeds trained together (vmapped):
 

@@ -48,7 +48,12 @@ class FlowBCState(flax.struct.PyTreeNode):
 
 def flat_actions(batch: Batch) -> jax.Array:
     """The batch's actions as (batch, h·|A|): a chunk (batch, h, |A|) flattened step-major."""
-    actions = batch.actions
+    return flat_chunks(batch.actions)
+
+
+def flat_chunks(actions: jax.Array) -> jax.Array:
+    """Chunks (batch, h, |A|) as a chunk critic reads them, (batch, h·|A|) step-major; one-step
+    actions unchanged (the inverse of `as_chunks`)."""
     return actions.reshape(actions.shape[0], -1) if actions.ndim == 3 else actions
 
 

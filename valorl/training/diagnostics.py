@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from valorl.agents import CriticAgent
-from valorl.agents.flow_bc import flat_actions
+from valorl.agents.flow_bc import flat_actions, flat_chunks
 from valorl.data.dataset import Batch, Dataset
 from valorl.data.files import atomic_write
 from valorl.data.nstep import chunk_transitions, whole_chunks, window_rows
@@ -168,18 +168,13 @@ def _evaluate(agent: CriticAgent):
         actions = flat_actions(b) if h > 1 else b.actions[:, 0]
         q = agent.q_values(state, b.observations, actions).mean(axis=0)
         next_actions = agent.act(state, b.next_observations, jax.random.key(0), True)
-        next_q = agent.q_values(state, b.next_observations, _flat(next_actions, h)).mean(axis=0)
+        next_q = agent.q_values(state, b.next_observations, flat_chunks(next_actions)).mean(axis=0)
         return q, b.rewards + agent.discount * b.masks * next_q - q, whole_chunks(b)
 
     def one_seed(state, data, starts):
         return jax.lax.map(lambda s: block(state, data, s), starts)
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
-
-
-def _flat(actions: jax.Array, h: int) -> jax.Array:
-    """Chunks (batch, h, |A|) as the critic reads them, (batch, h·|A|); one-step unchanged."""
-    return actions.reshape(actions.shape[0], -1) if h > 1 else actions
 
 
 def _rms(x: np.ndarray) -> np.ndarray:
