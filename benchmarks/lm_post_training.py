@@ -53,11 +53,11 @@ def main() -> None:
     valorl("lm", "pretrain", "--task", args.task, "--steps", str(args.base_steps),
            *common, "--out", str(base))  # fmt: skip
     start = ["--init-from", str(base), *common]
-    valorl("lm", "sft", *start, "--steps", str(args.steps), "--batch", "32", "--out",
+    valorl("lm", "sft", *start, "--steps", str(args.steps), "--batch-size", "32", "--out",
            str(out / "sft"))  # fmt: skip
     valorl("lm", "rl", *start, "--estimator", "grpo", "--steps", str(args.steps), "--out",
            str(out / "grpo"))  # fmt: skip
-    valorl("lm", "sft", *start, "--steps", str(half), "--batch", "32", "--out",
+    valorl("lm", "sft", *start, "--steps", str(half), "--batch-size", "32", "--out",
            str(out / "sft-half"))  # fmt: skip
     valorl("lm", "rl", "--init-from", str(out / "sft-half"), *common, "--estimator", "grpo",
            "--steps", str(args.steps - half), "--out", str(out / "sft-grpo"))  # fmt: skip

@@ -58,3 +58,10 @@ def test_medium_datasets_take_the_references_own_penalties(model_based_offline):
     assert walker["--penalty-coef"] == "0.5" and walker["--rollout-length"] == "5"
     with pytest.raises(SystemExit, match="no reference settings for 'hopper-expert-v0'"):
         arm("mopo", "hopper-expert-v0")
+
+
+def test_model_fits_cap_epochs_by_the_size_of_the_data(model_based_offline):
+    arm = model_based_offline.arm
+    assert flags(arm("mopo", "hopper-medium-replay-v0"))["--model-max-epochs"] == "30"
+    assert flags(arm("mobile", "walker2d-medium-v0"))["--model-max-epochs"] == "2"
+    assert arm("mopo-single-lip", "halfcheetah-medium-v0").count("--model-max-epochs") == 1

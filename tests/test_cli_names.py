@@ -62,8 +62,10 @@ def test_report_and_ope_share_one_bootstrap_flag(capsys):
          "valorl: --reps is deprecated; use --bootstrap-reps"),
         (["ope", "r", "--dataset", "d", "--bootstrap", "20"], "bootstrap_reps", 20,
          "valorl: --bootstrap is deprecated; use --bootstrap-reps"),
+        (["lm", "sft", "--init-from", "r", "--out", "o", "--batch", "4"], "batch_size", 4,
+         "valorl: --batch is deprecated; use --batch-size"),
     ],
-    ids=["hidden", "batch", "reps", "bootstrap"],
+    ids=["hidden", "batch", "reps", "bootstrap", "lm-batch"],
 )  # fmt: skip
 def test_an_old_spelling_sets_the_new_flag_with_one_note(capsys, argv, dest, value, note):
     args = build_parser().parse_args(argv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from valorl.errors import ValorlError
+from valorl.launch.args import add_old_spelling
 from valorl.ui import out
 
 DESCRIPTION = """\
@@ -107,7 +108,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
             help="the finished run to start from (its task and architecture are kept)",
         )
     if stage in ("pretrain", "sft"):
-        parser.add_argument("--batch", type=int, default=64, help="demonstrations per step")
+        batch = parser.add_argument(
+            "--batch-size", type=int, default=64, help="demonstrations per step"
+        )
+        add_old_spelling(parser, "--batch", batch)
         return
     parser.add_argument("--prompts", type=int, default=32, help="prompts per step")
     parser.add_argument(
@@ -158,7 +162,7 @@ def _objective(args: argparse.Namespace):
 
     stage = args.lm_command
     if stage in ("pretrain", "sft"):
-        return NextToken(answer_only=stage == "sft", batch=args.batch)
+        return NextToken(answer_only=stage == "sft", batch=args.batch_size)
     if stage == "value":
         return ValueLearning(args.prompts, args.rollouts, args.lam, args.temperature, args.epochs)
     overrides = {

@@ -51,9 +51,10 @@ def evaluate_run(
     """Roll out each seed's policy for `episodes` episodes on fresh, seeded starts.
 
     With `steer_with` (a run with a critic), each seed's policy is steered by that critic
-    (V-GPS, `valorl.eval.steering`): `samples` draws per decision (default 16), the argmax
-    (`beta` 0, the default) or a draw from softmax(Q / beta). `plan` (width, depth): act by
-    that beam search in the run's learned model instead of as it trained (JOWA)."""
+    (V-GPS, `valorl.eval.steering`): `samples` draws per decision (default `DEFAULT_SAMPLES`,
+    10), a draw from softmax(Q / beta) (default `DEFAULT_BETA`, 1) or the argmax (`beta` 0).
+    `plan` (width, depth): act by that beam search in the run's learned model instead of as it
+    trained (JOWA)."""
     if episodes < 1:
         raise ValorlError(f"--episodes must be at least 1, got {episodes}")
     if steer_with is None and (samples is not None or beta is not None):
