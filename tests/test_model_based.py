@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +75,33 @@ def test_an_offline_model_based_run_fits_imagines_and_learns(mopo_run):
     # a new run takes OfflineRL-Kit's cosine actor schedule (not the old configs' constant)
     config = json.loads((mopo_run / "config.json").read_text())
     assert config["agent"]["hyperparameters"]["actor_lr_schedule"] == "cosine"
+
+
+def test_the_logged_model_fit_time_waits_for_the_fit(monkeypatch):
+    """JAX returns from a compiled call before its arrays are computed: the model line's
+    wall_s must count the fit itself, not only its dispatch."""
+    from types import SimpleNamespace
+
+    from valorl.training import loop
+
+    heavy = jax.jit(lambda m: jax.lax.fori_loop(0, 200, lambda i, m: jnp.tanh(m @ m), m))
+    matrix = jnp.ones((400, 400)) / 400
+    heavy(matrix).block_until_ready()  # compiled before it is timed
+    start = time.perf_counter()
+    heavy(matrix).block_until_ready()
+    seconds = time.perf_counter() - start
+    fit = lambda states, keys, data: (states, {"model/check": heavy(matrix)[0, 0]})
+    monkeypatch.setattr(loop, "fit_on_dataset", lambda agent, seeds: fit)
+    records = []
+    fake = SimpleNamespace(
+        plan=SimpleNamespace(agent=None, seeds=(0,)),
+        states=None,
+        keys=None,
+        offline=None,
+        run_dir=SimpleNamespace(append_metrics=records.append),
+    )
+    loop.Loop.fit_models(fake)
+    assert records[0]["phase"] == "model" and records[0]["wall_s"] >= 0.5 * seconds
 
 
 @pytest.mark.expensive  # 28 s; the penalty by hand: test_models.py

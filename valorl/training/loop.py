@@ -177,8 +177,9 @@ class Loop:
         start = time.perf_counter()
         fit = fit_on_dataset(self.plan.agent, len(self.plan.seeds))
         self.states, metrics = fit(self.states, self.keys, self.offline)
+        metrics = jax.device_get(metrics)  # waits for the fit: JAX returns before it is done
         record = {"step": 0, "phase": "model", "wall_s": round(time.perf_counter() - start, 4)}
-        record |= {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}
+        record |= {k: np.asarray(v).tolist() for k, v in metrics.items()}
         self.run_dir.append_metrics(record)
 
     def end_chunk(
