@@ -144,6 +144,37 @@ def test_cql_critic_loss_is_td_plus_alpha_gap(setup):
     np.testing.assert_allclose(float(loss), td + 0.5 * agent.cql_alpha * excess, rtol=1e-5)
 
 
+def test_cql_td_target_by_hand_single_sample_and_max_backup(setup):
+    """y = r + γ·m·Q̄'(s', a') with a' ~ π(·|s') and Q̄' the target critics' min (CQL's
+    default); with the max backup (Cal-QL's default), the largest of N such values, less
+    α·log π of the chosen a' when the entropy is backed up."""
+    agent, state, batch, _ = setup
+    state = state.replace(target_critic=jax.tree.map(lambda w: 0.5 * w + 0.1, state.target_critic))
+    batch = batch.replace(masks=jnp.ones_like(batch.masks))
+    key, alpha = jax.random.key(5), 0.3
+    mean, log_std = apply(state.actor, state.actor.params, batch.next_observations)
+
+    def by_hand(n, entropy):
+        repeat = lambda x: jnp.repeat(x[:, None], n, axis=1)
+        actions, log_probs = tanh_gaussian_sample(
+            jax.random.split(key)[0], repeat(mean), repeat(log_std)
+        )
+        obs = jnp.repeat(batch.next_observations, n, axis=0)
+        q = apply(state.critic, state.target_critic, obs, actions.reshape(-1, 2))
+        smallest = np.asarray(q)[..., 0].reshape(2, -1, n).min(axis=0)  # (B, n)
+        values = smallest - (alpha * np.asarray(log_probs) if entropy else 0.0)
+        best = smallest.argmax(axis=1)
+        return np.asarray(batch.rewards) + agent.discount * values[np.arange(len(best)), best]
+
+    single = jax.jit(agent.td_target)(state, batch, jnp.asarray(alpha), key)
+    np.testing.assert_allclose(np.asarray(single), by_hand(1, False), rtol=1e-5, atol=1e-5)
+    maximal = dataclasses.replace(agent, cql_max_target_backup=True, backup_entropy=True)
+    backed_up = jax.jit(maximal.td_target)(state, batch, jnp.asarray(alpha), key)
+    expected = by_hand(agent.cql_n_actions, True)
+    np.testing.assert_allclose(np.asarray(backed_up), expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(expected, by_hand(1, True))
+
+
 def test_cql_lagrange_multiplier_follows_the_gap():
     """α' grows while the gap exceeds its target and shrinks once it is below."""
     data = synthetic_dataset(obs_dim=3, action_dim=2).to_batch()

@@ -328,6 +328,7 @@ def test_spectral_norm_keeps_the_largest_singular_value_near_one():
     step = jax.jit(lambda s: grad_step(s, lambda p: (jnp.mean((apply(s, p, x) - y) ** 2), {})))
     for _ in range(30):
         state, _ = step(state)
+    hidden = np.asarray(x, np.float64)
     for layer in ("SpectralDense_0", "SpectralDense_1"):
         kernel = np.asarray(state.params[layer]["kernel"], np.float64)
         u = np.asarray(state.extra["spectral"][layer]["u"], np.float64)
@@ -337,6 +338,12 @@ def test_spectral_norm_keeps_the_largest_singular_value_near_one():
         top = np.linalg.svd(kernel / sigma, compute_uv=False)[0]
         assert abs(top - 1.0) < 0.02, (layer, top)
         assert abs(np.linalg.svd(kernel, compute_uv=False)[0] - 1.0) > 0.1
+        bias = np.asarray(state.params[layer]["bias"], np.float64)
+        hidden = np.maximum(hidden @ (kernel / sigma) + bias, 0.0)
+    # the network applies exactly those normalised kernels (the output layer is not normalised)
+    out = state.params["Dense_0"]
+    expected = hidden @ np.asarray(out["kernel"]) + np.asarray(out["bias"])
+    np.testing.assert_allclose(apply(state, state.params, x), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_spectral_norm_vectors_advance_only_in_grad_step():

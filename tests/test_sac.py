@@ -145,6 +145,32 @@ def test_critic_loss_by_hand_at_terminal_transitions(sac):
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
+def test_soft_target_by_hand_bootstraps_from_the_target_critic_with_the_entropy_bonus(sac):
+    """With masks 1: y = r + γ·(min_i Q̄_i(s', a') − α·log π(a'|s')) with a' drawn by the key's
+    first half (Eq. 3 and 5), from the target critic (here made different from the online
+    one); without the entropy backup, y = r + γ·min_i Q̄_i(s', a')."""
+    agent, state, data = sac
+    state = state.replace(target_critic=jax.tree.map(lambda w: 0.5 * w + 0.1, state.target_critic))
+    batch = sample_batch(data, jax.random.key(9), 16)
+    batch = batch.replace(masks=jnp.ones_like(batch.masks))
+    key = jax.random.key(10)
+    mean, log_std = apply(state.actor, state.actor.params, batch.next_observations)
+    next_actions, log_prob = tanh_gaussian_sample(jax.random.split(key)[0], mean, log_std)
+    next_q = apply(state.critic, state.target_critic, batch.next_observations, next_actions)
+    smallest = np.asarray(next_q)[..., 0].min(axis=0)
+    online_q = apply(state.critic, state.critic.params, batch.next_observations, next_actions)
+    assert not np.allclose(np.asarray(online_q)[..., 0].min(axis=0), smallest)
+    alpha, rewards = float(agent.alpha(state)), np.asarray(batch.rewards)
+    soft = rewards + agent.discount * (smallest - alpha * np.asarray(log_prob))
+    target, _ = jax.jit(agent.critic_target)(state, batch, key)
+    np.testing.assert_allclose(np.asarray(target), soft, rtol=1e-5, atol=1e-5)
+    plain = dataclasses.replace(agent, backup_entropy=False)
+    target, _ = jax.jit(plain.critic_target)(state, batch, key)
+    np.testing.assert_allclose(
+        np.asarray(target), rewards + agent.discount * smallest, rtol=1e-5, atol=1e-5
+    )
+
+
 def test_utd_takes_several_critic_steps_per_actor_step(sac):
     """utd = 3: one update consumes a (3, B) batch, takes 3 critic steps (each followed by a
     target step) and one actor and one temperature step."""
