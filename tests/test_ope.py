@@ -443,9 +443,16 @@ def test_ope_command_end_to_end(bc_run, capsys, tmp_path):
         assert set(policy["estimates"]) == {"fqe", "pdis", "wpdis", "dr"}
         for estimate in policy["estimates"].values():
             assert estimate["low"] <= estimate["estimate"] <= estimate["high"]
-    for metrics in result["selection"].values():
+    truths = np.array([p["true_value"]["mean"] for p in result["policies"]])
+    for name, metrics in result["selection"].items():
         assert set(metrics) == {"spearman", "regret@1", "regret@2", "sharpe@2"}
-        assert metrics["regret@2"] == 0.0
+        assert metrics["regret@2"] == 0.0  # both candidates are in the top 2
+        # the selection is computed from the reported estimates and true values
+        estimates = np.array([p["estimates"][name]["estimate"] for p in result["policies"]])
+        chosen = truths[np.argmax(estimates)]
+        np.testing.assert_allclose(metrics["regret@1"], truths.max() - chosen, atol=1e-6)
+        agree = (estimates[0] - estimates[1]) * (truths[0] - truths[1]) > 0
+        np.testing.assert_allclose(metrics["spearman"], 1.0 if agree else -1.0, atol=1e-9)
 
 
 def test_ope_command_table(bc_run, capsys):
