@@ -247,6 +247,9 @@ def test_act_is_greedy_over_valid_actions_and_plans_when_asked():
     obs = segment_batch(jax.random.key(4)).observations[:, 0]
     actions = jax.jit(agent.act)(state, obs, jax.random.key(0))
     assert actions.shape == (4,) and set(np.asarray(actions)) <= {0, 1}
+    # greedy: the valid action (0 or 1 in this game) with the larger ensemble-mean Q
+    q = [agent.q_values(state, obs, jnp.full(4, a)).mean(axis=0) for a in (0, 1)]
+    np.testing.assert_array_equal(actions, np.argmax(np.stack(q, axis=-1), axis=-1))
     planner = JOWA(**(TINY | {"critic": agent.critic, "plan_width": 2, "plan_depth": 1}))
     planned = jax.jit(planner.act)(state, obs, jax.random.key(0))
     assert planned.shape == (4,) and set(np.asarray(planned)) <= {0, 1}

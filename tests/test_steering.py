@@ -200,6 +200,16 @@ def test_seed_pairing():
     first = steer(run_of(UniformPolicy(), {}, seeds=(0, 1, 2)), critic)
     assert paired.critic_indices.tolist() == [0, 1]
     assert first.critic_indices.tolist() == [0, 0, 0]
+    # critic seeds that disagree (Q = a₀ and Q = −a₀): each policy seed follows its own
+    opposite = Policy(
+        LinearCritic(), {"w": jnp.array([[1.0, 0.0], [-1.0, 0.0]])},
+        Normalizer.identity((OBS_DIM,), ACTION_DIM), [0, 1], DatasetInfo(), 0, None,
+    )  # fmt: skip
+    for policies, signs in (((0, 1), [1, -1]), ((0, 1, 2), [1, 1, 1])):
+        steered = steer(run_of(UniformPolicy(), {}, seeds=policies), opposite, samples=64, beta=0)
+        for index, sign in enumerate(signs):
+            action = steered(np.zeros((1, OBS_DIM)), seed_index=index)
+            assert sign * action[0, 0] > 0.8, (policies, index, action)
     assert first(np.zeros(OBS_DIM), seed_index=2).shape == (ACTION_DIM,)
     # without a key, each call draws fresh samples from the object's own key stream
     assert not np.array_equal(first(np.zeros(OBS_DIM)), first(np.zeros(OBS_DIM)))
