@@ -206,6 +206,14 @@ def test_each_update_trains_q_on_320_imagined_transitions_and_the_model_on_32():
         assert 0 < float(metrics["rollout/weight"]) <= 1
         if agent.name == "model_dqn":
             assert int(new.model.step) == 1 and np.isfinite(metrics["model/loss"])
+            # a model that continues with probability 1/4: 10 imagined steps from each of the
+            # 32 rows, weighted 1, 1/4, ..., (1/4)^9, are what the logged mean weight averages
+            # (to 0.1%: the model takes its one gradient step before it rolls out)
+            fixed = state.replace(model=constant_model(state.model, 0.0, -1.0, math.log(1 / 3)))
+            _, metrics = jax.jit(agent.update)(fixed, batch, jax.random.key(0))
+            np.testing.assert_allclose(
+                float(metrics["rollout/weight"]), np.mean(0.25 ** np.arange(10)), rtol=1e-3
+            )
 
 
 def test_perfect_model_needs_a_simulator_that_matches_the_run():
