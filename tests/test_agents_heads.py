@@ -286,6 +286,37 @@ def test_td3_bc_distributional_backup(head_name):
     check_contract(agent)
 
 
+def test_td3_bc_quantile_backup_by_hand():
+    """The distributional target, written out for quantiles: per row, the target member with
+    the smallest mean at (s', ã') — ã' the target actor's action with TD3's clipped noise from
+    the key's first half — and its quantiles shifted, r + γ·m·z_j (TD3+BC has no penalty); the
+    loss is the quantile-Huber loss to that target, summed over the online members."""
+    head = resolve_support(HEADS["quantile"], -5.0, 5.0)
+    agent = valorl.TD3BC(critic=head, distributional_backup=True, **TINY["td3_bc"])
+    state = jax.tree.map(lambda x: x[0], init_seeds(agent, SPEC)(seed_keys([0])[0]))
+    state = state.replace(target_critic=jax.tree.map(lambda w: 0.5 * w + 0.1, state.target_critic))
+    batch = synthetic_dataset(obs_dim=3, action_dim=2).to_batch()
+    batch = jax.tree.map(lambda x: x[:16], batch)
+    key = jax.random.key(3)
+    noise = agent.policy_noise * jax.random.normal(jax.random.split(key)[0], batch.actions.shape)
+    next_actions = apply(state.actor, state.target_actor, batch.next_observations)
+    next_actions = np.clip(
+        next_actions + np.clip(noise, -agent.noise_clip, agent.noise_clip), -1, 1
+    )
+    quantiles = np.asarray(
+        apply(state.critic, state.target_critic, batch.next_observations, next_actions)
+    )  # (members, B, N)
+    member = quantiles.mean(axis=-1).argmin(axis=0)
+    chosen = quantiles[member, np.arange(16)]
+    discounts = agent.discount * np.asarray(batch.masks)
+    target = np.asarray(batch.rewards)[:, None] + discounts[:, None] * chosen
+    outputs = apply(state.critic, state.critic.params, batch.observations, batch.actions)
+    expected = head.backup_loss(outputs, jax.numpy.asarray(target)).mean(axis=-1).sum()
+    loss, _ = jax.jit(agent.critic_loss)(state.critic.params, state, batch, key)
+    np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
+    assert not np.allclose(member, quantiles.mean(axis=-1).argmax(axis=0))
+
+
 def test_distributional_backup_needs_a_distributional_head_and_a_member_choice():
     with pytest.raises(valorl.ValorlError, match="needs a distributional critic"):
         valorl.TD3BC(distributional_backup=True)
