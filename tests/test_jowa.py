@@ -138,6 +138,13 @@ def test_double_dqn_target_chooses_among_valid_actions_by_the_online_mean():
         head, logits, logits, jnp.array([[True, True]]), jnp.array([1.0]), jnp.array([0.0])
     )
     np.testing.assert_allclose(got, [[[0.0, 1.0, 0.0]]], atol=1e-6)  # terminal: all mass at r=1
+    # not terminal (r 0, γ 0.5): action 1 (all mass at z = 2, mean 2) is chosen over action 0
+    # (mass at 0), so the mass lands at 0.5·2 = 1; with action 1 invalid, at 0.5·0 = 0
+    for valid, want in (([True, True], [0.0, 1.0, 0.0]), ([True, False], [1.0, 0.0, 0.0])):
+        got = double_dqn_target(
+            head, logits, logits, jnp.array([valid]), jnp.array([0.0]), jnp.array([0.5])
+        )
+        np.testing.assert_allclose(got, [[want]], atol=1e-6)
 
 
 def test_masked_cql_gap_by_hand():
