@@ -251,16 +251,21 @@ def test_behaviour_cloning_trains_the_heads_and_backbone_as_a_policy_and_refuses
 
 def test_act_is_greedy_over_valid_actions_and_plans_when_asked():
     agent, state = tiny_agent()
-    obs = segment_batch(jax.random.key(4)).observations[:, 0]
-    actions = jax.jit(agent.act)(state, obs, jax.random.key(0))
-    assert actions.shape == (4,) and set(np.asarray(actions)) <= {0, 1}
+    obs = segment_batch(jax.random.key(4), batch=32).observations[:, 0]
+    actions = np.asarray(jax.jit(agent.act)(state, obs, jax.random.key(0)))
+    assert actions.shape == (32,) and set(actions) == {0, 1}
     # greedy: the valid action (0 or 1 in this game) with the larger ensemble-mean Q
-    q = [agent.q_values(state, obs, jnp.full(4, a)).mean(axis=0) for a in (0, 1)]
-    np.testing.assert_array_equal(actions, np.argmax(np.stack(q, axis=-1), axis=-1))
+    q = np.stack([agent.q_values(state, obs, jnp.full(32, a)) for a in range(3)], axis=-1)
+    np.testing.assert_array_equal(actions, q[..., :2].mean(axis=0).argmax(axis=-1))
+    # the rows tell the rules apart: the invalid action 2 has the largest mean Q on some rows,
+    # and member 0 alone, or the members' maximum, would choose otherwise on others
+    assert (q.mean(axis=0).argmax(axis=-1) == 2).any()
+    assert (q[0, :, :2].argmax(axis=-1) != actions).any()
+    assert (q[..., :2].max(axis=0).argmax(axis=-1) != actions).any()
     planner = JOWA(**(TINY | {"critic": agent.critic, "plan_width": 2, "plan_depth": 1}))
-    planned = jax.jit(planner.act)(state, obs, jax.random.key(0))
+    planned = jax.jit(planner.act)(state, obs[:4], jax.random.key(0))
     assert planned.shape == (4,) and set(np.asarray(planned)) <= {0, 1}
-    assert agent.q_values(state, obs, actions).shape == (3, 4)
+    assert agent.q_values(state, obs, actions).shape == (3, 32)
 
 
 # ---- the model stepped as an environment ---------------------------------------------------
