@@ -133,6 +133,16 @@ def test_run_ope_on_cartpole_with_a_discrete_agent(tmp_path, monkeypatch):
         [run], data, target_noise=0.0, behaviour_run=run, behaviour_epsilon=0.5, **settings
     )
     assert greedy["behaviour"]["log_probs"].startswith("epsilon-greedy")
+    # uniform target against uniform behaviour: every importance ratio is 1, so per-decision
+    # IS and its weighted form both return the data's own mean discounted return
+    uniform = run_ope(
+        [run], data, target_noise=1.0, behaviour_run=run, behaviour_epsilon=1.0, **settings
+    )
+    for policy in uniform["policies"]:
+        for name in ("pdis", "wpdis"):
+            estimate = policy["estimates"][name]["estimate"]
+            np.testing.assert_allclose(estimate, uniform["behaviour"]["value"], rtol=1e-5)
+        assert policy["effective_sample_size"] == pytest.approx(uniform["dataset"]["episodes"])
     with pytest.raises(ValorlError, match=r"must be in \[0, 1\]"):
         run_ope([run], data, target_noise=1.5, **settings)
     with pytest.raises(ValorlError, match=r"softmax over Q, but .* has no Q-function"):

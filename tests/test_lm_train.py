@@ -174,11 +174,22 @@ def value(tmp_path_factory, base):
     return _run("value", ValueLearning(2, 2), out, steps=2, init_from=str(base))
 
 
-def test_best_of_n_by_the_verifier_bounds_best_of_n_by_the_value(tmp_path, base, value):
-    """Same key, same candidates: choosing them by the verifier is never worse than by V."""
+def test_best_of_n_by_the_verifier_bounds_best_of_n_by_the_value(
+    tmp_path, base, value, monkeypatch
+):
+    """Same key, same candidates: choosing them by the verifier is never worse than by V.
+    The tiny base answers nothing right, so a stand-in verifier (a completion is "right" when
+    its first token is even) gives the candidates something to tell apart: by the verifier, a
+    prompt is right when any of its 4 candidates is, which beats V's single pick."""
+    monkeypatch.setattr(
+        "valorl.lm.evaluate.exact_match", lambda tokens, _: (tokens[:, 0] % 2 == 0) * 1.0
+    )
     by_verifier = decode_accuracy(base, Decoding("best-of-n-verifier", n=4), split="ood")
     by_value = decode_accuracy(base, Decoding("best-of-n-value", n=4), value, split="ood")
+    one = decode_accuracy(base, Decoding("best-of-n-verifier", n=1), split="ood")
     assert (by_verifier.accuracy >= by_value.accuracy).all()
+    assert (by_verifier.accuracy >= one.accuracy).all() and by_verifier.accuracy.mean() > 0.5
+    assert by_verifier.accuracy.mean() > by_value.accuracy.mean()
     np.testing.assert_array_equal(by_value.scored, [4, 4])
     with pytest.raises(ValorlError, match="is a value run"):
         decode_accuracy(value, Decoding("vas"), value)

@@ -56,7 +56,7 @@ def mopo_run(tmp_path_factory):
     return path
 
 
-def test_an_offline_model_based_run_fits_imagines_and_learns(mopo_run):
+def test_an_offline_model_based_run_fits_imagines_and_logs_each_phase(mopo_run):
     lines = RunDir(mopo_run).metrics()
     assert [(r["step"], r.get("phase")) for r in lines] == [(0, "model"), (10, None), (20, None)]
     assert lines[0]["model/epochs"] == [3, 3]
