@@ -65,3 +65,42 @@ def test_model_fits_cap_epochs_by_the_size_of_the_data(model_based_offline):
     assert flags(arm("mopo", "hopper-medium-replay-v0"))["--model-max-epochs"] == "30"
     assert flags(arm("mobile", "walker2d-medium-v0"))["--model-max-epochs"] == "2"
     assert arm("mopo-single-lip", "halfcheetah-medium-v0").count("--model-max-epochs") == 1
+
+
+def test_model_on_policy_error_scores_a_model_by_hand(monkeypatch):
+    """Two members, member 1 the elite: its mean is scored against the real next state in
+    units of the data's spread; u is the largest ‖σ‖ over all members; a fall the rule sees in
+    the prediction is not missed."""
+    import numpy as np
+
+    from valorl.data import Dataset
+    from valorl.models.termination import termination_rule
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    script = importlib.import_module("model_on_policy_error")
+    z = np.array([[1.2, 0.0], [0.5, 0.0]], np.float32)  # hopper (z, angle); the second fell
+    rows = Dataset(
+        z, np.zeros((2, 1), np.float32), np.array([1.0, 2.0], np.float32),
+        z + np.array([[0.1, 0.0], [-0.1, 0.0]], np.float32),
+        np.array([False, True]), np.array([True, False]),
+    )  # fmt: skip
+
+    class Model:
+        def predict(self, obs, actions, seed_index):
+            assert seed_index == 0
+            return {
+                "elites": np.array([1]),
+                "next_obs_mean": np.stack([obs + 9.0, obs]),  # the elite predicts no change
+                "next_obs_std": np.array([[[0.3, 0.0]] * 2, [[0.0, 0.0]] * 2]),
+                "reward_mean": np.array([[9.0, 9.0], [1.5, 2.5]]),
+                "reward_std": np.array([[0.4, 0.4], [0.0, 0.0]]),
+            }
+
+    obs_error, reward_error, u, missed = script.scores(
+        Model(), 0, rows, np.array([0.5, 1.0]), termination_rule("Hopper-v5")
+    )
+    # errors (0.1 / 0.5)² on z, 0 on the angle, averaged over 2 rows × 2 dimensions
+    assert obs_error == pytest.approx(0.04 / 2)
+    assert reward_error == pytest.approx(0.5)  # the elite promises 0.5 more on both rows
+    assert u == pytest.approx(0.5)  # member 0's ‖(0.3, 0, 0.4)‖ on both rows
+    assert missed == 0.0  # the fallen row's predicted z = 0.5 is unhealthy too

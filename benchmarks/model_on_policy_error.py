@@ -1,0 +1,119 @@
+"""Is an offline model-based policy exploiting its model? The run's learned dynamics models
+scored on transitions its own policy makes in the real environment, beside the same scores on
+the dataset's rows.
+
+    MINARI_DATASETS_PATH=... python benchmarks/model_on_policy_error.py \\
+        runs/mb-offline40/mopo-hopper-medium-v0 runs/mb-offline40/mobile-hopper-medium-replay-v0
+
+For every run and seed: the seed's greedy policy plays `--episodes` episodes; on its real
+transitions and on `--rows` random dataset rows the seed's model (the mean over its elites)
+is scored by
+
+- obs error: the mean squared error of the predicted next observation, per dimension, in units
+  of the data's observation standard deviation (1.0: as wrong as guessing the data's mean);
+- reward error: the predicted reward less the real one (positive: the model promises more);
+- u: MOPO's uncertainty max_i ‖σ_i(s, a)‖₂ (the penalty before λ);
+- missed falls: of the real transitions that terminate, the share whose predicted next state
+  the environment's termination rule (`valorl.models.termination`) calls healthy: a model that
+  does not see the fall coming rewards the actions that cause it;
+- Q / G: on the policy's own transitions, the critics' mean Q(s, a) against the discounted
+  return the policy then really collects from s (γ of the run).
+
+A policy that exploits its model shows errors on its own transitions far above those on the
+data while u stays near the data's (the penalty does not see the error); a critic that
+overrates the policy shows Q far above G. Prints one Markdown table row per run and seed.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from common import BenchmarkParser
+
+import valorl
+from valorl.data import Dataset
+from valorl.data.sources import make_env
+from valorl.models.termination import termination_rule
+
+
+def rollouts(policy, seed_index: int, episodes: int) -> Dataset:
+    """Real transitions of one seed's greedy policy, as a dataset of `episodes` episodes."""
+    env = make_env(policy.info)
+    rows: list[tuple] = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=1000 * seed_index + episode)
+        done = False
+        while not done:
+            action = policy(obs, seed_index)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            rows.append((obs, action, reward, next_obs, terminated, truncated))
+            obs, done = next_obs, terminated or truncated
+    env.close()
+    columns = [np.asarray(c) for c in zip(*rows, strict=True)]
+    floats = [c.astype(np.float32) for c in columns[:4]]
+    return Dataset(*floats, columns[4].astype(bool), columns[5].astype(bool), info=policy.info)
+
+
+def scores(model, seed_index: int, rows: Dataset, obs_std: np.ndarray, rule):
+    """(obs error, reward error, mean u, missed falls or nan) of one seed's model on rows."""
+    p = model.predict(rows.observations, rows.actions, seed_index)
+    elites = p["elites"]
+    next_obs = p["next_obs_mean"][elites].mean(axis=0)
+    reward = p["reward_mean"][elites].mean(axis=0)
+    std = np.concatenate([p["next_obs_std"], p["reward_std"][..., None]], axis=-1)
+    u = np.sqrt(np.square(std).sum(axis=-1)).max(axis=0)
+    obs_error = float(np.mean(np.square((next_obs - rows.next_observations) / obs_std)))
+    missed = np.nan
+    if rule is not None and rows.terminals.any():
+        missed = float(1.0 - np.asarray(rule(next_obs[rows.terminals])).mean())
+    return obs_error, float(np.mean(reward - rows.rewards)), float(u.mean()), missed
+
+
+def critic_against_returns(policy, seed_index: int, rows: Dataset) -> tuple[float, float]:
+    """(mean Q(s, a) over the critics, mean discounted return-to-go) on one seed's transitions
+    (the return of a truncated episode continued at its mean reward, as in `diagnostics.json`)."""
+    n = policy.normalizer
+    state = jax.tree.map(lambda x: x[seed_index], policy.states)
+    obs, actions = n.observations(rows.observations), n.actions_to_unit(rows.actions)
+    q = np.mean(policy.agent.q_values(state, obs, actions)) / float(n.reward_scale)
+    return float(q), float(rows.returns_to_go(policy.agent.discount).mean())
+
+
+def main() -> None:
+    parser = BenchmarkParser(__doc__)
+    parser.add_argument("runs", nargs="+", help="model-based run directories (MOPO, MOBILE)")
+    parser.add_argument("--episodes", type=int, default=5, help="real episodes per seed")
+    parser.add_argument("--rows", type=int, default=5000, help="dataset rows scored per seed")
+    args = parser.parse_args()
+    print("| run | seed | return | obs error (policy / data) | reward error (policy / data) "
+          "| u (policy / data) | missed falls | Q / G (policy) |")  # fmt: skip
+    print("|---|---:|---:|---|---|---|---:|---|")
+    for run in args.runs:
+        policy, model = valorl.load_policy(run), valorl.load_model(run)
+        data = valorl.load_dataset(policy.info.name)
+        obs_std = data.observations.std(axis=0) + 1e-6
+        rule = termination_rule(policy.info.env_id)
+        pick = np.random.default_rng(0).choice(len(data), args.rows, replace=False)
+        data_rows = Dataset(
+            data.observations[pick],
+            data.actions[pick],
+            data.rewards[pick],
+            data.next_observations[pick],
+            data.terminals[pick],
+            ~data.terminals[pick],  # unrelated rows: each its own piece
+        )
+        for seed_index, seed in enumerate(policy.seeds):
+            real = rollouts(policy, seed_index, args.episodes)
+            on_policy = scores(model, seed_index, real, obs_std, rule)
+            on_data = scores(model, seed_index, data_rows, obs_std, None)
+            q, to_go = critic_against_returns(policy, seed_index, real)
+            ret = real.rewards.sum() / args.episodes
+            print(
+                f"| {run} | {seed} | {ret:.0f} | {on_policy[0]:.3f} / {on_data[0]:.3f} "
+                f"| {on_policy[1]:+.3f} / {on_data[1]:+.3f} | {on_policy[2]:.3f} / "
+                f"{on_data[2]:.3f} | {on_policy[3]:.2f} | {q:.0f} / {to_go:.0f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
