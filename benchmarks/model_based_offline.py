@@ -20,7 +20,8 @@ Arms, on every dataset, the same seeds trained together (vmapped):
 A SAC-based arm takes variants as suffixes, each changing one setting: `-lambda0.25` sets the
 penalty coefficient (λ for MOPO, β for MOBILE) in place of the reference's, `-temp0.1` starts
 SAC's temperature α at 0.1 instead of 1 (at 20k steps, α from 1 at OfflineRL-Kit's rate 1e-4
-is still above 0.1 and its entropy bonus can outweigh the reward; see BENCHMARKS.md). So
+is still above 0.1 and its entropy bonus can outweigh the reward; see BENCHMARKS.md),
+`-epochs10` fits the models for at most 10 epochs instead of the cap below. So
 `--arms mopo-lambda0.1-temp0.1,mopo-single-lip-lambda0.1-temp0.1` runs both MOPO arms with
 λ 0.1 and α from 0.1.
 
@@ -72,14 +73,18 @@ medium-replay datasets and on its 1M-transition medium ones."""
 SINGLE_LIP = "--model-members 1 --model-elites 1 --robust-coef 1 --robust-radius 0.01"
 
 
-VARIANTS = {"lambda": "--penalty-coef", "temp": "--init-temperature"}
-"""Arm-name suffixes (`-lambda0.25`, `-temp0.1`) and the flag each sets."""
+VARIANTS = {
+    "lambda": "--penalty-coef",
+    "temp": "--init-temperature",
+    "epochs": "--model-max-epochs",
+}
+"""Arm-name suffixes (`-lambda0.25`, `-temp0.1`, `-epochs10`) and the flag each sets."""
 
 
 def arm(name: str, dataset: str) -> str:
     """The `valorl train` recipe of arm NAME (a base arm, then any variant suffixes) on DATASET."""
     base, variants = name, {}
-    while suffix := re.search(r"-(lambda|temp)([0-9.]+)$", base):
+    while suffix := re.search(rf"-({'|'.join(VARIANTS)})([0-9.]+)$", base):
         variants[VARIANTS[suffix[1]]] = suffix[2]
         base = base[: suffix.start()]
     kind = dataset.rsplit("-v", 1)[0]  # hopper-medium-replay-v0 -> hopper-medium-replay

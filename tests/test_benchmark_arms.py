@@ -40,6 +40,9 @@ def test_variant_suffixes_replace_the_reference_penalty_and_start_the_temperatur
     walker = flags(arm("mobile-temp0.1", "walker2d-medium-replay-v0"))
     assert walker["agent"] == "mobile" and walker["--penalty-coef"] == "0.5"
     assert walker["--rollout-length"] == "1"
+    longer = flags(arm("mopo-lambda0.5-epochs10", "hopper-medium-v0"))
+    assert longer["--model-max-epochs"] == "10" and longer["--penalty-coef"] == "0.5"
+    assert arm("mopo-epochs10", "hopper-medium-v0").count("--model-max-epochs") == 1
 
 
 def test_unknown_arms_and_variants_of_model_free_arms_are_refused(model_based_offline):
