@@ -31,6 +31,7 @@ import numpy as np
 from common import BenchmarkParser
 
 import valorl
+from valorl.collection.run import run_episode
 from valorl.data import Dataset
 from valorl.data.sources import make_env
 from valorl.models.termination import termination_rule
@@ -39,19 +40,11 @@ from valorl.models.termination import termination_rule
 def rollouts(policy, seed_index: int, episodes: int) -> Dataset:
     """Real transitions of one seed's greedy policy, as a dataset of `episodes` episodes."""
     env = make_env(policy.info)
-    rows: list[tuple] = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=1000 * seed_index + episode)
-        done = False
-        while not done:
-            action = policy(obs, seed_index)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            rows.append((obs, action, reward, next_obs, terminated, truncated))
-            obs, done = next_obs, terminated or truncated
+    act = lambda obs, rng: (policy(obs, seed_index), 0.0)  # greedy: no log-probability
+    rng = np.random.default_rng(0)  # unused: the policy is greedy
+    played = [run_episode(env, act, rng, 1000 * seed_index + e) for e in range(episodes)]
     env.close()
-    columns = [np.asarray(c) for c in zip(*rows, strict=True)]
-    floats = [c.astype(np.float32) for c in columns[:4]]
-    return Dataset(*floats, columns[4].astype(bool), columns[5].astype(bool), info=policy.info)
+    return Dataset.from_episodes(played, info=policy.info)
 
 
 def scores(model, seed_index: int, rows: Dataset, obs_std: np.ndarray, rule):
