@@ -144,7 +144,8 @@ def build_parser() -> Parser:
         help="roll out behaviour policies into a dataset",
         description="Roll behaviour policies out in a Gymnasium environment and write a Minari "
         "dataset. Behaviours: 'random', a scripted controller "
-        f"({', '.join(CONTROLLERS)}), or a valorl run directory; options after a colon: "
+        f"({', '.join(CONTROLLERS)}), a valorl run directory, or a policy file (.npz, see "
+        "valorl.collection.policy_file); options after a colon: "
         "noise=STD (fraction of half the action range), share=WEIGHT (of the steps), "
         "index=I (which of a run's seeds, counting from 0).",
     )
