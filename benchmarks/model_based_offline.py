@@ -29,9 +29,11 @@ Scaled down from OfflineRL-Kit's protocol (3M gradient steps, 50k rollouts every
 4x200 models): `--steps` gradient steps (default 20,000), 10k rollouts every 1000 steps of
 length 5 (1 on walker2d-medium-replay, as the reference), 3x200 models fitted for at most 30
 epochs on medium-replay data and 2 on medium data (about 1.5M and 2M rows either way: 30 epochs
-of 1M rows would take hours of a core before the first gradient step). Datasets are the zoo's
-(valorl datasets build NAME), which are smaller and from short-budget experts (see
-BENCHMARKS.md), so scores are not D4RL's. Finished runs are reused, interrupted ones resume.
+of 1M rows would take hours of a core before the first gradient step; 10 epochs, about 35
+minutes of a core, served MOPO on hopper-medium far better than 2: see BENCHMARKS.md).
+Datasets are the zoo's (valorl datasets build NAME), which are smaller and from short-budget
+experts (see BENCHMARKS.md), so scores are not D4RL's. Finished runs are reused, interrupted
+ones resume.
 
 Prints the last evaluated normalised score per arm and dataset (mean over seeds, 95%
 t-interval; – where a run has not evaluated yet) and the IQM over datasets × seeds with a 95%
