@@ -252,3 +252,24 @@ def test_bad_hyperparameters_are_refused():
         SAC(utd=0)
     with pytest.raises(ValorlError, match="--init-temperature must be positive"):
         SAC(init_temperature=0.0)
+
+
+def test_the_actors_log_std_is_clipped_where_the_agent_says():
+    """SAC keeps RLPD's lower clip (−20); MOPO and MOBILE take OfflineRL-Kit's −5, and a MOPO
+    config saved before the field existed reads as it trained (−20). An actor whose raw log σ
+    lies far below the clip returns the clip."""
+    from valorl.agents import MOBILE, MOPO
+    from valorl.config import from_dict, to_dict
+
+    assert SAC().policy_log_std_min == -20.0
+    assert MOPO().policy_log_std_min == MOBILE().policy_log_std_min == -5.0
+    saved = {k: v for k, v in to_dict(MOPO()).items() if k != "policy_log_std_min"}
+    assert from_dict(MOPO, saved).policy_log_std_min == -20.0
+    obs = jnp.ones((4, OBS_DIM))
+    for clip in (-20.0, -5.0):
+        actor = SAC(policy_log_std_min=clip, **TINY["sac"]).init(jax.random.key(0), SPEC).actor
+        layers = actor.params["MLP_0"]
+        out = max(layers)  # the output layer: (mean, raw log σ) per action dimension
+        lowered = {**layers, out: {**layers[out], "bias": layers[out]["bias"] - 100.0}}
+        _, log_std = apply(actor, {"MLP_0": lowered}, obs)
+        np.testing.assert_allclose(np.asarray(log_std), clip)

@@ -159,7 +159,7 @@ class ModelBasedSAC(SAC):
 class OfflineModelBasedSAC(ModelBasedSAC):
     """A model-based agent trained offline, with OfflineRL-Kit's SAC settings for MOPO and
     MOBILE (run_mopo.py, run_mobile.py): actor and temperature learning rates 1e-4, the
-    actor's decayed to zero over training by a cosine."""
+    actor's decayed to zero over training by a cosine, its log σ clipped below at −5."""
 
     actor_lr: float = 1e-4
     """Actor learning rate (OfflineRL-Kit's 1e-4)."""
@@ -167,6 +167,11 @@ class OfflineModelBasedSAC(ModelBasedSAC):
     """The actor's learning rate decayed to zero over training (OfflineRL-Kit), or held."""
     temperature_lr: float = 1e-4
     """Learning rate of log α (OfflineRL-Kit's 1e-4)."""
+    policy_log_std_min: float = added_later(-5.0, before=-20.0)
+    """Lower clip of the actor's log σ: OfflineRL-Kit's −5 (its `TanhDiagGaussian`). At SAC's
+    −20, an actor exploiting a sharp critic can shrink σ until log π(a'|s') reaches tens of
+    nats, and the entropy term of the soft target then drives Q without bound (BENCHMARKS.md,
+    MOPO on walker2d-medium)."""
 
 
 def member_std_norm(prediction: Prediction) -> jax.Array:

@@ -95,6 +95,8 @@ class SAC(MaxEntropyAgentBase):
     """Learning rate of log α."""
     hidden_dims: tuple[int, ...] = (256, 256)
     """Hidden layer sizes of actor and critics."""
+    policy_log_std_min: float = -20.0
+    """Lower clip of the actor's log σ (RLPD's −20; OfflineRL-Kit's model-based agents: −5)."""
     critic: CriticHead = Scalar()
     """How Q is represented and trained: mse, huber, bce, hl-gauss, two-hot, c51, quantile, gaussian
     (`valorl.critics.heads`)."""
@@ -120,7 +122,9 @@ class SAC(MaxEntropyAgentBase):
     def init(self, key: jax.Array, spec: Spec) -> SACState:
         key_actor, key_critic, key_temperature = jax.random.split(key, 3)
         actor = create_train_state(
-            TanhGaussianPolicy(self.hidden_dims, spec.action_dim),
+            TanhGaussianPolicy(
+                self.hidden_dims, spec.action_dim, log_std_min=self.policy_log_std_min
+            ),
             key_actor,
             (jnp.zeros((1, *spec.obs_shape)),),
             scheduled_adam(self.actor_lr, self.actor_lr_schedule, spec.total_updates),
