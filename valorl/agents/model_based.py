@@ -168,10 +168,8 @@ class OfflineModelBasedSAC(ModelBasedSAC):
     temperature_lr: float = 1e-4
     """Learning rate of log α (OfflineRL-Kit's 1e-4)."""
     policy_log_std_min: float = added_later(-5.0, before=-20.0)
-    """Lower clip of the actor's log σ: OfflineRL-Kit's −5 (its `TanhDiagGaussian`). At SAC's
-    −20, an actor exploiting a sharp critic can shrink σ until log π(a'|s') reaches tens of
-    nats, and the entropy term of the soft target then drives Q without bound (BENCHMARKS.md,
-    MOPO on walker2d-medium)."""
+    """Lower clip of the actor's log σ: OfflineRL-Kit's −5 (its `TanhDiagGaussian`), where
+    SAC keeps RLPD's −20."""
 
 
 def member_std_norm(prediction: Prediction) -> jax.Array:
