@@ -47,8 +47,9 @@ def test_the_checker_finds_a_stale_number_and_a_broken_link():
     )
 
 
-ROWS, BODY = glance_rows_and_body(BENCHMARKS.read_text())
-ANCHORS = {github_anchor(h) for h in re.findall(r"^#+ (.*)$", BENCHMARKS.read_text(), re.M)}
+TEXT = BENCHMARKS.read_text()
+ROWS, BODY = glance_rows_and_body(TEXT)
+ANCHORS = {github_anchor(h) for h in re.findall(r"^#+ (.*)$", TEXT, re.M)}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row[1][:40] for row in ROWS])
