@@ -269,7 +269,7 @@ def test_the_actors_log_std_is_clipped_where_the_agent_says():
     for clip in (-20.0, -5.0):
         actor = SAC(policy_log_std_min=clip, **TINY["sac"]).init(jax.random.key(0), SPEC).actor
         layers = actor.params["MLP_0"]
-        out = max(layers)  # the output layer: (mean, raw log σ) per action dimension
+        out = f"Dense_{len(layers) - 1}"  # the output layer: (mean, raw log σ) per dimension
         lowered = {**layers, out: {**layers[out], "bias": layers[out]["bias"] - 100.0}}
         _, log_std = apply(actor, {"MLP_0": lowered}, obs)
         np.testing.assert_allclose(np.asarray(log_std), clip)
