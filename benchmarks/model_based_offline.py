@@ -21,7 +21,9 @@ A SAC-based arm takes variants as suffixes, each changing one setting: `-lambda0
 penalty coefficient (λ for MOPO, β for MOBILE) in place of the reference's, `-temp0.1` starts
 SAC's temperature α at 0.1 instead of 1 (at 20k steps, α from 1 at OfflineRL-Kit's rate 1e-4
 is still above 0.1 and its entropy bonus can outweigh the reward; see BENCHMARKS.md),
-`-epochs10` fits the models for at most 10 epochs instead of the cap below. So
+`-epochs10` fits the models for at most 10 epochs instead of the cap below, `-layernorm`
+puts LayerNorm after each hidden layer of the critics (OfflineRL-Kit has none; it stopped
+MOPO's critics diverging on walker2d-medium, see BENCHMARKS.md). So
 `--arms mopo-lambda0.1-temp0.1,mopo-single-lip-lambda0.1-temp0.1` runs both MOPO arms with
 λ 0.1 and α from 0.1.
 
@@ -81,13 +83,19 @@ VARIANTS = {
     "epochs": "--model-max-epochs",
 }
 """Arm-name suffixes (`-lambda0.25`, `-temp0.1`, `-epochs10`) and the flag each sets."""
+SWITCHES = {"layernorm": "--layer-norm"}
+"""Arm-name suffixes without a value (`-layernorm`) and the boolean flag each turns on."""
 
 
 def arm(name: str, dataset: str) -> str:
     """The `valorl train` recipe of arm NAME (a base arm, then any variant suffixes) on DATASET."""
     base, variants = name, {}
-    while suffix := re.search(rf"-({'|'.join(VARIANTS)})([0-9.]+)$", base):
-        variants[VARIANTS[suffix[1]]] = suffix[2]
+    pattern = rf"-(?:({'|'.join(VARIANTS)})([0-9.]+)|({'|'.join(SWITCHES)}))$"
+    while suffix := re.search(pattern, base):
+        if suffix[3]:
+            variants[SWITCHES[suffix[3]]] = "true"
+        else:
+            variants[VARIANTS[suffix[1]]] = suffix[2]
         base = base[: suffix.start()]
     kind = dataset.rsplit("-v", 1)[0]  # hopper-medium-replay-v0 -> hopper-medium-replay
     if kind not in MOPO_PENALTY:

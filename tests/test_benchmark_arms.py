@@ -43,6 +43,11 @@ def test_variant_suffixes_replace_the_reference_penalty_and_start_the_temperatur
     longer = flags(arm("mopo-lambda0.5-epochs10", "hopper-medium-v0"))
     assert longer["--model-max-epochs"] == "10" and longer["--penalty-coef"] == "0.5"
     assert arm("mopo-epochs10", "hopper-medium-v0").count("--model-max-epochs") == 1
+    normed = flags(arm("mopo-single-lip-epochs10-layernorm", "walker2d-medium-v0"))
+    assert normed["--layer-norm"] == "true" and normed["--model-max-epochs"] == "10"
+    assert normed["--model-members"] == "1" and "--layer-norm" not in flags(
+        arm("mopo", "walker2d-medium-v0")
+    )
 
 
 def test_unknown_arms_and_variants_of_model_free_arms_are_refused(model_based_offline):
@@ -50,6 +55,8 @@ def test_unknown_arms_and_variants_of_model_free_arms_are_refused(model_based_of
         model_based_offline.arm("mopo2", "hopper-medium-replay-v0")
     with pytest.raises(SystemExit, match="only the SAC-based arms take variants"):
         model_based_offline.arm("iql-temp0.1", "hopper-medium-replay-v0")
+    with pytest.raises(SystemExit, match="only the SAC-based arms take variants"):
+        model_based_offline.arm("cql-layernorm", "hopper-medium-replay-v0")
 
 
 def test_medium_datasets_take_the_references_own_penalties(model_based_offline):
