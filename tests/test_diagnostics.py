@@ -18,7 +18,8 @@ from valorl.data import sources
 from valorl.data.sources import save_npz
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
-from valorl.training.diagnostics import diagnose_run, value_diagnostics
+from valorl.training import diagnostics
+from valorl.training.diagnostics import diagnose_run, return_range, value_diagnostics
 
 
 def test_split_holds_out_whole_episodes_reproducibly():
@@ -90,6 +91,41 @@ def test_bias_and_td_errors_by_hand():
     np.testing.assert_allclose(result["td_error_train"], np.sqrt((td**2).mean(1)), rtol=1e-5)
     assert result["td_error_heldout"] is None and result["heldout_episodes"] == 0
     assert result["train_episodes"] == 3
+    low, high = result["return_range"]  # the returns rewards in [r_min, r_max] allow at γ 0.9
+    r_min, r_max = float(data.rewards.min()), float(data.rewards.max())
+    assert low == pytest.approx(min(r_min, 10 * r_min)) and high == pytest.approx(
+        max(r_max, 10 * r_max)
+    )
+    assert result["q_diverged"] == [False, False]  # Q 1.25 and −0.25: within the range
+
+
+def test_the_return_range_by_hand():
+    """From one reward before a termination to an unending run of it: r / (1 − γ)."""
+    assert return_range(np.array([-1.0, 0.5, 2.0]), 0.9) == pytest.approx([-10.0, 20.0])
+    assert return_range(np.array([1.0, 3.0]), 0.5) == pytest.approx([1.0, 6.0])  # all positive
+    assert return_range(np.array([-3.0, -1.0]), 0.5) == pytest.approx([-6.0, -1.0])
+    assert return_range(np.array([1.0]), 1.0) is None and return_range(np.array([]), 0.9) is None
+
+
+def test_a_critic_far_outside_the_return_range_is_named_diverged(capsys, monkeypatch):
+    """Rewards in [−1, 0.5] at γ 0.9 allow returns in [−10, 5], 15 wide. With reward scale 2:
+    seed 0's Q ≡ 2.5 (1.25) is inside; seed 1's ≡ 11.5 (5.75) is outside, but by less than the
+    width; seed 2's ≡ 41.5 (20.75) is beyond it by more, and `valorl diagnose` names it."""
+    data = synthetic_dataset(n=60, episode_len=20)
+    data = dataclasses.replace(data, rewards=np.linspace(-1.0, 0.5, 60, dtype=np.float32))
+    normalizer = Normalizer.identity(data.obs_shape, data.action_dim).replace(
+        reward_scale=jnp.asarray(2.0)
+    )
+    states = jnp.array([2.0, 11.0, 41.0])
+    result = value_diagnostics(ConstantCritic(), states, normalizer, data, None)
+    assert result["return_range"] == pytest.approx([-10.0, 5.0])
+    assert result["q_diverged"] == [False, False, True]
+    result |= {"step": 7, "seeds": [3, 4, 5]}
+    monkeypatch.setattr(diagnostics, "diagnose_run", lambda run, dataset: result)
+    assert main(["diagnose", "some-run"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "seed 5: mean Q 20.75 lies beyond [-10.00, 5.00], the discounted returns" in printed
+    assert "seed 3:" not in printed and "seed 4:" not in printed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +275,8 @@ def test_diagnose_cli_and_its_errors(capsys, pendulum_dataset):
     assert main(["diagnose", "iql-run", "--dataset", path, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["seeds"] == [0, 1] and printed["td_error_heldout"] is None
+    assert main(["diagnose", "iql-run", "--dataset", path]) == 0
+    assert "has diverged" not in capsys.readouterr().out  # a tiny IQL run's critic is near 0
     assert main(["diagnose", "bc-run", "--dataset", path]) == 2
     assert "bc has no critic: value diagnostics need a Q-function" in capsys.readouterr().err
     save_npz(synthetic_dataset(n=100, episode_len=20), "other.npz")

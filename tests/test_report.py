@@ -264,6 +264,8 @@ def test_diagnostics_are_tabled_per_run_and_missing_ones_named(tmp_path):
         "bias": [1.5, 0.75],
         "td_error_train": [0.125, 0.25],
         "td_error_heldout": [0.5, 0.625],
+        "return_range": [-13.0, 0.0],
+        "q_diverged": [False, True],
     }
     (with_diag / "diagnostics.json").write_text(json.dumps(diag))
     chunked = fake_run(tmp_path / "chunked", per_seed([1.0, 2.0]), agent="qc")
@@ -278,6 +280,8 @@ def test_diagnostics_are_tabled_per_run_and_missing_ones_named(tmp_path):
         assert value in html
     assert html.count("Q of chunks of 5 actions, h-step TD errors") == 1  # the one-step run: none
     assert f"No diagnostics for <code>{bare}</code>" in html
+    # seed 1 flagged in both runs' tables
+    assert html.count("The critic of seed(s) 1 has diverged: its mean Q lies beyond [-13.000,") == 2
 
 
 # ---- writing and errors -------------------------------------------------------------------------

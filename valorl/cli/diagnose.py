@@ -18,9 +18,10 @@ def add_diagnose_parser(commands) -> None:
         "the discounted Monte-Carlo return (bias > 0 is over-estimation), and the RMS TD error "
         "of Q for the agent's own policy on the training data and on held-out episodes "
         "(train with --holdout to have some). A critic of action chunks (QC, FQL with "
-        "--horizon) is read at the data's chunks, with its h-step TD error. Values are in the "
-        "environment's reward units. Writes RUN_DIR/diagnostics.json (training a critic agent "
-        "writes it too).",
+        "--horizon) is read at the data's chunks, with its h-step TD error. A seed whose mean "
+        "Q lies far outside the discounted returns the data's rewards allow is named: its "
+        "critic has diverged. Values are in the environment's reward units. Writes "
+        "RUN_DIR/diagnostics.json (training a critic agent writes it too).",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory made by `valorl train`")
     parser.add_argument(
@@ -56,6 +57,16 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         ]
         table.add_row(str(seed), *cells)
     out.print(table)
+    for seed, q, diverged in zip(
+        result["seeds"], result["q_mean"] or [], result["q_diverged"] or [], strict=True
+    ):
+        if diverged:
+            low, high = result["return_range"]
+            out.print(
+                f"seed {seed}: mean Q {q:.2f} lies beyond [{low:.2f}, {high:.2f}], the "
+                "discounted returns the data's rewards allow, by more than its width: the "
+                "critic has diverged (or a reward penalty dominates it)"
+            )
     if result["heldout_episodes"] == 0:
         out.print("no held-out episodes: train with --holdout 0.05 to measure generalisation")
     return 0

@@ -323,6 +323,16 @@ def _diagnostics(summary: dict[str, Any]) -> str:
                 "diagnostics",
             )
         )
+        diverged, bounds = diag.get("q_diverged"), diag.get("return_range")
+        if isinstance(diverged, list) and any(diverged) and len(diverged) == len(seeds):
+            low, high = bounds if isinstance(bounds, list) and len(bounds) == 2 else (None, None)
+            named = ", ".join(escape(str(s)) for s, d in zip(seeds, diverged, strict=True) if d)
+            parts.append(
+                f"<p class='note'>The critic of seed(s) {named} has diverged: its mean Q lies "
+                f"beyond [{_num(low, 3)}, {_num(high, 3)}], the discounted returns the data's "
+                "rewards allow, by more than the range's width (or a reward penalty dominates "
+                "it).</p>"
+            )
         if isinstance(diag.get("model"), dict):
             parts.append(_model_errors(diag["model"], seeds))
     if summary["without_diagnostics"]:

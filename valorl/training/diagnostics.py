@@ -12,6 +12,12 @@ Two checks on a run's critic, per seed, in the environment's reward units:
   held-out episodes (`valorl train --holdout`). A held-out error far above the training error
   means the critic memorised its data.
 
+- **divergence**: the discounted returns any policy could have if every reward stayed in the
+  data's range [r_min, r_max] make a range; a seed whose mean Q lies beyond it by more than
+  the range's own width has diverged (or a reward penalty, as MOPO's, dominates what it
+  learns). A critic just outside it is not flagged: an untrained one sits near 0, the edge of
+  the range for rewards of one sign.
+
 A critic of action chunks (QC, FQL over chunks: Q(s_t, a_t, …, a_(t+h−1))) is read the same way
 at every row's chunk of the data: its bias against G_t, and its h-step TD error
 Σ_(k<h) γ^k r_(t+k) + γ^h·m·Q(s_(t+h), π(s_(t+h))) − Q, over the rows whose chunk is whole
@@ -73,6 +79,8 @@ def value_diagnostics(
         # ending at a terminal state leaves no chunk to read the critic at
         **dict.fromkeys(("q_mean", "mc_return_mean", "bias", "td_error_train")),
         "td_error_heldout": None,
+        "return_range": return_range(train.rewards, agent.discount),
+        "q_diverged": None,
     }
     q, td, counted = _q_and_td(agent, states, normalizer, train)
     if counted.any():
@@ -81,11 +89,26 @@ def value_diagnostics(
         result["mc_return_mean"] = float(returns.mean())
         result["bias"] = (q[:, counted] - returns).mean(axis=1).tolist()
         result["td_error_train"] = _rms(td[:, counted]).tolist()
+        if result["return_range"] is not None:
+            low, high = result["return_range"]
+            width = high - low
+            result["q_diverged"] = [not low - width <= q <= high + width for q in result["q_mean"]]
     if heldout is not None:
         _, td, counted = _q_and_td(agent, states, normalizer, heldout)
         if counted.any():
             result["td_error_heldout"] = _rms(td[:, counted]).tolist()
     return result
+
+
+def return_range(rewards: np.ndarray, discount: float) -> list[float] | None:
+    """[low, high]: the discounted returns possible when every reward lies in the range of
+    REWARDS, from one reward before a termination to an unending run of the same reward
+    (r / (1 − γ)); None for no rewards or γ = 1, where an unending run has no bound."""
+    if len(rewards) == 0 or discount >= 1:
+        return None
+    low, high = float(np.min(rewards)), float(np.max(rewards))
+    horizon = 1 / (1 - discount)
+    return [min(low, low * horizon), max(high, high * horizon)]
 
 
 def diagnosable(agent: Any) -> bool:
