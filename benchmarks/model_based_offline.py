@@ -38,13 +38,15 @@ experts (see BENCHMARKS.md), so scores are not D4RL's. Finished runs are reused,
 ones resume.
 
 Prints the last evaluated normalised score per arm and dataset (mean over seeds, 95%
-t-interval; – where a run has not evaluated yet) and the IQM over datasets × seeds with a 95%
+t-interval, and how many seeds' critics diverged where `valorl diagnose` found any; – where a
+run has not evaluated yet) and the IQM over datasets × seeds with a 95%
 stratified-bootstrap interval, and draws each dataset's learning curves
 (`OUT/curves-DATASET.png`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -133,6 +135,21 @@ def scores(run: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return f["steps"], f["normalized_scores"].mean(axis=-1)  # (evals,), (seeds, evals)
 
 
+def diverged(run: Path) -> int:
+    """How many of a run's seeds `valorl diagnose` found with a diverged critic (0 when it
+    has not been diagnosed)."""
+    path = run / "diagnostics.json"
+    if not path.is_file():
+        return 0
+    return sum(json.loads(path.read_text()).get("q_diverged") or [])
+
+
+def cell(run: Path, final: np.ndarray) -> str:
+    """A run's final scores as `mean [low, high]`, with its diverged critics counted."""
+    count = diverged(run)
+    return mean_cell(final) + (f" ({count} diverged)" if count else "")
+
+
 def main() -> None:
     parser = BenchmarkParser(__doc__)
     parser.add_argument("--out", default="runs/mb-offline")
@@ -164,7 +181,10 @@ def main() -> None:
     print("|---|---:|" + "---:|" * len(datasets))
     for name in names:
         final = [None if runs[name, d] is None else runs[name, d][1][:, -1] for d in datasets]
-        cells = " | ".join("–" if f is None else mean_cell(f) for f in final)
+        cells = " | ".join(
+            "–" if f is None else cell(out / f"{name}-{d}", f)
+            for f, d in zip(final, datasets, strict=True)
+        )
         whole = all(f is not None for f in final) and len({len(f) for f in final}) == 1
         iqm = iqm_cell(np.stack(final, axis=1)) if whole else "–"
         print(f"| {name} | {iqm} | {cells} |")

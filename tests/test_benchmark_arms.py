@@ -77,6 +77,14 @@ def test_model_fits_cap_epochs_by_the_size_of_the_data(model_based_offline):
     assert arm("mopo-single-lip", "halfcheetah-medium-v0").count("--model-max-epochs") == 1
 
 
+def test_a_cell_counts_the_seeds_whose_critic_diverged(model_based_offline, tmp_path):
+    final = [1.0, 2.0, 3.0]
+    plain = model_based_offline.cell(tmp_path, final)  # not diagnosed: no count
+    assert plain.startswith("2.0 [") and "diverged" not in plain
+    (tmp_path / "diagnostics.json").write_text('{"q_diverged": [true, false, true]}')
+    assert model_based_offline.cell(tmp_path, final) == plain + " (2 diverged)"
+
+
 def test_model_on_policy_error_scores_a_model_by_hand(monkeypatch):
     """Two members, member 1 the elite: its mean is scored against the real next state in
     units of the data's spread; u is the largest ‖σ‖ over all members; a fall the rule sees in
