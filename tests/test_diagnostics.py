@@ -126,6 +126,10 @@ def test_a_critic_far_outside_the_return_range_is_named_diverged(capsys, monkeyp
     printed = " ".join(capsys.readouterr().out.split())
     assert "seed 5: mean Q 20.75 lies beyond [-10.00, 5.00], the discounted returns" in printed
     assert "seed 3:" not in printed and "seed 4:" not in printed
+    nothing_read = result | dict.fromkeys(("q_mean", "mc_return_mean", "bias", "q_diverged"))
+    monkeypatch.setattr(diagnostics, "diagnose_run", lambda run, dataset: nothing_read)
+    assert main(["diagnose", "some-run"]) == 0  # no whole chunk: a table of dashes, no flag
+    assert "diverged" not in capsys.readouterr().out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,11 +57,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         ]
         table.add_row(str(seed), *cells)
     out.print(table)
-    for seed, q, diverged in zip(
-        result["seeds"], result["q_mean"] or [], result["q_diverged"] or [], strict=True
-    ):
-        if diverged:
-            low, high = result["return_range"]
+    low, high = result["return_range"] or (None, None)
+    for i, seed in enumerate(result["seeds"]):
+        if result["q_diverged"] and result["q_diverged"][i]:
+            q = result["q_mean"][i]
             out.print(
                 f"seed {seed}: mean Q {q:.2f} lies beyond [{low:.2f}, {high:.2f}], the "
                 "discounted returns the data's rewards allow, by more than its width: the "
