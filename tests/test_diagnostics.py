@@ -120,6 +120,9 @@ def test_a_critic_far_outside_the_return_range_is_named_diverged(capsys, monkeyp
     result = value_diagnostics(ConstantCritic(), states, normalizer, data, None)
     assert result["return_range"] == pytest.approx([-10.0, 5.0])
     assert result["q_diverged"] == [False, False, True]
+    no_reward = dataclasses.replace(data, rewards=np.zeros(60, dtype=np.float32))
+    flat = value_diagnostics(ConstantCritic(), states, normalizer, no_reward, None)
+    assert flat["return_range"] == [0.0, 0.0] and flat["q_diverged"] is None  # no width to judge
     result |= {"step": 7, "seeds": [3, 4, 5]}
     monkeypatch.setattr(diagnostics, "diagnose_run", lambda run, dataset: result)
     assert main(["diagnose", "some-run"]) == 0

@@ -1,6 +1,6 @@
 """Value diagnostics: is a learned Q-function over- or under-estimating, and does it generalise?
 
-Two checks on a run's critic, per seed, in the environment's reward units:
+Three checks on a run's critic, per seed, in the environment's reward units:
 
 - **bias**: Q(s, a) at the dataset's state-actions minus the discounted Monte-Carlo return
   G_t observed from there (`Dataset.returns_to_go`). G is the value of the *behaviour* policy,
@@ -16,7 +16,7 @@ Two checks on a run's critic, per seed, in the environment's reward units:
   data's range [r_min, r_max] make a range; a seed whose mean Q lies beyond it by more than
   the range's own width has diverged (or a reward penalty, as MOPO's, dominates what it
   learns). A critic just outside it is not flagged: an untrained one sits near 0, the edge of
-  the range for rewards of one sign.
+  the range for rewards of one sign; nor is any where every reward is the same 0.
 
 A critic of action chunks (QC, FQL over chunks: Q(s_t, a_t, …, a_(t+h−1))) is read the same way
 at every row's chunk of the data: its bias against G_t, and its h-step TD error
@@ -89,10 +89,12 @@ def value_diagnostics(
         result["mc_return_mean"] = float(returns.mean())
         result["bias"] = (q[:, counted] - returns).mean(axis=1).tolist()
         result["td_error_train"] = _rms(td[:, counted]).tolist()
-        if result["return_range"] is not None:
-            low, high = result["return_range"]
+        low, high = result["return_range"] or (0.0, 0.0)
+        if high > low:
             width = high - low
-            result["q_diverged"] = [not low - width <= q <= high + width for q in result["q_mean"]]
+            result["q_diverged"] = [
+                not low - width <= q_seed <= high + width for q_seed in result["q_mean"]
+            ]
     if heldout is not None:
         _, td, counted = _q_and_td(agent, states, normalizer, heldout)
         if counted.any():
