@@ -20,7 +20,7 @@ from valorl.eval.aggregate import (
 )
 from valorl.report import build_report, figures
 from valorl.report.gather import algorithm_label, distinguishing_keys, gather
-from valorl.report.html import SECTIONS
+from valorl.report.html import SECTIONS, _diagnostics
 from valorl.stats import mean_interval
 from valorl.training.run_dir import RunDir
 
@@ -282,6 +282,9 @@ def test_diagnostics_are_tabled_per_run_and_missing_ones_named(tmp_path):
     assert f"No diagnostics for <code>{bare}</code>" in html
     # seed 1 flagged in both runs' tables
     assert html.count("The critic of seed(s) 1 has diverged: its mean Q lies beyond [-13.000,") == 2
+    damaged = {"path": "r", "algorithm": "iql", "task": "t", **diag, "return_range": ["a", 1]}
+    note = _diagnostics({"diagnostics": [damaged], "without_diagnostics": []})
+    assert "The critic of seed(s) 1 has diverged: its mean Q lies beyond [–, –]" in note
 
 
 # ---- writing and errors -------------------------------------------------------------------------

@@ -325,7 +325,9 @@ def _diagnostics(summary: dict[str, Any]) -> str:
         )
         diverged, bounds = diag.get("q_diverged"), diag.get("return_range")
         if isinstance(diverged, list) and any(diverged) and len(diverged) == len(seeds):
-            low, high = bounds if isinstance(bounds, list) and len(bounds) == 2 else (None, None)
+            numeric = isinstance(bounds, list) and len(bounds) == 2
+            numeric = numeric and all(isinstance(b, int | float) for b in bounds)
+            low, high = bounds if numeric else (None, None)  # a damaged file: dashes
             named = ", ".join(escape(str(s)) for s, d in zip(seeds, diverged, strict=True) if d)
             parts.append(
                 f"<p class='note'>The critic of seed(s) {named} has diverged: its mean Q lies "
