@@ -17,7 +17,7 @@ is scored by
   the environment's termination rule (`valorl.models.termination`) calls healthy: a model that
   does not see the fall coming rewards the actions that cause it;
 - Q / G: on the policy's own transitions, the critics' mean Q(s, a) against the discounted
-  return the policy then really collects from s (γ of the run).
+  return the policy then really collects from s (γ of the run; `valorl diagnose --episodes`).
 
 A policy that exploits its model shows errors on its own transitions far above those on the
 data while u stays near the data's (the penalty does not see the error); a critic that
@@ -26,25 +26,14 @@ overrates the policy shows Q far above G. Prints one Markdown table row per run 
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 from common import BenchmarkParser
 
 import valorl
-from valorl.collection.run import run_episode
+from valorl.collection.on_policy import play
 from valorl.data import Dataset
-from valorl.data.sources import make_env
 from valorl.models.termination import termination_rule
-
-
-def rollouts(policy, seed_index: int, episodes: int) -> Dataset:
-    """Real transitions of one seed's greedy policy, as a dataset of `episodes` episodes."""
-    env = make_env(policy.info)
-    act = lambda obs, rng: (policy(obs, seed_index), 0.0)  # greedy: no log-probability
-    rng = np.random.default_rng(0)  # unused: the policy is greedy
-    played = [run_episode(env, act, rng, 1000 * seed_index + e) for e in range(episodes)]
-    env.close()
-    return Dataset.from_episodes(played, info=policy.info)
+from valorl.training.diagnostics import policy_value_check
 
 
 def scores(model, seed_index: int, rows: Dataset, obs_std: np.ndarray, rule):
@@ -60,16 +49,6 @@ def scores(model, seed_index: int, rows: Dataset, obs_std: np.ndarray, rule):
     if rule is not None and rows.terminals.any():
         missed = float(1.0 - np.asarray(rule(next_obs[rows.terminals])).mean())
     return obs_error, float(np.mean(reward - rows.rewards)), float(u.mean()), missed
-
-
-def critic_against_returns(policy, seed_index: int, rows: Dataset) -> tuple[float, float]:
-    """(mean Q(s, a) over the critics, mean discounted return-to-go) on one seed's transitions
-    (the return of a truncated episode continued at its mean reward, as in `diagnostics.json`)."""
-    n = policy.normalizer
-    state = jax.tree.map(lambda x: x[seed_index], policy.states)
-    obs, actions = n.observations(rows.observations), n.actions_to_unit(rows.actions)
-    q = np.mean(policy.agent.q_values(state, obs, actions)) / float(n.reward_scale)
-    return float(q), float(rows.returns_to_go(policy.agent.discount).mean())
 
 
 def main() -> None:
@@ -95,12 +74,13 @@ def main() -> None:
             data.terminals[pick],
             ~data.terminals[pick],  # unrelated rows: each its own piece
         )
-        for seed_index, seed in enumerate(policy.seeds):
-            real = rollouts(policy, seed_index, args.episodes)
+        played = [play(policy, i, args.episodes) for i in range(len(policy.seeds))]
+        critic = policy_value_check(policy.agent, policy.states, policy.normalizer, played)
+        for seed_index, (seed, real) in enumerate(zip(policy.seeds, played, strict=True)):
             on_policy = scores(model, seed_index, real, obs_std, rule)
             on_data = scores(model, seed_index, data_rows, obs_std, None)
-            q, to_go = critic_against_returns(policy, seed_index, real)
-            ret = real.rewards.sum() / args.episodes
+            q, to_go = critic["q_mean"][seed_index], critic["return_to_go_mean"][seed_index]
+            ret = critic["return"][seed_index]
             print(
                 f"| {run} | {seed} | {ret:.0f} | {on_policy[0]:.3f} / {on_data[0]:.3f} "
                 f"| {on_policy[1]:+.3f} / {on_data[1]:+.3f} | {on_policy[2]:.3f} / "

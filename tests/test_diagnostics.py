@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -124,13 +126,13 @@ def test_a_critic_far_outside_the_return_range_is_named_diverged(capsys, monkeyp
     flat = value_diagnostics(ConstantCritic(), states, normalizer, no_reward, None)
     assert flat["return_range"] == [0.0, 0.0] and flat["q_diverged"] is None  # no width to judge
     result |= {"step": 7, "seeds": [3, 4, 5]}
-    monkeypatch.setattr(diagnostics, "diagnose_run", lambda run, dataset: result)
+    monkeypatch.setattr(diagnostics, "diagnose_run", lambda run, dataset, on_policy: result)
     assert main(["diagnose", "some-run"]) == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert "seed 5: mean Q 20.75 lies beyond [-10.00, 5.00], the discounted returns" in printed
     assert "seed 3:" not in printed and "seed 4:" not in printed
     nothing_read = result | dict.fromkeys(("q_mean", "mc_return_mean", "bias", "q_diverged"))
-    monkeypatch.setattr(diagnostics, "diagnose_run", lambda run, dataset: nothing_read)
+    monkeypatch.setattr(diagnostics, "diagnose_run", lambda run, dataset, on_policy: nothing_read)
     assert main(["diagnose", "some-run"]) == 0  # no whole chunk: a table of dashes, no flag
     assert "diverged" not in capsys.readouterr().out
 
@@ -205,6 +207,65 @@ def test_an_agent_whose_policy_acts_other_chunks_than_its_critic_scores_is_refus
     normalizer = Normalizer.identity(data.obs_shape, data.action_dim)
     with pytest.raises(ValorlError, match="chunks of 4 actions and its policy acts 2"):
         value_diagnostics(agent, None, normalizer, data, None)
+
+
+def test_the_on_policy_check_by_hand():
+    """Each seed is read on its own episodes (seed 0: 2 of 20 rows, seed 1: 2 of 30): Q ≡ c +
+    0.5 in reward units, against the returns-to-go of its own rows; the episode return is the
+    mean undiscounted sum; the TD error r + γ·m·Q − Q row by row."""
+    played = [synthetic_dataset(n=40, episode_len=20), synthetic_dataset(n=60, episode_len=30)]
+    played[1] = dataclasses.replace(played[1], rewards=played[1].rewards + 1.0)
+    normalizer = Normalizer.identity(played[0].obs_shape, played[0].action_dim)
+    result = diagnostics.policy_value_check(
+        ConstantCritic(), jnp.array([2.0, -1.0]), normalizer, played
+    )
+    assert result["episodes"] == 2
+    for i, (q, data) in enumerate(zip([2.5, -0.5], played, strict=True)):
+        to_go = data.returns_to_go(0.9)
+        assert result["return"][i] == pytest.approx(data.rewards.sum() / 2, rel=1e-6)
+        assert result["q_mean"][i] == pytest.approx(q)
+        assert result["return_to_go_mean"][i] == pytest.approx(to_go.mean(), rel=1e-6)
+        assert result["bias"][i] == pytest.approx(q - to_go.mean(), rel=1e-5)
+        td = data.rewards + 0.9 * data.masks * q - q
+        assert result["td_error"][i] == pytest.approx(np.sqrt((td**2).mean()), rel=1e-5)
+
+
+def test_the_on_policy_check_refuses_what_cannot_play_one_action_a_step():
+    with pytest.raises(ValorlError, match="qc acts chunks of 5 actions: the on-policy check"):
+        diagnostics.require_diagnosable(valorl.agents.QC(horizon=5), one_step=True)
+    diagnostics.require_diagnosable(ConstantChunkCritic())  # its data can still be diagnosed
+    with pytest.raises(ValorlError, match="bc has no critic"):
+        diagnostics.require_diagnosable(valorl.agents.BC(), one_step=True)
+
+
+def test_diagnose_plays_each_seeds_policy_and_reads_its_critic_there(capsys, pendulum_dataset):
+    """`valorl diagnose --episodes 2`: each seed's greedy policy plays two Pendulum episodes
+    from the same starts; the numbers are its critic's on those very state-actions (replayed
+    here with `play` and read with `value_diagnostics`), written to diagnostics.json and
+    printed as a table; no episodes is refused before anything is played."""
+    from valorl.collection.on_policy import play
+
+    data = pendulum_dataset
+    train_tiny_run(data, "iql-run", agent="iql")
+    save_npz(data, "data.npz")
+    assert main(["diagnose", "iql-run", "--dataset", "data.npz", "--episodes", "2"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "on its own episodes (2 per seed in Pendulum-v1)" in printed
+    checked = json.loads(Path("iql-run/diagnostics.json").read_text())["on_policy"]
+    assert checked["episodes"] == 2 and checked["env"] == "Pendulum-v1"
+    assert all(len(checked[key]) == 2 for key in ("return", "q_mean", "bias", "td_error"))
+    policy, i = valorl.load_policy("iql-run"), 1  # the second seed's, replayed
+    episodes = play(policy, i, 2)
+    assert len(episodes) == 400 and len(episodes.episode_slices()) == 2
+    greedy = policy(episodes.observations[:50], i)
+    np.testing.assert_allclose(episodes.actions[:50], greedy, rtol=1e-5, atol=1e-6)
+    seed_state = jax.tree.map(lambda x: x[i : i + 1], policy.states)
+    alone = value_diagnostics(policy.agent, seed_state, policy.normalizer, episodes, None)
+    assert checked["q_mean"][i] == pytest.approx(alone["q_mean"][0], rel=1e-5)
+    assert checked["return_to_go_mean"][i] == pytest.approx(alone["mc_return_mean"])
+    assert checked["return"][i] == pytest.approx(episodes.rewards.sum() / 2, rel=1e-5)
+    assert main(["diagnose", "iql-run", "--env", "Pendulum-v1"]) == 2
+    assert "--episodes must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_chunking_covers_every_transition(monkeypatch):

@@ -287,6 +287,23 @@ def test_diagnostics_are_tabled_per_run_and_missing_ones_named(tmp_path):
     assert "The critic of seed(s) 1 has diverged: its mean Q lies beyond [–, –]" in note
 
 
+def test_the_critic_on_the_policys_own_episodes_is_tabled_where_diagnose_played_some():
+    diag = {"path": "r", "algorithm": "iql", "task": "t", "step": 20, "seeds": [0, 1]}
+    diag |= {"q_mean": [1.0, 2.0], "mc_return_mean": 0.5, "bias": [0.5, 1.5]}
+    on_policy = {"episodes": 3, "env": "Hopper-v5", "return": [812.25, 640.5]}
+    on_policy |= {"q_mean": [120.5, 99.0], "return_to_go_mean": [80.25, 101.0]}
+    on_policy |= {"bias": [40.25, -2.0], "td_error": [1.125, "damaged"]}
+    html = _diagnostics(
+        {"diagnostics": [diag | {"on_policy": on_policy}], "without_diagnostics": []}
+    )
+    assert "own episodes (3 per seed in <code>Hopper-v5</code>)" in html
+    for value in ("812.250", "120.500", "80.250", "40.250", "-2.000", "1.125"):
+        assert f">{value}<" in html
+    assert html.split("own episodes")[1].count(">–</td>") == 1  # the damaged TD error
+    plain = _diagnostics({"diagnostics": [diag], "without_diagnostics": []})
+    assert "own episodes" not in plain
+
+
 # ---- writing and errors -------------------------------------------------------------------------
 
 

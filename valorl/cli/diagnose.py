@@ -20,8 +20,12 @@ def add_diagnose_parser(commands) -> None:
         "(train with --holdout to have some). A critic of action chunks (QC, FQL with "
         "--horizon) is read at the data's chunks, with its h-step TD error. A seed whose mean "
         "Q lies far outside the discounted returns the data's rewards allow is named: its "
-        "critic has diverged. Values are in the environment's reward units. Writes "
-        "RUN_DIR/diagnostics.json (training a critic agent writes it too).",
+        "critic has diverged. With --episodes N every seed's greedy policy also plays N episodes "
+        "in the environment, and its mean Q on the state-actions it visits is set against the "
+        "discounted return it really collects from them: the over-estimation of the learned "
+        "policy's own value. Values are in the environment's reward units. Writes "
+        "RUN_DIR/diagnostics.json (training a critic agent writes it too, without the "
+        "episodes).",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory made by `valorl train`")
     parser.add_argument(
@@ -30,6 +34,22 @@ def add_diagnose_parser(commands) -> None:
         metavar="ID_OR_PATH",
         help="where to read the run's data (default: where training read it)",
     )
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also play N episodes per seed and check the critic on them (default: 0, none)",
+    )
+    parser.add_argument(
+        "--env",
+        default=None,
+        metavar="ENV_ID",
+        help="where --episodes play (default: the environment the dataset names)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the episodes' starts (default: 0)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(run=cmd_diagnose)
 
@@ -37,7 +57,14 @@ def add_diagnose_parser(commands) -> None:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from valorl.training.diagnostics import diagnose_run
 
-    result = diagnose_run(args.run_dir, args.dataset)
+    on_policy = None
+    if args.episodes or args.env is not None:
+        from valorl.collection.on_policy import check_on_policy
+
+        on_policy = check_on_policy(
+            args.run_dir, args.episodes, args.env, args.seed, progress=not args.json
+        )
+    result = diagnose_run(args.run_dir, args.dataset, on_policy)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -66,6 +93,29 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
                 "discounted returns the data's rewards allow, by more than its width: the "
                 "critic has diverged (or a reward penalty dominates it)"
             )
+    if on_policy is not None:
+        _print_on_policy(result["seeds"], on_policy)
     if result["heldout_episodes"] == 0:
         out.print("no held-out episodes: train with --holdout 0.05 to measure generalisation")
     return 0
+
+
+def _print_on_policy(seeds: list[int], checked: dict) -> None:
+    """The critic on each seed's own episodes: Q against the return it really collects."""
+    table = Table(
+        title=f"on its own episodes ({checked['episodes']} per seed in {checked['env']}): "
+        "mean Q against the discounted return collected from the same state-actions"
+    )
+    for column in ("seed", "episode return", "mean Q", "return to go", "bias Q − G", "TD error"):
+        table.add_column(column, justify="right")
+    formats = {
+        "return": ".1f",
+        "q_mean": ".2f",
+        "return_to_go_mean": ".2f",
+        "bias": "+.2f",
+        "td_error": ".3f",
+    }
+    for i, seed in enumerate(seeds):
+        cells = [format(checked[key][i], spec) for key, spec in formats.items()]
+        table.add_row(str(seed), *cells)
+    out.print(table)

@@ -335,12 +335,34 @@ def _diagnostics(summary: dict[str, Any]) -> str:
                 "rewards allow, by more than the range's width (or a reward penalty dominates "
                 "it).</p>"
             )
+        if isinstance(diag.get("on_policy"), dict):
+            parts.append(_on_policy(diag["on_policy"], seeds))
         if isinstance(diag.get("model"), dict):
             parts.append(_model_errors(diag["model"], seeds))
     if summary["without_diagnostics"]:
         missing = ", ".join(f"<code>{escape(p)}</code>" for p in summary["without_diagnostics"])
         parts.append(f"<p class='note'>No diagnostics for {missing} ({hint}).</p>")
     return "\n".join(parts)
+
+
+def _on_policy(checked: dict[str, Any], seeds: list[Any]) -> str:
+    """The critic on each seed's own episodes (`valorl diagnose --episodes`)."""
+    keys = ("return", "q_mean", "return_to_go_mean", "bias", "td_error")
+    rows = [
+        [(escape(str(seed)), True)] + [_seed_cell(checked.get(k), i) for k in keys]
+        for i, seed in enumerate(seeds)
+    ]
+    return (
+        f"<p>On the policy's own episodes ({escape(str(checked.get('episodes', '–')))} per "
+        f"seed in <code>{escape(str(checked.get('env', '–')))}</code>): Q at the state-actions "
+        "it visits against the discounted return it then collects, G (bias far above 0: the "
+        "critic over-rates the learned policy itself).</p>"
+        + _table(
+            ["seed", "episode return", "Q mean", "G mean", "bias mean(Q − G)", "TD error"],
+            rows,
+            "on-policy",
+        )
+    )
 
 
 def _model_errors(model: dict[str, Any], seeds: list[Any]) -> str:

@@ -18,6 +18,13 @@ Three checks on a run's critic, per seed, in the environment's reward units:
   learns). A critic just outside it is not flagged: an untrained one sits near 0, the edge of
   the range for rewards of one sign; nor is any where every reward is the same 0.
 
+- **on-policy bias** (`policy_value_check`, `valorl diagnose --episodes N`): the same bias on
+  the policy's own state-actions, from episodes it plays in the environment: mean Q(s, a)
+  against the discounted return it then really collects. This is the over-estimation of the
+  value of the learned policy itself (Fujimoto et al. 2018, TD3, Fig. 1; Chen et al. 2021,
+  REDQ, Fig. 2's normalised bias), which the bias on the data cannot show: there G is another
+  policy's return. A soft critic's Q (SAC's) also counts the entropy bonus, which G does not.
+
 A critic of action chunks (QC, FQL over chunks: Q(s_t, a_t, …, a_(t+h−1))) is read the same way
 at every row's chunk of the data: its bias against G_t, and its h-step TD error
 Σ_(k<h) γ^k r_(t+k) + γ^h·m·Q(s_(t+h), π(s_(t+h))) − Q, over the rows whose chunk is whole
@@ -33,6 +40,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -63,13 +71,7 @@ def value_diagnostics(
     heldout: Dataset | None,
 ) -> dict[str, Any]:
     """Bias against Monte-Carlo returns and TD errors for every seed of a seed-stacked state."""
-    if not diagnosable(agent):
-        raise ValorlError(
-            f"{agent.name} has no critic: value diagnostics need a Q-function"
-            if agent.critic_chunk == 0
-            else f"{agent.name}'s critic scores chunks of {agent.critic_chunk} actions and its "
-            f"policy acts {agent.action_chunk}: value diagnostics need Q of the actions taken"
-        )
+    require_diagnosable(agent)
     result: dict[str, Any] = {
         "discount": agent.discount,
         "chunk_length": agent.critic_chunk,
@@ -102,6 +104,30 @@ def value_diagnostics(
     return result
 
 
+def policy_value_check(
+    agent: CriticAgent, states: Any, normalizer: Normalizer, played: Sequence[Dataset]
+) -> dict[str, Any]:
+    """Each seed's critic on the episodes its own policy played (`played[i]` for seed i):
+    mean undiscounted episode return, mean Q(s, a) over the visited state-actions, the mean
+    discounted return-to-go from them (`Dataset.returns_to_go`: a truncated episode continues
+    at its mean reward), the bias Q − G and the RMS TD error, in reward units."""
+    require_diagnosable(agent, one_step=True)
+    result: dict[str, Any] = {
+        "episodes": len(played[0].episode_slices()),
+        **{key: [] for key in ("return", "q_mean", "return_to_go_mean", "bias", "td_error")},
+    }
+    for seed_index, episodes in enumerate(played):
+        state = jax.tree.map(lambda x, i=seed_index: x[i : i + 1], states)
+        q, td, _ = _q_and_td(agent, state, normalizer, episodes)
+        to_go = episodes.returns_to_go(agent.discount)
+        result["return"].append(float(episodes.rewards.sum() / len(episodes.episode_slices())))
+        result["q_mean"].append(float(q[0].mean()))
+        result["return_to_go_mean"].append(float(to_go.mean()))
+        result["bias"].append(float((q[0] - to_go).mean()))
+        result["td_error"].append(float(_rms(td)[0]))
+    return result
+
+
 def return_range(rewards: np.ndarray, discount: float) -> list[float] | None:
     """[low, high]: the discounted returns possible when every reward lies in the range of
     REWARDS, from one reward before a termination to an unending run of the same reward
@@ -119,12 +145,32 @@ def diagnosable(agent: Any) -> bool:
     return agent.critic_chunk > 0 and agent.critic_chunk == agent.action_chunk
 
 
+def require_diagnosable(agent: Any, one_step: bool = False) -> None:
+    """ValorlError unless the agent has a Q of the actions it takes (`diagnosable`), and, with
+    `one_step`, of one action at a time (a policy that plays one action per step)."""
+    if not diagnosable(agent):
+        raise ValorlError(
+            f"{agent.name} has no critic: value diagnostics need a Q-function"
+            if agent.critic_chunk == 0
+            else f"{agent.name}'s critic scores chunks of {agent.critic_chunk} actions and its "
+            f"policy acts {agent.action_chunk}: value diagnostics need Q of the actions taken"
+        )
+    if one_step and agent.critic_chunk != 1:
+        raise ValorlError(
+            f"{agent.name} acts chunks of {agent.action_chunk} actions: the on-policy check "
+            "plays one action per step"
+        )
+
+
 def diagnose_run(
-    run_dir: str | os.PathLike, dataset: str | os.PathLike | Dataset | None = None
+    run_dir: str | os.PathLike,
+    dataset: str | os.PathLike | Dataset | None = None,
+    on_policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Diagnostics of a run's latest checkpoint on its own data (the recorded training split
     and held-out episodes), written to `RUN/diagnostics.json` and returned. `dataset` defaults
-    to where the run loaded its data from, or to its name for data derived on load."""
+    to where the run loaded its data from, or to its name for data derived on load.
+    `on_policy` (`policy_value_check` on the policy's own episodes) is written beside them."""
     run = RunDir(run_dir)
     config = run.config()["data"]
     plan, ckpt = load_checkpoint(run.path)
@@ -145,6 +191,8 @@ def diagnose_run(
         result["model"] = model_diagnostics(
             plan.agent.model, ckpt.states.model, ckpt.normalizer, episodes, split=split
         )
+    if on_policy is not None:
+        result["on_policy"] = on_policy
     atomic_write(run.path / DIAGNOSTICS, (json.dumps(result, indent=2) + "\n").encode())
     return result
 

@@ -1,0 +1,73 @@
+"""A run's critic judged on its own policy's episodes (`valorl diagnose RUN --episodes N`).
+
+Each seed's greedy policy plays the same seeded starts in the run's environment; its critic
+is then read at every state-action it visited and set against the discounted return it really
+collected from there (`valorl.training.diagnostics.policy_value_check`). It lives here, above
+training and evaluation, because it plays episodes as collection does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from valorl.collection.run import run_episode
+from valorl.data.dataset import Dataset
+from valorl.data.sources import make_env
+from valorl.errors import ValorlError
+from valorl.eval.policy import Policy, load_policy
+from valorl.training.diagnostics import policy_value_check, require_diagnosable
+
+STARTS = 15_485_863
+"""Stream of the episodes' reset seeds, apart from collection's and evaluation's."""
+
+
+def play(
+    policy: Policy,
+    seed_index: int,
+    episodes: int,
+    env_id: str | None = None,
+    seed: int = 0,
+    bar: tqdm | None = None,
+) -> Dataset:
+    """`episodes` episodes of one seed's greedy policy in the run's environment (or `env_id`),
+    from reset seeds that depend on `seed` only, as a dataset."""
+    env = make_env(policy.info, env_id)
+    act = lambda obs, rng: (policy(obs, seed_index), 0.0)  # greedy: no log-probability
+    rng = np.random.default_rng(0)  # unused: the policy is greedy
+    played = []
+    try:
+        for reset_seed in np.random.SeedSequence([seed, STARTS]).generate_state(episodes):
+            played.append(run_episode(env, act, rng, int(reset_seed)))
+            if bar is not None:
+                bar.update()
+    finally:
+        env.close()
+    return Dataset.from_episodes(played, info=policy.info, num_actions=policy.num_actions)
+
+
+def check_on_policy(
+    run_dir: str | os.PathLike,
+    episodes: int = 5,
+    env_id: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Every seed's critic on `episodes` episodes of its own greedy policy: the per-seed
+    lists of `policy_value_check`, with the environment and the seed of the starts."""
+    if episodes < 1:
+        raise ValorlError(f"--episodes must be at least 1, got {episodes}")
+    policy = load_policy(run_dir)
+    if policy.goals is not None:
+        raise ValorlError(
+            f"{run_dir} is goal-conditioned: the on-policy check plays episodes without a goal"
+        )
+    require_diagnosable(policy.agent, one_step=True)
+    seeds = len(policy.seeds)
+    with tqdm(total=seeds * episodes, desc="on-policy episodes", disable=not progress) as bar:
+        played = [play(policy, i, episodes, env_id, seed, bar) for i in range(seeds)]
+    checked = policy_value_check(policy.agent, policy.states, policy.normalizer, played)
+    return {"env": env_id or policy.info.env_id, "seed": seed, **checked}
