@@ -268,6 +268,35 @@ def test_diagnose_plays_each_seeds_policy_and_reads_its_critic_there(capsys, pen
     assert "--episodes must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_a_run_trained_online_is_read_on_its_own_episodes_only(capsys, tmp_path):
+    """No dataset to read it on: without --episodes the run is refused with the way out; with
+    them, diagnostics.json holds the on-policy check alone, which the report accepts."""
+    from valorl.report.gather import load_diagnostics
+    from valorl.report.html import _diagnostics
+    from valorl.training.online import train_online
+
+    run = tmp_path / "online"
+    settings = dict(mode="online", env="Pendulum-v1", online_steps=200, start_steps=100)
+    settings |= dict(eval_every=200, eval_episodes=1, seeds=2, progress=False)
+    train_online("sac", out=run, **(settings | TINY["sac"]))
+    assert main(["diagnose", str(run)]) == 2
+    assert (
+        "trained online, with no dataset to read its critic on: play episodes with --episodes N"
+        in (capsys.readouterr().err)
+    )
+    assert main(["diagnose", str(run), "--episodes", "1"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "on its own episodes (1 per seed in Pendulum-v1)" in printed
+    assert "Monte-Carlo return" not in printed
+    written, error = load_diagnostics(run)
+    assert error is None and set(written) == {"step", "seeds", "discount", "on_policy"}
+    assert len(written["on_policy"]["bias"]) == 2
+    report = {"path": str(run), "algorithm": "sac", "task": "Pendulum-v1", **written}
+    html = _diagnostics({"diagnostics": [report], "without_diagnostics": []})
+    assert "trained online, no dataset" in html and "own episodes (1 per seed" in html
+    assert "TD error (held-out)" not in html
+
+
 def test_chunking_covers_every_transition(monkeypatch):
     """A dataset longer than one device chunk (padded at the end) gives the same numbers."""
     import valorl.training.diagnostics as diagnostics

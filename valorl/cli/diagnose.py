@@ -59,18 +59,27 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
     on_policy = None
     if args.episodes or args.env is not None:
-        from valorl.collection.on_policy import check_on_policy
+        from valorl.collection.on_policy import prepare_on_policy_check
 
-        on_policy = check_on_policy(
+        on_policy = prepare_on_policy_check(
             args.run_dir, args.episodes, args.env, args.seed, progress=not args.json
         )
     result = diagnose_run(args.run_dir, args.dataset, on_policy)
     if args.json:
         print(json.dumps(result))
         return 0
+    if "q_mean" in result:  # a run trained online has only its own episodes to be read on
+        _print_data(args.run_dir, result)
+    if "on_policy" in result:
+        _print_on_policy(result["seeds"], result["on_policy"])
+    return 0
+
+
+def _print_data(run_dir: str, result: dict) -> None:
+    """The critic on the run's data: Q against the Monte-Carlo return, TD errors, divergence."""
     mc = result["mc_return_mean"]
     table = Table(
-        title=f"{args.run_dir} at step {result['step']}: Monte-Carlo return "
+        title=f"{run_dir} at step {result['step']}: Monte-Carlo return "
         f"{'-' if mc is None else f'{mc:.2f}'} (γ = {result['discount']})"
         + (f", chunks of {result['chunk_length']}" if result["chunk_length"] > 1 else "")
     )
@@ -93,11 +102,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
                 "discounted returns the data's rewards allow, by more than its width: the "
                 "critic has diverged (or a reward penalty dominates it)"
             )
-    if on_policy is not None:
-        _print_on_policy(result["seeds"], on_policy)
     if result["heldout_episodes"] == 0:
         out.print("no held-out episodes: train with --holdout 0.05 to measure generalisation")
-    return 0
 
 
 def _print_on_policy(seeds: list[int], checked: dict) -> None:

@@ -9,6 +9,7 @@ training and evaluation, because it plays episodes as collection does.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -49,15 +50,17 @@ def play(
     return Dataset.from_episodes(played, info=policy.info, num_actions=policy.num_actions)
 
 
-def check_on_policy(
+def prepare_on_policy_check(
     run_dir: str | os.PathLike,
     episodes: int = 5,
     env_id: str | None = None,
     seed: int = 0,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Every seed's critic on `episodes` episodes of its own greedy policy: the per-seed
-    lists of `policy_value_check`, with the environment and the seed of the starts."""
+) -> Callable[[], dict[str, Any]]:
+    """The check of every seed's critic on `episodes` episodes of its own greedy policy, as a
+    function to call (`diagnose_run`'s `on_policy`): the arguments, the run and its agent are
+    checked now, the episodes played when it is called. It returns the per-seed lists of
+    `policy_value_check`, with the environment and the seed of the starts."""
     if episodes < 1:
         raise ValorlError(f"--episodes must be at least 1, got {episodes}")
     policy = load_policy(run_dir)
@@ -66,8 +69,12 @@ def check_on_policy(
             f"{run_dir} is goal-conditioned: the on-policy check plays episodes without a goal"
         )
     require_diagnosable(policy.agent, one_step=True)
-    seeds = len(policy.seeds)
-    with tqdm(total=seeds * episodes, desc="on-policy episodes", disable=not progress) as bar:
-        played = [play(policy, i, episodes, env_id, seed, bar) for i in range(seeds)]
-    checked = policy_value_check(policy.agent, policy.states, policy.normalizer, played)
-    return {"env": env_id or policy.info.env_id, "seed": seed, **checked}
+
+    def check() -> dict[str, Any]:
+        seeds = len(policy.seeds)
+        with tqdm(total=seeds * episodes, desc="on-policy episodes", disable=not progress) as bar:
+            played = [play(policy, i, episodes, env_id, seed, bar) for i in range(seeds)]
+        checked = policy_value_check(policy.agent, policy.states, policy.normalizer, played)
+        return {"env": env_id or policy.info.env_id, "seed": seed, **checked}
+
+    return check

@@ -34,7 +34,8 @@ DERIVED_KEYS = ("critic.vmin", "critic.vmax")
 their differing between tasks goes without saying."""
 
 DIAGNOSTICS_KEYS = ("step", "seeds", "q_mean", "mc_return_mean", "bias")
-"""The least a `diagnostics.json` must hold to be shown."""
+"""The least a `diagnostics.json` must hold to be shown; one of a run trained online holds
+the first two and `on_policy` instead (its critic read on its own episodes only)."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -233,7 +234,8 @@ def load_diagnostics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"{file} cannot be read: {exc}"
     if not isinstance(data, dict):
         return None, f"{file} is not a JSON object"
-    missing = [k for k in DIAGNOSTICS_KEYS if k not in data]
+    required = DIAGNOSTICS_KEYS[:2] if "on_policy" in data else DIAGNOSTICS_KEYS
+    missing = [k for k in required if k not in data]
     if missing:
         return None, f"{file} lacks {', '.join(missing)}"
     return data, None

@@ -314,14 +314,14 @@ def _diagnostics(summary: dict[str, Any]) -> str:
                 else ""
             )
         )
+        columns = ["seed", "Q mean", "bias mean(Q − G)", "TD error (train)", "TD error (held-out)"]
+        table = _table(columns, rows, "diagnostics")
+        if "q_mean" not in diag:  # trained online: read on its own episodes only
+            meta = f"step {escape(str(diag.get('step', '–')))}; trained online, no dataset"
+            table = ""
         parts.append(
             f"<h3>{escape(diag['algorithm'])} on {escape(diag['task'])}</h3>"
-            f"<p class='meta'><code>{escape(diag['path'])}</code>: {meta}</p>"
-            + _table(
-                ["seed", "Q mean", "bias mean(Q − G)", "TD error (train)", "TD error (held-out)"],
-                rows,
-                "diagnostics",
-            )
+            f"<p class='meta'><code>{escape(diag['path'])}</code>: {meta}</p>{table}"
         )
         diverged, bounds = diag.get("q_diverged"), diag.get("return_range")
         if isinstance(diverged, list) and any(diverged) and len(diverged) == len(seeds):

@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -55,7 +55,9 @@ from valorl.data.nstep import chunk_transitions, whole_chunks, window_rows
 from valorl.data.sources import load_dataset
 from valorl.data.transforms import Normalizer
 from valorl.errors import ValorlError
+from valorl.training.checkpoint import Checkpoint
 from valorl.training.model_diagnostics import model_diagnostics
+from valorl.training.plan import RunPlan
 from valorl.training.restore import load_checkpoint
 from valorl.training.run_dir import RunDir
 
@@ -165,15 +167,43 @@ def require_diagnosable(agent: Any, one_step: bool = False) -> None:
 def diagnose_run(
     run_dir: str | os.PathLike,
     dataset: str | os.PathLike | Dataset | None = None,
-    on_policy: dict[str, Any] | None = None,
+    on_policy: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Diagnostics of a run's latest checkpoint on its own data (the recorded training split
     and held-out episodes), written to `RUN/diagnostics.json` and returned. `dataset` defaults
     to where the run loaded its data from, or to its name for data derived on load.
-    `on_policy` (`policy_value_check` on the policy's own episodes) is written beside them."""
+
+    `on_policy` plays the policy's own episodes and returns `policy_value_check`'s result
+    (`valorl.collection.on_policy.prepare_on_policy_check` for this run); it is called once the data
+    is found, and is all there is to check for a run trained online without a dataset."""
     run = RunDir(run_dir)
     config = run.config()["data"]
     plan, ckpt = load_checkpoint(run.path)
+    result: dict[str, Any] = {"step": ckpt.step, "seeds": list(plan.seeds)}
+    if dataset is None and config.get("fingerprint") is None:  # online: nothing recorded
+        if on_policy is None:
+            raise ValorlError(
+                f"{run.path} trained online, with no dataset to read its critic on: play "
+                "episodes with --episodes N"
+            )
+        result |= {"discount": plan.agent.discount, "on_policy": on_policy()}
+    else:
+        result |= _data_diagnostics(run, config, plan, ckpt, dataset)
+        if on_policy is not None:
+            result["on_policy"] = on_policy()
+    atomic_write(run.path / DIAGNOSTICS, (json.dumps(result, indent=2) + "\n").encode())
+    return result
+
+
+def _data_diagnostics(
+    run: RunDir,
+    config: dict[str, Any],
+    plan: RunPlan,
+    ckpt: Checkpoint,
+    dataset: str | os.PathLike | Dataset | None,
+) -> dict[str, Any]:
+    """`value_diagnostics` on the run's training split and held-out episodes, and a
+    model-based run's model errors."""
     if dataset is None:
         data = _recorded_data(config, run.path)
     else:
@@ -181,19 +211,12 @@ def diagnose_run(
         if data.fingerprint() != config["fingerprint"]:
             raise ValorlError(f"{data.info.source} is not the data {run.path} trained on")
     train, heldout = data.split_episodes(config.get("holdout", 0.0))
-    result = {
-        "step": ckpt.step,
-        "seeds": list(plan.seeds),
-        **value_diagnostics(plan.agent, ckpt.states, ckpt.normalizer, train, heldout),
-    }
+    result = value_diagnostics(plan.agent, ckpt.states, ckpt.normalizer, train, heldout)
     if plan.agent.model_based:
         episodes, split = (train, "train") if heldout is None else (heldout, "heldout")
         result["model"] = model_diagnostics(
             plan.agent.model, ckpt.states.model, ckpt.normalizer, episodes, split=split
         )
-    if on_policy is not None:
-        result["on_policy"] = on_policy
-    atomic_write(run.path / DIAGNOSTICS, (json.dumps(result, indent=2) + "\n").encode())
     return result
 
 
