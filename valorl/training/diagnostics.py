@@ -22,7 +22,7 @@ Three checks on a run's critic, per seed, in the environment's reward units:
   the policy's own state-actions, from episodes it plays in the environment: mean Q(s, a)
   against the discounted return it then really collects. This is the over-estimation of the
   value of the learned policy itself (Fujimoto et al. 2018, TD3, Fig. 1; Chen et al. 2021,
-  REDQ, Fig. 2's normalised bias), which the bias on the data cannot show: there G is another
+  REDQ, its normalised bias), which the bias on the data cannot show: there G is another
   policy's return. A soft critic's Q (SAC's) also counts the entropy bonus, which G does not.
 
 A critic of action chunks (QC, FQL over chunks: Q(s_t, a_t, …, a_(t+h−1))) is read the same way
@@ -174,8 +174,8 @@ def diagnose_run(
     to where the run loaded its data from, or to its name for data derived on load.
 
     `on_policy` plays the policy's own episodes and returns `policy_value_check`'s result
-    (`valorl.collection.on_policy.prepare_on_policy_check` for this run); it is called once the data
-    is found, and is all there is to check for a run trained online without a dataset."""
+    (`valorl.collection.on_policy.prepare_on_policy_check` for this run); it is called once
+    the data is found, and is all there is to check for a run trained online without one."""
     run = RunDir(run_dir)
     config = run.config()["data"]
     plan, ckpt = load_checkpoint(run.path)
