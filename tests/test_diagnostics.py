@@ -230,12 +230,52 @@ def test_the_on_policy_check_by_hand():
         assert result["td_error"][i] == pytest.approx(np.sqrt((td**2).mean()), rel=1e-5)
 
 
-def test_the_on_policy_check_refuses_what_cannot_play_one_action_a_step():
-    with pytest.raises(ValorlError, match="qc acts chunks of 5 actions: the on-policy check"):
-        diagnostics.require_diagnosable(valorl.agents.QC(horizon=5), one_step=True)
-    diagnostics.require_diagnosable(ConstantChunkCritic())  # its data can still be diagnosed
-    with pytest.raises(ValorlError, match="bc has no critic"):
-        diagnostics.require_diagnosable(valorl.agents.BC(), one_step=True)
+def test_the_on_policy_check_reads_a_chunk_critic_at_the_whole_chunks_of_the_actions_taken():
+    """Q = c + 0.5 + the 3 actions from each row (the data's last row repeated past its end)
+    at every row whose chunk is whole: the first episode's truncation cuts its last two rows'
+    chunks, the second's termination cuts none. Against those rows' returns-to-go."""
+    played = [synthetic_dataset(n=40, episode_len=20)]  # truncated, then terminal
+    normalizer = Normalizer.identity(played[0].obs_shape, played[0].action_dim)
+    result = diagnostics.policy_value_check(
+        ConstantChunkCritic(), jnp.array([1.0]), normalizer, played
+    )
+    whole = np.array([t >= 20 or t < 18 for t in range(40)])
+    actions = played[0].actions[np.minimum(np.arange(42), 39), 0]
+    q = np.array([1.5 + actions[t : t + 3].sum() for t in range(40)])[whole]
+    to_go = played[0].returns_to_go(0.9)[whole]
+    assert result["q_mean"][0] == pytest.approx(q.mean(), rel=1e-5)
+    assert result["return_to_go_mean"][0] == pytest.approx(to_go.mean(), rel=1e-6)
+    assert result["bias"][0] == pytest.approx((q - to_go).mean(), rel=1e-5)
+    short = [synthetic_dataset(n=2, episode_len=2)]  # no whole chunk: nothing to read
+    empty = diagnostics.policy_value_check(
+        ConstantChunkCritic(), jnp.array([1.0]), normalizer, short
+    )
+    assert empty["q_mean"] == [None] and empty["bias"] == [None] and empty["return"][0] is not None
+
+
+def test_a_chunk_policy_plays_each_chunk_open_loop_with_fresh_noise(pendulum_dataset, tmp_path):
+    """QC over chunks of 3: the episode's actions are the chunks its policy chose at steps 0,
+    3, 6, … (each with its own noise key), and the chunks differ from one decision to the
+    next even at the same state (fresh flow noise)."""
+    import jax.random as jr
+
+    from valorl.collection.on_policy import play
+
+    run = valorl.train(
+        "qc", pendulum_dataset, steps=10, seeds=1, eval_episodes=0, out=tmp_path / "qc",
+        progress=False, **(TINY["qc"] | {"horizon": 3}),
+    )  # fmt: skip
+    policy = valorl.load_policy(run.path)
+    episode = play(policy, 0, 1, seed=4)
+    episode_key = jr.fold_in(jr.key(4), 0)
+    for decision in range(3):
+        chunk = policy(episode.observations[3 * decision], 0, jr.fold_in(episode_key, decision))
+        np.testing.assert_allclose(
+            episode.actions[3 * decision : 3 * decision + 3], chunk, rtol=1e-5, atol=1e-6
+        )
+    state = episode.observations[0]
+    first, second = (policy(state, 0, jr.fold_in(episode_key, d)) for d in (0, 1))
+    assert not np.allclose(first, second)
 
 
 def test_diagnose_plays_each_seeds_policy_and_reads_its_critic_there(capsys, pendulum_dataset):

@@ -20,7 +20,7 @@ def add_diagnose_parser(commands) -> None:
         "(train with --holdout to have some). A critic of action chunks (QC, FQL with "
         "--horizon) is read at the data's chunks, with its h-step TD error. A seed whose mean "
         "Q lies far outside the discounted returns the data's rewards allow is named: its "
-        "critic has diverged. With --episodes N every seed's greedy policy also plays N episodes "
+        "critic has diverged. With --episodes N every seed's policy also plays N episodes "
         "in the environment, and its mean Q on the state-actions it visits is set against the "
         "discounted return it really collects from them: the over-estimation of the learned "
         "policy's own value. Values are in the environment's reward units. Writes "

@@ -38,6 +38,7 @@ also gets its dynamics model's one- and k-step prediction errors (`model_diagnos
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -110,23 +111,24 @@ def policy_value_check(
     agent: CriticAgent, states: Any, normalizer: Normalizer, played: Sequence[Dataset]
 ) -> dict[str, Any]:
     """Each seed's critic on the episodes its own policy played (`played[i]` for seed i):
-    mean undiscounted episode return, mean Q(s, a) over the visited state-actions, the mean
-    discounted return-to-go from them (`Dataset.returns_to_go`: a truncated episode continues
-    at its mean reward), the bias Q − G and the RMS TD error, in reward units."""
-    require_diagnosable(agent, one_step=True)
-    result: dict[str, Any] = {
-        "episodes": len(played[0].episode_slices()),
-        **{key: [] for key in ("return", "q_mean", "return_to_go_mean", "bias", "td_error")},
-    }
+    mean undiscounted episode return, mean Q over the visited state-actions (a chunk critic:
+    at every row's chunk of the actions taken, where whole), the mean discounted return-to-go
+    from them (`Dataset.returns_to_go`: a truncated episode continues at its mean reward), the
+    bias Q − G and the RMS TD error, in reward units (None where no chunk is whole)."""
+    require_diagnosable(agent)
+    keys = ("return", "q_mean", "return_to_go_mean", "bias", "td_error")
+    result: dict[str, Any] = {"episodes": len(played[0].episode_slices())}
+    result |= {key: [] for key in keys}
     for seed_index, episodes in enumerate(played):
         state = jax.tree.map(lambda x, i=seed_index: x[i : i + 1], states)
-        q, td, _ = _q_and_td(agent, state, normalizer, episodes)
-        to_go = episodes.returns_to_go(agent.discount)
-        result["return"].append(float(episodes.rewards.sum() / len(episodes.episode_slices())))
-        result["q_mean"].append(float(q[0].mean()))
-        result["return_to_go_mean"].append(float(to_go.mean()))
-        result["bias"].append(float((q[0] - to_go).mean()))
-        result["td_error"].append(float(_rms(td)[0]))
+        q, td, counted = _q_and_td(agent, state, normalizer, episodes)
+        q, td = q[0, counted], td[0, counted]
+        to_go = episodes.returns_to_go(agent.discount)[counted]
+        values = [episodes.rewards.sum() / len(episodes.episode_slices())]
+        if counted.any():
+            values += [q.mean(), to_go.mean(), (q - to_go).mean(), np.sqrt((td**2).mean())]
+        for key, value in itertools.zip_longest(keys, values):
+            result[key].append(None if value is None else float(value))
     return result
 
 
@@ -147,20 +149,14 @@ def diagnosable(agent: Any) -> bool:
     return agent.critic_chunk > 0 and agent.critic_chunk == agent.action_chunk
 
 
-def require_diagnosable(agent: Any, one_step: bool = False) -> None:
-    """ValorlError unless the agent has a Q of the actions it takes (`diagnosable`), and, with
-    `one_step`, of one action at a time (a policy that plays one action per step)."""
+def require_diagnosable(agent: Any) -> None:
+    """ValorlError unless the agent has a Q of the actions it takes (`diagnosable`)."""
     if not diagnosable(agent):
         raise ValorlError(
             f"{agent.name} has no critic: value diagnostics need a Q-function"
             if agent.critic_chunk == 0
             else f"{agent.name}'s critic scores chunks of {agent.critic_chunk} actions and its "
             f"policy acts {agent.action_chunk}: value diagnostics need Q of the actions taken"
-        )
-    if one_step and agent.critic_chunk != 1:
-        raise ValorlError(
-            f"{agent.name} acts chunks of {agent.action_chunk} actions: the on-policy check "
-            "plays one action per step"
         )
 
 
