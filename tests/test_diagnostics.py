@@ -278,6 +278,23 @@ def test_a_chunk_policy_plays_each_chunk_open_loop_with_fresh_noise(pendulum_dat
     assert not np.allclose(first, second)
 
 
+def test_played_rewards_are_the_sparse_ones_a_sparse_ogbench_dataset_trained_on(
+    pendulum_dataset, tmp_path
+):
+    """A run on an OGBench sparse single-task dataset is read against the rewards it trained
+    on (0 where the task is solved, −1 elsewhere), not the environment's dense ones: here a
+    Pendulum run whose data claims such a name, so every (negative) reward becomes −1."""
+    from valorl.collection.on_policy import play
+
+    run = train_tiny_run(pendulum_dataset, tmp_path / "run", agent="iql", seeds=1)
+    policy = valorl.load_policy(run.path)
+    name = "puzzle-3x3-play-singletask-task4-sparse-v0"
+    sparse = dataclasses.replace(policy, info=dataclasses.replace(policy.info, name=name))
+    dense, relabelled = play(policy, 0, 1), play(sparse, 0, 1)
+    np.testing.assert_array_equal(relabelled.observations, dense.observations)
+    np.testing.assert_array_equal(relabelled.rewards, np.where(dense.rewards < 0, -1.0, 0.0))
+
+
 def test_diagnose_plays_each_seeds_policy_and_reads_its_critic_there(capsys, pendulum_dataset):
     """`valorl diagnose --episodes 2`: each seed's greedy policy plays two Pendulum episodes
     from the same starts; the numbers are its critic's on those very state-actions (replayed

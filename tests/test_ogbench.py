@@ -174,6 +174,19 @@ def test_singletask_rewards_by_hand():
     assert not solved.any() and scene.subtasks == 5
 
 
+def test_the_sparse_reward_follows_from_the_environments_own():
+    """What the on-policy check plays in the single-task environment (reward #solved −
+    #subtasks) gives the sparse variant's rewards, as relabelling them from successes does."""
+    successes = np.random.default_rng(0).random((200, 4)) < 0.8
+    dense, _ = og.task_rewards(successes)
+    sparse, _ = og.task_rewards(successes, sparse=True)
+    np.testing.assert_array_equal(og.sparse_rewards(dense), sparse)
+    assert 0 < (sparse == 0).sum() < 200  # both kinds of rows occur
+    assert og.sparse_task("puzzle-3x3-play-singletask-task4-sparse-v0")
+    assert not og.sparse_task("puzzle-3x3-play-singletask-task4-v0")
+    assert not og.sparse_task("valorl/cube-double-play-v0")
+
+
 def test_relabel_marks_solved_rows_terminal():
     goal = og.TaskGoal(cubes=np.zeros((0, 3)), buttons=np.array([1, 1]), drawer=None, window=None)
     buttons = np.array([[0, 0], [1, 0], [1, 1], [1, 1]])  # 4 observations: 3 transitions

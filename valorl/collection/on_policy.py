@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from valorl.collection.run import run_episode
+from valorl.data import ogbench
 from valorl.data.dataset import Dataset
 from valorl.data.sources import make_env
 from valorl.errors import ValorlError
@@ -39,7 +40,8 @@ def play(
     """`episodes` episodes of one seed's deterministic policy in the run's environment (or
     `env_id`), from reset seeds that depend on `seed` only, as a dataset. A policy of action
     chunks acts each chunk open-loop; a flow policy draws fresh noise at every decision, as
-    evaluation does."""
+    evaluation does. The rewards are those the run trained on: the environment's, or the
+    sparse ones for a sparse OGBench single-task dataset."""
     env = make_env(policy.info, env_id)
     rng = np.random.default_rng(0)  # unused: the policy is deterministic
     starts = np.random.SeedSequence([seed, STARTS]).generate_state(episodes)
@@ -54,6 +56,8 @@ def play(
                 bar.update()
     finally:
         env.close()
+    if ogbench.sparse_task(policy.info.name):
+        played = [ep | {"rewards": ogbench.sparse_rewards(ep["rewards"])} for ep in played]
     return Dataset.from_episodes(played, info=policy.info, num_actions=policy.num_actions)
 
 

@@ -314,6 +314,18 @@ def task_rewards(successes: np.ndarray, sparse: bool = False) -> tuple[np.ndarra
     return (successes.sum(axis=-1) - successes.shape[-1]).astype(np.float32), solved
 
 
+def sparse_task(name: str) -> bool:
+    """Whether a dataset is the sparse variant of an OGBench single-task dataset
+    (`X-singletask-taskN-sparse-v0`), whose rewards are not its environment's."""
+    return re.search(r"-singletask-task\d+-sparse-v\d+$", name) is not None
+
+
+def sparse_rewards(env_rewards: np.ndarray) -> np.ndarray:
+    """The sparse variant's rewards from its single-task environment's own, #solved −
+    #subtasks: 0 where every subtask is solved, −1 elsewhere (`task_rewards`' sparse ones)."""
+    return np.where(np.asarray(env_rewards) < 0, -1.0, 0.0).astype(np.float32)
+
+
 def relabel(
     dataset: Dataset,
     trajectories: list[dict[str, np.ndarray]],
