@@ -253,6 +253,15 @@ def test_the_on_policy_check_reads_a_chunk_critic_at_the_whole_chunks_of_the_act
     assert empty["q_mean"] == [None] and empty["bias"] == [None] and empty["return"][0] is not None
 
 
+def test_the_on_policy_table_prints_a_dash_where_no_chunk_was_whole(capsys):
+    from valorl.cli.diagnose import _print_on_policy
+
+    checked = {"episodes": 1, "env": "E-v0", "return": [-3.0]}
+    checked |= {key: [None] for key in ("q_mean", "return_to_go_mean", "bias", "td_error")}
+    _print_on_policy([0], checked)
+    assert "-3.0" in capsys.readouterr().out
+
+
 def test_a_chunk_policy_plays_each_chunk_open_loop_with_fresh_noise(pendulum_dataset, tmp_path):
     """QC over chunks of 3: the episode's actions are the chunks its policy chose at steps 0,
     3, 6, … (each with its own noise key), and the chunks differ from one decision to the

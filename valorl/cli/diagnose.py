@@ -122,6 +122,9 @@ def _print_on_policy(seeds: list[int], checked: dict) -> None:
         "td_error": ".3f",
     }
     for i, seed in enumerate(seeds):
-        cells = [format(checked[key][i], spec) for key, spec in formats.items()]
+        cells = [  # None: no whole chunk of a chunk critic's to read Q at
+            "-" if checked[key][i] is None else format(checked[key][i], spec)
+            for key, spec in formats.items()
+        ]
         table.add_row(str(seed), *cells)
     out.print(table)
