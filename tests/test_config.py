@@ -10,7 +10,15 @@ from typing import Literal
 import pytest
 
 from valorl.agents import AGENTS, IQL, MOPO, make_agent
-from valorl.config import coerce, field_docs, from_dict, to_dict
+from valorl.config import (
+    coerce,
+    field_docs,
+    flag,
+    from_dict,
+    require_at_least_one,
+    require_positive,
+    to_dict,
+)
 from valorl.critics import Categorical, CriticHead, QEnsemble, Scalar
 from valorl.errors import ValorlError
 from valorl.models import DynamicsModel, Rollouts
@@ -223,3 +231,41 @@ def test_field_docs_text_is_the_attribute_docstring():
     docs = field_docs(IQL)
     assert docs["max_weight"] == "Clip on the exponentiated advantages."
     assert "\n" not in docs["expectile"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Counts:
+    seeds: int = 1
+    eval_episodes: int = 1
+    init_temperature: float = 1.0
+
+
+def test_flag_spells_a_field_as_its_command_line_option():
+    assert flag("eval_episodes") == "--eval-episodes"
+    assert flag("utd") == "--utd"
+
+
+def test_require_at_least_one_names_the_first_field_below_one():
+    require_at_least_one(_Counts(), "seeds", "eval_episodes")  # 1 is allowed
+    with pytest.raises(ValorlError, match=r"^--eval-episodes must be at least 1, got 0$"):
+        require_at_least_one(_Counts(eval_episodes=0), "seeds", "eval_episodes")
+    with pytest.raises(ValorlError, match=r"^--seeds must be at least 1, got -2$"):
+        require_at_least_one(_Counts(seeds=-2, eval_episodes=0), "seeds", "eval_episodes")
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan")])
+def test_require_positive_refuses_zero_negative_and_nan(bad):
+    require_positive(_Counts(init_temperature=1e-9), "init_temperature")
+    with pytest.raises(ValorlError, match=r"^--init-temperature must be positive, got "):
+        require_positive(_Counts(init_temperature=bad), "init_temperature")
+
+
+def test_agents_and_models_check_their_counts_with_the_flag_in_the_message():
+    from valorl.agents import SAC
+
+    with pytest.raises(ValorlError, match=r"--utd must be at least 1, got 0"):
+        SAC(utd=0)
+    with pytest.raises(ValorlError, match=r"--model-max-epochs must be at least 1, got 0"):
+        DynamicsModel(model_max_epochs=0)
+    with pytest.raises(ValorlError, match=r"--rollout-retain must be at least 1, got 0"):
+        Rollouts(rollout_retain=0)

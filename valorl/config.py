@@ -20,6 +20,27 @@ from typing import Any, Literal
 from valorl.errors import ValorlError
 
 
+def flag(name: str) -> str:
+    """The command-line flag of a field or keyword argument: `log_every` -> `--log-every`."""
+    return f"--{name.replace('_', '-')}"
+
+
+def require_at_least_one(settings: Any, *names: str) -> None:
+    """A one-line error naming the flag of the first of `settings`' fields `names` below 1."""
+    for name in names:
+        value = getattr(settings, name)
+        if value < 1:
+            raise ValorlError(f"{flag(name)} must be at least 1, got {value}")
+
+
+def require_positive(settings: Any, *names: str) -> None:
+    """A one-line error naming the flag of the first of `settings`' fields `names` not above 0."""
+    for name in names:
+        value = getattr(settings, name)
+        if not value > 0:
+            raise ValorlError(f"{flag(name)} must be positive, got {value}")
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """A JSON-ready dict of a dataclass instance (tuples become lists)."""
     return {f.name: _to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

@@ -49,10 +49,10 @@ from valorl.agents.base import (
     prefix,
 )
 from valorl.agents.entropy import MaxEntropyAgentBase, Temperature, init_temperature
+from valorl.config import require_at_least_one, require_positive
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
-from valorl.errors import ValorlError
 from valorl.losses import cql_logsumexp
 from valorl.nets import TanhGaussianPolicy, tanh_gaussian_sample
 
@@ -134,13 +134,8 @@ class CQL(MaxEntropyAgentBase):
     """Reward scaling: none in JaxCQL's locomotion runs."""
 
     def __post_init__(self) -> None:
-        if self.cql_n_actions < 1:
-            raise ValorlError(f"--cql-n-actions must be at least 1, got {self.cql_n_actions}")
-        for name in ("cql_temp", "init_temperature", "lagrange_init"):
-            if getattr(self, name) <= 0:
-                raise ValorlError(
-                    f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
-                )
+        require_at_least_one(self, "cql_n_actions")
+        require_positive(self, "cql_temp", "init_temperature", "lagrange_init")
 
     def init(self, key: jax.Array, spec: Spec) -> CQLState:
         key_actor, key_critic, key_temperature, key_lagrange = jax.random.split(key, 4)

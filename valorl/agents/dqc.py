@@ -48,6 +48,7 @@ from valorl.agents.flow_bc import (
     flat_actions,
     flow_bc_loss,
 )
+from valorl.config import require_at_least_one
 from valorl.critics import Bernoulli, CriticHead, QEnsemble
 from valorl.data.dataset import Batch
 from valorl.data.nstep import whole_chunks
@@ -133,8 +134,7 @@ class DQC(ChunkCriticBase):
         ):
             if not 0.0 < value < 1.0:
                 raise ValorlError(f"{flag} must be between 0 and 1, got {value}")
-        if self.samples < 1:
-            raise ValorlError(f"--samples must be at least 1, got {self.samples}")
+        require_at_least_one(self, "samples")
 
     @property
     def action_chunk(self) -> int:

@@ -59,6 +59,7 @@ from valorl.agents.discrete import (
     linear_epsilon,
     softmax_actions,
 )
+from valorl.config import require_at_least_one, require_positive
 from valorl.critics import CriticHead, Huber, QEnsemble
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
@@ -122,19 +123,13 @@ class DQN(DiscreteCriticAgentBase):
     target network (Mnih et al. 2015)."""
 
     def __post_init__(self) -> None:
-        if self.n_step < 1:
-            raise ValorlError(f"--n-step must be at least 1, got {self.n_step}")
-        if self.target_update_every < 1:
-            raise ValorlError(
-                f"--target-update-every must be at least 1, got {self.target_update_every}"
-            )
+        require_at_least_one(self, "n_step", "target_update_every")
         for name in ("eps_start", "eps_end"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValorlError(
                     f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}"
                 )
-        if self.temperature <= 0:
-            raise ValorlError(f"--temperature must be positive, got {self.temperature}")
+        require_positive(self, "temperature")
         if self.eps_decay_steps < 0:
             raise ValorlError(f"--eps-decay-steps must be at least 0, got {self.eps_decay_steps}")
         distributional = self.critic.distributional

@@ -55,10 +55,10 @@ from valorl.agents.base import (
 )
 from valorl.agents.entropy import MaxEntropyAgentBase, init_temperature
 from valorl.agents.steps import critic_steps
+from valorl.config import require_at_least_one, require_positive
 from valorl.critics import CriticHead, Gaussian, QEnsemble
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
-from valorl.errors import ValorlError
 from valorl.nets import TanhGaussianPolicy, tanh_gaussian_sample
 
 NOISE_CLIP = 3.0
@@ -204,13 +204,8 @@ class DSACT(MaxEntropyAgentBase):
     """Reward scaling: none in the reference's MuJoCo runs."""
 
     def __post_init__(self) -> None:
-        if self.delay_update < 1:
-            raise ValorlError(f"--delay-update must be at least 1, got {self.delay_update}")
-        for name in ("init_temperature", "epsilon", "clip_xi"):
-            if getattr(self, name) <= 0:
-                raise ValorlError(
-                    f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
-                )
+        require_at_least_one(self, "delay_update")
+        require_positive(self, "init_temperature", "epsilon", "clip_xi")
 
     @property
     def batches_per_update(self) -> int:

@@ -34,6 +34,7 @@ from valorl.agents.base import (
     grad_step,
     prefix,
 )
+from valorl.config import require_at_least_one
 from valorl.critics.selection import choose
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
@@ -173,8 +174,7 @@ class FlowBC(HorizonChunks, AgentBase):
 
     def __post_init__(self) -> None:
         check_horizon(self.horizon)
-        if self.flow_steps < 1:
-            raise ValorlError(f"--flow-steps must be at least 1, got {self.flow_steps}")
+        require_at_least_one(self, "flow_steps")
 
     def init(self, key: jax.Array, spec: Spec) -> FlowBCState:
         dims = spec.action_dim * self.horizon

@@ -39,6 +39,7 @@ from valorl.agents.base import (
 )
 from valorl.agents.chunk_critic import ChunkCriticBase
 from valorl.agents.flow_bc import as_chunks, check_horizon, create_flow, flow_actions, flow_bc_loss
+from valorl.config import require_at_least_one
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
@@ -97,8 +98,7 @@ class FQL(ChunkCriticBase):
 
     def __post_init__(self) -> None:
         check_horizon(self.horizon)
-        if self.n_step < 1:
-            raise ValorlError(f"--n-step must be at least 1, got {self.n_step}")
+        require_at_least_one(self, "n_step")
         if self.n_step > 1 and self.horizon > 1:
             raise ValorlError(
                 "--n-step needs --horizon 1: a chunk critic already learns from h-step returns"

@@ -55,6 +55,7 @@ from valorl.agents.base import (
 from valorl.agents.discrete import require_discrete
 from valorl.agents.jowa_decoding import INVALID, Decoder
 from valorl.agents.jowa_planning import plan
+from valorl.config import require_at_least_one
 from valorl.critics import CriticHead
 from valorl.critics.heads import Categorical
 from valorl.data.dataset import Batch
@@ -231,9 +232,7 @@ class JOWA(AgentBase):
     """Reward scaling (none: the reward head predicts MinAtar's reward signs)."""
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "num_tasks", "context", "width", "depth", "heads"):
-            if getattr(self, name) < 1:
-                raise ValorlError(f"--{name.replace('_', '-')} must be at least 1")
+        require_at_least_one(self, "vocab_size", "num_tasks", "context", "width", "depth", "heads")
         if self.context < 2:
             raise ValorlError("--context must be at least 2: the TD target reads the next block")
         if self.normalize_observations or self.reward_normalization != "none":

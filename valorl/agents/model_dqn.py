@@ -48,6 +48,7 @@ import jax.numpy as jnp
 from valorl.agents.base import Metrics, Spec, prefix
 from valorl.agents.discrete import require_discrete, softmax_actions
 from valorl.agents.dqn import DQN, DQNState
+from valorl.config import require_at_least_one
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.envs.gymnax_envs import is_jax_env, make_jax_env
@@ -82,8 +83,7 @@ class RolloutDQN(DQN):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.rollout_length < 1:
-            raise ValorlError(f"--rollout-length must be at least 1, got {self.rollout_length}")
+        require_at_least_one(self, "rollout_length")
 
     def model_step(
         self, state: Any, obs: jax.Array, actions: jax.Array, key: jax.Array

@@ -30,10 +30,10 @@ from valorl.agents.base import (
 )
 from valorl.agents.chunk_critic import ChunkCriticBase
 from valorl.agents.flow_bc import as_chunks, best_of_n, check_horizon, create_flow, flow_bc_loss
+from valorl.config import require_at_least_one
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
-from valorl.errors import ValorlError
 
 
 class QCState(flax.struct.PyTreeNode):
@@ -80,8 +80,7 @@ class QC(ChunkCriticBase):
 
     def __post_init__(self) -> None:
         check_horizon(self.horizon)
-        if self.samples < 1:
-            raise ValorlError(f"--samples must be at least 1, got {self.samples}")
+        require_at_least_one(self, "samples")
 
     def init(self, key: jax.Array, spec: Spec) -> QCState:
         key_actor, key_critic = jax.random.split(key)

@@ -48,10 +48,10 @@ from valorl.agents.base import (
 )
 from valorl.agents.entropy import MaxEntropyAgentBase, init_temperature
 from valorl.agents.steps import critic_steps
+from valorl.config import require_at_least_one, require_positive
 from valorl.critics import CriticHead, QEnsemble, Scalar
 from valorl.data.dataset import Batch
 from valorl.data.transforms import RewardNormalization
-from valorl.errors import ValorlError
 from valorl.nets import TanhGaussianPolicy, tanh_gaussian_sample
 
 
@@ -110,10 +110,8 @@ class SAC(MaxEntropyAgentBase):
     """Reward scaling: none in the paper."""
 
     def __post_init__(self) -> None:
-        if self.utd < 1:
-            raise ValorlError(f"--utd must be at least 1, got {self.utd}")
-        if self.init_temperature <= 0:
-            raise ValorlError(f"--init-temperature must be positive, got {self.init_temperature}")
+        require_at_least_one(self, "utd")
+        require_positive(self, "init_temperature")
 
     @property
     def batches_per_update(self) -> int:

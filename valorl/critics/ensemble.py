@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from valorl.config import require_at_least_one
 from valorl.errors import ValorlError
 from valorl.nets import ActionValues, Ensemble, StateActionValue
 from valorl.nets.mlp import Activation
@@ -56,8 +57,7 @@ class QEnsemble:
     """Hidden-layer nonlinearity of the Q-networks: relu, elu (Young et al. 2023), gelu (FQL)."""
 
     def __post_init__(self) -> None:
-        if self.num_qs < 1:
-            raise ValorlError(f"--num-qs must be at least 1, got {self.num_qs}")
+        require_at_least_one(self, "num_qs")
         if self.q_reduce == "subset-min" and not 1 <= self.q_subset <= self.num_qs:
             raise ValorlError(
                 f"--q-subset must be between 1 and --num-qs ({self.num_qs}), got {self.q_subset}"

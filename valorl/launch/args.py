@@ -21,7 +21,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, NoReturn
 
-from valorl.config import coerce, field_docs
+from valorl.config import coerce, field_docs, flag
 from valorl.critics import HEADS, CriticHead
 from valorl.errors import ValorlError
 
@@ -125,10 +125,6 @@ def renamed_spec_options(spec: str, renamed: Mapping[str, str]) -> str:
             item = f"{renamed[key]}={value}"
         items.append(item)
     return kind + colon + ",".join(items)
-
-
-def flag(name: str) -> str:
-    return f"--{name.replace('_', '-')}"
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, group_title: str) -> None:

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
+from valorl.config import require_at_least_one
 from valorl.errors import ValorlError
 from valorl.nets.mlp import default_init
 
@@ -150,9 +151,7 @@ class DynamicsModel:
             )
         if not 0.0 < self.model_holdout < 1.0:
             raise ValorlError(f"--model-holdout must be in (0, 1), got {self.model_holdout}")
-        for name in ("model_batch_size", "model_max_holdout", "model_max_epochs"):
-            if getattr(self, name) < 1:
-                raise ValorlError(f"--{name.replace('_', '-')} must be at least 1")
+        require_at_least_one(self, "model_batch_size", "model_max_holdout", "model_max_epochs")
 
     @property
     def probabilistic(self) -> bool:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from valorl.config import require_at_least_one
 from valorl.data import replay
 from valorl.data.dataset import Batch
 from valorl.data.replay import ReplayBuffer
@@ -58,9 +59,9 @@ class Rollouts:
     """Share of real rows in every batch (MBPO and OfflineRL-Kit: 0.05)."""
 
     def __post_init__(self) -> None:
-        for name in ("rollout_batch", "rollout_length", "rollout_every", "rollout_retain"):
-            if getattr(self, name) < 1:
-                raise ValorlError(f"--{name.replace('_', '-')} must be at least 1")
+        require_at_least_one(
+            self, "rollout_batch", "rollout_length", "rollout_every", "rollout_retain"
+        )
         start = self.rollout_start_length
         if start is not None and not 1 <= start <= self.rollout_length:
             raise ValorlError(

@@ -14,7 +14,7 @@ from typing import Any
 import gymnasium as gym
 
 from valorl.agents import Agent, make_agent
-from valorl.config import to_dict
+from valorl.config import flag, to_dict
 from valorl.critics import resolve_agent_support
 from valorl.data.dataset import Dataset
 from valorl.data.goals import GoalSampling, goal_features
@@ -27,7 +27,7 @@ from valorl.errors import ValorlError
 from valorl.training.loop import run_plan
 from valorl.training.plan import RunPlan, data_record
 from valorl.training.results import RunResult
-from valorl.training.schedule import Schedule, flag, parse_checkpoint_every
+from valorl.training.schedule import Schedule, parse_checkpoint_every
 
 
 def train(

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from valorl.agents import Agent, agent_class
+from valorl.config import flag
 from valorl.critics import resolve_agent_support
 from valorl.critics.heads import needs_support
 from valorl.data import replay
@@ -57,7 +58,7 @@ from valorl.training.offline import (
 )
 from valorl.training.plan import Interaction, RunPlan, data_record, environment_record
 from valorl.training.results import RunResult
-from valorl.training.schedule import Schedule, flag, parse_checkpoint_every
+from valorl.training.schedule import Schedule, parse_checkpoint_every
 
 Mode = Literal["offline", "online", "hybrid", "offline-to-online"]
 MODES: tuple[str, ...] = ("offline", "online", "hybrid", "offline-to-online")

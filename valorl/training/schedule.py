@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from valorl.config import flag
 from valorl.errors import ValorlError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h)\s*$")
@@ -110,8 +111,3 @@ class Schedule:
             eval_every=min(self.eval_every, steps),
             checkpoint_every=min(every, steps) if isinstance(every, int) else None,
         )
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a keyword argument: `log_every` -> `--log-every`."""
-    return f"--{name.replace('_', '-')}"
