@@ -80,7 +80,9 @@ UTD = {"high": 1, "low": 10}
 
 
 def run_dir(out: Path, regime: str, env: str, arm: str) -> Path:
-    return out / f"{regime}-{env.split('-')[0].lower()}-{arm}"
+    """OUT/REGIME-ENV-ARM, ENV the environment id without its version, sizes included
+    (`high-panflute-8pipes-er`), so that two sizes of one gridworld keep apart."""
+    return out / f"{regime}-{env.lower().removesuffix('-v0')}-{arm}"
 
 
 def arm_flags(arm: str, env: str, regime: str, hidden: str) -> list[str]:

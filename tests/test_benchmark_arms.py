@@ -122,3 +122,15 @@ def test_model_on_policy_error_scores_a_model_by_hand(monkeypatch):
     assert reward_error == pytest.approx(0.5)  # the elite promises 0.5 more on both rows
     assert u == pytest.approx(0.5)  # member 0's ‖(0.3, 0, 0.4)‖ on both rows
     assert missed == 0.0  # the fallen row's predicted z = 0.5 is unhealthy too
+
+
+def test_gridworld_runs_of_two_sizes_of_one_world_get_their_own_directories(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    generalization = importlib.import_module("model_generalization")
+    out = Path("runs")
+    five = generalization.run_dir(out, "high", "PanFlute-v0", "er")
+    eight = generalization.run_dir(out, "high", "PanFlute-8pipes-v0", "er")
+    assert five == out / "high-panflute-er" and eight == out / "high-panflute-8pipes-er"
+    assert generalization.arm_flags("er", "PanFlute-8pipes-v0", "high", "200") == (
+        generalization.arm_flags("er", "PanFlute-v0", "high", "200")
+    )  # the tuned step size and temperature are the family's
