@@ -1,8 +1,9 @@
 """Frozen dataclasses as configuration: JSON round trip and attribute docstrings.
 
 Agents and run settings are frozen dataclasses (hashable, so they can be static `jit`
-arguments). This module turns them into plain JSON and back, and reads the docstring written
-under each field, which the CLI shows as help text.
+arguments). This module turns them into plain JSON and back, reads the docstring written
+under each field, which the CLI shows as help text, spells a field as its command-line flag,
+and checks counts and rates in their `__post_init__` with errors that name the flag.
 """
 
 from __future__ import annotations
