@@ -32,7 +32,8 @@ Scaled down from OfflineRL-Kit's protocol (3M gradient steps, 50k rollouts every
 length 5 (1 on walker2d-medium-replay, as the reference), 3x200 models fitted for at most 30
 epochs on medium-replay data and 2 on medium data (about 1.5M and 2M rows either way: 30 epochs
 of 1M rows would take hours of a core before the first gradient step; 10 epochs, about 35
-minutes of a core, served MOPO on hopper-medium far better than 2: see BENCHMARKS.md).
+minutes of a core, served MOPO on hopper-medium far better than 2, and with `-temp0.1` on
+halfcheetah-medium, whose policies exploit 2-epoch models: see BENCHMARKS.md).
 Datasets are the zoo's (valorl datasets build NAME), which are smaller and from short-budget
 experts (see BENCHMARKS.md), so scores are not D4RL's. Finished runs are reused, interrupted
 ones resume.
