@@ -185,6 +185,22 @@ def test_the_sparse_reward_follows_from_the_environments_own():
     assert og.sparse_task("puzzle-3x3-play-singletask-task4-sparse-v0")
     assert not og.sparse_task("puzzle-3x3-play-singletask-task4-v0")
     assert not og.sparse_task("valorl/cube-double-play-v0")
+    assert og.sparse_task("valorl/scene-play-1m-singletask-task2-sparse-v0")
+
+
+def test_single_task_name_grammar():
+    assert og.single_task_name("valorl/scene-play-1m-singletask-task2-sparse-v0") == (
+        "scene-play-1m-v0",
+        2,
+        True,
+    )
+    assert og.single_task_name("cube-double-play-singletask-task5-v1") == (
+        "cube-double-play-v1",
+        5,
+        False,
+    )
+    assert og.single_task_name("cube-double-play-v0") is None
+    assert og.single_task_name("cube-double-play-singletask-taskx-v0") is None
 
 
 def test_relabel_marks_solved_rows_terminal():

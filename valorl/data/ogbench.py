@@ -314,10 +314,25 @@ def task_rewards(successes: np.ndarray, sparse: bool = False) -> tuple[np.ndarra
     return (successes.sum(axis=-1) - successes.shape[-1]).astype(np.float32), solved
 
 
+_SINGLE_TASK = re.compile(
+    r"^(?:.*/)?(?P<base>.+)-singletask-task(?P<task>\d+)(?P<sparse>-sparse)?-(?P<v>v\d+)$"
+)
+
+
+def single_task_name(name: str) -> tuple[str, int, bool] | None:
+    """(base dataset, task, sparse) of a single-task dataset's name, `X-singletask-taskN-v0`
+    or `X-singletask-taskN-sparse-v0` (any namespace dropped), or None for another name."""
+    match = _SINGLE_TASK.match(name)
+    if match is None:
+        return None
+    return f"{match['base']}-{match['v']}", int(match["task"]), match["sparse"] is not None
+
+
 def sparse_task(name: str) -> bool:
     """Whether a dataset is the sparse variant of an OGBench single-task dataset
     (`X-singletask-taskN-sparse-v0`), whose rewards are not its environment's."""
-    return re.search(r"-singletask-task\d+-sparse-v\d+$", name) is not None
+    parsed = single_task_name(name)
+    return parsed is not None and parsed[2]
 
 
 def sparse_rewards(env_rewards: np.ndarray) -> np.ndarray:

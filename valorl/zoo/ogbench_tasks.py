@@ -16,27 +16,25 @@ for evaluation, whose episodes end, with `info["success"]`, when the task is sol
 
 from __future__ import annotations
 
-import re
-
 from valorl.data import ogbench
 from valorl.data.dataset import DatasetInfo
 from valorl.data.sources import load_dataset
 from valorl.zoo.recipe import NAMESPACE, Recipe, find
 
 TASKS = (1, 2, 3, 4, 5)
-_NAME = re.compile(r"^(?P<base>.+)-singletask-task(?P<task>\d+)(?P<sparse>-sparse)?-(?P<v>v\d+)$")
 
 
 def parse(name: str) -> tuple[Recipe, int, bool] | None:
     """(base recipe, task, sparse) of a single-task variant's name, or None if `name` is not
     one (an unknown base, a recipe that is not OGBench's, or a task outside 1-5)."""
-    match = _NAME.match(name.removeprefix(f"{NAMESPACE}/"))
-    if match is None or int(match["task"]) not in TASKS:
+    parsed = ogbench.single_task_name(name.removeprefix(f"{NAMESPACE}/"))
+    if parsed is None or parsed[1] not in TASKS:
         return None
-    base = find(f"{match['base']}-{match['v']}")
+    base_name, task, sparse = parsed
+    base = find(base_name)
     if base is None or not base.ogbench:
         return None
-    return base, int(match["task"]), match["sparse"] is not None
+    return base, task, sparse
 
 
 def variant_names(recipe: Recipe) -> list[str]:
