@@ -54,6 +54,39 @@ def test_split_refuses_impossible_fractions(fraction, episodes, message):
         synthetic_dataset(n=40, episode_len=episodes).split_episodes(fraction)
 
 
+def test_a_critic_still_moving_at_the_end_is_named_unsettled(capsys, monkeypatch):
+    """Returns in [−100, 0] (100 wide, 3 the threshold), a run of 1000 steps at reward scale
+    2: the drift is the mean of the records in (900, 1000] less that of [700, 800], halved.
+    Seed 0: ((−106 − 108) / 2 − (−100 − 100) / 2) / 2 = −3.5, beyond 3; seed 1: (−92 + 90) / 2
+    = −1, settled; records outside both windows count for nothing."""
+    logged = [
+        {"step": 0, "phase": "model"},  # a record without the critic's Q is skipped
+        {"step": 400, "critic/q_mean": [-50.0, 0.0]},
+        {"step": 700, "critic/q_mean": [-100.0, -91.0]},
+        {"step": 800, "critic/q_mean": [-100.0, -89.0]},
+        {"step": 900, "critic/q_mean": [-500.0, 500.0]},
+        {"step": 950, "critic/q_mean": [-106.0, -93.0]},
+        {"step": 1000, "critic/q_mean": [-108.0, -91.0]},
+        {"step": 1200, "critic/q_mean": [0.0, 0.0]},  # after the checkpoint: a resumed redo
+    ]
+    found = diagnostics.q_drift(logged, 1000, [-100.0, 0.0], reward_scale=2.0)
+    assert found == {"q_drift": [-3.5, -1.0], "q_settled": [False, True]}
+    nothing = {"q_drift": None, "q_settled": None}
+    assert diagnostics.q_drift(logged[:5], 1000, [-100.0, 0.0]) == nothing  # no late record
+    assert diagnostics.q_drift(logged[5:], 1000, [-100.0, 0.0]) == nothing  # no early one
+    assert diagnostics.q_drift(logged, 1000, None) == nothing
+    assert diagnostics.q_drift(logged, 1000, [0.0, 0.0])["q_settled"] is None
+    result = {"step": 1000, "seeds": [3, 4], "chunk_length": 1, "heldout_episodes": 1}
+    result |= {"discount": 0.99, "mc_return_mean": -99.0, "return_range": [-100.0, 0.0]}
+    result |= {"q_mean": [-55.0, -60.0], "bias": [44.0, 39.0], "q_diverged": [False, False]}
+    result |= dict.fromkeys(("td_error_train", "td_error_heldout")) | found
+    monkeypatch.setattr(diagnostics, "diagnose_run", lambda run, dataset, on_policy: result)
+    assert main(["diagnose", "some-run"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "seed 3: its mean Q still moved by -3.50 over the last fifth of training" in printed
+    assert "seed 4:" not in printed
+
+
 @dataclasses.dataclass(frozen=True)
 class ConstantCritic:
     """A stand-in critic agent: every member's Q is the seed's state value c (+ member index),

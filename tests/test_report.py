@@ -285,6 +285,15 @@ def test_diagnostics_are_tabled_per_run_and_missing_ones_named(tmp_path):
     damaged = {"path": "r", "algorithm": "iql", "task": "t", **diag, "return_range": ["a", 1]}
     note = _diagnostics({"diagnostics": [damaged], "without_diagnostics": []})
     assert "The critic of seed(s) 1 has diverged: its mean Q lies beyond [–, –]" in note
+    assert "had not settled" not in html  # no drift recorded
+    moving = _diagnostics(
+        {"diagnostics": [damaged | {"q_settled": [True, False]}], "without_diagnostics": []}
+    )
+    assert "The critic of seed(s) 1 had not settled: its mean Q still moved" in moving
+    settled = _diagnostics(
+        {"diagnostics": [damaged | {"q_settled": [True, True]}], "without_diagnostics": []}
+    )
+    assert "had not settled" not in settled
 
 
 def test_the_critic_on_the_policys_own_episodes_is_tabled_where_diagnose_played_some():

@@ -20,12 +20,13 @@ def add_diagnose_parser(commands) -> None:
         "(train with --holdout to have some). A critic of action chunks (QC, FQL with "
         "--horizon) is read at the data's chunks, with its h-step TD error. A seed whose mean "
         "Q lies far outside the discounted returns the data's rewards allow is named: its "
-        "critic has diverged. With --episodes N every seed's policy also plays N episodes "
-        "in the environment, and its mean Q on the state-actions it visits is set against the "
-        "discounted return it really collects from them: the over-estimation of the learned "
-        "policy's own value. Values are in the environment's reward units. Writes "
-        "RUN_DIR/diagnostics.json (training a critic agent writes it too, without the "
-        "episodes).",
+        "critic has diverged; so is one whose mean Q, as logged in training, still moved over "
+        "the last fifth of the run by more than 3% of that range: it has not settled. With "
+        "--episodes N every seed's policy also plays N episodes in the environment, and its "
+        "mean Q on the state-actions it visits is set against the discounted return it really "
+        "collects from them: the over-estimation of the learned policy's own value. Values "
+        "are in the environment's reward units. Writes RUN_DIR/diagnostics.json (training a "
+        "critic agent writes it too, without the episodes).",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory made by `valorl train`")
     parser.add_argument(
@@ -101,6 +102,14 @@ def _print_data(run_dir: str, result: dict) -> None:
                 f"seed {seed}: mean Q {q:.2f} lies beyond [{low:.2f}, {high:.2f}], the "
                 "discounted returns the data's rewards allow, by more than its width: the "
                 "critic has diverged (or a reward penalty dominates it)"
+            )
+    for i, seed in enumerate(result["seeds"]):
+        if result.get("q_settled") is not None and not result["q_settled"][i]:
+            out.print(
+                f"seed {seed}: its mean Q still moved by {result['q_drift'][i]:+.2f} over the "
+                "last fifth of training: the critic has not settled, and part of its bias is "
+                "rewards it has yet to back up (Polyak targets settle over about "
+                "1/(τ·(1 − γ^h)) updates; train longer, or back up h > 1 steps)"
             )
     if result["heldout_episodes"] == 0:
         out.print("no held-out episodes: train with --holdout 0.05 to measure generalisation")

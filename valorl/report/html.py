@@ -335,6 +335,17 @@ def _diagnostics(summary: dict[str, Any]) -> str:
                 "rewards allow, by more than the range's width (or a reward penalty dominates "
                 "it).</p>"
             )
+        settled = diag.get("q_settled")
+        if isinstance(settled, list) and len(settled) == len(seeds) and not all(settled):
+            named = ", ".join(
+                escape(str(s)) for s, ok in zip(seeds, settled, strict=True) if not ok
+            )
+            parts.append(
+                f"<p class='note'>The critic of seed(s) {named} had not settled: its mean Q "
+                "still moved over the last fifth of training by more than 3% of the discounted "
+                "returns the data's rewards allow, so "
+                "part of its bias is rewards it has yet to back up.</p>"
+            )
         if isinstance(diag.get("on_policy"), dict):
             parts.append(_on_policy(diag["on_policy"], seeds))
         if isinstance(diag.get("model"), dict):

@@ -18,6 +18,14 @@ Three checks on a run's critic, per seed, in the environment's reward units:
   learns). A critic just outside it is not flagged: an untrained one sits near 0, the edge of
   the range for rewards of one sign; nor is any where every reward is the same 0.
 
+- **settling** (`q_drift`): how far the mean Q logged during training (`critic/q_mean` in
+  metrics.jsonl) moved over the last fifth of the run. A critic still moving by more than 3%
+  of the return range has not reached its fixed point, and its bias is then in part rewards
+  it has yet to back up, not over-estimation. With a Polyak target of rate τ and h-step
+  targets, values settle over about 1/(τ·(1 − γ^h)) updates (the target follows the online
+  critic at rate τ, and each backup contracts by γ^h): 20k at τ 0.005, γ 0.99 with one-step
+  targets, 40k where the target moves every second update (TD3, ReBRAC), 4k with 5-step ones.
+
 - **on-policy bias** (`policy_value_check`, `valorl diagnose --episodes N`): the same bias on
   the policy's own state-actions, from episodes it plays in the environment: mean Q(s, a)
   against the discounted return it then really collects. This is the over-estimation of the
@@ -143,6 +151,32 @@ def return_range(rewards: np.ndarray, discount: float) -> list[float] | None:
     return [min(low, low * horizon), max(high, high * horizon)]
 
 
+SETTLED = 0.03  # of the return range: a larger move over the last fifth is not settled
+
+
+def q_drift(
+    metrics: Sequence[dict[str, Any]],
+    step: int,
+    value_range: Sequence[float] | None,
+    reward_scale: float = 1.0,
+) -> dict[str, Any]:
+    """`q_drift`: each seed's change of the logged mean Q (`critic/q_mean`, a batch mean,
+    divided by the reward scale) over the last fifth of a run of `step` updates, as the mean
+    of its records in (0.9·step, step] less the mean of those in [0.7·step, 0.8·step] (means
+    of a few records: one batch's Q is noisy); `q_settled`: whether each moved by at most 3%
+    of `value_range`'s width. Both None without records in both windows, or a range of no
+    width (`q_settled` alone)."""
+    logged = [(r["step"], r["critic/q_mean"]) for r in metrics if "critic/q_mean" in r]
+    early = [q for at, q in logged if 0.7 * step <= at <= 0.8 * step]
+    late = [q for at, q in logged if 0.9 * step < at <= step]
+    if not early or not late or value_range is None:
+        return {"q_drift": None, "q_settled": None}
+    drift = (np.mean(late, axis=0) - np.mean(early, axis=0)) / reward_scale
+    width = value_range[1] - value_range[0]
+    settled = None if width <= 0 else (np.abs(drift) <= SETTLED * width).tolist()
+    return {"q_drift": drift.tolist(), "q_settled": settled}
+
+
 def diagnosable(agent: Any) -> bool:
     """Whether the agent has a Q of the actions it takes: a one-step critic, or a critic of
     the very chunks its policy acts (QC, FQL over chunks; not DQC)."""
@@ -208,6 +242,8 @@ def _data_diagnostics(
             raise ValorlError(f"{data.info.source} is not the data {run.path} trained on")
     train, heldout = data.split_episodes(config.get("holdout", 0.0))
     result = value_diagnostics(plan.agent, ckpt.states, ckpt.normalizer, train, heldout)
+    scale = float(ckpt.normalizer.reward_scale)
+    result |= q_drift(run.metrics(), ckpt.step, result["return_range"], scale)
     if plan.agent.model_based:
         episodes, split = (train, "train") if heldout is None else (heldout, "heldout")
         result["model"] = model_diagnostics(
