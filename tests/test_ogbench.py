@@ -244,6 +244,7 @@ def test_singletask_names():
     base, task, sparse = ogbench_tasks.parse("valorl/scene-play-singletask-task5-v0")
     assert (base.name, task, sparse) == ("scene-play-v0", 5, False)
     assert ogbench_tasks.parse("scene-play-singletask-task6-v0") is None
+    assert ogbench_tasks.parse("other/scene-play-singletask-task2-v0") is None  # not valorl's
     assert ogbench_tasks.parse("hopper-medium-singletask-task1-v0") is None  # not OGBench's
     names = ogbench_tasks.variant_names(base)
     assert len(names) == 10 and "scene-play-singletask-task1-sparse-v0" in names

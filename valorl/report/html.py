@@ -343,8 +343,8 @@ def _diagnostics(summary: dict[str, Any]) -> str:
             parts.append(
                 f"<p class='note'>The critic of seed(s) {named} had not settled: its mean Q "
                 "still moved over the last fifth of training by more than 3% of the discounted "
-                "returns the data's rewards allow, so "
-                "part of its bias is rewards it has yet to back up.</p>"
+                "returns the data's rewards allow, so part of its bias is rewards it has yet "
+                "to back up.</p>"
             )
         if isinstance(diag.get("on_policy"), dict):
             parts.append(_on_policy(diag["on_policy"], seeds))

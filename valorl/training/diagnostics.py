@@ -1,6 +1,6 @@
 """Value diagnostics: is a learned Q-function over- or under-estimating, and does it generalise?
 
-Three checks on a run's critic, per seed, in the environment's reward units:
+Checks on a run's critic, per seed, in the environment's reward units:
 
 - **bias**: Q(s, a) at the dataset's state-actions minus the discounted Monte-Carlo return
   G_t observed from there (`Dataset.returns_to_go`). G is the value of the *behaviour* policy,

@@ -27,7 +27,8 @@ TASKS = (1, 2, 3, 4, 5)
 def parse(name: str) -> tuple[Recipe, int, bool] | None:
     """(base recipe, task, sparse) of a single-task variant's name, or None if `name` is not
     one (an unknown base, a recipe that is not OGBench's, or a task outside 1-5)."""
-    parsed = ogbench.single_task_name(name.removeprefix(f"{NAMESPACE}/"))
+    name = name.removeprefix(f"{NAMESPACE}/")
+    parsed = None if "/" in name else ogbench.single_task_name(name)  # another namespace's
     if parsed is None or parsed[1] not in TASKS:
         return None
     base_name, task, sparse = parsed
