@@ -22,7 +22,8 @@ Scaled down from the paper for a 2-core CPU, and said so in BENCHMARKS.md: 2x256
 (the paper's 4x512), `--samples` 8 flow samples for QC (the paper's 32), the zoo's 100-episode
 datasets (OGBench's 1000), `--eval-episodes` per seed (the paper's 50). The datasets are the
 zoo's sparse single-task variants (reward −1 until every subtask is solved, 0 then; QC's
-`--sparse`), built on first use. Finished runs are reused, interrupted ones resume.
+`--sparse`), built on first use. Finished runs are reused, interrupted ones resume from their
+last checkpoint (written every 10 minutes of training).
 
 Prints the final success rate per arm and dataset (mean over seeds with a 95% t-interval) next
 to the published success on the same task at 100k offline steps (QC's plot data,
@@ -74,7 +75,7 @@ def main() -> None:
     out, datasets, names = Path(args.out), args.datasets.split(","), args.arms.split(",")
     common = f"--steps {args.steps} --log-every 1000 --eval-every {args.steps // 2} "
     common += f"--eval-episodes {args.eval_episodes} --seeds {args.seeds} --quiet "
-    common += "--hidden-dims 256,256 --batch-size 256"
+    common += "--hidden-dims 256,256 --batch-size 256 --checkpoint-every 10min"
     train_arms(out, datasets, names, lambda name, _: arms(args.samples)[name], common)
     if args.skip_report:
         return
