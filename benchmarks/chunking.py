@@ -36,6 +36,8 @@ from pathlib import Path
 
 from common import BenchmarkParser, final_success, mean_cell, train_arms
 
+from valorl.data.ogbench import single_task_name
+
 DATASETS = (
     "scene-play-singletask-task2-sparse-v0",
     "puzzle-3x3-play-singletask-task4-sparse-v0",
@@ -43,14 +45,14 @@ DATASETS = (
 ALPHA = 100
 """FQL's α in every FQL arm (QC's README)."""
 PUBLISHED_100K = {
-    "scene-play-singletask-task2": {
+    ("scene-play", 2): {
         "fql": 0.216,
         "fql-n": 0.106,
         "qc-fql": 0.614,
         "qc": 0.975,
         "rebrac": 0.06,
     },
-    "puzzle-3x3-play-singletask-task4": {
+    ("puzzle-3x3-play", 4): {
         "fql": 0.0,
         "fql-n": 0.63,
         "qc-fql": 0.216,
@@ -58,9 +60,19 @@ PUBLISHED_100K = {
         "rebrac": 0.005,
     },
 }
-"""Success on the task at 100k offline steps, 4x512 networks, 1M-transition datasets (QC's
+"""Success on (dataset, task) at 100k offline steps, 4x512 networks, 1M-transition datasets (QC's
 plot data, `plot_data/ogbench-individual.pkl`, keys ('scene-play-task2', method) and
 ('puzzle-3x3-play-task4', method); ReBRAC's entry is the paper's ReBRAC baseline)."""
+
+
+def paper_task(dataset: str) -> tuple[str, int] | None:
+    """The (dataset, task) of the paper's runs that a single-task dataset stands for: the zoo's
+    100k and 1M builds of one dataset both stand for OGBench's (1M)."""
+    parsed = single_task_name(dataset)
+    if parsed is None:
+        return None
+    base, task, _ = parsed
+    return base.removesuffix("-v0").removesuffix("-1m"), task
 
 
 def arms(samples: int) -> dict[str, str]:
@@ -98,9 +110,7 @@ def main() -> None:
     for name in names:
         cells = []
         for dataset in datasets:
-            # the 1M builds ("-play-1m-") are the data the published numbers come from
-            task = dataset.removesuffix("-v0").removesuffix("-sparse").replace("-1m-", "-")
-            published = PUBLISHED_100K.get(task, {}).get(name)
+            published = PUBLISHED_100K.get(paper_task(dataset), {}).get(name)
             success = final_success(out / f"{name}-{dataset}")
             shown = "–" if published is None else f"{100 * published:.0f}"
             cells.append(f"{mean_cell(100 * success)} ({shown})")
