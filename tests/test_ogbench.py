@@ -203,6 +203,37 @@ def test_single_task_name_grammar():
     assert og.single_task_name("cube-double-play-singletask-taskx-v0") is None
 
 
+def test_press_distances_on_lights_out_by_hand():
+    target = np.zeros(9, int)
+    corner = np.array([1, 1, 0, 1, 0, 0, 0, 0, 0])  # pressing button 0 flips it, 1 and 3
+    centre = np.array([0, 1, 0, 1, 1, 1, 0, 1, 0])
+    every = np.array([1, 0, 1, 0, 1, 0, 1, 0, 1])  # all nine pressed: corners and centre flip
+    states = np.stack([target, corner, centre, corner ^ centre, every])
+    assert og.presses_to_goal(states, target, 3, 3).tolist() == [0, 1, 1, 2, 9]
+    # OGBench's puzzle-3x3 task 4: the checkerboard to all-on is that farthest state
+    checker = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0])
+    assert og.presses_to_goal(checker[None], np.ones(9, int), 3, 3).tolist() == [9]
+    # 3x3 presses are invertible: each state has one press set, so distances are binomial
+    every_state = (np.arange(512)[:, None] >> np.arange(9)) & 1
+    counts = np.bincount(og.presses_to_goal(every_state, target, 3, 3))
+    assert counts.tolist() == [1, 9, 36, 84, 126, 126, 84, 36, 9, 1]
+
+
+def test_press_distances_on_a_singular_grid():
+    # 4x4 Lights Out has a 4-dimensional kernel (Anderson & Feil 1998): 2^12 states are
+    # reachable, each by 16 press sets, and the others are marked one past every button
+    every_state = (np.arange(1 << 16)[:, None] >> np.arange(16)) & 1
+    distances = og.presses_to_goal(every_state, np.zeros(16, int), 4, 4)
+    assert (distances <= 16).sum() == 1 << 12 and set(distances[distances > 16]) == {17}
+    far_corners = np.zeros(16, int)
+    far_corners[[0, 1, 4, 11, 14, 15]] = 1  # buttons 0 and 15 pressed: their flips are apart
+    assert og.presses_to_goal(far_corners[None], np.zeros(16, int), 4, 4).tolist() == [2]
+    with pytest.raises(ValorlError, match="too many"):
+        og.presses_to_goal(np.zeros((1, 25), int), np.zeros(25, int), 5, 5)
+    with pytest.raises(ValorlError, match=r"\(n, 9\)"):
+        og.presses_to_goal(np.zeros((1, 8), int), np.zeros(9, int), 3, 3)
+
+
 def test_relabel_marks_solved_rows_terminal():
     goal = og.TaskGoal(cubes=np.zeros((0, 3)), buttons=np.array([1, 1]), drawer=None, window=None)
     buttons = np.array([[0, 0], [1, 0], [1, 1], [1, 1]])  # 4 observations: 3 transitions

@@ -305,6 +305,38 @@ def subtask_successes(
     return np.stack(columns, axis=-1)
 
 
+def presses_to_goal(
+    button_states: np.ndarray, target: np.ndarray, rows: int, cols: int
+) -> np.ndarray:
+    """(n,) the fewest button presses that turn each of n puzzle states (n, rows·cols) of
+    on/off buttons into `target`: a press toggles its button and the four next to it ("Lights
+    Out", OGBench's puzzle-RxC). Which presses is a linear system over GF(2) (presses commute
+    and two cancel), so each state's distance is the lightest press set whose toggles equal
+    its difference from the target, found here by enumerating all 2^(rows·cols) press sets
+    (at most 20 buttons); `rows·cols + 1` where none does (grids such as 4x4 have such
+    states). A diagnostic of how far a critic's values reach back from the goal."""
+    buttons = rows * cols
+    states = np.asarray(button_states)
+    if states.ndim != 2 or states.shape[1] != buttons or np.asarray(target).shape != (buttons,):
+        raise ValorlError(f"puzzle states must be (n, {buttons}) with a ({buttons},) target")
+    if buttons > 20:
+        raise ValorlError(f"press distances enumerate 2^buttons press sets: {buttons} is too many")
+    toggles = np.zeros(buttons, np.int64)  # bitmask of the buttons each press flips
+    for i in range(buttons):
+        r, c = divmod(i, cols)
+        for dr, dc in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+            if 0 <= r + dr < rows and 0 <= c + dc < cols:
+                toggles[i] |= 1 << ((r + dr) * cols + c + dc)
+    flipped, weight = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    for i in range(buttons):  # every press set, built up one button at a time
+        flipped = np.concatenate([flipped, flipped ^ toggles[i]])
+        weight = np.concatenate([weight, weight + 1])
+    fewest = np.full(1 << buttons, buttons + 1, np.int64)
+    np.minimum.at(fewest, flipped, weight)
+    differ = states != np.asarray(target)
+    return fewest[differ.astype(np.int64) @ (1 << np.arange(buttons, dtype=np.int64))]
+
+
 def task_rewards(successes: np.ndarray, sparse: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(rewards, solved) from subtask successes: dense reward #solved − #subtasks, or with
     `sparse` −1 until all are solved; reward 0 and `solved` where every subtask is solved."""

@@ -225,6 +225,19 @@ def diagnose_run(
     return result
 
 
+def q_on_training_data(
+    run_dir: str | os.PathLike,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Dataset]:
+    """Each seed's Q, in reward units, at every row's action (a chunk critic: its chunk) of the
+    data a run trained on, (seeds, rows); the discounted Monte-Carlo return from each row at the
+    agent's discount; which rows count (`_q_and_td`); and the data."""
+    plan, ckpt = load_checkpoint(run_dir)
+    require_diagnosable(plan.agent)
+    data = _recorded_data(RunDir(run_dir).config()["data"], run_dir)
+    q, _, counted = _q_and_td(plan.agent, ckpt.states, ckpt.normalizer, data)
+    return q, data.returns_to_go(plan.agent.discount), counted, data
+
+
 def _data_diagnostics(
     run: RunDir,
     config: dict[str, Any],

@@ -1,0 +1,83 @@
+"""How far back from the goal a critic's values reach on OGBench's puzzle: Q on the data a run
+trained on, by how many button presses each row's state is from the task's goal.
+
+    python benchmarks/puzzle_values.py \
+        runs/chunking-1m-100k/fql-n-puzzle-3x3-play-1m-singletask-task4-sparse-v0
+
+OGBench's puzzle-RxC is "Lights Out": a press flips its button and the four next to it, so a
+state's distance from the goal is the fewest presses that flip exactly the buttons that differ
+(`valorl.data.ogbench.presses_to_goal`), not how many differ. Task 4 of puzzle-3x3 starts 9
+presses away (every button once), the farthest any state can be. A critic that has backed the
+goal's value up k presses tells states apart up to k presses and reads a floor beyond; a policy
+that starts beyond that has nothing to climb. With the sparse reward (−1 per step until solved)
+and γ 0.99, a state d steps from the goal is worth −100·(1 − 0.99^d).
+
+Prints, per distance, the data's rows there, their mean Monte-Carlo return (the play data's,
+which rarely reaches this goal), and each seed's mean Q at the data's actions (a chunk critic:
+at its chunks, on the rows whose chunk is whole), with the task's start marked.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from common import BenchmarkParser
+
+from valorl.data.ogbench import (
+    minari_trajectories,
+    prepare,
+    presses_to_goal,
+    single_task_name,
+    task_goal,
+    transition_states,
+)
+from valorl.errors import ValorlError
+from valorl.training.diagnostics import q_on_training_data
+
+
+def task_start(task_env: str) -> tuple[np.ndarray, int, int]:
+    """The button states a single-task puzzle environment starts from, and its grid's rows and
+    columns."""
+    prepare()
+    env = gym.make(task_env)
+    try:
+        env.reset(seed=0)
+        u = env.unwrapped
+        return np.asarray(u._cur_button_states).copy(), u._num_rows, u._num_cols
+    finally:
+        env.close()
+
+
+def main() -> None:
+    parser = BenchmarkParser(__doc__)
+    parser.add_argument("runs", nargs="+", help="run directories trained on a puzzle task")
+    args = parser.parse_args()
+    for run in args.runs:
+        q, returns, counted, data = q_on_training_data(run)
+        parsed = single_task_name(data.info.env_id)  # puzzle-3x3-singletask-task4-v0
+        if parsed is None or not parsed[0].startswith("puzzle"):
+            raise ValorlError(f"{run} did not train on a single-task puzzle dataset")
+        base_env, task, _ = parsed
+        goal = task_goal(base_env, task).buttons
+        start, rows, cols = task_start(data.info.env_id)
+        _, buttons = transition_states(
+            minari_trajectories(data.info.source), len(data), data.info.name
+        )
+        distance = presses_to_goal(buttons, goal, rows, cols)
+        start_distance = int(presses_to_goal(start[None], goal, rows, cols)[0])
+        seeds = q.shape[0]
+        print(f"\n{run}: task {task} starts {start_distance} presses from its goal")
+        columns = "".join(f" Q seed {i} |" for i in range(seeds))
+        print(f"| presses | rows | MC return |{columns}")
+        print("|---:|---:|---:|" + "---:|" * seeds)
+        for d in range(rows * cols + 1):
+            at = counted & (distance == d)
+            if not at.any():
+                continue
+            mark = " (start)" if d == start_distance else ""
+            cells = " | ".join(f"{x:.1f}" for x in q[:, at].mean(axis=1))
+            print(f"| {d}{mark} | {at.sum()} | {returns[at].mean():.1f} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
