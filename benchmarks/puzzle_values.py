@@ -53,7 +53,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="run directories trained on a puzzle task")
     args = parser.parse_args()
     for run in args.runs:
-        q, returns, counted, data = q_on_training_data(run)
+        read = q_on_training_data(run)
+        q, returns, counted, data = read.q, read.returns, read.counted, read.data
         parsed = single_task_name(data.info.env_id)  # puzzle-3x3-singletask-task4-v0
         if parsed is None or not parsed[0].startswith("puzzle"):
             raise ValorlError(f"{run} did not train on a single-task puzzle dataset")
@@ -66,7 +67,7 @@ def main() -> None:
         distance = presses_to_goal(buttons, goal, rows, cols)
         start_distance = int(presses_to_goal(start[None], goal, rows, cols)[0])
         seeds = q.shape[0]
-        print(f"\n{run}: task {task} starts {start_distance} presses from its goal")
+        print(f"\n{run} at step {read.step}: task {task} starts {start_distance} presses away")
         columns = "".join(f" Q seed {i} |" for i in range(seeds))
         print(f"| presses | rows | MC return |{columns}")
         print("|---:|---:|---:|" + "---:|" * seeds)

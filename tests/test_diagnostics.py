@@ -446,11 +446,12 @@ def test_a_run_on_data_derived_on_load_is_diagnosed_by_the_datas_name(
     written = json.loads((run.path / "diagnostics.json").read_text())
     assert_same(diagnose_run(run.path), written)
     # the per-row reading behind it, found the same way: its means are the diagnostics'
-    q, returns, counted, data = diagnostics.q_on_training_data(run.path)
-    assert data is derived and counted.all() and q.shape == (1, len(derived))
-    np.testing.assert_allclose(q.mean(axis=1), written["q_mean"], rtol=1e-5)
-    np.testing.assert_allclose(returns, derived.returns_to_go(written["discount"]))
-    np.testing.assert_allclose(returns.mean(), written["mc_return_mean"], rtol=1e-5)
+    read = diagnostics.q_on_training_data(run.path)
+    assert read.data is derived and read.step == written["step"] and read.counted.all()
+    assert read.q.shape == (1, len(derived))
+    np.testing.assert_allclose(read.q.mean(axis=1), written["q_mean"], rtol=1e-5)
+    np.testing.assert_allclose(read.returns, derived.returns_to_go(written["discount"]))
+    np.testing.assert_allclose(read.returns.mean(), written["mc_return_mean"], rtol=1e-5)
     monkeypatch.setattr(sources, "_RESOLVERS", [])  # the name no longer loads
     with pytest.raises(ValorlError, match="is not the data"):
         diagnose_run(run.path)

@@ -45,6 +45,7 @@ also gets its dynamics model's one- and k-step prediction errors (`model_diagnos
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -225,17 +226,29 @@ def diagnose_run(
     return result
 
 
-def q_on_training_data(
-    run_dir: str | os.PathLike,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, Dataset]:
-    """Each seed's Q, in reward units, at every row's action (a chunk critic: its chunk) of the
-    data a run trained on, (seeds, rows); the discounted Monte-Carlo return from each row at the
-    agent's discount; which rows count (`_q_and_td`); and the data."""
+@dataclasses.dataclass(frozen=True)
+class DataValues:
+    """A run's critic read at every row of the data it trained on (`q_on_training_data`)."""
+
+    step: int
+    """The checkpoint's step."""
+    q: np.ndarray
+    """(seeds, rows) Q in reward units at each row's action (a chunk critic: its chunk)."""
+    returns: np.ndarray
+    """(rows,) the discounted Monte-Carlo return from each row at the agent's discount."""
+    counted: np.ndarray
+    """(rows,) the rows a critic is read at (`_q_and_td`: for a chunk critic, whole chunks)."""
+    data: Dataset
+
+
+def q_on_training_data(run_dir: str | os.PathLike) -> DataValues:
+    """The latest checkpoint's critic at every row of the data the run trained on, for reading
+    it by something the diagnostics do not group by (a task's own notion of progress)."""
     plan, ckpt = load_checkpoint(run_dir)
     require_diagnosable(plan.agent)
     data = _recorded_data(RunDir(run_dir).config()["data"], run_dir)
     q, _, counted = _q_and_td(plan.agent, ckpt.states, ckpt.normalizer, data)
-    return q, data.returns_to_go(plan.agent.discount), counted, data
+    return DataValues(ckpt.step, q, data.returns_to_go(plan.agent.discount), counted, data)
 
 
 def _data_diagnostics(
