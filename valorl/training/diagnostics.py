@@ -228,7 +228,7 @@ def diagnose_run(
 
 @dataclasses.dataclass(frozen=True)
 class DataValues:
-    """A run's critic read at every row of the data it trained on (`q_on_training_data`)."""
+    """A run's critic read at every row of its data (`q_on_training_data`)."""
 
     step: int
     """The checkpoint's step."""
@@ -242,8 +242,9 @@ class DataValues:
 
 
 def q_on_training_data(run_dir: str | os.PathLike) -> DataValues:
-    """The latest checkpoint's critic at every row of the data the run trained on, for reading
-    it by something the diagnostics do not group by (a task's own notion of progress)."""
+    """The latest checkpoint's critic at every row of the run's data (held-out episodes
+    included, where it held some out), for reading it by something the diagnostics do not
+    group by (a task's own notion of progress, as `benchmarks/puzzle_values.py` does)."""
     plan, ckpt = load_checkpoint(run_dir)
     require_diagnosable(plan.agent)
     data = _recorded_data(RunDir(run_dir).config()["data"], run_dir)
