@@ -19,6 +19,8 @@ at its chunks, on the rows whose chunk is whole), with the task's start marked.
 
 from __future__ import annotations
 
+import sys
+
 import gymnasium as gym
 import numpy as np
 from common import BenchmarkParser
@@ -33,6 +35,7 @@ from valorl.data.ogbench import (
 )
 from valorl.errors import ValorlError
 from valorl.training.diagnostics import q_on_training_data
+from valorl.training.run_dir import RunDir
 
 
 def task_start(task_env: str) -> tuple[np.ndarray, int, int]:
@@ -53,14 +56,15 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="run directories trained on a puzzle task")
     args = parser.parse_args()
     for run in args.runs:
-        read = q_on_training_data(run)
-        q, returns, counted, data = read.q, read.returns, read.counted, read.data
-        parsed = single_task_name(data.info.env_id)  # puzzle-3x3-singletask-task4-v0
+        env_id = RunDir(run).config()["data"]["env_id"]  # puzzle-3x3-singletask-task4-v0
+        parsed = single_task_name(env_id or "")
         if parsed is None or not parsed[0].startswith("puzzle"):
             raise ValorlError(f"{run} did not train on a single-task puzzle dataset")
         base_env, task, _ = parsed
+        read = q_on_training_data(run)
+        q, returns, counted, data = read.q, read.returns, read.counted, read.data
         goal = task_goal(base_env, task).buttons
-        start, rows, cols = task_start(data.info.env_id)
+        start, rows, cols = task_start(env_id)
         _, buttons = transition_states(
             minari_trajectories(data.info.source), len(data), data.info.name
         )
@@ -81,4 +85,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValorlError as exc:
+        sys.exit(f"error: {exc}")
