@@ -68,8 +68,9 @@ def main() -> None:
         _, buttons = transition_states(
             minari_trajectories(data.info.source), len(data), data.info.name
         )
-        distance = presses_to_goal(buttons, goal, rows, cols)
-        start_distance = int(presses_to_goal(start[None], goal, rows, cols)[0])
+        # one enumeration of the press sets for the start and every row
+        distances = presses_to_goal(np.vstack([start, buttons]), goal, rows, cols)
+        start_distance, distance = int(distances[0]), distances[1:]
         seeds = q.shape[0]
         print(f"\n{run} at step {read.step}: task {task} starts {start_distance} presses away")
         columns = "".join(f" Q seed {i} |" for i in range(seeds))
